@@ -1,0 +1,118 @@
+//! Wiring: builds the store, services and HTTP state from `Settings`, and runs the server
+//! (with its background cleanup) on a listener. The CLI and the integration tests use this.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::blocking::blocking;
+use crate::config::{ConfigError, Settings};
+use crate::crypto::keys::{self, KeyError};
+use crate::error::AppError;
+use crate::http::HttpState;
+use crate::metrics::Metrics;
+use crate::service::{Admin, Core, Sessions};
+use crate::store::{self, StoreError, StoreOptions};
+
+/// Why authd could not start or finish a command.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("{0}")]
+    App(#[from] AppError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What to do about the schema when opening the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Migrate if `database.auto_migrate`, else require an up-to-date schema.
+    Ready,
+    /// Leave it alone (the `migrate` command handles it).
+    AsIs,
+}
+
+/// Opens the store and builds the shared service core.
+pub async fn open_core(settings: Arc<Settings>, schema: Schema) -> Result<Arc<Core>, StartError> {
+    let db = settings.database.clone();
+    let store = blocking(move || -> Result<_, StoreError> {
+        let store = store::open(
+            &db.url,
+            &StoreOptions {
+                pool_size: db.pool_size,
+                busy_timeout: db.busy_timeout,
+            },
+        )?;
+        match schema {
+            Schema::AsIs => {}
+            Schema::Ready if db.auto_migrate => {
+                for m in store.migrate()? {
+                    tracing::info!(version = m.version, name = %m.name, "applied migration");
+                }
+            }
+            Schema::Ready => store.check_schema()?,
+        }
+        Ok(store)
+    })
+    .await??;
+    Ok(Core::new(store, settings, Arc::new(Metrics::new())))
+}
+
+/// Loads (or generates) the keys and builds the HTTP state.
+pub async fn http_state(core: Arc<Core>) -> Result<HttpState, StartError> {
+    let jwt = core.settings.jwt.clone();
+    let keys = blocking(move || keys::load_or_generate(&jwt)).await??;
+    let sessions = Sessions::new(core.clone(), keys);
+    let admin = Admin::new(core.clone());
+    Ok(HttpState::new(
+        sessions,
+        admin,
+        core.settings.clone(),
+        core.metrics.clone(),
+    ))
+}
+
+/// Runs the server on `listener` until `shutdown` resolves; then finishes in-flight requests
+/// (up to `server.shutdown_grace`) and closes the database cleanly.
+pub async fn serve(
+    state: HttpState,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let core = state.admin.core().clone();
+    let warm = core.clone();
+    tokio::spawn(async move { warm.passwords.warm_up().await });
+    let cleanup = tokio::spawn(background_cleanup(state.clone()));
+    crate::http::server::serve(listener, state, shutdown).await;
+    cleanup.abort();
+    let store = core.store.clone();
+    let _ = blocking(move || store.close()).await;
+    tracing::info!("stopped; database closed");
+}
+
+/// Prunes expired and revoked tokens every `cleanup.interval`.
+async fn background_cleanup(state: HttpState) {
+    let period = state.settings.cleanup.interval;
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        ticker.tick().await;
+        state.prune_limiter();
+        match state.admin.cleanup(false).await {
+            Ok(c) => tracing::info!(
+                refresh_tokens = c.refresh_tokens,
+                sessions = c.sessions,
+                login_failures = c.login_failures,
+                "background cleanup"
+            ),
+            Err(e) => tracing::warn!(error = %e, "background cleanup failed"),
+        }
+    }
+}

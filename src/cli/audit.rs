@@ -1,0 +1,91 @@
+//! CLI: `authd audit`: who logged in as whom, from where, and what failed.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::CliError;
+use crate::app::{self, Schema};
+use crate::config::Settings;
+use crate::domain::time::{duration_ms, now_ms, parse_rfc3339, rfc3339, Millis};
+use crate::domain::AuditQuery;
+use crate::service::Admin;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only events about this email
+    #[arg(long, value_name = "E")]
+    pub email: Option<String>,
+    /// Only this event (login, register, refresh, refresh_reuse, logout, logout_all,
+    /// session_revoke, admin_revoke, user_create)
+    #[arg(long, value_name = "EVENT")]
+    pub event: Option<String>,
+    /// Only events newer than this: a duration back from now (24h, 7d) or an RFC 3339 time
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// At most this many events, newest first
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub limit: u32,
+    /// One JSON object per line instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_since(s: &str) -> Result<Millis, CliError> {
+    if let Some(t) = parse_rfc3339(s) {
+        return Ok(t);
+    }
+    humantime::parse_duration(s)
+        .map(|d| now_ms() - duration_ms(d))
+        .map_err(|_| CliError(format!("--since: '{s}' is neither a duration (24h) nor an RFC 3339 time")))
+}
+
+pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let core = app::open_core(settings, Schema::Ready).await?;
+    let events = Admin::new(core)
+        .audit_log(AuditQuery {
+            email: args.email,
+            event: args.event,
+            since,
+            limit: args.limit,
+        })
+        .await?;
+    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    if args.json {
+        for e in &events {
+            println!(
+                "{}",
+                json!({
+                    "at": rfc3339(e.at),
+                    "event": e.event,
+                    "outcome": e.outcome,
+                    "reason": e.reason,
+                    "userId": e.user_id.map(|u| u.to_string()),
+                    "email": e.email,
+                    "ip": e.ip,
+                    "userAgent": e.user_agent,
+                })
+            );
+        }
+        return Ok(());
+    }
+    println!(
+        "{:<20}  {:<14}  {:<7}  {:<16}  {:<36}  {:<30}  {:<15}  USER AGENT",
+        "TIME", "EVENT", "OUTCOME", "REASON", "USER ID", "EMAIL", "IP"
+    );
+    for e in &events {
+        println!(
+            "{:<20}  {:<14}  {:<7}  {:<16}  {:<36}  {:<30}  {:<15}  {}",
+            rfc3339(e.at),
+            e.event,
+            e.outcome,
+            dash(&e.reason),
+            e.user_id.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            dash(&e.email),
+            dash(&e.ip),
+            dash(&e.user_agent),
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,26 @@
+//! CLI: `authd cleanup-tokens [--dry-run]`: safe to run from cron while `serve` runs.
+
+use std::sync::Arc;
+
+use super::CliError;
+use crate::app::{self, Schema};
+use crate::config::Settings;
+use crate::service::Admin;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Only count what would be deleted
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
+    let core = app::open_core(settings, Schema::Ready).await?;
+    let c = Admin::new(core).cleanup(args.dry_run).await?;
+    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} refresh token(s), {} session(s), {} login-failure counter(s)",
+        c.refresh_tokens, c.sessions, c.login_failures
+    );
+    Ok(())
+}

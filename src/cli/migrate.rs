@@ -1,0 +1,36 @@
+//! CLI: `authd migrate [--status]`.
+
+use std::sync::Arc;
+
+use super::CliError;
+use crate::app::{self, Schema};
+use crate::config::Settings;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// List applied and pending migrations instead of applying them
+    #[arg(long)]
+    pub status: bool,
+}
+
+pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
+    let core = app::open_core(settings, Schema::AsIs).await?;
+    if args.status {
+        let rows = core.db(|s| s.migration_status()).await?;
+        for m in rows {
+            match m.applied_on {
+                Some(at) => println!("applied  V{}__{}  {at}", m.version, m.name),
+                None => println!("pending  V{}__{}", m.version, m.name),
+            }
+        }
+        return Ok(());
+    }
+    let applied = core.db(|s| s.migrate()).await?;
+    if applied.is_empty() {
+        println!("nothing to apply: the database is up to date");
+    }
+    for m in applied {
+        println!("applied V{}__{}", m.version, m.name);
+    }
+    Ok(())
+}

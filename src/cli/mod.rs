@@ -1,0 +1,151 @@
+//! CLI: the command-line interface (clap derive). Each subcommand lives in its own file and
+//! calls the same services as the HTTP API.
+
+mod audit;
+mod cleanup_tokens;
+mod create_user;
+mod migrate;
+mod revoke_sessions;
+mod serve;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::StartError;
+use crate::config::{self, LogFormat, Settings, Sources};
+use crate::error::AppError;
+
+/// authd: a self-hosted authentication server (JWT access tokens, rotating refresh tokens).
+#[derive(Debug, Parser)]
+#[command(name = "authd", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Configuration file (TOML), layered over config/default.toml; env: AUTHD_CONFIG
+    #[arg(long, global = true, value_name = "PATH", env = "AUTHD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP server (applies pending migrations first when database.auto_migrate is true)
+    Serve,
+    /// Apply pending database migrations (embedded in the binary)
+    Migrate(migrate::Args),
+    /// Create a user (prompts on a terminal; --password-stdin for scripts)
+    CreateUser(create_user::Args),
+    /// Revoke refresh sessions of one user or of everyone
+    RevokeSessions(revoke_sessions::Args),
+    /// Delete refresh tokens and sessions that expired or were revoked more than cleanup.retention ago
+    CleanupTokens(cleanup_tokens::Args),
+    /// Read the audit trail (logins, refreshes, revocations, ...)
+    Audit(audit::Args),
+}
+
+/// A command's failure: one line for stderr.
+#[derive(Debug)]
+pub struct CliError(pub String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.replace(['\n', '\r'], " "))
+    }
+}
+
+impl From<StartError> for CliError {
+    fn from(e: StartError) -> Self {
+        match e {
+            StartError::App(e) => e.into(),
+            other => CliError(other.to_string()),
+        }
+    }
+}
+
+impl From<AppError> for CliError {
+    fn from(e: AppError) -> Self {
+        CliError(match e {
+            AppError::Validation(details) => format!(
+                "invalid input: {}",
+                details
+                    .iter()
+                    .map(|d| format!("{} {}", d.field, d.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            AppError::Unavailable(cause) => format!("database unavailable: {cause}"),
+            AppError::Internal(cause) => cause,
+            other => other.to_string(),
+        })
+    }
+}
+
+impl From<config::ConfigError> for CliError {
+    fn from(e: config::ConfigError) -> Self {
+        CliError(e.to_string())
+    }
+}
+
+/// Loads the configuration, sets up logging, and runs the command.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let sources = Sources::from_process(cli.config.clone())?;
+    let settings = Arc::new(config::load(&sources)?);
+    let serving = matches!(cli.command, Command::Serve);
+    let _log_guard = init_logging(&settings, serving);
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve::run(settings).await,
+            Command::Migrate(args) => migrate::run(settings, args).await,
+            Command::CreateUser(args) => create_user::run(settings, args).await,
+            Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,
+            Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,
+            Command::Audit(args) => audit::run(settings, args).await,
+        }
+    })
+}
+
+/// Logs go to stdout for `serve` (at `log.level`) and to stderr for the other commands
+/// (warnings only, so their stdout stays scriptable). Writes never block a request: a full
+/// pipe drops log lines rather than stalling the server.
+fn init_logging(settings: &Settings, serving: bool) -> tracing_appender::non_blocking::WorkerGuard {
+    use tracing_subscriber::EnvFilter;
+    let (writer, guard) = if serving {
+        tracing_appender::non_blocking(std::io::stdout())
+    } else {
+        tracing_appender::non_blocking(std::io::stderr())
+    };
+    let level = if serving { settings.log.level.as_str() } else { "warn" };
+    // Dependencies stay at info or quieter unless named explicitly: their trace output could
+    // carry raw headers.
+    let filter = format!("{level},hyper=info,hyper_util=info,warp=info,h2=info,r2d2=info");
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_ansi(false);
+    let _ = match settings.log.format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init(),
+        LogFormat::Pretty => builder.compact().try_init(),
+    };
+    guard
+}
+
+/// Whether standard input is an interactive terminal.
+fn stdin_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdin().is_terminal()
+}

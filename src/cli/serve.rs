@@ -1,0 +1,44 @@
+//! CLI: `authd serve`.
+
+use std::sync::Arc;
+
+use super::CliError;
+use crate::app::{self, Schema, StartError};
+use crate::config::Settings;
+
+pub async fn run(settings: Arc<Settings>) -> Result<(), CliError> {
+    let core = app::open_core(settings.clone(), Schema::Ready).await?;
+    let state = app::http_state(core).await?;
+    let addr = settings.server.bind;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(addr = %bound, "authd listening on http://{bound}");
+    app::serve(state, listener, shutdown_signal()).await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => tracing::info!("SIGINT received"),
+        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}

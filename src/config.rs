@@ -1,0 +1,784 @@
+//! Configuration: layered raw sources -> one validation pass -> typed `Settings`.
+//!
+//! Layers, later wins: built-in defaults (`config/default.toml`, embedded), `config/default.toml`
+//! in the working directory, `config/<AUTHD_ENV>.toml`, the `--config` file, then `AUTHD_*`
+//! environment variables (a `.env` file is read into the environment first).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use config::{Config, File, FileFormat};
+use ipnet::IpNet;
+
+/// The built-in defaults: the commented file shipped in the repository.
+pub const DEFAULTS_TOML: &str = include_str!("../config/default.toml");
+
+/// Every known key, by section. Anything else in a file is an error.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    (
+        "server",
+        &[
+            "bind",
+            "body_limit",
+            "shutdown_grace",
+            "cors_origins",
+            "trusted_proxies",
+            "hsts",
+        ],
+    ),
+    (
+        "database",
+        &["url", "pool_size", "auto_migrate", "busy_timeout"],
+    ),
+    (
+        "jwt",
+        &[
+            "issuer",
+            "audience",
+            "algorithm",
+            "access_ttl",
+            "refresh_ttl",
+            "refresh_reuse_grace",
+            "leeway",
+            "access_secret",
+            "refresh_secret",
+            "key_dir",
+        ],
+    ),
+    ("password", &["bcrypt_cost", "min_length"]),
+    ("cookie", &["name", "secure"]),
+    (
+        "rate_limit",
+        &[
+            "enabled",
+            "window",
+            "max_requests",
+            "max_failed_logins",
+            "lockout_threshold",
+            "lockout_duration",
+        ],
+    ),
+    ("cleanup", &["interval", "retention"]),
+    ("log", &["format", "level"]),
+];
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&str] = &["server.cors_origins", "server.trusted_proxies"];
+
+/// Environment variables with the `AUTHD_` prefix that are not configuration keys.
+const NON_KEY_VARS: &[&str] = &["AUTHD_ENV", "AUTHD_CONFIG"];
+
+/// A secret value whose `Debug` and `Display` never show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    EdDsa,
+    Hs256,
+}
+
+impl JwtAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JwtAlgorithm::EdDsa => "EdDSA",
+            JwtAlgorithm::Hs256 => "HS256",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `server.bind` (`AUTHD_SERVER__BIND`), default `127.0.0.1:8080`.
+    pub bind: SocketAddr,
+    /// `server.body_limit` in bytes, default 16384.
+    pub body_limit: u64,
+    /// `server.shutdown_grace`, default 30s: how long in-flight requests may take after SIGTERM.
+    pub shutdown_grace: Duration,
+    /// `server.cors_origins`: exact origins allowed for CORS (and for CSRF checks).
+    pub cors_origins: Vec<String>,
+    /// `server.trusted_proxies`: peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// `server.hsts`: send `Strict-Transport-Security`.
+    pub hsts: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    /// `database.url`, default `sqlite://data/authd.db`.
+    pub url: String,
+    /// `database.pool_size`, default 8.
+    pub pool_size: u32,
+    /// `database.auto_migrate`, default true.
+    pub auto_migrate: bool,
+    /// `database.busy_timeout`, default 5s: how long a write waits for a lock before 503.
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub algorithm: JwtAlgorithm,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub refresh_reuse_grace: Duration,
+    pub leeway: Duration,
+    pub access_secret: Option<Secret>,
+    pub refresh_secret: Option<Secret>,
+    pub key_dir: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct PasswordSettings {
+    pub bcrypt_cost: u32,
+    pub min_length: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    pub name: String,
+    pub secure: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub enabled: bool,
+    pub window: Duration,
+    pub max_requests: u32,
+    pub max_failed_logins: u32,
+    pub lockout_threshold: u32,
+    pub lockout_duration: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CleanupSettings {
+    pub interval: Duration,
+    pub retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// The validated configuration. Everything the program does flows from one of these.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub jwt: JwtSettings,
+    pub password: PasswordSettings,
+    pub cookie: CookieSettings,
+    pub rate_limit: RateLimitSettings,
+    pub cleanup: CleanupSettings,
+    pub log: LogSettings,
+    /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
+    pub warnings: Vec<String>,
+}
+
+/// Every problem found in the configuration, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where configuration comes from. `Sources::from_process` reads the real environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directory holding `config/default.toml` and `config/<env>.toml` (usually the cwd).
+    pub base_dir: PathBuf,
+    /// The value of `AUTHD_ENV`.
+    pub env_name: Option<String>,
+    /// The `--config` file.
+    pub config_file: Option<PathBuf>,
+    /// `AUTHD_*` environment variables.
+    pub env_vars: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// Reads `.env` from the working directory into the environment, then the environment.
+    pub fn from_process(config_file: Option<PathBuf>) -> Result<Self, ConfigError> {
+        match dotenvy::dotenv() {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => return Err(ConfigError(vec![format!(".env: {e}")])),
+        }
+        let env_vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("AUTHD_"))
+            .collect();
+        Ok(Sources {
+            base_dir: PathBuf::from("."),
+            env_name: std::env::var("AUTHD_ENV").ok().filter(|s| !s.is_empty()),
+            config_file,
+            env_vars,
+        })
+    }
+}
+
+/// Loads and validates the configuration from its layers.
+pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    let mut files: Vec<(String, String)> = vec![("built-in defaults".into(), DEFAULTS_TOML.into())];
+    let mut optional = vec![sources.base_dir.join("config/default.toml")];
+    if let Some(env) = &sources.env_name {
+        optional.push(sources.base_dir.join(format!("config/{env}.toml")));
+    }
+    for path in optional {
+        if path.is_file() {
+            read_file(&path, &mut files, &mut errors);
+        }
+    }
+    if let Some(path) = &sources.config_file {
+        if path.is_file() {
+            read_file(path, &mut files, &mut errors);
+        } else {
+            errors.push(format!("config file {} not found", path.display()));
+        }
+    }
+
+    let mut builder = Config::builder();
+    for (label, text) in &files {
+        match Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+        {
+            Ok(single) => {
+                check_unknown_keys(&single, label, &mut errors);
+                builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+            }
+            Err(e) => errors.push(format!("{label}: {e}")),
+        }
+    }
+    for (var, value) in &sources.env_vars {
+        if NON_KEY_VARS.contains(&var.as_str()) {
+            continue;
+        }
+        match env_key(var) {
+            Some(key) if LIST_KEYS.contains(&key.as_str()) => {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                builder = builder
+                    .set_override(key, items)
+                    .expect("override of a known key");
+            }
+            Some(key) => {
+                builder = builder
+                    .set_override(key, value.as_str())
+                    .expect("override of a known key");
+            }
+            None => warnings.push(format!(
+                "ignoring unknown environment variable {var} (expected AUTHD_<SECTION>__<KEY>)"
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ConfigError(errors));
+    }
+    let cfg = builder
+        .build()
+        .map_err(|e| ConfigError(vec![e.to_string()]))?;
+    let mut r = Reader {
+        cfg: &cfg,
+        errors: Vec::new(),
+    };
+    let settings = r.settings(warnings);
+    if r.errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigError(r.errors))
+    }
+}
+
+fn read_file(path: &Path, files: &mut Vec<(String, String)>, errors: &mut Vec<String>) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => files.push((path.display().to_string(), text)),
+        Err(e) => errors.push(format!("cannot read config file {}: {e}", path.display())),
+    }
+}
+
+/// `AUTHD_RATE_LIMIT__MAX_REQUESTS` -> `rate_limit.max_requests`, if that key exists.
+fn env_key(var: &str) -> Option<String> {
+    let rest = var.strip_prefix("AUTHD_")?;
+    let (section, key) = rest.split_once("__")?;
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    is_known(&section, &key).then(|| format!("{section}.{key}"))
+}
+
+fn is_known(section: &str, key: &str) -> bool {
+    KNOWN_KEYS
+        .iter()
+        .any(|(s, keys)| *s == section && keys.contains(&key))
+}
+
+fn check_unknown_keys(cfg: &Config, label: &str, errors: &mut Vec<String>) {
+    let Ok(table) = cfg.clone().try_deserialize::<config::Map<String, config::Value>>() else {
+        errors.push(format!("{label}: not a table of sections"));
+        return;
+    };
+    for (section, value) in table {
+        if !KNOWN_KEYS.iter().any(|(s, _)| *s == section) {
+            errors.push(format!("{label}: unknown section [{section}]"));
+            continue;
+        }
+        match value.into_table() {
+            Ok(keys) => {
+                for key in keys.keys() {
+                    if !is_known(&section, key) {
+                        errors.push(format!("{label}: unknown key {section}.{key}"));
+                    }
+                }
+            }
+            Err(_) => errors.push(format!("{label}: {section} must be a table")),
+        }
+    }
+}
+
+/// Reads each key once, recording one error per bad key.
+struct Reader<'a> {
+    cfg: &'a Config,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn fail<T: Default>(&mut self, key: &str, why: impl fmt::Display) -> T {
+        self.errors.push(format!("{key}: {why}"));
+        T::default()
+    }
+
+    fn string(&mut self, key: &str) -> String {
+        match self.cfg.get_string(key) {
+            Ok(s) => s,
+            Err(e) => self.fail(key, format!("not a string ({e})")),
+        }
+    }
+
+    fn boolean(&mut self, key: &str) -> bool {
+        let raw = self.string(key);
+        match raw.to_ascii_lowercase().as_str() {
+            "true" => true,
+            "false" => false,
+            _ => self.fail(key, format!("expected true or false, got '{raw}'")),
+        }
+    }
+
+    fn uint(&mut self, key: &str, min: u64, max: u64) -> u64 {
+        let raw = self.string(key);
+        match raw.trim().parse::<u64>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            Ok(n) => self.fail(key, format!("{n} is out of range {min}..={max}")),
+            Err(_) => self.fail(key, format!("expected a whole number, got '{raw}'")),
+        }
+    }
+
+    fn duration(&mut self, key: &str, allow_zero: bool) -> Duration {
+        let raw = self.string(key);
+        let parsed = match raw.trim() {
+            "0" => Ok(Duration::ZERO),
+            s if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => {
+                s.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
+            }
+            s => humantime::parse_duration(s).map_err(|e| e.to_string()),
+        };
+        match parsed {
+            Ok(d) if d.is_zero() && !allow_zero => self.fail(key, "must be greater than zero"),
+            Ok(d) => d,
+            Err(e) => self.fail(key, format!("invalid duration '{raw}' ({e}); use e.g. 30s, 15m, 7d")),
+        }
+    }
+
+    fn list(&mut self, key: &str) -> Vec<String> {
+        match self.cfg.get_array(key) {
+            Ok(values) => values
+                .into_iter()
+                .filter_map(|v| match v.into_string() {
+                    Ok(s) => Some(s),
+                    Err(e) => self.fail(key, format!("entries must be strings ({e})")),
+                })
+                .collect(),
+            Err(_) => self.fail(key, "expected a list of strings"),
+        }
+    }
+
+    fn secret(&mut self, key: &str) -> Option<Secret> {
+        let raw = self.string(key);
+        if raw.is_empty() {
+            return None;
+        }
+        if let Err(why) = check_secret_strength(&raw) {
+            return self.fail(key, why);
+        }
+        Some(Secret(raw))
+    }
+
+    fn settings(&mut self, mut warnings: Vec<String>) -> Settings {
+        let bind_raw = self.string("server.bind");
+        let bind = bind_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
+            self.fail::<()>(
+                "server.bind",
+                format!("expected IP:PORT such as 127.0.0.1:8080, got '{bind_raw}'"),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+        let cors_origins = self.list("server.cors_origins");
+        for origin in &cors_origins {
+            if let Err(why) = check_origin(origin) {
+                self.fail::<()>("server.cors_origins", format!("'{origin}': {why}"));
+            }
+        }
+        let trusted_proxies = self
+            .list("server.trusted_proxies")
+            .into_iter()
+            .filter_map(|s| match parse_net(&s) {
+                Some(net) => Some(net),
+                None => self.fail(
+                    "server.trusted_proxies",
+                    format!("'{s}' is not an IP address or CIDR range"),
+                ),
+            })
+            .collect();
+        let server = ServerSettings {
+            bind,
+            body_limit: self.uint("server.body_limit", 64, 64 * 1024 * 1024),
+            shutdown_grace: self.duration("server.shutdown_grace", true),
+            cors_origins,
+            trusted_proxies,
+            hsts: self.boolean("server.hsts"),
+        };
+
+        let url = self.string("database.url");
+        if let Err(why) = check_database_url(&url) {
+            self.fail::<()>("database.url", why);
+        }
+        let database = DatabaseSettings {
+            url,
+            pool_size: self.uint("database.pool_size", 1, 256) as u32,
+            auto_migrate: self.boolean("database.auto_migrate"),
+            busy_timeout: self.duration("database.busy_timeout", true),
+        };
+
+        let algorithm_raw = self.string("jwt.algorithm");
+        let algorithm = match algorithm_raw.to_ascii_uppercase().as_str() {
+            "EDDSA" => JwtAlgorithm::EdDsa,
+            "HS256" => JwtAlgorithm::Hs256,
+            _ => {
+                self.fail::<()>(
+                    "jwt.algorithm",
+                    format!("expected EdDSA or HS256, got '{algorithm_raw}'"),
+                );
+                JwtAlgorithm::EdDsa
+            }
+        };
+        let access_secret = self.secret("jwt.access_secret");
+        let refresh_secret = self.secret("jwt.refresh_secret");
+        if let (Some(a), Some(r)) = (&access_secret, &refresh_secret) {
+            if a == r {
+                self.fail::<()>(
+                    "jwt.refresh_secret",
+                    "must differ from jwt.access_secret (refresh tokens use a separate key)",
+                );
+            }
+        }
+        let issuer = self.string("jwt.issuer");
+        let audience = self.string("jwt.audience");
+        for (key, value) in [("jwt.issuer", &issuer), ("jwt.audience", &audience)] {
+            if value.trim().is_empty() {
+                self.fail::<()>(key, "must not be empty");
+            }
+        }
+        let key_dir = PathBuf::from(self.string("jwt.key_dir"));
+        let jwt = JwtSettings {
+            issuer,
+            audience,
+            algorithm,
+            access_ttl: self.duration("jwt.access_ttl", false),
+            refresh_ttl: self.duration("jwt.refresh_ttl", false),
+            refresh_reuse_grace: self.duration("jwt.refresh_reuse_grace", true),
+            leeway: self.duration("jwt.leeway", true),
+            access_secret,
+            refresh_secret,
+            key_dir,
+        };
+
+        let password = PasswordSettings {
+            bcrypt_cost: self.uint("password.bcrypt_cost", 10, 31) as u32,
+            min_length: self.uint("password.min_length", 1, 72) as usize,
+        };
+
+        let cookie_name = self.string("cookie.name");
+        if cookie_name.is_empty()
+            || !cookie_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+        {
+            self.fail::<()>("cookie.name", format!("'{cookie_name}' is not a valid cookie name"));
+        }
+        let cookie = CookieSettings {
+            name: cookie_name,
+            secure: self.boolean("cookie.secure"),
+        };
+        if !cookie.secure {
+            warnings.push(
+                "cookie.secure is false: the refresh cookie will also be sent over plain HTTP".into(),
+            );
+        }
+
+        let rate_limit = RateLimitSettings {
+            enabled: self.boolean("rate_limit.enabled"),
+            window: self.duration("rate_limit.window", false),
+            max_requests: self.uint("rate_limit.max_requests", 1, u32::MAX as u64) as u32,
+            max_failed_logins: self.uint("rate_limit.max_failed_logins", 1, u32::MAX as u64) as u32,
+            lockout_threshold: self.uint("rate_limit.lockout_threshold", 1, u32::MAX as u64) as u32,
+            lockout_duration: self.duration("rate_limit.lockout_duration", false),
+        };
+        let cleanup = CleanupSettings {
+            interval: self.duration("cleanup.interval", false),
+            retention: self.duration("cleanup.retention", true),
+        };
+
+        let format_raw = self.string("log.format");
+        let format = match format_raw.to_ascii_lowercase().as_str() {
+            "pretty" => LogFormat::Pretty,
+            "json" => LogFormat::Json,
+            _ => {
+                self.fail::<()>("log.format", format!("expected pretty or json, got '{format_raw}'"));
+                LogFormat::Pretty
+            }
+        };
+        let level = self.string("log.level");
+        if tracing_subscriber::EnvFilter::builder()
+            .parse(&level)
+            .is_err()
+        {
+            self.fail::<()>("log.level", format!("'{level}' is not a valid level or filter"));
+        }
+
+        Settings {
+            server,
+            database,
+            jwt,
+            password,
+            cookie,
+            rate_limit,
+            cleanup,
+            log: LogSettings { format, level },
+            warnings,
+        }
+    }
+}
+
+/// Words that mark a secret copied from an example rather than generated.
+const PLACEHOLDER_MARKERS: &[&str] = &[
+    "change-me",
+    "changeme",
+    "change_me",
+    "changethis",
+    "placeholder",
+    "replace-me",
+    "replaceme",
+    "example",
+    "your-secret",
+    "your_secret",
+    "yoursecret",
+    "secret-key",
+    "secretkey",
+    "insecure",
+    "default",
+];
+
+/// A configured secret must be at least 32 bytes with at least 8 distinct bytes,
+/// and must not look like a placeholder.
+pub fn check_secret_strength(secret: &str) -> Result<(), String> {
+    if secret.len() < 32 {
+        return Err(format!("too short ({} bytes; at least 32 required)", secret.len()));
+    }
+    let distinct: BTreeSet<u8> = secret.bytes().collect();
+    if distinct.len() < 8 {
+        return Err(format!(
+            "too weak ({} distinct bytes; at least 8 required)",
+            distinct.len()
+        ));
+    }
+    let lower = secret.to_ascii_lowercase();
+    if let Some(marker) = PLACEHOLDER_MARKERS.iter().find(|m| lower.contains(*m)) {
+        return Err(format!(
+            "looks like a placeholder (contains '{marker}'); generate one, e.g. `openssl rand -base64 48`"
+        ));
+    }
+    Ok(())
+}
+
+fn check_origin(origin: &str) -> Result<(), &'static str> {
+    if origin == "*" {
+        return Err("wildcards are not allowed; list exact origins");
+    }
+    let rest = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or("must start with http:// or https://")?;
+    if rest.is_empty() || rest.contains('/') || rest.contains('*') || rest.contains(char::is_whitespace) {
+        return Err("must be scheme://host[:port] with no path");
+    }
+    Ok(())
+}
+
+fn parse_net(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+fn check_database_url(url: &str) -> Result<(), String> {
+    match url.split_once(':') {
+        Some(("sqlite", rest)) if !rest.trim_start_matches("//").is_empty() => Ok(()),
+        Some(("sqlite", _)) => Err("sqlite URL has no path (e.g. sqlite://data/authd.db)".into()),
+        Some((scheme, _)) => Err(format!(
+            "unsupported database scheme '{scheme}' (this build supports sqlite://)"
+        )),
+        None => Err(format!("'{url}' is not a URL such as sqlite://data/authd.db")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_env(vars: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        load(&Sources {
+            base_dir: PathBuf::from("/nonexistent"),
+            env_vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let s = with_env(&[]).unwrap();
+        assert_eq!(s.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.server.body_limit, 16384);
+        assert_eq!(s.server.shutdown_grace, Duration::from_secs(30));
+        assert!(s.server.cors_origins.is_empty() && s.server.trusted_proxies.is_empty());
+        assert!(!s.server.hsts);
+        assert_eq!(s.database.url, "sqlite://data/authd.db");
+        assert_eq!(s.database.pool_size, 8);
+        assert!(s.database.auto_migrate);
+        assert_eq!((s.jwt.issuer.as_str(), s.jwt.audience.as_str()), ("authd", "authd"));
+        assert_eq!(s.jwt.algorithm, JwtAlgorithm::EdDsa);
+        assert_eq!(s.jwt.access_ttl, Duration::from_secs(900));
+        assert_eq!(s.jwt.refresh_ttl, Duration::from_secs(7 * 86400));
+        assert_eq!(s.jwt.refresh_reuse_grace, Duration::ZERO);
+        assert_eq!(s.jwt.leeway, Duration::from_secs(30));
+        assert!(s.jwt.access_secret.is_none() && s.jwt.refresh_secret.is_none());
+        assert_eq!(s.jwt.key_dir, PathBuf::from("data/keys"));
+        assert_eq!((s.password.bcrypt_cost, s.password.min_length), (12, 8));
+        assert_eq!(s.cookie.name, "authd_refresh");
+        assert!(s.cookie.secure);
+        let rl = &s.rate_limit;
+        assert!(rl.enabled);
+        assert_eq!(rl.window, Duration::from_secs(900));
+        assert_eq!((rl.max_requests, rl.max_failed_logins, rl.lockout_threshold), (300, 5, 10));
+        assert_eq!(rl.lockout_duration, Duration::from_secs(900));
+        assert_eq!(s.cleanup.interval, Duration::from_secs(3600));
+        assert_eq!(s.cleanup.retention, Duration::from_secs(7 * 86400));
+        assert_eq!(s.log.format, LogFormat::Pretty);
+        assert_eq!(s.log.level, "info");
+    }
+
+    #[test]
+    fn env_overrides_and_lists() {
+        let s = with_env(&[
+            ("AUTHD_SERVER__BIND", "127.0.0.1:9000"),
+            ("AUTHD_RATE_LIMIT__ENABLED", "false"),
+            ("AUTHD_SERVER__CORS_ORIGINS", "https://a.example.org, https://b.example.org"),
+            ("AUTHD_SERVER__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1"),
+            ("AUTHD_JWT__ACCESS_TTL", "2m"),
+        ])
+        .unwrap();
+        assert_eq!(s.server.bind.port(), 9000);
+        assert!(!s.rate_limit.enabled);
+        assert_eq!(s.server.cors_origins.len(), 2);
+        assert_eq!(s.server.trusted_proxies.len(), 2);
+        assert_eq!(s.jwt.access_ttl, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let err = with_env(&[
+            ("AUTHD_SERVER__BIND", "nope"),
+            ("AUTHD_PASSWORD__BCRYPT_COST", "9"),
+            ("AUTHD_JWT__LEEWAY", "soon"),
+            ("AUTHD_JWT__ACCESS_SECRET", "short"),
+            ("AUTHD_JWT__REFRESH_SECRET", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+        ])
+        .unwrap_err();
+        let text = err.to_string();
+        for key in [
+            "server.bind",
+            "password.bcrypt_cost",
+            "jwt.leeway",
+            "jwt.access_secret",
+            "jwt.refresh_secret",
+        ] {
+            assert!(text.contains(key), "{key} missing from {text}");
+        }
+    }
+
+    #[test]
+    fn secrets() {
+        assert!(check_secret_strength("0123456789abcdef0123456789abcdef").is_ok());
+        assert!(check_secret_strength("0123456789abcdef").is_err());
+        assert!(check_secret_strength("abababababababababababababababababab").is_err());
+        assert!(check_secret_strength("change-me-change-me-change-me-0123456789").is_err());
+        assert_eq!(format!("{:?}", Secret("x".into())), "***");
+    }
+
+    #[test]
+    fn unknown_env_vars_warn() {
+        let s = with_env(&[("AUTHD_SERVER__BND", "x")]).unwrap();
+        assert!(s.warnings.iter().any(|w| w.contains("AUTHD_SERVER__BND")));
+    }
+}

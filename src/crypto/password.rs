@@ -1,0 +1,102 @@
+//! Crypto layer: bcrypt hashing and verification, on the blocking pool behind a semaphore
+//! sized to the cores so that a login flood cannot take every thread.
+
+use std::sync::Arc;
+
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::blocking::blocking;
+use crate::domain::validate::PASSWORD_MAX_BYTES;
+use crate::error::{AppError, AppResult};
+
+pub struct Passwords {
+    cost: u32,
+    permits: Arc<Semaphore>,
+    /// A hash of a random password, verified against when the email is unknown so that an
+    /// unknown email costs the same bcrypt work as a wrong password.
+    dummy: OnceCell<String>,
+}
+
+impl Passwords {
+    pub fn new(cost: u32) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Passwords {
+            cost,
+            permits: Arc::new(Semaphore::new(cores)),
+            dummy: OnceCell::new(),
+        }
+    }
+
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| AppError::Internal("password hasher closed".into()))?;
+        blocking(f).await
+    }
+
+    /// Hashes a normalised password (at most 72 bytes; never truncated).
+    pub async fn hash(&self, password: String) -> AppResult<String> {
+        let cost = self.cost;
+        self.run(move || bcrypt::non_truncating_hash(password.as_bytes(), cost))
+            .await?
+            .map_err(|e| AppError::Internal(format!("bcrypt: {e}")))
+    }
+
+    /// True when `password` matches `hash`. A password over 72 bytes never matches, but still
+    /// costs one verification.
+    pub async fn verify(&self, password: String, hash: String) -> AppResult<bool> {
+        if password.len() > PASSWORD_MAX_BYTES {
+            self.verify_dummy().await?;
+            return Ok(false);
+        }
+        self.run(move || bcrypt::non_truncating_verify(password.as_bytes(), &hash).unwrap_or(false))
+            .await
+    }
+
+    /// Spends one verification's worth of work, for an unknown email.
+    pub async fn verify_dummy(&self) -> AppResult<()> {
+        let hash = self.dummy_hash().await?.to_string();
+        self.run(move || {
+            let _ = bcrypt::verify(b"not-the-password", &hash);
+        })
+        .await
+    }
+
+    /// The dummy hash, computed once (in the background at start-up, see `warm_up`).
+    async fn dummy_hash(&self) -> AppResult<&str> {
+        let cost = self.cost;
+        self.dummy
+            .get_or_try_init(|| async move {
+                let random: [u8; 16] = rand::random();
+                blocking(move || bcrypt::hash(random, cost))
+                    .await?
+                    .map_err(|e| AppError::Internal(format!("bcrypt: {e}")))
+            })
+            .await
+            .map(String::as_str)
+    }
+
+    /// Computes the dummy hash ahead of the first login.
+    pub async fn warm_up(&self) {
+        let _ = self.dummy_hash().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn hash_and_verify() {
+        let p = Passwords::new(4);
+        let h = p.hash("Secret-123".into()).await.unwrap();
+        assert!(h.starts_with("$2b$04$"));
+        assert!(p.verify("Secret-123".into(), h.clone()).await.unwrap());
+        assert!(!p.verify("Secret-124".into(), h.clone()).await.unwrap());
+        let long = format!("Secret-123{}", "x".repeat(70));
+        assert!(!p.verify(long, h).await.unwrap());
+        p.verify_dummy().await.unwrap();
+    }
+}

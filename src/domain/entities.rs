@@ -1,0 +1,175 @@
+//! Domain layer: the entities services and stores exchange.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use super::time::Millis;
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "user" => Ok(Role::User),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!("unknown role '{other}' (expected user or admin)")),
+        }
+    }
+}
+
+/// A user as clients may see it (never with a password hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub disabled: bool,
+    pub created_at: Millis,
+    pub last_login_at: Option<Millis>,
+}
+
+/// A user with the bcrypt hash needed to check a login.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password_hash: String,
+}
+
+/// A user about to be inserted; email and name already validated, password already hashed.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub email: String,
+    pub name: Option<String>,
+    pub role: Role,
+    pub password_hash: String,
+    pub created_at: Millis,
+}
+
+/// A refresh session: one login on one device, carried by a chain of rotating refresh tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub created_at: Millis,
+    pub last_used_at: Millis,
+    pub expires_at: Millis,
+    pub revoked_at: Option<Millis>,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub device_info: Option<String>,
+}
+
+impl Session {
+    pub fn is_live(&self, now: Millis) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// A refresh token as stored: only its SHA-256 hash.
+#[derive(Debug, Clone)]
+pub struct NewRefreshToken {
+    pub hash: String,
+    pub session_id: Uuid,
+    pub created_at: Millis,
+    pub expires_at: Millis,
+}
+
+/// A rotation request: present `presented_hash`, get `replacement` stored if allowed.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub presented_hash: String,
+    pub replacement_hash: String,
+    pub now: Millis,
+    pub expires_at: Millis,
+    /// Milliseconds after its rotation during which a rotated-away token still rotates.
+    pub reuse_grace: Millis,
+}
+
+/// What a rotation did. Only `Rotated` stored a new token; `Reused` revoked the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RotateOutcome {
+    Rotated { user_id: Uuid, session_id: Uuid },
+    Unknown,
+    Expired { user_id: Uuid, session_id: Uuid },
+    Revoked { user_id: Uuid, session_id: Uuid },
+    Reused { user_id: Uuid, session_id: Uuid },
+}
+
+/// Counts of what a cleanup deleted (or would delete, on a dry run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CleanupCounts {
+    pub refresh_tokens: u64,
+    pub sessions: u64,
+    pub login_failures: u64,
+}
+
+/// One row of the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: Millis,
+    pub event: String,
+    pub user_id: Option<Uuid>,
+    pub email: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub outcome: String,
+    pub reason: Option<String>,
+}
+
+/// Filters for reading the audit trail; newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub email: Option<String>,
+    pub event: Option<String>,
+    pub since: Option<Millis>,
+    pub limit: u32,
+}
+
+/// A failed-login counter for one key (a client IP or an email).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailureCounter {
+    pub count: u32,
+    pub window_start: Millis,
+    pub locked_until: Option<Millis>,
+}
+
+/// One row of `migrate --status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationEntry {
+    pub version: i64,
+    pub name: String,
+    /// When it was applied (RFC 3339), or `None` if pending.
+    pub applied_on: Option<String>,
+}
+
+/// Who a request comes from, as recorded on sessions and audit events.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}

@@ -1,0 +1,131 @@
+//! Domain layer: `AppError`, every failure a service can report. No HTTP types here;
+//! `http::reject` maps each variant to the contract's status and error code.
+
+use crate::store::StoreError;
+
+/// One failed validation rule: the field it concerns and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// The domain's errors. Each variant has one stable error code (see `code`).
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// 400 `VALIDATION_ERROR`: one `FieldError` per failed rule.
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    /// 400 `MALFORMED_JSON`: the body is not a JSON object.
+    #[error("request body is not a valid JSON object")]
+    MalformedJson,
+    /// 401 `INVALID_CREDENTIALS`: unknown email or wrong password (never says which).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// 401 `TOKEN_MISSING`: no token was presented.
+    #[error("authentication token is missing")]
+    TokenMissing,
+    /// 401 `TOKEN_INVALID`: malformed, wrongly signed, wrong type or wrong claims.
+    #[error("token is invalid")]
+    TokenInvalid,
+    /// 401 `TOKEN_EXPIRED`.
+    #[error("token has expired")]
+    TokenExpired,
+    /// 401 `TOKEN_REVOKED`: the token's session was revoked, or a refresh token was reused.
+    #[error("token has been revoked")]
+    TokenRevoked,
+    /// 403 `ACCOUNT_DISABLED` (only said after the right password).
+    #[error("account is disabled")]
+    AccountDisabled,
+    /// 403 `FORBIDDEN`: e.g. a cross-site request from an origin that is not allowed.
+    #[error("forbidden")]
+    Forbidden,
+    /// 404 `NOT_FOUND`.
+    #[error("not found")]
+    NotFound,
+    /// 405 `METHOD_NOT_ALLOWED`.
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    /// 409 `EMAIL_TAKEN`.
+    #[error("email is already registered")]
+    EmailTaken,
+    /// 413 `PAYLOAD_TOO_LARGE`.
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    /// 415 `UNSUPPORTED_MEDIA_TYPE`.
+    #[error("content type must be application/json")]
+    UnsupportedMediaType,
+    /// 423 `ACCOUNT_LOCKED`, with the seconds until the lock ends.
+    #[error("account is temporarily locked")]
+    AccountLocked { retry_after_secs: u64 },
+    /// 429 `RATE_LIMITED`, with the seconds until a new attempt may succeed.
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    /// 503 `SERVICE_UNAVAILABLE`: the database is busy, locked, full, read-only or unreachable.
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    /// 500 `INTERNAL_ERROR`: the cause is logged, never sent.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn validation(field: &str, message: &str) -> Self {
+        AppError::Validation(vec![FieldError::new(field, message)])
+    }
+
+    /// The contract's stable error code for this variant.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Validation(_) => "VALIDATION_ERROR",
+            AppError::MalformedJson => "MALFORMED_JSON",
+            AppError::InvalidCredentials => "INVALID_CREDENTIALS",
+            AppError::TokenMissing => "TOKEN_MISSING",
+            AppError::TokenInvalid => "TOKEN_INVALID",
+            AppError::TokenExpired => "TOKEN_EXPIRED",
+            AppError::TokenRevoked => "TOKEN_REVOKED",
+            AppError::AccountDisabled => "ACCOUNT_DISABLED",
+            AppError::Forbidden => "FORBIDDEN",
+            AppError::NotFound => "NOT_FOUND",
+            AppError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            AppError::EmailTaken => "EMAIL_TAKEN",
+            AppError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            AppError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
+            AppError::AccountLocked { .. } => "ACCOUNT_LOCKED",
+            AppError::RateLimited { .. } => "RATE_LIMITED",
+            AppError::Unavailable(_) => "SERVICE_UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL_ERROR",
+        }
+    }
+
+    /// The message a client may see. Internal causes are never included.
+    pub fn public_message(&self) -> String {
+        match self {
+            AppError::Unavailable(_) => "service temporarily unavailable, retry later".into(),
+            AppError::Internal(_) => "internal server error".into(),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => AppError::Unavailable(m),
+            StoreError::Conflict(m) => AppError::Internal(format!("unexpected conflict: {m}")),
+            StoreError::Migration(m) => AppError::Internal(m),
+            StoreError::Other(m) => AppError::Internal(m),
+        }
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

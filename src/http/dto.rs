@@ -1,0 +1,226 @@
+//! HTTP layer: request bodies (strict JSON objects: no duplicate keys, no unknown fields,
+//! every field checked for type) and the JSON shapes of responses.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use crate::domain::time::rfc3339;
+use crate::domain::{Role, Session, User};
+use crate::error::{AppError, FieldError};
+use crate::service::{IssuedTokens, LoginInput, NewUserInput};
+
+/// A JSON object whose keys are unique.
+pub struct JsonObject(Map<String, Value>);
+
+impl<'de> Deserialize<'de> for JsonObject {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = JsonObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonObject, A::Error> {
+                let mut out = Map::new();
+                while let Some((k, v)) = map.next_entry::<String, Value>()? {
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("duplicate key '{k}'")));
+                    }
+                    out.insert(k, v);
+                }
+                Ok(JsonObject(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+impl JsonObject {
+    /// Parses a body; anything but one JSON object with unique keys is `MalformedJson`.
+    pub fn parse(bytes: &[u8]) -> Result<Self, AppError> {
+        serde_json::from_slice(bytes).map_err(|_| AppError::MalformedJson)
+    }
+
+    pub fn empty() -> Self {
+        JsonObject(Map::new())
+    }
+
+    /// Reads the documented fields; an unknown field or a wrong type is a `FieldError`.
+    fn fields<const N: usize>(&self, allowed: [&str; N]) -> Fields<'_> {
+        let mut errors = Vec::new();
+        for key in self.0.keys() {
+            if !allowed.contains(&key.as_str()) {
+                errors.push(FieldError::new(key.clone(), "unknown field"));
+            }
+        }
+        Fields { obj: &self.0, errors }
+    }
+}
+
+struct Fields<'a> {
+    obj: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl Fields<'_> {
+    fn optional(&mut self, key: &str) -> Option<String> {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(_) => {
+                self.errors.push(FieldError::new(key, "must be a string"));
+                None
+            }
+        }
+    }
+
+    fn required(&mut self, key: &str) -> String {
+        match self.obj.get(key) {
+            None | Some(Value::Null) => {
+                self.errors.push(FieldError::new(key, "is required"));
+                String::new()
+            }
+            Some(_) => self.optional(key).unwrap_or_default(),
+        }
+    }
+
+    /// A string, or an object (kept as compact JSON), at most `max` bytes.
+    fn string_or_object(&mut self, key: &str, max: usize) -> Option<String> {
+        let text = match self.obj.get(key) {
+            None | Some(Value::Null) => return None,
+            Some(Value::String(s)) => s.clone(),
+            Some(v @ Value::Object(_)) => v.to_string(),
+            Some(_) => {
+                self.errors.push(FieldError::new(key, "must be a string or an object"));
+                return None;
+            }
+        };
+        if text.len() > max {
+            self.errors.push(FieldError::new(key, format!("must be at most {max} bytes")));
+            return None;
+        }
+        Some(text.chars().filter(|c| !c.is_control()).collect())
+    }
+
+    fn finish<T>(self, value: T) -> Result<T, AppError> {
+        if self.errors.is_empty() {
+            Ok(value)
+        } else {
+            Err(AppError::Validation(self.errors))
+        }
+    }
+}
+
+/// A request body type built from a strict JSON object.
+pub trait FromJson: Sized {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError>;
+}
+
+impl FromJson for NewUserInput {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["email", "password", "name"]);
+        let value = NewUserInput {
+            email: f.required("email"),
+            password: f.required("password"),
+            name: f.optional("name"),
+            role: Role::User,
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for LoginInput {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["email", "password", "deviceInfo"]);
+        let value = LoginInput {
+            email: f.required("email"),
+            password: f.required("password"),
+            device_info: f.string_or_object("deviceInfo", 512),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"refreshToken"?}` for refresh and logout (the body wins over the cookie).
+#[derive(Debug, Default)]
+pub struct RefreshBody {
+    pub refresh_token: Option<String>,
+}
+
+impl FromJson for RefreshBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["refreshToken"]);
+        let value = RefreshBody {
+            refresh_token: f.optional("refreshToken"),
+        };
+        f.finish(value)
+    }
+}
+
+/// A body that must be empty or `{}` (logout-all).
+#[derive(Debug, Default)]
+pub struct EmptyBody;
+
+impl FromJson for EmptyBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        obj.fields([]).finish(EmptyBody)
+    }
+}
+
+pub fn user_json(u: &User) -> Value {
+    json!({
+        "id": u.id.to_string(),
+        "email": u.email,
+        "name": u.name,
+        "role": u.role.as_str(),
+        "createdAt": rfc3339(u.created_at),
+        "lastLoginAt": u.last_login_at.map(rfc3339),
+    })
+}
+
+pub fn tokens_json(t: &IssuedTokens) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("accessToken".into(), t.access_token.clone().into());
+    m.insert("refreshToken".into(), t.refresh_token.clone().into());
+    m.insert("tokenType".into(), "Bearer".into());
+    m.insert("expiresIn".into(), t.expires_in.into());
+    m
+}
+
+pub fn session_json(s: &Session, current: bool) -> Value {
+    json!({
+        "id": s.id.to_string(),
+        "createdAt": rfc3339(s.created_at),
+        "lastUsedAt": rfc3339(s.last_used_at),
+        "expiresAt": rfc3339(s.expires_at),
+        "userAgent": s.user_agent,
+        "ip": s.ip,
+        "current": current,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_objects() {
+        assert!(JsonObject::parse(br#"{"a":1}"#).is_ok());
+        for bad in [&b"[]"[..], b"1", b"null", b"\"x\"", b"{", b"", b"{\"a\":1,\"a\":2}", b"\xff\xfe"] {
+            assert!(matches!(JsonObject::parse(bad), Err(AppError::MalformedJson)));
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(matches!(JsonObject::parse(deep.as_bytes()), Err(AppError::MalformedJson)));
+    }
+
+    #[test]
+    fn unknown_fields_and_types_are_named() {
+        let obj = JsonObject::parse(br#"{"email":1,"password":null,"role":"admin"}"#).unwrap();
+        let Err(AppError::Validation(errs)) = NewUserInput::from_json(&obj) else {
+            panic!("expected validation error")
+        };
+        let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
+        assert!(fields.contains(&"role") && fields.contains(&"email") && fields.contains(&"password"));
+    }
+}

@@ -1,0 +1,201 @@
+//! HTTP layer: filters that extract and validate (client, body, tokens, origin). No
+//! business decisions, no store access.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Buf;
+use futures_util::StreamExt;
+use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST, ORIGIN, USER_AGENT};
+use http::HeaderMap;
+use warp::{Filter, Rejection};
+
+use super::dto::{FromJson, JsonObject};
+use super::HttpState;
+use crate::domain::ClientInfo;
+use crate::error::AppError;
+use crate::service::Principal;
+
+/// Set on every request by the server before routing.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub request_id: String,
+    pub client_ip: IpAddr,
+}
+
+/// The client's IP (proxy-aware, see `server::client_ip`) and User-Agent.
+pub fn client() -> impl Filter<Extract = (ClientInfo,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<RequestMeta>()
+        .and(warp::header::headers_cloned())
+        .map(|meta: Option<RequestMeta>, headers: HeaderMap| ClientInfo {
+            ip: meta.map(|m| m.client_ip.to_string()),
+            user_agent: headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect()),
+        })
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any.
+fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
+}
+
+/// A verified access token whose session is live.
+pub fn authenticated(state: HttpState) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    warp::header::headers_cloned().and_then(move |headers: HeaderMap| {
+        let state = state.clone();
+        async move {
+            let token = bearer_token(&headers);
+            state
+                .sessions
+                .authenticate(token.as_deref())
+                .await
+                .map_err(Rejection::from)
+        }
+    })
+}
+
+/// The refresh cookie's value, if the request carries one.
+pub fn refresh_cookie(name: Arc<str>) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned().map(move |headers: HeaderMap| {
+        headers
+            .get_all(COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .find(|(k, _)| *k == &*name)
+            .map(|(_, v)| v.trim_matches('"').to_string())
+            .filter(|v| !v.is_empty())
+    })
+}
+
+fn is_json(content_type: &str) -> bool {
+    let mut parts = content_type.split(';').map(str::trim);
+    let essence = parts.next().unwrap_or("");
+    if !essence.eq_ignore_ascii_case("application/json") {
+        return false;
+    }
+    parts.all(|p| {
+        p.is_empty()
+            || p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("charset")
+                    && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            })
+    })
+}
+
+/// Reads at most `limit` bytes of body; 413 past that, whatever `Content-Length` claims.
+async fn read_body(
+    headers: &HeaderMap,
+    mut body: impl futures_util::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    limit: u64,
+) -> Result<Vec<u8>, AppError> {
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit {
+            return Err(AppError::PayloadTooLarge);
+        }
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| AppError::MalformedJson)?;
+        if buf.len() as u64 + chunk.remaining() as u64 > limit {
+            return Err(AppError::PayloadTooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            buf.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(buf)
+}
+
+/// A JSON object body of type `T`: `Content-Type: application/json` (415), at most the body
+/// limit (413), one object with unique keys (400 `MALFORMED_JSON`), documented fields only.
+/// With `allow_empty`, an empty body (any or no content type) reads as `{}`.
+pub fn json_body<T: FromJson + Send + 'static>(
+    limit: u64,
+    allow_empty: bool,
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and(warp::body::stream())
+        .and_then(move |headers: HeaderMap, body| async move {
+            let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let declared_empty = headers
+                .get(CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+            if !content_type.is_some_and(is_json) && !(allow_empty && (declared_empty || content_type.is_none())) {
+                return Err(Rejection::from(AppError::UnsupportedMediaType));
+            }
+            let bytes = read_body(&headers, Box::pin(body), limit).await?;
+            if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
+                return Ok(T::from_json(&JsonObject::empty())?);
+            }
+            if !content_type.is_some_and(is_json) {
+                return Err(Rejection::from(AppError::UnsupportedMediaType));
+            }
+            let obj = JsonObject::parse(&bytes)?;
+            Ok(T::from_json(&obj)?)
+        })
+}
+
+/// Refuses a request whose `Origin` is neither the server's own nor an allowed CORS origin.
+pub fn same_origin_or_allowed(state: HttpState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::headers_cloned()
+        .and_then(move |headers: HeaderMap| {
+            let state = state.clone();
+            async move {
+                let Some(origin) = headers.get(ORIGIN) else {
+                    return Ok(());
+                };
+                let origin = origin.to_str().unwrap_or("");
+                let own = headers.get(HOST).and_then(|h| h.to_str().ok()).is_some_and(|host| {
+                    origin == format!("http://{host}") || origin == format!("https://{host}")
+                });
+                if own || state.origin_allowed(origin) {
+                    Ok(())
+                } else {
+                    Err(Rejection::from(AppError::Forbidden))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_types() {
+        for ok in ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/json;charset=UTF-8"] {
+            assert!(is_json(ok), "{ok}");
+        }
+        for bad in ["text/plain", "application/jsonx", "application/json; charset=latin1", "application/x-www-form-urlencoded", ""] {
+            assert!(!is_json(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bearer() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer_token(&h), None);
+        h.insert(AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer_token(&h).as_deref(), Some("abc"));
+        h.insert(AUTHORIZATION, "bearer  abc ".parse().unwrap());
+        assert_eq!(bearer_token(&h).as_deref(), Some("abc"));
+        h.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer_token(&h), None);
+    }
+}

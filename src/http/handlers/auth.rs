@@ -1,0 +1,75 @@
+//! HTTP layer: register, login, refresh, logout, logout-all.
+
+use http::StatusCode;
+use serde_json::Value;
+use warp::reply::Response;
+use warp::Rejection;
+
+use super::{envelope, envelope_with_message, with_cookie};
+use crate::domain::ClientInfo;
+use crate::http::dto::{tokens_json, user_json, EmptyBody, RefreshBody};
+use crate::http::HttpState;
+use crate::service::{AuthOutcome, LoginInput, NewUserInput, Principal};
+
+fn auth_reply(state: &HttpState, status: StatusCode, out: AuthOutcome) -> Response {
+    let mut data = tokens_json(&out.tokens);
+    data.insert("user".into(), user_json(&out.user));
+    with_cookie(
+        envelope(status, Value::Object(data)),
+        state.refresh_cookie(&out.tokens.refresh_token),
+    )
+}
+
+pub async fn register(state: HttpState, client: ClientInfo, body: NewUserInput) -> Result<Response, Rejection> {
+    let out = state.sessions.register(body, &client).await?;
+    Ok(auth_reply(&state, StatusCode::CREATED, out))
+}
+
+pub async fn login(state: HttpState, client: ClientInfo, body: LoginInput) -> Result<Response, Rejection> {
+    let out = state.sessions.login(body, &client).await?;
+    Ok(auth_reply(&state, StatusCode::OK, out))
+}
+
+pub async fn refresh(
+    state: HttpState,
+    client: ClientInfo,
+    cookie: Option<String>,
+    body: RefreshBody,
+) -> Result<Response, Rejection> {
+    let token = body.refresh_token.or(cookie);
+    let tokens = state.sessions.refresh(token, &client).await?;
+    let cookie = state.refresh_cookie(&tokens.refresh_token);
+    Ok(with_cookie(
+        envelope(StatusCode::OK, Value::Object(tokens_json(&tokens))),
+        cookie,
+    ))
+}
+
+pub async fn logout(
+    state: HttpState,
+    client: ClientInfo,
+    cookie: Option<String>,
+    body: RefreshBody,
+) -> Result<Response, Rejection> {
+    let token = body.refresh_token.or(cookie);
+    state.sessions.logout(token, &client).await?;
+    Ok(with_cookie(
+        envelope_with_message("logged out", Default::default()),
+        state.clear_cookie(),
+    ))
+}
+
+pub async fn logout_all(
+    state: HttpState,
+    who: Principal,
+    client: ClientInfo,
+    _body: EmptyBody,
+) -> Result<Response, Rejection> {
+    let n = state.sessions.logout_all(who, &client).await?;
+    let mut data = serde_json::Map::new();
+    data.insert("revokedSessions".into(), n.into());
+    Ok(with_cookie(
+        envelope_with_message("all sessions revoked", data),
+        state.clear_cookie(),
+    ))
+}

@@ -1,0 +1,221 @@
+//! HTTP layer: the routes (one per resource, combined with `.or()`), their shared state,
+//! and the per-IP request budget. Handlers call services only; they never touch the store.
+
+pub mod dto;
+pub mod filters;
+pub mod handlers;
+pub mod reject;
+pub mod server;
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::config::Settings;
+use crate::error::AppError;
+use crate::metrics::Metrics;
+use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
+use dto::{EmptyBody, RefreshBody};
+use filters::{authenticated, client, json_body, refresh_cookie, same_origin_or_allowed, RequestMeta};
+use handlers::{auth, meta, sessions};
+
+/// Everything the handlers and filters need; cheap to clone.
+#[derive(Clone)]
+pub struct HttpState {
+    pub sessions: Sessions,
+    pub admin: Admin,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    cookie_name: Arc<str>,
+}
+
+impl HttpState {
+    pub fn new(sessions: Sessions, admin: Admin, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Self {
+        let rl = &settings.rate_limit;
+        let limiter = rl.enabled.then(|| {
+            let max = NonZeroU32::new(rl.max_requests).unwrap_or(NonZeroU32::MIN);
+            let period = rl.window / max.get();
+            let quota = Quota::with_period(period.max(std::time::Duration::from_nanos(1)))
+                .expect("non-zero period")
+                .allow_burst(max);
+            Arc::new(RateLimiter::keyed(quota))
+        });
+        HttpState {
+            cookie_name: Arc::from(settings.cookie.name.as_str()),
+            sessions,
+            admin,
+            settings,
+            metrics,
+            limiter,
+        }
+    }
+
+    pub fn origin_allowed(&self, origin: &str) -> bool {
+        self.settings.server.cors_origins.iter().any(|o| o == origin)
+    }
+
+    fn cookie(&self, value: &str, max_age: u64) -> String {
+        format!(
+            "{}={}; Path=/api/auth; Max-Age={}; HttpOnly;{} SameSite=Strict",
+            self.cookie_name,
+            value,
+            max_age,
+            if self.settings.cookie.secure { " Secure;" } else { "" }
+        )
+    }
+
+    /// `Set-Cookie` for a new refresh token.
+    pub fn refresh_cookie(&self, token: &str) -> String {
+        self.cookie(token, self.settings.jwt.refresh_ttl.as_secs())
+    }
+
+    /// `Set-Cookie` that deletes the refresh cookie.
+    pub fn clear_cookie(&self) -> String {
+        self.cookie("", 0)
+    }
+
+    /// Forgets idle per-IP budgets (called by the background cleanup).
+    pub fn prune_limiter(&self) {
+        if let Some(l) = &self.limiter {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// The per-IP request budget on `/api/auth/*` (429 with `Retry-After` past it).
+fn request_budget(state: HttpState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::ext::optional::<RequestMeta>()
+        .and_then(move |meta: Option<RequestMeta>| {
+            let state = state.clone();
+            async move {
+                let (Some(limiter), Some(meta)) = (&state.limiter, meta) else {
+                    return Ok(());
+                };
+                limiter.check_key(&meta.client_ip).map_err(|not_until| {
+                    state.metrics.rate_limited.with_label_values(&["requests"]).inc();
+                    let wait = not_until.wait_time_from(DefaultClock::default().now());
+                    Rejection::from(AppError::RateLimited {
+                        retry_after_secs: wait.as_secs() + 1,
+                    })
+                })
+            }
+        })
+        .untuple_one()
+}
+
+/// Every route, with the single `recover` turning rejections into the contract's JSON.
+pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
+    let limit = state.settings.server.body_limit;
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let budget = request_budget(state.clone());
+    let auth = authenticated(state.clone());
+    let cookie = refresh_cookie(state.cookie_name.clone());
+    let csrf = same_origin_or_allowed(state.clone());
+
+    let register = warp::path!("api" / "auth" / "register")
+        .and(warp::post())
+        .and(budget.clone())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<NewUserInput>(limit, false))
+        .and_then(auth::register);
+    let login = warp::path!("api" / "auth" / "login")
+        .and(warp::post())
+        .and(budget.clone())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<LoginInput>(limit, false))
+        .and_then(auth::login);
+    let refresh = warp::path!("api" / "auth" / "refresh")
+        .and(warp::post())
+        .and(budget.clone())
+        .and(csrf.clone())
+        .and(with_state.clone())
+        .and(client())
+        .and(cookie.clone())
+        .and(json_body::<RefreshBody>(limit, true))
+        .and_then(auth::refresh);
+    let logout = warp::path!("api" / "auth" / "logout")
+        .and(warp::post())
+        .and(budget.clone())
+        .and(csrf)
+        .and(with_state.clone())
+        .and(client())
+        .and(cookie)
+        .and(json_body::<RefreshBody>(limit, true))
+        .and_then(auth::logout);
+    let logout_all = warp::path!("api" / "auth" / "logout-all")
+        .and(warp::post())
+        .and(budget.clone())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(auth::logout_all);
+    let profile = warp::path!("api" / "auth" / "profile")
+        .and(warp::get())
+        .and(budget.clone())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and_then(sessions::profile);
+    let list_sessions = warp::path!("api" / "auth" / "sessions")
+        .and(warp::get())
+        .and(budget.clone())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and_then(sessions::list);
+    let delete_session = warp::path!("api" / "auth" / "sessions" / String)
+        .and(warp::delete())
+        .and(budget)
+        .and(with_state.clone())
+        .and(auth)
+        .and(client())
+        .and_then(sessions::delete);
+
+    let jwks = warp::path!(".well-known" / "jwks.json")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and_then(meta::jwks);
+    let healthz = warp::path!("healthz").and(warp::get()).and_then(meta::healthz);
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and_then(meta::readyz);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state)
+        .and_then(meta::metrics);
+
+    let api = register
+        .or(login)
+        .unify()
+        .or(refresh)
+        .unify()
+        .or(logout)
+        .unify()
+        .or(logout_all)
+        .unify()
+        .or(profile)
+        .unify()
+        .or(list_sessions)
+        .unify()
+        .or(delete_session)
+        .unify();
+    let ops = jwks.or(healthz).unify().or(readyz).unify().or(metrics).unify();
+    api.or(ops)
+        .unify()
+        .recover(reject::recover)
+        .unify()
+        .boxed()
+}

@@ -1,0 +1,278 @@
+//! HTTP layer: the accept loop and the per-request wrapper around the routes. The wrapper
+//! assigns the request id, works out the client IP, answers CORS preflights, adds the
+//! security headers to every response, records metrics and logs one line per request.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use http::header::{
+    HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+    ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, ORIGIN, SERVER,
+    STRICT_TRANSPORT_SECURITY, VARY,
+};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use ipnet::IpNet;
+use tower_service::Service;
+use tracing::Instrument;
+use warp::reply::Response;
+
+use super::filters::RequestMeta;
+use super::{reject, routes, HttpState};
+use crate::error::AppError;
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
+/// `server.shutdown_grace` to finish.
+pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown: impl Future<Output = ()>) {
+    let service = warp::service(routes(state.clone()));
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service.clone();
+        let handler = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let state = state.clone();
+            let service = service.clone();
+            async move { Ok::<_, Infallible>(handle(&state, service, req, peer).await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(10))
+            .serve_connection(TokioIo::new(stream), handler);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let grace = state.settings.server.shutdown_grace;
+    tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
+    }
+}
+
+/// A sane incoming request id is echoed; anything else is replaced.
+fn request_id(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(String::from)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// The peer, or when the peer is a trusted proxy, the right-most untrusted address of
+/// `X-Forwarded-For`.
+pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// The route template used as a metrics label (never the raw path).
+fn route_label(path: &str) -> &'static str {
+    const ROUTES: &[&str] = &[
+        "/api/auth/register",
+        "/api/auth/login",
+        "/api/auth/refresh",
+        "/api/auth/logout",
+        "/api/auth/logout-all",
+        "/api/auth/profile",
+        "/api/auth/sessions",
+        "/.well-known/jwks.json",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ];
+    if let Some(r) = ROUTES.iter().find(|r| **r == path) {
+        return r;
+    }
+    match path.strip_prefix("/api/auth/sessions/") {
+        Some(id) if !id.is_empty() && !id.contains('/') => "/api/auth/sessions/{id}",
+        _ => "unmatched",
+    }
+}
+
+async fn handle<S>(state: &HttpState, mut service: S, mut req: Request<Incoming>, peer: SocketAddr) -> Response
+where
+    S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = route_label(&path);
+    let request_id = request_id(&req);
+    let client_ip = client_ip(peer.ip(), req.headers(), &state.settings.server.trusted_proxies);
+    let origin = req
+        .headers()
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route);
+
+    let mut resp = if method == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
+        preflight(state, origin.as_deref())
+    } else {
+        req.extensions_mut().insert(RequestMeta {
+            request_id: request_id.clone(),
+            client_ip,
+        });
+        match service.call(req).instrument(span.clone()).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    };
+    decorate(&mut resp, state, &path, &request_id, origin.as_deref());
+
+    let status = resp.status();
+    let elapsed = start.elapsed();
+    let labels = [route, method.as_str(), status.as_str()];
+    state.metrics.http_requests.with_label_values(&labels).inc();
+    state
+        .metrics
+        .http_duration
+        .with_label_values(&labels)
+        .observe(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            client_ip = %client_ip,
+            "request completed"
+        )
+    });
+    resp
+}
+
+/// Answers a CORS preflight: allowed origins get the CORS headers, others a 403 without them.
+fn preflight(state: &HttpState, origin: Option<&str>) -> Response {
+    match origin {
+        Some(o) if state.origin_allowed(o) => {
+            let mut resp = Response::new(Default::default());
+            *resp.status_mut() = StatusCode::NO_CONTENT;
+            let h = resp.headers_mut();
+            h.insert(
+                ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+            );
+            h.insert(
+                ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("Authorization, Content-Type, X-Request-Id"),
+            );
+            h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+            resp
+        }
+        _ => reject::error_response(&AppError::Forbidden),
+    }
+}
+
+/// Headers every response carries, errors and 404s included.
+fn decorate(resp: &mut Response, state: &HttpState, path: &str, request_id: &str, origin: Option<&str>) {
+    let h = resp.headers_mut();
+    let fixed: [(HeaderName, &'static str); 6] = [
+        (HeaderName::from_static("x-content-type-options"), "nosniff"),
+        (HeaderName::from_static("x-frame-options"), "DENY"),
+        (
+            HeaderName::from_static("content-security-policy"),
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+        (HeaderName::from_static("referrer-policy"), "no-referrer"),
+        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+        (SERVER, "authd"),
+    ];
+    for (name, value) in fixed {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    if path.starts_with("/api/auth/") || path == "/api/auth" {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        h.insert(HeaderName::from_static("pragma"), HeaderValue::from_static("no-cache"));
+    }
+    if state.settings.server.hsts {
+        h.insert(
+            STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert(X_REQUEST_ID, v);
+    }
+    h.append(VARY, HeaderValue::from_static("Origin"));
+    if let Some(o) = origin.filter(|o| state.origin_allowed(o)) {
+        if let Ok(v) = HeaderValue::from_str(o) {
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                ACCESS_CONTROL_EXPOSE_HEADERS,
+                HeaderValue::from_static("X-Request-Id, Retry-After, WWW-Authenticate"),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap());
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "198.51.100.7");
+        let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
+        h.insert("x-forwarded-for", "garbage".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+
+    #[test]
+    fn route_labels_never_carry_ids() {
+        assert_eq!(route_label("/api/auth/sessions/abc"), "/api/auth/sessions/{id}");
+        assert_eq!(route_label("/api/auth/login"), "/api/auth/login");
+        assert_eq!(route_label("/wp-admin"), "unmatched");
+    }
+}

@@ -1,0 +1,14 @@
+//! authd: a self-hosted authentication server. The module tree; `app::App` builds the whole
+//! program from `Settings` (the CLI and the tests both use it).
+
+pub mod app;
+pub mod blocking;
+pub mod config;
+pub mod crypto;
+pub mod domain;
+pub mod error;
+pub mod store;
+pub mod metrics;
+pub mod service;
+pub mod http;
+pub mod cli;

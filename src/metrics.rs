@@ -1,0 +1,109 @@
+//! Observability: the Prometheus registry and every metric authd exports. One per app
+//! (no globals), shared by the HTTP layer and the services.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub logins: IntCounterVec,
+    pub registrations: IntCounterVec,
+    pub refreshes: IntCounterVec,
+    pub reuse_detected: IntCounter,
+    pub rate_limited: IntCounterVec,
+    pub active_sessions: IntGauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new("authd_http_requests_total", "HTTP requests by route, method and status"),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "authd_http_request_duration_seconds",
+                "HTTP request latency by route, method and status",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
+            &["route", "method", "status"],
+        )
+        .expect("valid metric");
+        let logins = IntCounterVec::new(
+            Opts::new("authd_logins_total", "Login attempts by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let registrations = IntCounterVec::new(
+            Opts::new("authd_registrations_total", "Registrations by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let refreshes = IntCounterVec::new(
+            Opts::new("authd_refreshes_total", "Refresh-token rotations by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let reuse_detected = IntCounter::new(
+            "authd_refresh_reuse_detected_total",
+            "Refresh tokens presented again after rotation (session revoked)",
+        )
+        .expect("valid metric");
+        let rate_limited = IntCounterVec::new(
+            Opts::new("authd_rate_limited_total", "Requests refused by a limit, by limit"),
+            &["limit"],
+        )
+        .expect("valid metric");
+        let active_sessions = IntGauge::new(
+            "authd_active_sessions",
+            "Live (unrevoked, unexpired) refresh sessions",
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(http_duration.clone()),
+            Box::new(logins.clone()),
+            Box::new(registrations.clone()),
+            Box::new(refreshes.clone()),
+            Box::new(reuse_detected.clone()),
+            Box::new(rate_limited.clone()),
+            Box::new(active_sessions.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            logins,
+            registrations,
+            refreshes,
+            reuse_detected,
+            rate_limited,
+            active_sessions,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

@@ -1,0 +1,118 @@
+//! Service layer: operator actions (revoke sessions, clean up, read the audit trail) and
+//! the readiness check.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::audit::{Event, Record};
+use super::Core;
+use crate::domain::time::{duration_ms, now_ms};
+use crate::domain::{validate, AuditEvent, AuditQuery, CleanupCounts, ClientInfo};
+use crate::error::{AppError, AppResult};
+
+/// Whose sessions an admin revokes.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    Email(String),
+    UserId(String),
+    All,
+}
+
+#[derive(Clone)]
+pub struct Admin {
+    core: Arc<Core>,
+}
+
+/// The client recorded for actions taken from the command line.
+fn cli_client() -> ClientInfo {
+    ClientInfo {
+        ip: None,
+        user_agent: Some("authd-cli".into()),
+    }
+}
+
+impl Admin {
+    pub fn new(core: Arc<Core>) -> Self {
+        Admin { core }
+    }
+
+    /// Revokes the target's live sessions; returns how many.
+    pub async fn revoke_sessions(&self, target: RevokeTarget) -> AppResult<usize> {
+        let now = now_ms();
+        let (user_id, label) = match &target {
+            RevokeTarget::All => (None, "all users".to_string()),
+            RevokeTarget::UserId(raw) => {
+                let id = Uuid::parse_str(raw.trim())
+                    .map_err(|_| AppError::validation("user-id", "is not a valid user id (UUID)"))?;
+                let user = self.core.db(move |s| s.user_by_id(id)).await?;
+                let user = user.ok_or(AppError::NotFound)?;
+                (Some(user.id), user.email)
+            }
+            RevokeTarget::Email(raw) => {
+                let email = validate::normalize_email(raw);
+                let lookup = email.clone();
+                let found = self.core.db(move |s| s.user_by_email(&lookup)).await?;
+                let user = found.ok_or(AppError::NotFound)?.user;
+                (Some(user.id), email)
+            }
+        };
+        let n = match user_id {
+            Some(id) => self.core.db(move |s| s.revoke_user_sessions(id, now, "admin")).await?,
+            None => self.core.db(move |s| s.revoke_all_sessions(now, "admin")).await?,
+        };
+        let reason = format!("{n} session(s) of {label}");
+        self.core
+            .audit(Record {
+                event: Event::AdminRevoke,
+                user_id,
+                email: None,
+                client: &cli_client(),
+                success: true,
+                reason: Some(&reason),
+            })
+            .await;
+        Ok(n)
+    }
+
+    /// Deletes (or with `dry_run` counts) what expired or was revoked more than
+    /// `cleanup.retention` ago.
+    pub async fn cleanup(&self, dry_run: bool) -> AppResult<CleanupCounts> {
+        let now = now_ms();
+        let cutoff = now - duration_ms(self.core.settings.cleanup.retention);
+        self.core.db(move |s| s.purge(cutoff, now, dry_run)).await
+    }
+
+    /// Reads the audit trail, newest first.
+    pub async fn audit_log(&self, mut query: AuditQuery) -> AppResult<Vec<AuditEvent>> {
+        if let Some(email) = query.email.take() {
+            query.email = Some(validate::normalize_email(&email));
+        }
+        if let Some(event) = &query.event {
+            if !Event::ALL.iter().any(|e| e.as_str() == event) {
+                let known: Vec<_> = Event::ALL.iter().map(|e| e.as_str()).collect();
+                return Err(AppError::validation(
+                    "event",
+                    &format!("unknown event '{event}' (known: {})", known.join(", ")),
+                ));
+            }
+        }
+        self.core.db(move |s| s.audit_events(&query)).await
+    }
+
+    /// Ok when the database answers.
+    pub async fn ready(&self) -> AppResult<()> {
+        self.core.db(|s| s.ping()).await
+    }
+
+    /// Updates the active-sessions gauge and renders every metric.
+    pub async fn metrics(&self) -> AppResult<String> {
+        let live = self.core.db(|s| s.count_live_sessions(now_ms())).await?;
+        self.core.metrics.active_sessions.set(live as i64);
+        Ok(self.core.metrics.render())
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+}

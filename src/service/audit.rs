@@ -1,0 +1,88 @@
+//! Service layer: the audit trail. Every security event is stored and logged; a failure to
+//! store one is logged loudly but does not undo the operation it describes.
+
+use uuid::Uuid;
+
+use super::Core;
+use crate::domain::time::now_ms;
+use crate::domain::{AuditEvent, ClientInfo};
+
+/// The events authd records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Login,
+    Register,
+    Refresh,
+    RefreshReuse,
+    Logout,
+    LogoutAll,
+    SessionRevoke,
+    AdminRevoke,
+    UserCreate,
+}
+
+impl Event {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Event::Login => "login",
+            Event::Register => "register",
+            Event::Refresh => "refresh",
+            Event::RefreshReuse => "refresh_reuse",
+            Event::Logout => "logout",
+            Event::LogoutAll => "logout_all",
+            Event::SessionRevoke => "session_revoke",
+            Event::AdminRevoke => "admin_revoke",
+            Event::UserCreate => "user_create",
+        }
+    }
+
+    pub const ALL: [Event; 9] = [
+        Event::Login,
+        Event::Register,
+        Event::Refresh,
+        Event::RefreshReuse,
+        Event::Logout,
+        Event::LogoutAll,
+        Event::SessionRevoke,
+        Event::AdminRevoke,
+        Event::UserCreate,
+    ];
+}
+
+/// One event about to be recorded.
+pub struct Record<'a> {
+    pub event: Event,
+    pub user_id: Option<Uuid>,
+    pub email: Option<&'a str>,
+    pub client: &'a ClientInfo,
+    /// `success` or `failure`.
+    pub success: bool,
+    pub reason: Option<&'a str>,
+}
+
+impl Core {
+    pub async fn audit(&self, r: Record<'_>) {
+        let event = AuditEvent {
+            at: now_ms(),
+            event: r.event.as_str().to_string(),
+            user_id: r.user_id,
+            email: r.email.map(str::to_string),
+            ip: r.client.ip.clone(),
+            user_agent: r.client.user_agent.clone(),
+            outcome: if r.success { "success" } else { "failure" }.to_string(),
+            reason: r.reason.map(str::to_string),
+        };
+        tracing::info!(
+            target: "authd::audit",
+            event = %event.event,
+            outcome = %event.outcome,
+            reason = event.reason.as_deref().unwrap_or(""),
+            user_id = %event.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            ip = event.ip.as_deref().unwrap_or(""),
+            "audit"
+        );
+        if let Err(e) = self.db(move |s| s.record_audit(&event)).await {
+            tracing::error!(error = %e, "could not store an audit event");
+        }
+    }
+}

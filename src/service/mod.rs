@@ -1,0 +1,50 @@
+//! Service layer: every business decision. Services speak `AppError`, call the store through
+//! `Core::db` (on the blocking pool) and never see HTTP types. The CLI and the HTTP handlers
+//! call the same methods.
+
+pub mod admin;
+pub mod audit;
+pub mod sessions;
+pub mod users;
+
+use std::sync::Arc;
+
+use crate::blocking::blocking;
+use crate::config::Settings;
+use crate::crypto::password::Passwords;
+use crate::error::AppResult;
+use crate::metrics::Metrics;
+use crate::store::{DynStore, Store, StoreResult};
+
+pub use admin::{Admin, RevokeTarget};
+pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
+pub use users::{NewUserInput, Users};
+
+/// What every service shares.
+pub struct Core {
+    pub store: DynStore,
+    pub settings: Arc<Settings>,
+    pub passwords: Passwords,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Core {
+    pub fn new(store: DynStore, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Core {
+            passwords: Passwords::new(settings.password.bcrypt_cost),
+            store,
+            settings,
+            metrics,
+        })
+    }
+
+    /// Runs one store operation on the blocking pool.
+    pub async fn db<T, F>(&self, f: F) -> AppResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+    {
+        let store = self.store.clone();
+        Ok(blocking(move || f(&*store)).await??)
+    }
+}

@@ -1,0 +1,430 @@
+//! Service layer: registration and login, refresh-token rotation with reuse detection,
+//! logout, session listing and revocation, access-token authentication, and the login
+//! abuse limits (per-IP failed-login budget, per-email lockout) kept in the store.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::audit::{Event, Record};
+use super::users::{NewUserInput, Users};
+use super::Core;
+use crate::crypto::jwt::{AccessTokens, VerifyError};
+use crate::crypto::keys::KeySet;
+use crate::crypto::refresh::RefreshTokens;
+use crate::domain::time::{duration_ms, now_ms, Millis};
+use crate::domain::{validate, ClientInfo, RotateOutcome, Rotation, Session, User};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::NewSession;
+
+/// A freshly issued token pair.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: u64,
+}
+
+/// A user with a new session's tokens (register, login).
+#[derive(Debug, Clone)]
+pub struct AuthOutcome {
+    pub user: User,
+    pub tokens: IssuedTokens,
+}
+
+/// Who presented a valid access token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub user_id: Uuid,
+    pub session_id: Uuid,
+}
+
+#[derive(Debug, Clone)]
+pub struct LoginInput {
+    pub email: String,
+    pub password: String,
+    pub device_info: Option<String>,
+}
+
+#[derive(Clone)]
+pub struct Sessions {
+    core: Arc<Core>,
+    users: Users,
+    access: Arc<AccessTokens>,
+    refresh: Arc<RefreshTokens>,
+}
+
+fn secs(ms: Millis) -> u64 {
+    (ms.max(0) as u64).div_ceil(1000).max(1)
+}
+
+impl Sessions {
+    pub fn new(core: Arc<Core>, keys: KeySet) -> Self {
+        let jwt = &core.settings.jwt;
+        let access = AccessTokens::new(&keys.access, &jwt.issuer, &jwt.audience, jwt.access_ttl, jwt.leeway);
+        Sessions {
+            users: Users::new(core.clone()),
+            access: Arc::new(access),
+            refresh: Arc::new(RefreshTokens::new(keys.refresh)),
+            core,
+        }
+    }
+
+    /// The JWKS document for `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> serde_json::Value {
+        self.access.jwks()
+    }
+
+    /// Creates an account and signs it in on a new session.
+    pub async fn register(&self, input: NewUserInput, client: &ClientInfo) -> AppResult<AuthOutcome> {
+        let user = self.users.create(input, client, Event::Register).await?;
+        let tokens = self.start_session(&user, client, None).await?;
+        Ok(AuthOutcome { user, tokens })
+    }
+
+    /// Checks the limits, then the password; signs the user in on a new session.
+    pub async fn login(&self, input: LoginInput, client: &ClientInfo) -> AppResult<AuthOutcome> {
+        let mut errors = Vec::new();
+        if input.email.trim().is_empty() {
+            errors.push(FieldError::new("email", "is required"));
+        }
+        if input.password.is_empty() {
+            errors.push(FieldError::new("password", "is required"));
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        let email = validate::normalize_email(&input.email);
+        let now = now_ms();
+        if let Err(e) = self.check_login_limits(&email, client, now).await {
+            let reason = match e {
+                AppError::AccountLocked { .. } => "locked",
+                _ => "rate_limited",
+            };
+            self.core.metrics.logins.with_label_values(&[reason]).inc();
+            self.audit_login(None, &email, client, Some(reason)).await;
+            return Err(e);
+        }
+        let password = validate::normalize_password(&input.password);
+        let found = {
+            let email = email.clone();
+            self.core.db(move |s| s.user_by_email(&email)).await?
+        };
+        let creds = match found {
+            None => {
+                self.core.passwords.verify_dummy().await?;
+                return self.login_failed(None, &email, client, "unknown_email").await;
+            }
+            Some(c) => c,
+        };
+        if !self.core.passwords.verify(password, creds.password_hash).await? {
+            return self
+                .login_failed(Some(creds.user.id), &email, client, "wrong_password")
+                .await;
+        }
+        let user_id = creds.user.id;
+        if creds.user.disabled {
+            self.core.metrics.logins.with_label_values(&["disabled"]).inc();
+            self.audit_login(Some(user_id), &email, client, Some("disabled")).await;
+            return Err(AppError::AccountDisabled);
+        }
+        let email_key = format!("email:{email}");
+        let user = self
+            .core
+            .db(move |s| {
+                s.clear_failures(&email_key)?;
+                s.record_login(user_id, now)
+            })
+            .await?
+            .ok_or(AppError::InvalidCredentials)?;
+        let tokens = self.start_session(&user, client, input.device_info).await?;
+        self.core.metrics.logins.with_label_values(&["success"]).inc();
+        self.audit_login(Some(user_id), &email, client, None).await;
+        Ok(AuthOutcome { user, tokens })
+    }
+
+    async fn audit_login(&self, user_id: Option<Uuid>, email: &str, client: &ClientInfo, failure: Option<&str>) {
+        self.core
+            .audit(Record {
+                event: Event::Login,
+                user_id,
+                email: Some(email),
+                client,
+                success: failure.is_none(),
+                reason: failure,
+            })
+            .await;
+    }
+
+    /// The per-IP failed-login budget (429) and the per-email lockout (423).
+    async fn check_login_limits(&self, email: &str, client: &ClientInfo, now: Millis) -> AppResult<()> {
+        let limits = &self.core.settings.rate_limit;
+        if !limits.enabled {
+            return Ok(());
+        }
+        let window = duration_ms(limits.window);
+        let max_failed = limits.max_failed_logins;
+        let ip_key = client.ip.as_ref().map(|ip| format!("ip:{ip}"));
+        let email_key = format!("email:{email}");
+        let (ip_counter, email_counter) = self
+            .core
+            .db(move |s| {
+                let ip = match ip_key {
+                    Some(k) => s.failure_counter(&k)?,
+                    None => None,
+                };
+                Ok((ip, s.failure_counter(&email_key)?))
+            })
+            .await?;
+        if let Some(c) = ip_counter {
+            if c.count >= max_failed && c.window_start + window > now {
+                self.core.metrics.rate_limited.with_label_values(&["failed_logins"]).inc();
+                return Err(AppError::RateLimited {
+                    retry_after_secs: secs(c.window_start + window - now),
+                });
+            }
+        }
+        if let Some(until) = email_counter.and_then(|c| c.locked_until).filter(|u| *u > now) {
+            self.core.metrics.rate_limited.with_label_values(&["lockout"]).inc();
+            return Err(AppError::AccountLocked {
+                retry_after_secs: secs(until - now),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts a failed login against the client IP and the email (whether or not it exists).
+    async fn login_failed<T>(&self, user_id: Option<Uuid>, email: &str, client: &ClientInfo, reason: &str) -> AppResult<T> {
+        self.core.metrics.logins.with_label_values(&["invalid_credentials"]).inc();
+        let limits = self.core.settings.rate_limit.clone();
+        if limits.enabled {
+            let now = now_ms();
+            let window_start_after = now - duration_ms(limits.window);
+            let lock = Some((limits.lockout_threshold, now + duration_ms(limits.lockout_duration)));
+            let ip_key = client.ip.as_ref().map(|ip| format!("ip:{ip}"));
+            let email_key = format!("email:{email}");
+            let counted = self
+                .core
+                .db(move |s| {
+                    if let Some(k) = ip_key {
+                        s.record_failure(&k, now, window_start_after, None)?;
+                    }
+                    s.record_failure(&email_key, now, window_start_after, lock)
+                })
+                .await;
+            if let Err(e) = counted {
+                tracing::warn!(error = %e, "could not count a failed login");
+            }
+        }
+        self.audit_login(user_id, email, client, Some(reason)).await;
+        Err(AppError::InvalidCredentials)
+    }
+
+    /// Opens a session for `user` and issues its first token pair.
+    async fn start_session(&self, user: &User, client: &ClientInfo, device_info: Option<String>) -> AppResult<IssuedTokens> {
+        let now = now_ms();
+        let session_id = Uuid::new_v4();
+        let (refresh_token, hash) = self.refresh.issue();
+        let expires_at = now + duration_ms(self.core.settings.jwt.refresh_ttl);
+        let new = NewSession {
+            session: Session {
+                id: session_id,
+                user_id: user.id,
+                created_at: now,
+                last_used_at: now,
+                expires_at,
+                revoked_at: None,
+                user_agent: client.user_agent.clone(),
+                ip: client.ip.clone(),
+                device_info,
+            },
+            token: crate::domain::NewRefreshToken {
+                hash,
+                session_id,
+                created_at: now,
+                expires_at,
+            },
+        };
+        self.core.db(move |s| s.create_session(&new)).await?;
+        Ok(self.tokens(user.id, session_id, user.role.as_str(), refresh_token, now))
+    }
+
+    fn tokens(&self, user_id: Uuid, session_id: Uuid, role: &str, refresh_token: String, now: Millis) -> IssuedTokens {
+        let (access_token, _) = self.access.sign(
+            &user_id.to_string(),
+            &session_id.to_string(),
+            role,
+            now.div_euclid(1000),
+        );
+        IssuedTokens {
+            access_token,
+            refresh_token,
+            expires_in: self.access.ttl.as_secs(),
+        }
+    }
+
+    /// Rotates a refresh token: the presented one is spent and a new pair is issued in the
+    /// same session. A spent token presented again (outside the grace) revokes the session.
+    pub async fn refresh(&self, token: Option<String>, client: &ClientInfo) -> AppResult<IssuedTokens> {
+        let result = self.rotate(token, client).await;
+        let outcome = match &result {
+            Ok(_) => "success",
+            Err(AppError::TokenExpired) => "expired",
+            Err(AppError::TokenRevoked) => "revoked",
+            Err(AppError::TokenMissing) => "missing",
+            Err(AppError::TokenInvalid) => "invalid",
+            Err(_) => "error",
+        };
+        self.core.metrics.refreshes.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    async fn rotate(&self, token: Option<String>, client: &ClientInfo) -> AppResult<IssuedTokens> {
+        let token = token.ok_or(AppError::TokenMissing)?;
+        let Some(presented_hash) = self.refresh.check(&token) else {
+            self.audit_refresh(Event::Refresh, None, client, Some("invalid")).await;
+            return Err(AppError::TokenInvalid);
+        };
+        let now = now_ms();
+        let (new_token, replacement_hash) = self.refresh.issue();
+        let rotation = Rotation {
+            presented_hash,
+            replacement_hash,
+            now,
+            expires_at: now + duration_ms(self.core.settings.jwt.refresh_ttl),
+            reuse_grace: duration_ms(self.core.settings.jwt.refresh_reuse_grace),
+        };
+        match self.core.db(move |s| s.rotate_refresh_token(&rotation)).await? {
+            RotateOutcome::Rotated { user_id, session_id } => {
+                let user = self.users.get(user_id).await?;
+                let Some(user) = user else {
+                    return Err(AppError::TokenInvalid);
+                };
+                if user.disabled {
+                    return Err(AppError::AccountDisabled);
+                }
+                self.audit_refresh(Event::Refresh, Some(user_id), client, None).await;
+                Ok(self.tokens(user_id, session_id, user.role.as_str(), new_token, now))
+            }
+            RotateOutcome::Unknown => {
+                self.audit_refresh(Event::Refresh, None, client, Some("unknown")).await;
+                Err(AppError::TokenInvalid)
+            }
+            RotateOutcome::Expired { user_id, .. } => {
+                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("expired")).await;
+                Err(AppError::TokenExpired)
+            }
+            RotateOutcome::Revoked { user_id, .. } => {
+                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("revoked")).await;
+                Err(AppError::TokenRevoked)
+            }
+            RotateOutcome::Reused { user_id, session_id } => {
+                self.core.metrics.reuse_detected.inc();
+                tracing::warn!(%user_id, %session_id, "refresh token reuse detected; session revoked");
+                self.audit_refresh(Event::RefreshReuse, Some(user_id), client, Some("reuse")).await;
+                Err(AppError::TokenRevoked)
+            }
+        }
+    }
+
+    async fn audit_refresh(&self, event: Event, user_id: Option<Uuid>, client: &ClientInfo, failure: Option<&str>) {
+        self.core
+            .audit(Record {
+                event,
+                user_id,
+                email: None,
+                client,
+                success: failure.is_none(),
+                reason: failure,
+            })
+            .await;
+    }
+
+    /// Revokes the session a refresh token belongs to. Idempotent for known tokens.
+    pub async fn logout(&self, token: Option<String>, client: &ClientInfo) -> AppResult<()> {
+        let token = token.ok_or(AppError::TokenMissing)?;
+        let hash = self.refresh.check(&token).ok_or(AppError::TokenInvalid)?;
+        let now = now_ms();
+        let session = self
+            .core
+            .db(move |s| {
+                let Some(session) = s.session_by_token(&hash)? else {
+                    return Ok(None);
+                };
+                s.revoke_session(session.user_id, session.id, now, "logout")?;
+                Ok(Some(session))
+            })
+            .await?
+            .ok_or(AppError::TokenInvalid)?;
+        self.audit_refresh(Event::Logout, Some(session.user_id), client, None).await;
+        Ok(())
+    }
+
+    /// Revokes every session of the principal's user; returns how many were live.
+    pub async fn logout_all(&self, who: Principal, client: &ClientInfo) -> AppResult<usize> {
+        let user_id = who.user_id;
+        let n = self
+            .core
+            .db(move |s| s.revoke_user_sessions(user_id, now_ms(), "logout_all"))
+            .await?;
+        self.audit_refresh(Event::LogoutAll, Some(user_id), client, None).await;
+        Ok(n)
+    }
+
+    /// The user's live sessions, newest first.
+    pub async fn list(&self, who: Principal) -> AppResult<Vec<Session>> {
+        let user_id = who.user_id;
+        self.core.db(move |s| s.live_sessions(user_id, now_ms())).await
+    }
+
+    /// Revokes one live session of the principal's user; `NotFound` otherwise.
+    pub async fn revoke(&self, who: Principal, session_id: &str, client: &ClientInfo) -> AppResult<()> {
+        let session_id = Uuid::parse_str(session_id).map_err(|_| AppError::NotFound)?;
+        let user_id = who.user_id;
+        let revoked = self
+            .core
+            .db(move |s| s.revoke_session(user_id, session_id, now_ms(), "session_delete"))
+            .await?;
+        if !revoked {
+            return Err(AppError::NotFound);
+        }
+        self.audit_refresh(Event::SessionRevoke, Some(user_id), client, None).await;
+        Ok(())
+    }
+
+    /// Verifies an access token and that its session is still live in the store (so a
+    /// revocation by any process takes effect at once).
+    pub async fn authenticate(&self, bearer: Option<&str>) -> AppResult<Principal> {
+        let token = bearer.ok_or(AppError::TokenMissing)?;
+        let claims = self
+            .access
+            .verify(token, now_ms().div_euclid(1000))
+            .map_err(|e| match e {
+                VerifyError::Expired => AppError::TokenExpired,
+                VerifyError::Invalid => AppError::TokenInvalid,
+            })?;
+        let user_id = Uuid::parse_str(&claims.sub).map_err(|_| AppError::TokenInvalid)?;
+        let session_id = Uuid::parse_str(&claims.sid).map_err(|_| AppError::TokenInvalid)?;
+        let session = self
+            .core
+            .db(move |s| s.session(session_id))
+            .await?
+            .ok_or(AppError::TokenInvalid)?;
+        if session.user_id != user_id {
+            return Err(AppError::TokenInvalid);
+        }
+        if session.revoked_at.is_some() {
+            return Err(AppError::TokenRevoked);
+        }
+        Ok(Principal { user_id, session_id })
+    }
+
+    /// The principal's user.
+    pub async fn profile(&self, who: Principal) -> AppResult<User> {
+        let user = self.users.get(who.user_id).await?.ok_or(AppError::TokenInvalid)?;
+        if user.disabled {
+            return Err(AppError::AccountDisabled);
+        }
+        Ok(user)
+    }
+}

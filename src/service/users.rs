@@ -1,0 +1,103 @@
+//! Service layer: creating users (registration and `create-user` share this) and reading them.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::audit::{Event, Record};
+use crate::blocking::blocking;
+use super::Core;
+use crate::domain::time::now_ms;
+use crate::domain::{validate, ClientInfo, NewUser, Role, User};
+use crate::error::{AppError, AppResult, FieldError};
+use crate::store::StoreError;
+
+/// Input for a new user, as typed by a person or sent by a client (not yet normalised).
+#[derive(Debug, Clone)]
+pub struct NewUserInput {
+    pub email: String,
+    pub password: String,
+    pub name: Option<String>,
+    pub role: Role,
+}
+
+#[derive(Clone)]
+pub struct Users {
+    core: Arc<Core>,
+}
+
+impl Users {
+    pub fn new(core: Arc<Core>) -> Self {
+        Users { core }
+    }
+
+    /// Validates every rule (all failures reported together), hashes, and stores the user.
+    pub async fn create(&self, input: NewUserInput, client: &ClientInfo, via: Event) -> AppResult<User> {
+        let mut errors: Vec<FieldError> = Vec::new();
+        let email = validate::email(&input.email).map_err(|e| errors.push(e)).ok();
+        let password = validate::normalize_password(&input.password);
+        errors.extend(validate::password_policy(
+            &password,
+            self.core.settings.password.min_length,
+        ));
+        let name = validate::name(input.name.as_deref())
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
+        let Some(email) = email.filter(|_| errors.is_empty()) else {
+            return Err(AppError::Validation(errors));
+        };
+        let taken = {
+            let email = email.clone();
+            self.core.db(move |s| s.user_by_email(&email)).await?.is_some()
+        };
+        if taken {
+            self.record(via, None, &email, client, Some("email_taken")).await;
+            return Err(AppError::EmailTaken);
+        }
+        let password_hash = self.core.passwords.hash(password).await?;
+        let new = NewUser {
+            id: Uuid::new_v4(),
+            email: email.clone(),
+            name,
+            role: input.role,
+            password_hash,
+            created_at: now_ms(),
+        };
+        let store = self.core.store.clone();
+        match blocking(move || store.insert_user(&new)).await? {
+            Ok(user) => {
+                self.record(via, Some(user.id), &email, client, None).await;
+                Ok(user)
+            }
+            // Lost a race with another registration of the same email.
+            Err(StoreError::Conflict(_)) => {
+                self.record(via, None, &email, client, Some("email_taken")).await;
+                Err(AppError::EmailTaken)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn record(&self, via: Event, user_id: Option<Uuid>, email: &str, client: &ClientInfo, failure: Option<&str>) {
+        if via == Event::Register {
+            let outcome = failure.unwrap_or("success");
+            self.core.metrics.registrations.with_label_values(&[outcome]).inc();
+        }
+        self.core
+            .audit(Record {
+                event: via,
+                user_id,
+                email: Some(email),
+                client,
+                success: failure.is_none(),
+                reason: failure,
+            })
+            .await;
+    }
+
+    pub async fn get(&self, id: Uuid) -> AppResult<Option<User>> {
+        self.core.db(move |s| s.user_by_id(id)).await
+    }
+}
+

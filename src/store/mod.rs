@@ -1,0 +1,126 @@
+//! Store layer: the `Store` trait (whole operations, synchronous, each backend owning its
+//! transactions), the backend-neutral `StoreError`, and `open(url)`.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use crate::domain::time::Millis;
+use crate::domain::{
+    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
+    NewUser, RotateOutcome, Rotation, Session, User, UserCredentials,
+};
+
+/// Errors every backend converts its driver's errors into, at its own boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Busy, locked, full, read-only or unreachable: the caller should retry later (503).
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A uniqueness constraint was violated.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The schema cannot be brought to (or is not at) this binary's version.
+    #[error("{0}")]
+    Migration(String),
+    /// Anything else.
+    #[error("database error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A session to create together with its first refresh token.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub session: Session,
+    pub token: NewRefreshToken,
+}
+
+/// Everything authd keeps. Implementations must be safe to share between threads and between
+/// processes using the same database.
+pub trait Store: Send + Sync + 'static {
+    /// Applies pending migrations; returns those applied now.
+    fn migrate(&self) -> StoreResult<Vec<MigrationEntry>>;
+    /// Applied and pending migrations, in order.
+    fn migration_status(&self) -> StoreResult<Vec<MigrationEntry>>;
+    /// Errors unless the schema is exactly this binary's (nothing pending, edited or unknown).
+    fn check_schema(&self) -> StoreResult<()>;
+    /// Answers when the database does.
+    fn ping(&self) -> StoreResult<()>;
+    /// Flushes and releases resources (for SQLite, checkpoints the WAL).
+    fn close(&self);
+
+    /// Inserts a user; `Conflict` if the email is taken.
+    fn insert_user(&self, user: &NewUser) -> StoreResult<User>;
+    fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
+    fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
+    /// Sets `last_login_at` and returns the updated user.
+    fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>>;
+
+    /// Creates a session with its first refresh token, atomically.
+    fn create_session(&self, new: &NewSession) -> StoreResult<()>;
+    /// Rotates a refresh token atomically (see `RotateOutcome`); on reuse outside the grace
+    /// period, revokes the whole session in the same transaction.
+    fn rotate_refresh_token(&self, rotation: &Rotation) -> StoreResult<RotateOutcome>;
+    fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+    /// The session a refresh token (by hash) belongs to, in any state.
+    fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>>;
+    /// Live (unrevoked, unexpired) sessions of a user, newest first.
+    fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>>;
+    /// Revokes one live session of a user; false if there was none.
+    fn revoke_session(&self, user_id: Uuid, session_id: Uuid, now: Millis, reason: &str)
+        -> StoreResult<bool>;
+    /// Revokes every live session of a user; returns how many.
+    fn revoke_user_sessions(&self, user_id: Uuid, now: Millis, reason: &str) -> StoreResult<usize>;
+    /// Revokes every live session of every user; returns how many.
+    fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize>;
+    /// Live sessions in the whole database.
+    fn count_live_sessions(&self, now: Millis) -> StoreResult<u64>;
+    /// Deletes tokens and sessions expired or revoked before `cutoff`, and stale failure
+    /// counters; with `dry_run` only counts.
+    fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts>;
+
+    fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
+    fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+
+    /// The failed-login counter for a key, if any.
+    fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>>;
+    /// Counts one failure in the window starting at or after `window_start_after`
+    /// (an older window restarts at `now`); locks the key until `lock_until` once
+    /// the count reaches `lock_threshold`. Returns the new counter.
+    fn record_failure(
+        &self,
+        key: &str,
+        now: Millis,
+        window_start_after: Millis,
+        lock_threshold: Option<(u32, Millis)>,
+    ) -> StoreResult<FailureCounter>;
+    fn clear_failures(&self, key: &str) -> StoreResult<()>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Connection options that do not come from the URL.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    pub pool_size: u32,
+    pub busy_timeout: Duration,
+}
+
+/// Opens the backend named by the URL's scheme.
+pub fn open(url: &str, options: &StoreOptions) -> StoreResult<DynStore> {
+    match url.split_once(':') {
+        Some(("sqlite", rest)) => {
+            let path = rest.strip_prefix("//").unwrap_or(rest);
+            Ok(Arc::new(sqlite::SqliteStore::open(path, options)?))
+        }
+        Some((scheme, _)) => Err(StoreError::Other(format!(
+            "unsupported database scheme '{scheme}' (this build supports sqlite://)"
+        ))),
+        None => Err(StoreError::Other(format!("'{url}' is not a database URL"))),
+    }
+}

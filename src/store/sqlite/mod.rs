@@ -1,0 +1,575 @@
+//! Store layer: the SQLite implementation of `Store` (rusqlite + r2d2), WAL mode,
+//! `BEGIN IMMEDIATE` for every read-then-write, migrations embedded with refinery.
+
+mod migrations;
+
+use std::path::Path;
+use std::time::Duration;
+
+use r2d2::{Pool, PooledConnection};
+use r2d2_sqlite::SqliteConnectionManager;
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+use uuid::Uuid;
+
+use super::{NewSession, Store, StoreError, StoreOptions, StoreResult};
+use crate::domain::time::Millis;
+use crate::domain::{
+    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser,
+    RotateOutcome, Rotation, Session, User, UserCredentials,
+};
+
+type Conn = PooledConnection<SqliteConnectionManager>;
+
+/// SQLite behind an r2d2 pool. Every connection is set up the same way (see `setup`).
+pub struct SqliteStore {
+    pool: Pool<SqliteConnectionManager>,
+}
+
+/// Connection setup in one place: WAL, foreign keys, busy timeout on every pooled connection.
+fn setup(conn: &mut Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA synchronous = NORMAL;",
+    )
+}
+
+impl SqliteStore {
+    pub fn open(path: &str, options: &StoreOptions) -> StoreResult<Self> {
+        if path.is_empty() {
+            return Err(StoreError::Other("sqlite URL has no path".into()));
+        }
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            if !dir.exists() {
+                create_private_dir(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        create_private_file(Path::new(path)).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create {path}: {e}"))
+        })?;
+        let busy = options.busy_timeout;
+        let manager = SqliteConnectionManager::file(path).with_init(move |c| setup(c, busy));
+        let pool = Pool::builder()
+            .max_size(options.pool_size)
+            .min_idle(Some(1))
+            .test_on_check_out(false)
+            .connection_timeout(busy + Duration::from_secs(5))
+            .build(manager)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
+        Ok(SqliteStore { pool })
+    }
+
+    fn conn(&self) -> StoreResult<Conn> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction: the write lock is taken up front, so a
+    /// read-then-write can never be interleaved with another writer.
+    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let mut conn = self.conn()?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+        let out = f(&tx).map_err(map_err)?;
+        tx.commit().map_err(map_err)?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
+        let conn = self.conn()?;
+        f(&conn).map_err(map_err)
+    }
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Creates the database file readable by its owner only (it holds password hashes); SQLite
+/// gives its -wal and -shm files the same mode.
+fn create_private_file(path: &Path) -> std::io::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    match opts.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Converts rusqlite's errors into the backend-neutral `StoreError`.
+fn map_err(e: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        return match f.code {
+            ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::OutOfMemory
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotADatabase => StoreError::Unavailable(e.to_string()),
+            ErrorCode::ConstraintViolation => StoreError::Conflict(e.to_string()),
+            _ => StoreError::Other(e.to_string()),
+        };
+    }
+    StoreError::Other(e.to_string())
+}
+
+fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
+    let s: String = row.get(idx)?;
+    Uuid::parse_str(&s).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+fn opt_uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Uuid>> {
+    let s: Option<String> = row.get(idx)?;
+    s.map(|s| {
+        Uuid::parse_str(&s).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+        })
+    })
+    .transpose()
+}
+
+const USER_COLS: &str = "id, email, name, role, disabled, created_at, last_login_at";
+
+fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
+    let role: String = row.get(3)?;
+    Ok(User {
+        id: uuid_col(row, 0)?,
+        email: row.get(1)?,
+        name: row.get(2)?,
+        role: role.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+        })?,
+        disabled: row.get::<_, i64>(4)? != 0,
+        created_at: row.get(5)?,
+        last_login_at: row.get(6)?,
+    })
+}
+
+const SESSION_COLS: &str =
+    "id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, device_info";
+
+fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
+    Ok(Session {
+        id: uuid_col(row, 0)?,
+        user_id: uuid_col(row, 1)?,
+        created_at: row.get(2)?,
+        last_used_at: row.get(3)?,
+        expires_at: row.get(4)?,
+        revoked_at: row.get(5)?,
+        user_agent: row.get(6)?,
+        ip: row.get(7)?,
+        device_info: row.get(8)?,
+    })
+}
+
+fn failure_row(row: &Row<'_>) -> rusqlite::Result<FailureCounter> {
+    Ok(FailureCounter {
+        count: row.get(0)?,
+        window_start: row.get(1)?,
+        locked_until: row.get(2)?,
+    })
+}
+
+impl Store for SqliteStore {
+    fn migrate(&self) -> StoreResult<Vec<MigrationEntry>> {
+        let mut conn = self.conn()?;
+        migrations::apply(&mut conn)
+    }
+
+    fn migration_status(&self) -> StoreResult<Vec<MigrationEntry>> {
+        let mut conn = self.conn()?;
+        migrations::status(&mut conn)
+    }
+
+    fn check_schema(&self) -> StoreResult<()> {
+        let mut conn = self.conn()?;
+        migrations::check(&mut conn)
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+            .map(|_| ())
+    }
+
+    fn close(&self) {
+        if let Ok(conn) = self.conn() {
+            // Folds the WAL back into the main file so the database is one file at rest.
+            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        }
+    }
+
+    fn insert_user(&self, u: &NewUser) -> StoreResult<User> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO users (id, email, name, role, password_hash, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    u.id.to_string(),
+                    u.email,
+                    u.name,
+                    u.role.as_str(),
+                    u.password_hash,
+                    u.created_at
+                ],
+            )
+        })?;
+        Ok(User {
+            id: u.id,
+            email: u.email.clone(),
+            name: u.name.clone(),
+            role: u.role,
+            disabled: false,
+            created_at: u.created_at,
+            last_login_at: None,
+        })
+    }
+
+    fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1"
+            ))?
+            .query_row([email], |r| {
+                Ok(UserCredentials {
+                    user: user_row(r)?,
+                    password_hash: r.get(7)?,
+                })
+            })
+            .optional()
+        })
+    }
+
+    fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
+                .query_row([id.to_string()], user_row)
+                .optional()
+        })
+    }
+
+    fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>> {
+        self.write(|tx| {
+            tx.prepare_cached(&format!(
+                "UPDATE users SET last_login_at = ?2 WHERE id = ?1 RETURNING {USER_COLS}"
+            ))?
+            .query_row(params![user_id.to_string(), at], user_row)
+            .optional()
+        })
+    }
+
+    fn create_session(&self, new: &NewSession) -> StoreResult<()> {
+        let s = &new.session;
+        let t = &new.token;
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at,
+                                       user_agent, ip, device_info)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                s.id.to_string(),
+                s.user_id.to_string(),
+                s.created_at,
+                s.last_used_at,
+                s.expires_at,
+                s.user_agent,
+                s.ip,
+                s.device_info
+            ])?;
+            insert_token(tx, &t.hash, t.session_id, t.created_at, t.expires_at)
+        })
+    }
+
+    fn rotate_refresh_token(&self, r: &Rotation) -> StoreResult<RotateOutcome> {
+        self.write(|tx| {
+            let found = tx
+                .prepare_cached(
+                    "SELECT t.session_id, s.user_id, t.expires_at, t.rotated_at, s.revoked_at
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                     WHERE t.token_hash = ?1",
+                )?
+                .query_row([&r.presented_hash], |row| {
+                    Ok((
+                        uuid_col(row, 0)?,
+                        uuid_col(row, 1)?,
+                        row.get::<_, Millis>(2)?,
+                        row.get::<_, Option<Millis>>(3)?,
+                        row.get::<_, Option<Millis>>(4)?,
+                    ))
+                })
+                .optional()?;
+            let Some((session_id, user_id, expires_at, rotated_at, revoked_at)) = found else {
+                return Ok(RotateOutcome::Unknown);
+            };
+            if revoked_at.is_some() {
+                return Ok(RotateOutcome::Revoked { user_id, session_id });
+            }
+            if expires_at <= r.now {
+                return Ok(RotateOutcome::Expired { user_id, session_id });
+            }
+            match rotated_at {
+                Some(at) if r.now - at > r.reuse_grace || r.reuse_grace == 0 => {
+                    revoke_where(tx, "id = ?1", &session_id.to_string(), r.now, "reuse")?;
+                    return Ok(RotateOutcome::Reused { user_id, session_id });
+                }
+                Some(_) => {} // within the grace: issue another token, keep the first rotation time
+                None => {
+                    tx.prepare_cached(
+                        "UPDATE refresh_tokens SET rotated_at = ?2 WHERE token_hash = ?1",
+                    )?
+                    .execute(params![r.presented_hash, r.now])?;
+                }
+            }
+            insert_token(tx, &r.replacement_hash, session_id, r.now, r.expires_at)?;
+            tx.prepare_cached(
+                "UPDATE sessions SET last_used_at = ?2, expires_at = MAX(expires_at, ?3) WHERE id = ?1",
+            )?
+            .execute(params![session_id.to_string(), r.now, r.expires_at])?;
+            Ok(RotateOutcome::Rotated { user_id, session_id })
+        })
+    }
+
+    fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        self.read(|c| {
+            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"))?
+                .query_row([id.to_string()], session_row)
+                .optional()
+        })
+    }
+
+    fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions
+                 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)"
+            ))?
+            .query_row([token_hash], session_row)
+            .optional()
+        })
+    }
+
+    fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>> {
+        self.read(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions
+                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2
+                 ORDER BY created_at DESC"
+            ))?
+            .query_map(params![user_id.to_string(), now], session_row)?
+            .collect()
+        })
+    }
+
+    fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: Millis,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        self.write(|tx| {
+            let n = tx
+                .prepare_cached(
+                    "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?4
+                     WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
+                )?
+                .execute(params![session_id.to_string(), user_id.to_string(), now, reason])?;
+            Ok(n > 0)
+        })
+    }
+
+    fn revoke_user_sessions(&self, user_id: Uuid, now: Millis, reason: &str) -> StoreResult<usize> {
+        self.write(|tx| revoke_where(tx, "user_id = ?1", &user_id.to_string(), now, reason))
+    }
+
+    fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize> {
+        self.write(|tx| revoke_where(tx, "?1 = ?1", "", now, reason))
+    }
+
+    fn count_live_sessions(&self, now: Millis) -> StoreResult<u64> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1",
+            )?
+            .query_row([now], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+        })
+    }
+
+    fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts> {
+        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE expires_at < ?1
+             OR session_id IN (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
+        const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
+        const STALE_FAILURES: &str =
+            "FROM login_failures WHERE window_start < ?1 AND (locked_until IS NULL OR locked_until < ?2)";
+        self.write(|tx| {
+            let count = |what: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
+                tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| r.get::<_, i64>(0))
+                    .map(|n| n as u64)
+            };
+            let counts = CleanupCounts {
+                refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
+                sessions: count(DEAD_SESSIONS, &[&cutoff])?,
+                login_failures: count(STALE_FAILURES, &[&cutoff, &now])?,
+            };
+            if !dry_run {
+                tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;
+                tx.execute(&format!("DELETE {DEAD_SESSIONS}"), [cutoff])?;
+                tx.execute(&format!("DELETE {STALE_FAILURES}"), [cutoff, now])?;
+            }
+            Ok(counts)
+        })
+    }
+
+    fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                e.at,
+                e.event,
+                e.user_id.map(|u| u.to_string()),
+                e.email,
+                e.ip,
+                e.user_agent,
+                e.outcome,
+                e.reason
+            ])
+            .map(|_| ())
+        })
+    }
+
+    fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT at, event, user_id, email, ip, user_agent, outcome, reason
+                 FROM audit_events
+                 WHERE (?1 IS NULL OR email = ?1)
+                   AND (?2 IS NULL OR event = ?2)
+                   AND (?3 IS NULL OR at >= ?3)
+                 ORDER BY at DESC, id DESC
+                 LIMIT ?4",
+            )?
+            .query_map(params![q.email, q.event, q.since, q.limit], |r| {
+                Ok(AuditEvent {
+                    at: r.get(0)?,
+                    event: r.get(1)?,
+                    user_id: opt_uuid_col(r, 2)?,
+                    email: r.get(3)?,
+                    ip: r.get(4)?,
+                    user_agent: r.get(5)?,
+                    outcome: r.get(6)?,
+                    reason: r.get(7)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT count, window_start, locked_until FROM login_failures WHERE key = ?1",
+            )?
+            .query_row([key], failure_row)
+            .optional()
+        })
+    }
+
+    fn record_failure(
+        &self,
+        key: &str,
+        now: Millis,
+        window_start_after: Millis,
+        lock: Option<(u32, Millis)>,
+    ) -> StoreResult<FailureCounter> {
+        let (threshold, lock_until) = match lock {
+            Some((t, until)) => (Some(t), Some(until)),
+            None => (None, None),
+        };
+        self.write(|tx| {
+            tx.prepare_cached(
+                "INSERT INTO login_failures (key, count, window_start, locked_until)
+                 VALUES (?1, 1, ?2, NULL)
+                 ON CONFLICT (key) DO UPDATE SET
+                   count = CASE WHEN window_start < ?3 THEN 1 ELSE count + 1 END,
+                   window_start = CASE WHEN window_start < ?3 THEN ?2 ELSE window_start END,
+                   locked_until = CASE WHEN locked_until < ?2 THEN NULL ELSE locked_until END",
+            )?
+            .execute(params![key, now, window_start_after])?;
+            tx.prepare_cached(
+                "UPDATE login_failures SET locked_until = ?3, count = 0, window_start = ?4
+                 WHERE key = ?1 AND ?2 IS NOT NULL AND count >= ?2",
+            )?
+            .execute(params![key, threshold, lock_until, now])?;
+            tx.prepare_cached(
+                "SELECT count, window_start, locked_until FROM login_failures WHERE key = ?1",
+            )?
+            .query_row([key], failure_row)
+        })
+    }
+
+    fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        self.write(|tx| {
+            tx.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?
+                .execute([key])
+                .map(|_| ())
+        })
+    }
+}
+
+fn insert_token(
+    tx: &rusqlite::Transaction<'_>,
+    hash: &str,
+    session_id: Uuid,
+    created_at: Millis,
+    expires_at: Millis,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![hash, session_id.to_string(), created_at, expires_at])
+    .map(|_| ())
+}
+
+/// Revokes the live sessions matching `filter` (which binds `?1`); returns how many.
+fn revoke_where(
+    tx: &rusqlite::Transaction<'_>,
+    filter: &str,
+    arg: &str,
+    now: Millis,
+    reason: &str,
+) -> rusqlite::Result<usize> {
+    tx.execute(
+        &format!(
+            "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3
+             WHERE {filter} AND revoked_at IS NULL AND expires_at > ?2"
+        ),
+        params![arg, now, reason],
+    )
+}
