@@ -1,0 +1,247 @@
+//! Test support: `TestServer` runs the real server in-process on 127.0.0.1:0 with a SQLite
+#![allow(dead_code)]
+//! file in a temp dir; `Resp` and the request helpers drive it over real HTTP.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use authd::config::{self, Settings, Sources};
+use reqwest::blocking::{Client, RequestBuilder};
+use reqwest::header::HeaderMap;
+use serde_json::{json, Value};
+
+/// A strong password that satisfies the default policy.
+pub const PASSWORD: &str = "Correct-horse-9";
+
+/// Settings every test server starts from (fast bcrypt, limits off), then `extra`.
+pub fn test_settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
+    let mut vars: Vec<(String, String)> = vec![
+        ("AUTHD_DATABASE__URL".into(), format!("sqlite://{}", dir.join("authd.db").display())),
+        ("AUTHD_JWT__KEY_DIR".into(), dir.join("keys").display().to_string()),
+        ("AUTHD_PASSWORD__BCRYPT_COST".into(), "10".into()),
+        ("AUTHD_RATE_LIMIT__ENABLED".into(), "false".into()),
+        ("AUTHD_SERVER__BIND".into(), "127.0.0.1:0".into()),
+        ("AUTHD_SERVER__SHUTDOWN_GRACE".into(), "5s".into()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    config::load(&Sources {
+        base_dir: dir.to_path_buf(),
+        env_vars: vars,
+        ..Default::default()
+    })
+    .expect("test settings are valid")
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub settings: Arc<Settings>,
+    pub client: Client,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::with(&[])
+    }
+
+    /// Starts a server with extra `AUTHD_*` settings on top of `test_settings`.
+    pub fn with(extra: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::in_dir(dir, extra)
+    }
+
+    /// Starts a server whose database and keys live in `dir` (to restart on the same data).
+    pub fn in_dir(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
+        let settings = Arc::new(test_settings(dir.path(), extra));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let s = settings.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let started = async {
+                    let core = authd::app::open_core(s, authd::app::Schema::Ready).await?;
+                    authd::app::http_state(core).await
+                };
+                let state = match started.await {
+                    Ok(state) => state,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let _ = ready_tx.send(Ok(()));
+                authd::app::serve(state, listener, async {
+                    let _ = rx.await;
+                })
+                .await;
+            });
+        });
+        ready_rx.recv().unwrap().expect("server starts");
+        TestServer {
+            addr,
+            dir,
+            settings,
+            client: Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            shutdown: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("authd.db")
+    }
+
+    /// Stops the server (finishing in-flight requests) and hands back its directory.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.shutdown_now();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    fn shutdown_now(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+
+    pub fn get(&self, path: &str) -> RequestBuilder {
+        self.client.get(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> RequestBuilder {
+        self.client.post(self.url(path))
+    }
+
+    pub fn delete(&self, path: &str) -> RequestBuilder {
+        self.client.delete(self.url(path))
+    }
+
+    pub fn post_json(&self, path: &str, body: Value) -> Resp {
+        send(self.post(path).json(&body))
+    }
+
+    pub fn get_auth(&self, path: &str, access: &str) -> Resp {
+        send(self.get(path).bearer_auth(access))
+    }
+
+    /// Registers `email` with `PASSWORD`; returns the `data` object.
+    pub fn register(&self, email: &str) -> Value {
+        let r = self.post_json("/api/auth/register", json!({"email": email, "password": PASSWORD}));
+        assert_eq!(r.status, 201, "register {email}: {}", r.body);
+        r.body["data"].clone()
+    }
+
+    /// Logs `email` in with `PASSWORD`; returns the `data` object.
+    pub fn login(&self, email: &str) -> Value {
+        let r = self.post_json("/api/auth/login", json!({"email": email, "password": PASSWORD}));
+        assert_eq!(r.status, 200, "login {email}: {}", r.body);
+        r.body["data"].clone()
+    }
+
+    pub fn refresh(&self, refresh_token: &str) -> Resp {
+        self.post_json("/api/auth/refresh", json!({ "refreshToken": refresh_token }))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shutdown_now();
+    }
+}
+
+/// A response read whole: status, headers, and the body as JSON (or `Value::Null`).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub text: String,
+    pub body: Value,
+}
+
+impl Resp {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts the contract's error envelope with `status` and `code`.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status, status, "body: {}", self.text);
+        assert_eq!(self.body["success"], false, "body: {}", self.text);
+        assert_eq!(self.body["error"], code, "body: {}", self.text);
+        assert!(self.body["message"].is_string(), "body: {}", self.text);
+        assert!(
+            self.header("content-type").unwrap_or("").starts_with("application/json"),
+            "content-type of {}",
+            self.text
+        );
+    }
+
+    /// The `Set-Cookie` header for `name`, if any.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(String::from)
+    }
+}
+
+pub fn send(req: RequestBuilder) -> Resp {
+    let resp = req.send().expect("request sent");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let text = resp.text().unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp {
+        status,
+        headers,
+        text,
+        body,
+    }
+}
+
+/// The value of a `Set-Cookie` header (`name=value; ...` -> `value`).
+#[allow(dead_code)]
+pub fn cookie_value(set_cookie: &str) -> String {
+    set_cookie
+        .split(';')
+        .next()
+        .and_then(|kv| kv.split_once('='))
+        .map(|(_, v)| v.to_string())
+        .unwrap_or_default()
+}
+
+#[allow(dead_code)]
+pub fn unique_email(tag: &str) -> String {
+    format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// The path of the built `authd` binary.
+#[allow(dead_code)]
+pub fn authd_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_authd"))
+}
