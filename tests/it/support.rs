@@ -1,6 +1,6 @@
 //! Test support: `TestServer` runs the real server in-process on 127.0.0.1:0 with a SQLite
-#![allow(dead_code)]
 //! file in a temp dir; `Resp` and the request helpers drive it over real HTTP.
+#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -225,7 +225,6 @@ pub fn send(req: RequestBuilder) -> Resp {
 }
 
 /// The value of a `Set-Cookie` header (`name=value; ...` -> `value`).
-#[allow(dead_code)]
 pub fn cookie_value(set_cookie: &str) -> String {
     set_cookie
         .split(';')
@@ -235,13 +234,11 @@ pub fn cookie_value(set_cookie: &str) -> String {
         .unwrap_or_default()
 }
 
-#[allow(dead_code)]
 pub fn unique_email(tag: &str) -> String {
     format!("{tag}-{}@example.com", uuid::Uuid::new_v4().simple())
 }
 
 /// The path of the built `authd` binary.
-#[allow(dead_code)]
 pub fn authd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_authd"))
 }
