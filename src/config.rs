@@ -353,7 +353,10 @@ fn is_known(section: &str, key: &str) -> bool {
 }
 
 fn check_unknown_keys(cfg: &Config, label: &str, errors: &mut Vec<String>) {
-    let Ok(table) = cfg.clone().try_deserialize::<config::Map<String, config::Value>>() else {
+    let Ok(table) = cfg
+        .clone()
+        .try_deserialize::<config::Map<String, config::Value>>()
+    else {
         errors.push(format!("{label}: not a table of sections"));
         return;
     };
@@ -416,15 +419,19 @@ impl Reader<'_> {
         let raw = self.string(key);
         let parsed = match raw.trim() {
             "0" => Ok(Duration::ZERO),
-            s if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => {
-                s.parse::<u64>().map(Duration::from_secs).map_err(|e| e.to_string())
-            }
+            s if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() => s
+                .parse::<u64>()
+                .map(Duration::from_secs)
+                .map_err(|e| e.to_string()),
             s => humantime::parse_duration(s).map_err(|e| e.to_string()),
         };
         match parsed {
             Ok(d) if d.is_zero() && !allow_zero => self.fail(key, "must be greater than zero"),
             Ok(d) => d,
-            Err(e) => self.fail(key, format!("invalid duration '{raw}' ({e}); use e.g. 30s, 15m, 7d")),
+            Err(e) => self.fail(
+                key,
+                format!("invalid duration '{raw}' ({e}); use e.g. 30s, 15m, 7d"),
+            ),
         }
     }
 
@@ -552,7 +559,10 @@ impl Reader<'_> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
         {
-            self.fail::<()>("cookie.name", format!("'{cookie_name}' is not a valid cookie name"));
+            self.fail::<()>(
+                "cookie.name",
+                format!("'{cookie_name}' is not a valid cookie name"),
+            );
         }
         let cookie = CookieSettings {
             name: cookie_name,
@@ -560,7 +570,8 @@ impl Reader<'_> {
         };
         if !cookie.secure {
             warnings.push(
-                "cookie.secure is false: the refresh cookie will also be sent over plain HTTP".into(),
+                "cookie.secure is false: the refresh cookie will also be sent over plain HTTP"
+                    .into(),
             );
         }
 
@@ -582,7 +593,10 @@ impl Reader<'_> {
             "pretty" => LogFormat::Pretty,
             "json" => LogFormat::Json,
             _ => {
-                self.fail::<()>("log.format", format!("expected pretty or json, got '{format_raw}'"));
+                self.fail::<()>(
+                    "log.format",
+                    format!("expected pretty or json, got '{format_raw}'"),
+                );
                 LogFormat::Pretty
             }
         };
@@ -591,7 +605,10 @@ impl Reader<'_> {
             .parse(&level)
             .is_err()
         {
-            self.fail::<()>("log.level", format!("'{level}' is not a valid level or filter"));
+            self.fail::<()>(
+                "log.level",
+                format!("'{level}' is not a valid level or filter"),
+            );
         }
 
         Settings {
@@ -631,7 +648,10 @@ const PLACEHOLDER_MARKERS: &[&str] = &[
 /// and must not look like a placeholder.
 pub fn check_secret_strength(secret: &str) -> Result<(), String> {
     if secret.len() < 32 {
-        return Err(format!("too short ({} bytes; at least 32 required)", secret.len()));
+        return Err(format!(
+            "too short ({} bytes; at least 32 required)",
+            secret.len()
+        ));
     }
     let distinct: BTreeSet<u8> = secret.bytes().collect();
     if distinct.len() < 8 {
@@ -657,7 +677,11 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
         .strip_prefix("https://")
         .or_else(|| origin.strip_prefix("http://"))
         .ok_or("must start with http:// or https://")?;
-    if rest.is_empty() || rest.contains('/') || rest.contains('*') || rest.contains(char::is_whitespace) {
+    if rest.is_empty()
+        || rest.contains('/')
+        || rest.contains('*')
+        || rest.contains(char::is_whitespace)
+    {
         return Err("must be scheme://host[:port] with no path");
     }
     Ok(())
@@ -676,7 +700,9 @@ fn check_database_url(url: &str) -> Result<(), String> {
         Some((scheme, _)) => Err(format!(
             "unsupported database scheme '{scheme}' (this build supports sqlite://)"
         )),
-        None => Err(format!("'{url}' is not a URL such as sqlite://data/authd.db")),
+        None => Err(format!(
+            "'{url}' is not a URL such as sqlite://data/authd.db"
+        )),
     }
 }
 
@@ -706,7 +732,10 @@ mod tests {
         assert_eq!(s.database.url, "sqlite://data/authd.db");
         assert_eq!(s.database.pool_size, 8);
         assert!(s.database.auto_migrate);
-        assert_eq!((s.jwt.issuer.as_str(), s.jwt.audience.as_str()), ("authd", "authd"));
+        assert_eq!(
+            (s.jwt.issuer.as_str(), s.jwt.audience.as_str()),
+            ("authd", "authd")
+        );
         assert_eq!(s.jwt.algorithm, JwtAlgorithm::EdDsa);
         assert_eq!(s.jwt.access_ttl, Duration::from_secs(900));
         assert_eq!(s.jwt.refresh_ttl, Duration::from_secs(7 * 86400));
@@ -720,7 +749,10 @@ mod tests {
         let rl = &s.rate_limit;
         assert!(rl.enabled);
         assert_eq!(rl.window, Duration::from_secs(900));
-        assert_eq!((rl.max_requests, rl.max_failed_logins, rl.lockout_threshold), (300, 5, 10));
+        assert_eq!(
+            (rl.max_requests, rl.max_failed_logins, rl.lockout_threshold),
+            (300, 5, 10)
+        );
         assert_eq!(rl.lockout_duration, Duration::from_secs(900));
         assert_eq!(s.cleanup.interval, Duration::from_secs(3600));
         assert_eq!(s.cleanup.retention, Duration::from_secs(7 * 86400));
@@ -733,7 +765,10 @@ mod tests {
         let s = with_env(&[
             ("AUTHD_SERVER__BIND", "127.0.0.1:9000"),
             ("AUTHD_RATE_LIMIT__ENABLED", "false"),
-            ("AUTHD_SERVER__CORS_ORIGINS", "https://a.example.org, https://b.example.org"),
+            (
+                "AUTHD_SERVER__CORS_ORIGINS",
+                "https://a.example.org, https://b.example.org",
+            ),
             ("AUTHD_SERVER__TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1"),
             ("AUTHD_JWT__ACCESS_TTL", "2m"),
         ])
@@ -752,7 +787,10 @@ mod tests {
             ("AUTHD_PASSWORD__BCRYPT_COST", "9"),
             ("AUTHD_JWT__LEEWAY", "soon"),
             ("AUTHD_JWT__ACCESS_SECRET", "short"),
-            ("AUTHD_JWT__REFRESH_SECRET", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"),
+            (
+                "AUTHD_JWT__REFRESH_SECRET",
+                "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            ),
         ])
         .unwrap_err();
         let text = err.to_string();

@@ -3,12 +3,12 @@
 
 pub mod app;
 pub mod blocking;
+pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
-pub mod store;
+pub mod http;
 pub mod metrics;
 pub mod service;
-pub mod http;
-pub mod cli;
+pub mod store;

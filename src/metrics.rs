@@ -28,7 +28,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let http_requests = IntCounterVec::new(
-            Opts::new("authd_http_requests_total", "HTTP requests by route, method and status"),
+            Opts::new(
+                "authd_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -54,7 +57,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let refreshes = IntCounterVec::new(
-            Opts::new("authd_refreshes_total", "Refresh-token rotations by outcome"),
+            Opts::new(
+                "authd_refreshes_total",
+                "Refresh-token rotations by outcome",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
@@ -64,7 +70,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let rate_limited = IntCounterVec::new(
-            Opts::new("authd_rate_limited_total", "Requests refused by a limit, by limit"),
+            Opts::new(
+                "authd_rate_limited_total",
+                "Requests refused by a limit, by limit",
+            ),
             &["limit"],
         )
         .expect("valid metric");

@@ -37,7 +37,11 @@ fn parse_since(s: &str) -> Result<Millis, CliError> {
     }
     humantime::parse_duration(s)
         .map(|d| now_ms() - duration_ms(d))
-        .map_err(|_| CliError(format!("--since: '{s}' is neither a duration (24h) nor an RFC 3339 time")))
+        .map_err(|_| {
+            CliError(format!(
+                "--since: '{s}' is neither a duration (24h) nor an RFC 3339 time"
+            ))
+        })
 }
 
 pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
@@ -81,7 +85,9 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             e.event,
             e.outcome,
             dash(&e.reason),
-            e.user_id.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            e.user_id
+                .map(|u| u.to_string())
+                .unwrap_or_else(|| "-".into()),
             dash(&e.email),
             dash(&e.ip),
             dash(&e.user_agent),

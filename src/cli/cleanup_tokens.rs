@@ -17,7 +17,11 @@ pub struct Args {
 pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
     let core = app::open_core(settings, Schema::Ready).await?;
     let c = Admin::new(core).cleanup(args.dry_run).await?;
-    let verb = if args.dry_run { "would delete" } else { "deleted" };
+    let verb = if args.dry_run {
+        "would delete"
+    } else {
+        "deleted"
+    };
     println!(
         "{verb} {} refresh token(s), {} session(s), {} login-failure counter(s)",
         c.refresh_tokens, c.sessions, c.login_failures

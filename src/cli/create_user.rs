@@ -41,7 +41,10 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         user_agent: Some("authd-cli".into()),
     };
     let email = input.email.clone();
-    match Users::new(core).create(input, &client, Event::UserCreate).await {
+    match Users::new(core)
+        .create(input, &client, Event::UserCreate)
+        .await
+    {
         Ok(user) => {
             println!("{}", user.id);
             Ok(())
@@ -64,7 +67,11 @@ fn gather(args: Args) -> Result<NewUserInput, CliError> {
     let email = match args.email {
         Some(e) => e,
         None if interactive => prompt_email()?,
-        None => return Err(CliError("--email is required when not prompting on a terminal".into())),
+        None => {
+            return Err(CliError(
+                "--email is required when not prompting on a terminal".into(),
+            ))
+        }
     };
     let name = match args.name {
         Some(n) => Some(n),

@@ -123,7 +123,11 @@ fn init_logging(settings: &Settings, serving: bool) -> tracing_appender::non_blo
     } else {
         tracing_appender::non_blocking(std::io::stderr())
     };
-    let level = if serving { settings.log.level.as_str() } else { "warn" };
+    let level = if serving {
+        settings.log.level.as_str()
+    } else {
+        "warn"
+    };
     // Dependencies stay at info or quieter unless named explicitly: their trace output could
     // carry raw headers.
     let filter = format!("{level},hyper=info,hyper_util=info,warp=info,h2=info,r2d2=info");

@@ -34,7 +34,8 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
     if !args.yes {
         if !stdin_is_terminal() {
             return Err(CliError(
-                "refusing to revoke without confirmation: stdin is not a terminal; pass --yes".into(),
+                "refusing to revoke without confirmation: stdin is not a terminal; pass --yes"
+                    .into(),
             ));
         }
         let confirmed = dialoguer::Confirm::new()

@@ -66,7 +66,9 @@ impl AccessTokens {
                 // RFC 7638 thumbprint as the key id.
                 let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
                 let kid = B64.encode(Sha256::digest(canonical.as_bytes()));
-                let der = signing.to_pkcs8_der().expect("Ed25519 key encodes as PKCS#8");
+                let der = signing
+                    .to_pkcs8_der()
+                    .expect("Ed25519 key encodes as PKCS#8");
                 let jwk = serde_json::json!({
                     "kty": "OKP", "crv": "Ed25519", "x": x, "alg": "EdDSA", "use": "sig", "kid": kid,
                 });
@@ -211,11 +213,20 @@ mod tests {
         let sig = token.rsplit('.').next().unwrap();
         for alg in ["none", "None", "NONE", "nOnE"] {
             let h = format!(r#"{{"alg":"{alg}","typ":"JWT"}}"#);
-            assert_eq!(t.verify(&forge(&h, &claims, ""), now()), Err(VerifyError::Invalid));
-            assert_eq!(t.verify(&forge(&h, &claims, sig), now()), Err(VerifyError::Invalid));
+            assert_eq!(
+                t.verify(&forge(&h, &claims, ""), now()),
+                Err(VerifyError::Invalid)
+            );
+            assert_eq!(
+                t.verify(&forge(&h, &claims, sig), now()),
+                Err(VerifyError::Invalid)
+            );
         }
         let hs = r#"{"alg":"HS256","typ":"JWT"}"#;
-        assert_eq!(t.verify(&forge(hs, &claims, sig), now()), Err(VerifyError::Invalid));
+        assert_eq!(
+            t.verify(&forge(hs, &claims, sig), now()),
+            Err(VerifyError::Invalid)
+        );
         let mut tampered = claims.clone();
         tampered["role"] = "admin".into();
         let ed_header = token.split('.').next().unwrap();

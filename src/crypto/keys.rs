@@ -62,7 +62,10 @@ pub fn load_or_generate(jwt: &JwtSettings) -> Result<KeySet, KeyError> {
             let text = String::from_utf8(pem)
                 .map_err(|_| KeyError(format!("{} is not a PEM file", path.display())))?;
             let key = SigningKey::from_pkcs8_pem(&text).map_err(|e| {
-                KeyError(format!("{} is not an Ed25519 PKCS#8 key: {e}", path.display()))
+                KeyError(format!(
+                    "{} is not an Ed25519 PKCS#8 key: {e}",
+                    path.display()
+                ))
             })?;
             AccessKeyMaterial::Ed25519(key)
         }
@@ -82,12 +85,17 @@ pub fn load_or_generate(jwt: &JwtSettings) -> Result<KeySet, KeyError> {
 
 /// A file holding 32 random bytes, base64url-encoded.
 fn random_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let text = read_or_create(path, || Ok(B64.encode(rand::random::<[u8; 32]>()).into_bytes()))?;
+    let text = read_or_create(path, || {
+        Ok(B64.encode(rand::random::<[u8; 32]>()).into_bytes())
+    })?;
     let key = B64
         .decode(String::from_utf8_lossy(&text).trim())
         .map_err(|_| KeyError(format!("{} is not a base64url key", path.display())))?;
     if key.len() < 32 {
-        return Err(KeyError(format!("{} holds fewer than 32 bytes", path.display())));
+        return Err(KeyError(format!(
+            "{} holds fewer than 32 bytes",
+            path.display()
+        )));
     }
     Ok(key)
 }
@@ -99,11 +107,19 @@ fn ensure_private_dir(dir: &Path) -> Result<(), KeyError> {
     #[cfg(unix)]
     let created = {
         use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
     };
     #[cfg(not(unix))]
     let created = fs::create_dir_all(dir);
-    created.map_err(|e| KeyError(format!("cannot create key directory {}: {e}", dir.display())))
+    created.map_err(|e| {
+        KeyError(format!(
+            "cannot create key directory {}: {e}",
+            dir.display()
+        ))
+    })
 }
 
 /// Reads `path`, or creates it (mode 0600) with `make()`. Two processes racing to create it
@@ -143,8 +159,9 @@ fn read_or_create(
             tracing::info!(path = %path.display(), "generated a new key");
             Ok(content)
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => fs::read(path)
-            .map_err(|e| KeyError(format!("cannot read {}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            fs::read(path).map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))
+        }
         Err(e) => Err(KeyError(format!("cannot write {}: {e}", path.display()))),
     }
 }

@@ -54,7 +54,10 @@ impl JsonObject {
                 errors.push(FieldError::new(key.clone(), "unknown field"));
             }
         }
-        Fields { obj: &self.0, errors }
+        Fields {
+            obj: &self.0,
+            errors,
+        }
     }
 }
 
@@ -92,12 +95,14 @@ impl Fields<'_> {
             Some(Value::String(s)) => s.clone(),
             Some(v @ Value::Object(_)) => v.to_string(),
             Some(_) => {
-                self.errors.push(FieldError::new(key, "must be a string or an object"));
+                self.errors
+                    .push(FieldError::new(key, "must be a string or an object"));
                 return None;
             }
         };
         if text.len() > max {
-            self.errors.push(FieldError::new(key, format!("must be at most {max} bytes")));
+            self.errors
+                .push(FieldError::new(key, format!("must be at most {max} bytes")));
             return None;
         }
         Some(text.chars().filter(|c| !c.is_control()).collect())
@@ -207,11 +212,26 @@ mod tests {
     #[test]
     fn strict_objects() {
         assert!(JsonObject::parse(br#"{"a":1}"#).is_ok());
-        for bad in [&b"[]"[..], b"1", b"null", b"\"x\"", b"{", b"", b"{\"a\":1,\"a\":2}", b"\xff\xfe"] {
-            assert!(matches!(JsonObject::parse(bad), Err(AppError::MalformedJson)));
+        for bad in [
+            &b"[]"[..],
+            b"1",
+            b"null",
+            b"\"x\"",
+            b"{",
+            b"",
+            b"{\"a\":1,\"a\":2}",
+            b"\xff\xfe",
+        ] {
+            assert!(matches!(
+                JsonObject::parse(bad),
+                Err(AppError::MalformedJson)
+            ));
         }
         let deep = format!("{{\"a\":{}{}}}", "[".repeat(10_000), "]".repeat(10_000));
-        assert!(matches!(JsonObject::parse(deep.as_bytes()), Err(AppError::MalformedJson)));
+        assert!(matches!(
+            JsonObject::parse(deep.as_bytes()),
+            Err(AppError::MalformedJson)
+        ));
     }
 
     #[test]
@@ -221,6 +241,8 @@ mod tests {
             panic!("expected validation error")
         };
         let fields: Vec<_> = errs.iter().map(|e| e.field.as_str()).collect();
-        assert!(fields.contains(&"role") && fields.contains(&"email") && fields.contains(&"password"));
+        assert!(
+            fields.contains(&"role") && fields.contains(&"email") && fields.contains(&"password")
+        );
     }
 }

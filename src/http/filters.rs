@@ -46,7 +46,9 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
 }
 
 /// A verified access token whose session is live.
-pub fn authenticated(state: HttpState) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+pub fn authenticated(
+    state: HttpState,
+) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
     warp::header::headers_cloned().and_then(move |headers: HeaderMap| {
         let state = state.clone();
         async move {
@@ -61,7 +63,9 @@ pub fn authenticated(state: HttpState) -> impl Filter<Extract = (Principal,), Er
 }
 
 /// The refresh cookie's value, if the request carries one.
-pub fn refresh_cookie(name: Arc<str>) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
+pub fn refresh_cookie(
+    name: Arc<str>,
+) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
     warp::header::headers_cloned().map(move |headers: HeaderMap| {
         headers
             .get_all(COOKIE)
@@ -135,7 +139,9 @@ pub fn json_body<T: FromJson + Send + 'static>(
             let declared_empty = headers
                 .get(CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() == b"0");
-            if !content_type.is_some_and(is_json) && !(allow_empty && (declared_empty || content_type.is_none())) {
+            if !content_type.is_some_and(is_json)
+                && !(allow_empty && (declared_empty || content_type.is_none()))
+            {
                 return Err(Rejection::from(AppError::UnsupportedMediaType));
             }
             let bytes = read_body(&headers, Box::pin(body), limit).await?;
@@ -151,7 +157,9 @@ pub fn json_body<T: FromJson + Send + 'static>(
 }
 
 /// Refuses a request whose `Origin` is neither the server's own nor an allowed CORS origin.
-pub fn same_origin_or_allowed(state: HttpState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+pub fn same_origin_or_allowed(
+    state: HttpState,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     warp::header::headers_cloned()
         .and_then(move |headers: HeaderMap| {
             let state = state.clone();
@@ -160,9 +168,12 @@ pub fn same_origin_or_allowed(state: HttpState) -> impl Filter<Extract = (), Err
                     return Ok(());
                 };
                 let origin = origin.to_str().unwrap_or("");
-                let own = headers.get(HOST).and_then(|h| h.to_str().ok()).is_some_and(|host| {
-                    origin == format!("http://{host}") || origin == format!("https://{host}")
-                });
+                let own = headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .is_some_and(|host| {
+                        origin == format!("http://{host}") || origin == format!("https://{host}")
+                    });
                 if own || state.origin_allowed(origin) {
                     Ok(())
                 } else {
@@ -179,10 +190,21 @@ mod tests {
 
     #[test]
     fn content_types() {
-        for ok in ["application/json", "Application/JSON", "application/json; charset=utf-8", "application/json;charset=UTF-8"] {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+            "application/json;charset=UTF-8",
+        ] {
             assert!(is_json(ok), "{ok}");
         }
-        for bad in ["text/plain", "application/jsonx", "application/json; charset=latin1", "application/x-www-form-urlencoded", ""] {
+        for bad in [
+            "text/plain",
+            "application/jsonx",
+            "application/json; charset=latin1",
+            "application/x-www-form-urlencoded",
+            "",
+        ] {
             assert!(!is_json(bad), "{bad}");
         }
     }

@@ -22,7 +22,9 @@ use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
 use dto::{EmptyBody, RefreshBody};
-use filters::{authenticated, client, json_body, refresh_cookie, same_origin_or_allowed, RequestMeta};
+use filters::{
+    authenticated, client, json_body, refresh_cookie, same_origin_or_allowed, RequestMeta,
+};
 use handlers::{auth, meta, sessions};
 
 /// Everything the handlers and filters need; cheap to clone.
@@ -37,7 +39,12 @@ pub struct HttpState {
 }
 
 impl HttpState {
-    pub fn new(sessions: Sessions, admin: Admin, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        sessions: Sessions,
+        admin: Admin,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let rl = &settings.rate_limit;
         let limiter = rl.enabled.then(|| {
             let max = NonZeroU32::new(rl.max_requests).unwrap_or(NonZeroU32::MIN);
@@ -58,7 +65,11 @@ impl HttpState {
     }
 
     pub fn origin_allowed(&self, origin: &str) -> bool {
-        self.settings.server.cors_origins.iter().any(|o| o == origin)
+        self.settings
+            .server
+            .cors_origins
+            .iter()
+            .any(|o| o == origin)
     }
 
     fn cookie(&self, value: &str, max_age: u64) -> String {
@@ -67,7 +78,11 @@ impl HttpState {
             self.cookie_name,
             value,
             max_age,
-            if self.settings.cookie.secure { " Secure;" } else { "" }
+            if self.settings.cookie.secure {
+                " Secure;"
+            } else {
+                ""
+            }
         )
     }
 
@@ -100,7 +115,11 @@ fn request_budget(state: HttpState) -> impl Filter<Extract = (), Error = Rejecti
                     return Ok(());
                 };
                 limiter.check_key(&meta.client_ip).map_err(|not_until| {
-                    state.metrics.rate_limited.with_label_values(&["requests"]).inc();
+                    state
+                        .metrics
+                        .rate_limited
+                        .with_label_values(&["requests"])
+                        .inc();
                     let wait = not_until.wait_time_from(DefaultClock::default().now());
                     Rejection::from(AppError::RateLimited {
                         retry_after_secs: wait.as_secs() + 1,
@@ -187,7 +206,9 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state.clone())
         .and_then(meta::jwks);
-    let healthz = warp::path!("healthz").and(warp::get()).and_then(meta::healthz);
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .and_then(meta::healthz);
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(with_state.clone())
@@ -212,10 +233,12 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(delete_session)
         .unify();
-    let ops = jwks.or(healthz).unify().or(readyz).unify().or(metrics).unify();
-    api.or(ops)
+    let ops = jwks
+        .or(healthz)
         .unify()
-        .recover(reject::recover)
+        .or(readyz)
         .unify()
-        .boxed()
+        .or(metrics)
+        .unify();
+    api.or(ops).unify().recover(reject::recover).unify().boxed()
 }

@@ -65,9 +65,8 @@ pub fn error_response(e: &AppError) -> Response {
     let mut resp = warp::reply::with_status(warp::reply::json(&body), status(e)).into_response();
     let headers = resp.headers_mut();
     let retry_after = match e {
-        AppError::AccountLocked { retry_after_secs } | AppError::RateLimited { retry_after_secs } => {
-            Some(*retry_after_secs)
-        }
+        AppError::AccountLocked { retry_after_secs }
+        | AppError::RateLimited { retry_after_secs } => Some(*retry_after_secs),
         AppError::Unavailable(_) => Some(1),
         _ => None,
     };
@@ -75,9 +74,15 @@ pub fn error_response(e: &AppError) -> Response {
         headers.insert(RETRY_AFTER, HeaderValue::from(secs.max(1)));
     }
     let challenge = match e {
-        AppError::TokenInvalid => Some(r#"Bearer realm="authd", error="invalid_token", error_description="the token is invalid""#),
-        AppError::TokenExpired => Some(r#"Bearer realm="authd", error="invalid_token", error_description="the token has expired""#),
-        AppError::TokenRevoked => Some(r#"Bearer realm="authd", error="invalid_token", error_description="the token has been revoked""#),
+        AppError::TokenInvalid => Some(
+            r#"Bearer realm="authd", error="invalid_token", error_description="the token is invalid""#,
+        ),
+        AppError::TokenExpired => Some(
+            r#"Bearer realm="authd", error="invalid_token", error_description="the token has expired""#,
+        ),
+        AppError::TokenRevoked => Some(
+            r#"Bearer realm="authd", error="invalid_token", error_description="the token has been revoked""#,
+        ),
         AppError::TokenMissing | AppError::InvalidCredentials => Some(r#"Bearer realm="authd""#),
         _ => None,
     };

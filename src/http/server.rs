@@ -30,7 +30,11 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
 /// `server.shutdown_grace` to finish.
-pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()>,
+) {
     let service = warp::service(routes(state.clone()));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -68,7 +72,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: HttpState, shutdown
     drop(listener);
     let grace = state.settings.server.shutdown_grace;
     tracing::info!(grace = ?grace, "shutting down: no new connections, finishing in-flight requests");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
     }
 }
@@ -81,7 +88,8 @@ fn request_id(req: &Request<Incoming>) -> String {
         .filter(|v| {
             !v.is_empty()
                 && v.len() <= 128
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(String::from)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
@@ -136,7 +144,12 @@ fn route_label(path: &str) -> &'static str {
     }
 }
 
-async fn handle<S>(state: &HttpState, mut service: S, mut req: Request<Incoming>, peer: SocketAddr) -> Response
+async fn handle<S>(
+    state: &HttpState,
+    mut service: S,
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response
 where
     S: Service<Request<Incoming>, Response = Response, Error = Infallible>,
 {
@@ -145,7 +158,11 @@ where
     let path = req.uri().path().to_string();
     let route = route_label(&path);
     let request_id = request_id(&req);
-    let client_ip = client_ip(peer.ip(), req.headers(), &state.settings.server.trusted_proxies);
+    let client_ip = client_ip(
+        peer.ip(),
+        req.headers(),
+        &state.settings.server.trusted_proxies,
+    );
     let origin = req
         .headers()
         .get(ORIGIN)
@@ -153,18 +170,19 @@ where
         .map(String::from);
     let span = tracing::info_span!("request", request_id = %request_id, method = %method, route);
 
-    let mut resp = if method == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
-        preflight(state, origin.as_deref())
-    } else {
-        req.extensions_mut().insert(RequestMeta {
-            request_id: request_id.clone(),
-            client_ip,
-        });
-        match service.call(req).instrument(span.clone()).await {
-            Ok(resp) => resp,
-            Err(never) => match never {},
-        }
-    };
+    let mut resp =
+        if method == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
+            preflight(state, origin.as_deref())
+        } else {
+            req.extensions_mut().insert(RequestMeta {
+                request_id: request_id.clone(),
+                client_ip,
+            });
+            match service.call(req).instrument(span.clone()).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            }
+        };
     decorate(&mut resp, state, &path, &request_id, origin.as_deref());
 
     let status = resp.status();
@@ -210,7 +228,13 @@ fn preflight(state: &HttpState, origin: Option<&str>) -> Response {
 }
 
 /// Headers every response carries, errors and 404s included.
-fn decorate(resp: &mut Response, state: &HttpState, path: &str, request_id: &str, origin: Option<&str>) {
+fn decorate(
+    resp: &mut Response,
+    state: &HttpState,
+    path: &str,
+    request_id: &str,
+    origin: Option<&str>,
+) {
     let h = resp.headers_mut();
     let fixed: [(HeaderName, &'static str); 6] = [
         (HeaderName::from_static("x-content-type-options"), "nosniff"),
@@ -220,7 +244,10 @@ fn decorate(resp: &mut Response, state: &HttpState, path: &str, request_id: &str
             "default-src 'none'; frame-ancestors 'none'",
         ),
         (HeaderName::from_static("referrer-policy"), "no-referrer"),
-        (HeaderName::from_static("cross-origin-resource-policy"), "same-origin"),
+        (
+            HeaderName::from_static("cross-origin-resource-policy"),
+            "same-origin",
+        ),
         (SERVER, "authd"),
     ];
     for (name, value) in fixed {
@@ -228,7 +255,10 @@ fn decorate(resp: &mut Response, state: &HttpState, path: &str, request_id: &str
     }
     if path.starts_with("/api/auth/") || path == "/api/auth" {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(HeaderName::from_static("pragma"), HeaderValue::from_static("no-cache"));
+        h.insert(
+            HeaderName::from_static("pragma"),
+            HeaderValue::from_static("no-cache"),
+        );
     }
     if state.settings.server.hsts {
         h.insert(
@@ -243,7 +273,10 @@ fn decorate(resp: &mut Response, state: &HttpState, path: &str, request_id: &str
     if let Some(o) = origin.filter(|o| state.origin_allowed(o)) {
         if let Ok(v) = HeaderValue::from_str(o) {
             h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            h.insert(ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
             h.insert(
                 ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static("X-Request-Id, Retry-After, WWW-Authenticate"),
@@ -260,7 +293,10 @@ mod tests {
     fn forwarded_for_only_from_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let mut h = http::HeaderMap::new();
-        h.insert("x-forwarded-for", "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7, 10.1.1.1".parse().unwrap(),
+        );
         let peer: IpAddr = "10.0.0.1".parse().unwrap();
         assert_eq!(client_ip(peer, &h, &trusted).to_string(), "198.51.100.7");
         let untrusted: IpAddr = "192.0.2.1".parse().unwrap();
@@ -271,7 +307,10 @@ mod tests {
 
     #[test]
     fn route_labels_never_carry_ids() {
-        assert_eq!(route_label("/api/auth/sessions/abc"), "/api/auth/sessions/{id}");
+        assert_eq!(
+            route_label("/api/auth/sessions/abc"),
+            "/api/auth/sessions/{id}"
+        );
         assert_eq!(route_label("/api/auth/login"), "/api/auth/login");
         assert_eq!(route_label("/wp-admin"), "unmatched");
     }

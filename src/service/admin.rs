@@ -43,8 +43,9 @@ impl Admin {
         let (user_id, label) = match &target {
             RevokeTarget::All => (None, "all users".to_string()),
             RevokeTarget::UserId(raw) => {
-                let id = Uuid::parse_str(raw.trim())
-                    .map_err(|_| AppError::validation("user-id", "is not a valid user id (UUID)"))?;
+                let id = Uuid::parse_str(raw.trim()).map_err(|_| {
+                    AppError::validation("user-id", "is not a valid user id (UUID)")
+                })?;
                 let user = self.core.db(move |s| s.user_by_id(id)).await?;
                 let user = user.ok_or(AppError::NotFound)?;
                 (Some(user.id), user.email)
@@ -58,8 +59,16 @@ impl Admin {
             }
         };
         let n = match user_id {
-            Some(id) => self.core.db(move |s| s.revoke_user_sessions(id, now, "admin")).await?,
-            None => self.core.db(move |s| s.revoke_all_sessions(now, "admin")).await?,
+            Some(id) => {
+                self.core
+                    .db(move |s| s.revoke_user_sessions(id, now, "admin"))
+                    .await?
+            }
+            None => {
+                self.core
+                    .db(move |s| s.revoke_all_sessions(now, "admin"))
+                    .await?
+            }
         };
         let reason = format!("{n} session(s) of {label}");
         self.core

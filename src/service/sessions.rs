@@ -61,7 +61,13 @@ fn secs(ms: Millis) -> u64 {
 impl Sessions {
     pub fn new(core: Arc<Core>, keys: KeySet) -> Self {
         let jwt = &core.settings.jwt;
-        let access = AccessTokens::new(&keys.access, &jwt.issuer, &jwt.audience, jwt.access_ttl, jwt.leeway);
+        let access = AccessTokens::new(
+            &keys.access,
+            &jwt.issuer,
+            &jwt.audience,
+            jwt.access_ttl,
+            jwt.leeway,
+        );
         Sessions {
             users: Users::new(core.clone()),
             access: Arc::new(access),
@@ -76,7 +82,11 @@ impl Sessions {
     }
 
     /// Creates an account and signs it in on a new session.
-    pub async fn register(&self, input: NewUserInput, client: &ClientInfo) -> AppResult<AuthOutcome> {
+    pub async fn register(
+        &self,
+        input: NewUserInput,
+        client: &ClientInfo,
+    ) -> AppResult<AuthOutcome> {
         let user = self.users.create(input, client, Event::Register).await?;
         let tokens = self.start_session(&user, client, None).await?;
         Ok(AuthOutcome { user, tokens })
@@ -113,19 +123,31 @@ impl Sessions {
         let creds = match found {
             None => {
                 self.core.passwords.verify_dummy().await?;
-                return self.login_failed(None, &email, client, "unknown_email").await;
+                return self
+                    .login_failed(None, &email, client, "unknown_email")
+                    .await;
             }
             Some(c) => c,
         };
-        if !self.core.passwords.verify(password, creds.password_hash).await? {
+        if !self
+            .core
+            .passwords
+            .verify(password, creds.password_hash)
+            .await?
+        {
             return self
                 .login_failed(Some(creds.user.id), &email, client, "wrong_password")
                 .await;
         }
         let user_id = creds.user.id;
         if creds.user.disabled {
-            self.core.metrics.logins.with_label_values(&["disabled"]).inc();
-            self.audit_login(Some(user_id), &email, client, Some("disabled")).await;
+            self.core
+                .metrics
+                .logins
+                .with_label_values(&["disabled"])
+                .inc();
+            self.audit_login(Some(user_id), &email, client, Some("disabled"))
+                .await;
             return Err(AppError::AccountDisabled);
         }
         let email_key = format!("email:{email}");
@@ -138,12 +160,22 @@ impl Sessions {
             .await?
             .ok_or(AppError::InvalidCredentials)?;
         let tokens = self.start_session(&user, client, input.device_info).await?;
-        self.core.metrics.logins.with_label_values(&["success"]).inc();
+        self.core
+            .metrics
+            .logins
+            .with_label_values(&["success"])
+            .inc();
         self.audit_login(Some(user_id), &email, client, None).await;
         Ok(AuthOutcome { user, tokens })
     }
 
-    async fn audit_login(&self, user_id: Option<Uuid>, email: &str, client: &ClientInfo, failure: Option<&str>) {
+    async fn audit_login(
+        &self,
+        user_id: Option<Uuid>,
+        email: &str,
+        client: &ClientInfo,
+        failure: Option<&str>,
+    ) {
         self.core
             .audit(Record {
                 event: Event::Login,
@@ -157,7 +189,12 @@ impl Sessions {
     }
 
     /// The per-IP failed-login budget (429) and the per-email lockout (423).
-    async fn check_login_limits(&self, email: &str, client: &ClientInfo, now: Millis) -> AppResult<()> {
+    async fn check_login_limits(
+        &self,
+        email: &str,
+        client: &ClientInfo,
+        now: Millis,
+    ) -> AppResult<()> {
         let limits = &self.core.settings.rate_limit;
         if !limits.enabled {
             return Ok(());
@@ -178,14 +215,25 @@ impl Sessions {
             .await?;
         if let Some(c) = ip_counter {
             if c.count >= max_failed && c.window_start + window > now {
-                self.core.metrics.rate_limited.with_label_values(&["failed_logins"]).inc();
+                self.core
+                    .metrics
+                    .rate_limited
+                    .with_label_values(&["failed_logins"])
+                    .inc();
                 return Err(AppError::RateLimited {
                     retry_after_secs: secs(c.window_start + window - now),
                 });
             }
         }
-        if let Some(until) = email_counter.and_then(|c| c.locked_until).filter(|u| *u > now) {
-            self.core.metrics.rate_limited.with_label_values(&["lockout"]).inc();
+        if let Some(until) = email_counter
+            .and_then(|c| c.locked_until)
+            .filter(|u| *u > now)
+        {
+            self.core
+                .metrics
+                .rate_limited
+                .with_label_values(&["lockout"])
+                .inc();
             return Err(AppError::AccountLocked {
                 retry_after_secs: secs(until - now),
             });
@@ -194,13 +242,26 @@ impl Sessions {
     }
 
     /// Counts a failed login against the client IP and the email (whether or not it exists).
-    async fn login_failed<T>(&self, user_id: Option<Uuid>, email: &str, client: &ClientInfo, reason: &str) -> AppResult<T> {
-        self.core.metrics.logins.with_label_values(&["invalid_credentials"]).inc();
+    async fn login_failed<T>(
+        &self,
+        user_id: Option<Uuid>,
+        email: &str,
+        client: &ClientInfo,
+        reason: &str,
+    ) -> AppResult<T> {
+        self.core
+            .metrics
+            .logins
+            .with_label_values(&["invalid_credentials"])
+            .inc();
         let limits = self.core.settings.rate_limit.clone();
         if limits.enabled {
             let now = now_ms();
             let window_start_after = now - duration_ms(limits.window);
-            let lock = Some((limits.lockout_threshold, now + duration_ms(limits.lockout_duration)));
+            let lock = Some((
+                limits.lockout_threshold,
+                now + duration_ms(limits.lockout_duration),
+            ));
             let ip_key = client.ip.as_ref().map(|ip| format!("ip:{ip}"));
             let email_key = format!("email:{email}");
             let counted = self
@@ -221,7 +282,12 @@ impl Sessions {
     }
 
     /// Opens a session for `user` and issues its first token pair.
-    async fn start_session(&self, user: &User, client: &ClientInfo, device_info: Option<String>) -> AppResult<IssuedTokens> {
+    async fn start_session(
+        &self,
+        user: &User,
+        client: &ClientInfo,
+        device_info: Option<String>,
+    ) -> AppResult<IssuedTokens> {
         let now = now_ms();
         let session_id = Uuid::new_v4();
         let (refresh_token, hash) = self.refresh.issue();
@@ -249,7 +315,14 @@ impl Sessions {
         Ok(self.tokens(user.id, session_id, user.role.as_str(), refresh_token, now))
     }
 
-    fn tokens(&self, user_id: Uuid, session_id: Uuid, role: &str, refresh_token: String, now: Millis) -> IssuedTokens {
+    fn tokens(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        role: &str,
+        refresh_token: String,
+        now: Millis,
+    ) -> IssuedTokens {
         let (access_token, _) = self.access.sign(
             &user_id.to_string(),
             &session_id.to_string(),
@@ -265,7 +338,11 @@ impl Sessions {
 
     /// Rotates a refresh token: the presented one is spent and a new pair is issued in the
     /// same session. A spent token presented again (outside the grace) revokes the session.
-    pub async fn refresh(&self, token: Option<String>, client: &ClientInfo) -> AppResult<IssuedTokens> {
+    pub async fn refresh(
+        &self,
+        token: Option<String>,
+        client: &ClientInfo,
+    ) -> AppResult<IssuedTokens> {
         let result = self.rotate(token, client).await;
         let outcome = match &result {
             Ok(_) => "success",
@@ -275,14 +352,19 @@ impl Sessions {
             Err(AppError::TokenInvalid) => "invalid",
             Err(_) => "error",
         };
-        self.core.metrics.refreshes.with_label_values(&[outcome]).inc();
+        self.core
+            .metrics
+            .refreshes
+            .with_label_values(&[outcome])
+            .inc();
         result
     }
 
     async fn rotate(&self, token: Option<String>, client: &ClientInfo) -> AppResult<IssuedTokens> {
         let token = token.ok_or(AppError::TokenMissing)?;
         let Some(presented_hash) = self.refresh.check(&token) else {
-            self.audit_refresh(Event::Refresh, None, client, Some("invalid")).await;
+            self.audit_refresh(Event::Refresh, None, client, Some("invalid"))
+                .await;
             return Err(AppError::TokenInvalid);
         };
         let now = now_ms();
@@ -294,8 +376,15 @@ impl Sessions {
             expires_at: now + duration_ms(self.core.settings.jwt.refresh_ttl),
             reuse_grace: duration_ms(self.core.settings.jwt.refresh_reuse_grace),
         };
-        match self.core.db(move |s| s.rotate_refresh_token(&rotation)).await? {
-            RotateOutcome::Rotated { user_id, session_id } => {
+        match self
+            .core
+            .db(move |s| s.rotate_refresh_token(&rotation))
+            .await?
+        {
+            RotateOutcome::Rotated {
+                user_id,
+                session_id,
+            } => {
                 let user = self.users.get(user_id).await?;
                 let Some(user) = user else {
                     return Err(AppError::TokenInvalid);
@@ -303,31 +392,45 @@ impl Sessions {
                 if user.disabled {
                     return Err(AppError::AccountDisabled);
                 }
-                self.audit_refresh(Event::Refresh, Some(user_id), client, None).await;
+                self.audit_refresh(Event::Refresh, Some(user_id), client, None)
+                    .await;
                 Ok(self.tokens(user_id, session_id, user.role.as_str(), new_token, now))
             }
             RotateOutcome::Unknown => {
-                self.audit_refresh(Event::Refresh, None, client, Some("unknown")).await;
+                self.audit_refresh(Event::Refresh, None, client, Some("unknown"))
+                    .await;
                 Err(AppError::TokenInvalid)
             }
             RotateOutcome::Expired { user_id, .. } => {
-                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("expired")).await;
+                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("expired"))
+                    .await;
                 Err(AppError::TokenExpired)
             }
             RotateOutcome::Revoked { user_id, .. } => {
-                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("revoked")).await;
+                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("revoked"))
+                    .await;
                 Err(AppError::TokenRevoked)
             }
-            RotateOutcome::Reused { user_id, session_id } => {
+            RotateOutcome::Reused {
+                user_id,
+                session_id,
+            } => {
                 self.core.metrics.reuse_detected.inc();
                 tracing::warn!(%user_id, %session_id, "refresh token reuse detected; session revoked");
-                self.audit_refresh(Event::RefreshReuse, Some(user_id), client, Some("reuse")).await;
+                self.audit_refresh(Event::RefreshReuse, Some(user_id), client, Some("reuse"))
+                    .await;
                 Err(AppError::TokenRevoked)
             }
         }
     }
 
-    async fn audit_refresh(&self, event: Event, user_id: Option<Uuid>, client: &ClientInfo, failure: Option<&str>) {
+    async fn audit_refresh(
+        &self,
+        event: Event,
+        user_id: Option<Uuid>,
+        client: &ClientInfo,
+        failure: Option<&str>,
+    ) {
         self.core
             .audit(Record {
                 event,
@@ -356,7 +459,8 @@ impl Sessions {
             })
             .await?
             .ok_or(AppError::TokenInvalid)?;
-        self.audit_refresh(Event::Logout, Some(session.user_id), client, None).await;
+        self.audit_refresh(Event::Logout, Some(session.user_id), client, None)
+            .await;
         Ok(())
     }
 
@@ -367,18 +471,26 @@ impl Sessions {
             .core
             .db(move |s| s.revoke_user_sessions(user_id, now_ms(), "logout_all"))
             .await?;
-        self.audit_refresh(Event::LogoutAll, Some(user_id), client, None).await;
+        self.audit_refresh(Event::LogoutAll, Some(user_id), client, None)
+            .await;
         Ok(n)
     }
 
     /// The user's live sessions, newest first.
     pub async fn list(&self, who: Principal) -> AppResult<Vec<Session>> {
         let user_id = who.user_id;
-        self.core.db(move |s| s.live_sessions(user_id, now_ms())).await
+        self.core
+            .db(move |s| s.live_sessions(user_id, now_ms()))
+            .await
     }
 
     /// Revokes one live session of the principal's user; `NotFound` otherwise.
-    pub async fn revoke(&self, who: Principal, session_id: &str, client: &ClientInfo) -> AppResult<()> {
+    pub async fn revoke(
+        &self,
+        who: Principal,
+        session_id: &str,
+        client: &ClientInfo,
+    ) -> AppResult<()> {
         let session_id = Uuid::parse_str(session_id).map_err(|_| AppError::NotFound)?;
         let user_id = who.user_id;
         let revoked = self
@@ -388,7 +500,8 @@ impl Sessions {
         if !revoked {
             return Err(AppError::NotFound);
         }
-        self.audit_refresh(Event::SessionRevoke, Some(user_id), client, None).await;
+        self.audit_refresh(Event::SessionRevoke, Some(user_id), client, None)
+            .await;
         Ok(())
     }
 
@@ -416,12 +529,19 @@ impl Sessions {
         if session.revoked_at.is_some() {
             return Err(AppError::TokenRevoked);
         }
-        Ok(Principal { user_id, session_id })
+        Ok(Principal {
+            user_id,
+            session_id,
+        })
     }
 
     /// The principal's user.
     pub async fn profile(&self, who: Principal) -> AppResult<User> {
-        let user = self.users.get(who.user_id).await?.ok_or(AppError::TokenInvalid)?;
+        let user = self
+            .users
+            .get(who.user_id)
+            .await?
+            .ok_or(AppError::TokenInvalid)?;
         if user.disabled {
             return Err(AppError::AccountDisabled);
         }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::audit::{Event, Record};
-use crate::blocking::blocking;
 use super::Core;
+use crate::blocking::blocking;
 use crate::domain::time::now_ms;
 use crate::domain::{validate, ClientInfo, NewUser, Role, User};
 use crate::error::{AppError, AppResult, FieldError};
@@ -32,9 +32,16 @@ impl Users {
     }
 
     /// Validates every rule (all failures reported together), hashes, and stores the user.
-    pub async fn create(&self, input: NewUserInput, client: &ClientInfo, via: Event) -> AppResult<User> {
+    pub async fn create(
+        &self,
+        input: NewUserInput,
+        client: &ClientInfo,
+        via: Event,
+    ) -> AppResult<User> {
         let mut errors: Vec<FieldError> = Vec::new();
-        let email = validate::email(&input.email).map_err(|e| errors.push(e)).ok();
+        let email = validate::email(&input.email)
+            .map_err(|e| errors.push(e))
+            .ok();
         let password = validate::normalize_password(&input.password);
         errors.extend(validate::password_policy(
             &password,
@@ -49,10 +56,14 @@ impl Users {
         };
         let taken = {
             let email = email.clone();
-            self.core.db(move |s| s.user_by_email(&email)).await?.is_some()
+            self.core
+                .db(move |s| s.user_by_email(&email))
+                .await?
+                .is_some()
         };
         if taken {
-            self.record(via, None, &email, client, Some("email_taken")).await;
+            self.record(via, None, &email, client, Some("email_taken"))
+                .await;
             return Err(AppError::EmailTaken);
         }
         let password_hash = self.core.passwords.hash(password).await?;
@@ -72,17 +83,29 @@ impl Users {
             }
             // Lost a race with another registration of the same email.
             Err(StoreError::Conflict(_)) => {
-                self.record(via, None, &email, client, Some("email_taken")).await;
+                self.record(via, None, &email, client, Some("email_taken"))
+                    .await;
                 Err(AppError::EmailTaken)
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn record(&self, via: Event, user_id: Option<Uuid>, email: &str, client: &ClientInfo, failure: Option<&str>) {
+    async fn record(
+        &self,
+        via: Event,
+        user_id: Option<Uuid>,
+        email: &str,
+        client: &ClientInfo,
+        failure: Option<&str>,
+    ) {
         if via == Event::Register {
             let outcome = failure.unwrap_or("success");
-            self.core.metrics.registrations.with_label_values(&[outcome]).inc();
+            self.core
+                .metrics
+                .registrations
+                .with_label_values(&[outcome])
+                .inc();
         }
         self.core
             .audit(Record {
@@ -100,4 +123,3 @@ impl Users {
         self.core.db(move |s| s.user_by_id(id)).await
     }
 }
-

@@ -72,8 +72,13 @@ pub trait Store: Send + Sync + 'static {
     /// Live (unrevoked, unexpired) sessions of a user, newest first.
     fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>>;
     /// Revokes one live session of a user; false if there was none.
-    fn revoke_session(&self, user_id: Uuid, session_id: Uuid, now: Millis, reason: &str)
-        -> StoreResult<bool>;
+    fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: Millis,
+        reason: &str,
+    ) -> StoreResult<bool>;
     /// Revokes every live session of a user; returns how many.
     fn revoke_user_sessions(&self, user_id: Uuid, now: Millis, reason: &str) -> StoreResult<usize>;
     /// Revokes every live session of every user; returns how many.

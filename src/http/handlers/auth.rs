@@ -20,12 +20,20 @@ fn auth_reply(state: &HttpState, status: StatusCode, out: AuthOutcome) -> Respon
     )
 }
 
-pub async fn register(state: HttpState, client: ClientInfo, body: NewUserInput) -> Result<Response, Rejection> {
+pub async fn register(
+    state: HttpState,
+    client: ClientInfo,
+    body: NewUserInput,
+) -> Result<Response, Rejection> {
     let out = state.sessions.register(body, &client).await?;
     Ok(auth_reply(&state, StatusCode::CREATED, out))
 }
 
-pub async fn login(state: HttpState, client: ClientInfo, body: LoginInput) -> Result<Response, Rejection> {
+pub async fn login(
+    state: HttpState,
+    client: ClientInfo,
+    body: LoginInput,
+) -> Result<Response, Rejection> {
     let out = state.sessions.login(body, &client).await?;
     Ok(auth_reply(&state, StatusCode::OK, out))
 }

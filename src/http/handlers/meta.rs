@@ -17,9 +17,14 @@ pub async fn readyz(state: HttpState) -> Result<Response, Rejection> {
         Ok(()) => bare(StatusCode::OK, json!({"status": "ready"})),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
-            let mut resp = bare(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "unavailable"}));
-            resp.headers_mut()
-                .insert(http::header::RETRY_AFTER, http::HeaderValue::from_static("1"));
+            let mut resp = bare(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"status": "unavailable"}),
+            );
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
             resp
         }
     })

@@ -12,8 +12,11 @@ use warp::Reply;
 
 /// `{"success": true, "data": ...}` with `status`.
 pub fn envelope(status: StatusCode, data: Value) -> Response {
-    warp::reply::with_status(warp::reply::json(&json!({"success": true, "data": data})), status)
-        .into_response()
+    warp::reply::with_status(
+        warp::reply::json(&json!({"success": true, "data": data})),
+        status,
+    )
+    .into_response()
 }
 
 /// `{"success": true, "message": ..., "data": ...}`.

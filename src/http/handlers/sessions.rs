@@ -13,7 +13,10 @@ use crate::service::Principal;
 
 pub async fn profile(state: HttpState, who: Principal) -> Result<Response, Rejection> {
     let user = state.sessions.profile(who).await?;
-    Ok(envelope(StatusCode::OK, json!({ "user": user_json(&user) })))
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "user": user_json(&user) }),
+    ))
 }
 
 pub async fn list(state: HttpState, who: Principal) -> Result<Response, Rejection> {
@@ -25,7 +28,12 @@ pub async fn list(state: HttpState, who: Principal) -> Result<Response, Rejectio
     Ok(envelope(StatusCode::OK, json!({ "sessions": items })))
 }
 
-pub async fn delete(id: String, state: HttpState, who: Principal, client: ClientInfo) -> Result<Response, Rejection> {
+pub async fn delete(
+    id: String,
+    state: HttpState,
+    who: Principal,
+    client: ClientInfo,
+) -> Result<Response, Rejection> {
     state.sessions.revoke(who, &id, &client).await?;
     Ok(envelope_with_message("session revoked", Default::default()))
 }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::{NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser,
-    RotateOutcome, Rotation, Session, User, UserCredentials,
+    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, RotateOutcome,
+    Rotation, Session, User, UserCredentials,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
@@ -40,16 +40,18 @@ impl SqliteStore {
         if path.is_empty() {
             return Err(StoreError::Other("sqlite URL has no path".into()));
         }
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             if !dir.exists() {
                 create_private_dir(dir).map_err(|e| {
                     StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
                 })?;
             }
         }
-        create_private_file(Path::new(path)).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create {path}: {e}"))
-        })?;
+        create_private_file(Path::new(path))
+            .map_err(|e| StoreError::Unavailable(format!("cannot create {path}: {e}")))?;
         let busy = options.busy_timeout;
         let manager = SqliteConnectionManager::file(path).with_init(move |c| setup(c, busy));
         let pool = Pool::builder()
@@ -70,7 +72,10 @@ impl SqliteStore {
 
     /// Runs `f` in a `BEGIN IMMEDIATE` transaction: the write lock is taken up front, so a
     /// read-then-write can never be interleaved with another writer.
-    fn write<T>(&self, f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>) -> StoreResult<T> {
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> StoreResult<T> {
         let mut conn = self.conn()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -89,7 +94,10 @@ impl SqliteStore {
 #[cfg(unix)]
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Creates the database file readable by its owner only (it holds password hashes); SQLite
@@ -353,9 +361,11 @@ impl Store for SqliteStore {
 
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
         self.read(|c| {
-            c.prepare_cached(&format!("SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"))?
-                .query_row([id.to_string()], session_row)
-                .optional()
+            c.prepare_cached(&format!(
+                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
+            ))?
+            .query_row([id.to_string()], session_row)
+            .optional()
         })
     }
 
@@ -395,7 +405,12 @@ impl Store for SqliteStore {
                     "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?4
                      WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
                 )?
-                .execute(params![session_id.to_string(), user_id.to_string(), now, reason])?;
+                .execute(params![
+                    session_id.to_string(),
+                    user_id.to_string(),
+                    now,
+                    reason
+                ])?;
             Ok(n > 0)
         })
     }
@@ -426,8 +441,10 @@ impl Store for SqliteStore {
             "FROM login_failures WHERE window_start < ?1 AND (locked_until IS NULL OR locked_until < ?2)";
         self.write(|tx| {
             let count = |what: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
-                tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| r.get::<_, i64>(0))
-                    .map(|n| n as u64)
+                tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| {
+                    r.get::<_, i64>(0)
+                })
+                .map(|n| n as u64)
             };
             let counts = CleanupCounts {
                 refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
@@ -553,7 +570,12 @@ fn insert_token(
         "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4)",
     )?
-    .execute(params![hash, session_id.to_string(), created_at, expires_at])
+    .execute(params![
+        hash,
+        session_id.to_string(),
+        created_at,
+        expires_at
+    ])
     .map(|_| ())
 }
 
