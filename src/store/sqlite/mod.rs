@@ -53,6 +53,13 @@ impl SqliteStore {
         create_private_file(Path::new(path))
             .map_err(|e| StoreError::Unavailable(format!("cannot create {path}: {e}")))?;
         let busy = options.busy_timeout;
+        // One direct connection first, so a bad path or file fails at once with its cause
+        // instead of after the pool's connection timeout.
+        let mut probe = Connection::open(path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
+        setup(&mut probe, busy)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
+        drop(probe);
         let manager = SqliteConnectionManager::file(path).with_init(move |c| setup(c, busy));
         let pool = Pool::builder()
             .max_size(options.pool_size)
