@@ -110,6 +110,14 @@ impl AppError {
     /// The message a client may see. Internal causes are never included.
     pub fn public_message(&self) -> String {
         match self {
+            AppError::Validation(details) => format!(
+                "validation failed: {}",
+                details
+                    .iter()
+                    .map(|d| format!("{} {}", d.field, d.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
             AppError::Unavailable(_) => "service temporarily unavailable, retry later".into(),
             AppError::Internal(_) => "internal server error".into(),
             other => other.to_string(),

@@ -67,14 +67,7 @@ impl From<StartError> for CliError {
 impl From<AppError> for CliError {
     fn from(e: AppError) -> Self {
         CliError(match e {
-            AppError::Validation(details) => format!(
-                "invalid input: {}",
-                details
-                    .iter()
-                    .map(|d| format!("{} {}", d.field, d.message))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
+            e @ AppError::Validation(_) => e.public_message(),
             AppError::Unavailable(cause) => format!("database unavailable: {cause}"),
             AppError::Internal(cause) => cause,
             other => other.to_string(),

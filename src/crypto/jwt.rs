@@ -21,13 +21,21 @@ pub const ACCESS_TYP: &str = "at+jwt";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,
-    pub aud: String,
+    pub aud: Audience,
     pub sub: String,
     pub sid: String,
     pub role: String,
     pub iat: i64,
     pub exp: i64,
     pub jti: String,
+}
+
+/// `aud`: authd issues a string; an array is also valid JWT and is accepted on verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Why a token was refused.
@@ -123,7 +131,7 @@ impl AccessTokens {
     pub fn sign(&self, sub: &str, sid: &str, role: &str, now_secs: i64) -> (String, AccessClaims) {
         let claims = AccessClaims {
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: Audience::One(self.audience.clone()),
             sub: sub.to_string(),
             sid: sid.to_string(),
             role: role.to_string(),
