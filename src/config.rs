@@ -205,6 +205,102 @@ pub struct Settings {
     pub warnings: Vec<String>,
 }
 
+impl Settings {
+    /// The effective configuration as TOML, every key present, secrets shown as `"***"`.
+    pub fn to_redacted_toml(&self) -> String {
+        fn q(s: &str) -> String {
+            serde_json::to_string(s).unwrap_or_default()
+        }
+        fn d(d: Duration) -> String {
+            q(&humantime::format_duration(d).to_string())
+        }
+        fn list(items: &[String]) -> String {
+            format!(
+                "[{}]",
+                items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+            )
+        }
+        fn secret(s: &Option<Secret>) -> String {
+            q(if s.is_some() { "***" } else { "" })
+        }
+        let (sv, db, jwt, pw, ck, rl, cl, lg) = (
+            &self.server,
+            &self.database,
+            &self.jwt,
+            &self.password,
+            &self.cookie,
+            &self.rate_limit,
+            &self.cleanup,
+            &self.log,
+        );
+        let proxies: Vec<String> = sv.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        let format = match lg.format {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        };
+        format!(
+            "[server]\nbind = {}\nbody_limit = {}\nshutdown_grace = {}\ncors_origins = {}\ntrusted_proxies = {}\nhsts = {}\n\n\
+             [database]\nurl = {}\npool_size = {}\nauto_migrate = {}\nbusy_timeout = {}\n\n\
+             [jwt]\nissuer = {}\naudience = {}\nalgorithm = {}\naccess_ttl = {}\nrefresh_ttl = {}\n\
+             refresh_reuse_grace = {}\nleeway = {}\naccess_secret = {}\nrefresh_secret = {}\nkey_dir = {}\n\n\
+             [password]\nbcrypt_cost = {}\nmin_length = {}\n\n\
+             [cookie]\nname = {}\nsecure = {}\n\n\
+             [rate_limit]\nenabled = {}\nwindow = {}\nmax_requests = {}\nmax_failed_logins = {}\n\
+             lockout_threshold = {}\nlockout_duration = {}\n\n\
+             [cleanup]\ninterval = {}\nretention = {}\n\n\
+             [log]\nformat = {}\nlevel = {}\n",
+            q(&sv.bind.to_string()),
+            sv.body_limit,
+            d(sv.shutdown_grace),
+            list(&sv.cors_origins),
+            list(&proxies),
+            sv.hsts,
+            q(&redact_url(&db.url)),
+            db.pool_size,
+            db.auto_migrate,
+            d(db.busy_timeout),
+            q(&jwt.issuer),
+            q(&jwt.audience),
+            q(jwt.algorithm.as_str()),
+            d(jwt.access_ttl),
+            d(jwt.refresh_ttl),
+            d(jwt.refresh_reuse_grace),
+            d(jwt.leeway),
+            secret(&jwt.access_secret),
+            secret(&jwt.refresh_secret),
+            q(&jwt.key_dir.display().to_string()),
+            pw.bcrypt_cost,
+            pw.min_length,
+            q(&ck.name),
+            ck.secure,
+            rl.enabled,
+            d(rl.window),
+            rl.max_requests,
+            rl.max_failed_logins,
+            rl.lockout_threshold,
+            d(rl.lockout_duration),
+            d(cl.interval),
+            d(cl.retention),
+            q(format),
+            q(&lg.level),
+        )
+    }
+}
+
+/// Hides a password in a database URL (`scheme://user:pass@host` -> `scheme://user:***@host`).
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((creds, host)) if creds.contains(':') => {
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 /// Every problem found in the configuration, each naming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub Vec<String>);
@@ -812,6 +908,33 @@ mod tests {
         assert!(check_secret_strength("abababababababababababababababababab").is_err());
         assert!(check_secret_strength("change-me-change-me-change-me-0123456789").is_err());
         assert_eq!(format!("{:?}", Secret("x".into())), "***");
+    }
+
+    #[test]
+    fn redacted_rendering_reparses_and_hides_secrets() {
+        let s = with_env(&[
+            (
+                "AUTHD_JWT__ACCESS_SECRET",
+                "Zq8!vL2#pR7@wX4$kM9%tB1^nC6&hJ3*",
+            ),
+            ("AUTHD_SERVER__CORS_ORIGINS", "https://a.example.org"),
+        ])
+        .unwrap();
+        let text = s.to_redacted_toml();
+        assert!(!text.contains("Zq8!vL2"), "{text}");
+        assert!(text.contains("access_secret = \"***\""));
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("effective.toml");
+        std::fs::write(&file, text.replace("\"***\"", "\"\"")).unwrap();
+        let again = load(&Sources {
+            base_dir: dir.path().to_path_buf(),
+            config_file: Some(file),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(again.server.cors_origins, s.server.cors_origins);
+        assert_eq!(again.jwt.refresh_ttl, s.jwt.refresh_ttl);
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
     }
 
     #[test]

@@ -2,8 +2,11 @@
 //! calls the same services as the HTTP API.
 
 mod audit;
+mod check_config;
 mod cleanup_tokens;
+mod completions;
 mod create_user;
+mod healthcheck;
 mod migrate;
 mod revoke_sessions;
 mod serve;
@@ -21,8 +24,14 @@ use crate::error::AppError;
 #[derive(Debug, Parser)]
 #[command(name = "authd", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
-    /// Configuration file (TOML), layered over config/default.toml; env: AUTHD_CONFIG
-    #[arg(long, global = true, value_name = "PATH", env = "AUTHD_CONFIG")]
+    /// Configuration file (TOML), layered over config/default.toml
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        env = "AUTHD_CONFIG",
+        hide_env_values = true
+    )]
     pub config: Option<PathBuf>,
 
     #[command(subcommand)]
@@ -43,6 +52,15 @@ pub enum Command {
     CleanupTokens(cleanup_tokens::Args),
     /// Read the audit trail (logins, refreshes, revocations, ...)
     Audit(audit::Args),
+    /// Validate the configuration and print the effective values (secrets redacted)
+    CheckConfig,
+    /// Exit 0 when the server's /healthz answers 200, else 1 (for container health checks)
+    Healthcheck(healthcheck::Args),
+    /// Print shell completions
+    Completions(completions::Args),
+    /// Write man pages into a directory
+    #[command(hide = true)]
+    ManPages(completions::ManArgs),
 }
 
 /// A command's failure: one line for stderr.
@@ -83,6 +101,12 @@ impl From<config::ConfigError> for CliError {
 
 /// Loads the configuration, sets up logging, and runs the command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
+    // Commands that need no configuration.
+    let cli = match cli.command {
+        Command::Completions(args) => return completions::completions(args),
+        Command::ManPages(args) => return completions::man_pages(args),
+        command => Cli { command, ..cli },
+    };
     let sources = Sources::from_process(cli.config.clone())?;
     let settings = Arc::new(config::load(&sources)?);
     let serving = matches!(cli.command, Command::Serve);
@@ -102,6 +126,9 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,
             Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,
             Command::Audit(args) => audit::run(settings, args).await,
+            Command::CheckConfig => check_config::run(settings).await,
+            Command::Healthcheck(args) => healthcheck::run(settings, args).await,
+            Command::Completions(_) | Command::ManPages(_) => unreachable!("handled above"),
         }
     })
 }

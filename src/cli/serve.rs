@@ -17,7 +17,13 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), CliError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(addr = %bound, "authd listening on http://{bound}");
-    app::serve(state, listener, shutdown_signal()).await;
+    // Readiness for systemd's Type=notify (a no-op without NOTIFY_SOCKET).
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    app::serve(state, listener, async {
+        shutdown_signal().await;
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    })
+    .await;
     Ok(())
 }
 
