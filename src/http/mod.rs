@@ -13,19 +13,21 @@ use std::sync::Arc;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use http::HeaderValue;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
-use warp::{Filter, Rejection};
+use warp::Filter;
 
 use crate::config::Settings;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
 use dto::{EmptyBody, RefreshBody};
-use filters::{
-    authenticated, client, json_body, refresh_cookie, same_origin_or_allowed, RequestMeta,
-};
+use filters::{authenticated, client, json_body, refresh_cookie, same_origin_or_allowed};
 use handlers::{auth, meta, sessions};
+
+/// The OpenAPI description of this API, served at `/openapi.yaml`.
+pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
 
 /// Everything the handlers and filters need; cheap to clone.
 #[derive(Clone)]
@@ -96,6 +98,23 @@ impl HttpState {
         self.cookie("", 0)
     }
 
+    /// Spends one request of `ip`'s budget on `/api/auth/*`; `RateLimited` when none is left.
+    pub fn spend_request_budget(&self, ip: IpAddr) -> Result<(), AppError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(&ip).map_err(|not_until| {
+            self.metrics
+                .rate_limited
+                .with_label_values(&["requests"])
+                .inc();
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            AppError::RateLimited {
+                retry_after_secs: wait.as_secs() + 1,
+            }
+        })
+    }
+
     /// Forgets idle per-IP budgets (called by the background cleanup).
     pub fn prune_limiter(&self) {
         if let Some(l) = &self.limiter {
@@ -105,31 +124,6 @@ impl HttpState {
     }
 }
 
-/// The per-IP request budget on `/api/auth/*` (429 with `Retry-After` past it).
-fn request_budget(state: HttpState) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::ext::optional::<RequestMeta>()
-        .and_then(move |meta: Option<RequestMeta>| {
-            let state = state.clone();
-            async move {
-                let (Some(limiter), Some(meta)) = (&state.limiter, meta) else {
-                    return Ok(());
-                };
-                limiter.check_key(&meta.client_ip).map_err(|not_until| {
-                    state
-                        .metrics
-                        .rate_limited
-                        .with_label_values(&["requests"])
-                        .inc();
-                    let wait = not_until.wait_time_from(DefaultClock::default().now());
-                    Rejection::from(AppError::RateLimited {
-                        retry_after_secs: wait.as_secs() + 1,
-                    })
-                })
-            }
-        })
-        .untuple_one()
-}
-
 /// Every route, with the single `recover` turning rejections into the contract's JSON.
 pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
     let limit = state.settings.server.body_limit;
@@ -137,28 +131,24 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         let state = state.clone();
         warp::any().map(move || state.clone())
     };
-    let budget = request_budget(state.clone());
     let auth = authenticated(state.clone());
     let cookie = refresh_cookie(state.cookie_name.clone());
     let csrf = same_origin_or_allowed(state.clone());
 
     let register = warp::path!("api" / "auth" / "register")
         .and(warp::post())
-        .and(budget.clone())
         .and(with_state.clone())
         .and(client())
         .and(json_body::<NewUserInput>(limit, false))
         .and_then(auth::register);
     let login = warp::path!("api" / "auth" / "login")
         .and(warp::post())
-        .and(budget.clone())
         .and(with_state.clone())
         .and(client())
         .and(json_body::<LoginInput>(limit, false))
         .and_then(auth::login);
     let refresh = warp::path!("api" / "auth" / "refresh")
         .and(warp::post())
-        .and(budget.clone())
         .and(csrf.clone())
         .and(with_state.clone())
         .and(client())
@@ -167,7 +157,6 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and_then(auth::refresh);
     let logout = warp::path!("api" / "auth" / "logout")
         .and(warp::post())
-        .and(budget.clone())
         .and(csrf)
         .and(with_state.clone())
         .and(client())
@@ -176,7 +165,6 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and_then(auth::logout);
     let logout_all = warp::path!("api" / "auth" / "logout-all")
         .and(warp::post())
-        .and(budget.clone())
         .and(with_state.clone())
         .and(auth.clone())
         .and(client())
@@ -184,19 +172,16 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and_then(auth::logout_all);
     let profile = warp::path!("api" / "auth" / "profile")
         .and(warp::get())
-        .and(budget.clone())
         .and(with_state.clone())
         .and(auth.clone())
         .and_then(sessions::profile);
     let list_sessions = warp::path!("api" / "auth" / "sessions")
         .and(warp::get())
-        .and(budget.clone())
         .and(with_state.clone())
         .and(auth.clone())
         .and_then(sessions::list);
     let delete_session = warp::path!("api" / "auth" / "sessions" / String)
         .and(warp::delete())
-        .and(budget)
         .and(with_state.clone())
         .and(auth)
         .and(client())
@@ -217,6 +202,14 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state)
         .and_then(meta::metrics);
+    let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {
+        let mut resp = warp::reply::Reply::into_response(OPENAPI_YAML);
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        );
+        resp
+    });
 
     let api = register
         .or(login)
@@ -239,6 +232,8 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(readyz)
         .unify()
         .or(metrics)
+        .unify()
+        .or(openapi)
         .unify();
     api.or(ops).unify().recover(reject::recover).unify().boxed()
 }

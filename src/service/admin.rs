@@ -114,11 +114,14 @@ impl Admin {
         self.core.db(|s| s.ping()).await
     }
 
-    /// Updates the active-sessions gauge and renders every metric.
-    pub async fn metrics(&self) -> AppResult<String> {
-        let live = self.core.db(|s| s.count_live_sessions(now_ms())).await?;
-        self.core.metrics.active_sessions.set(live as i64);
-        Ok(self.core.metrics.render())
+    /// Updates the active-sessions gauge (keeping its last value if the database does not
+    /// answer) and renders every metric.
+    pub async fn metrics(&self) -> String {
+        match self.core.db(|s| s.count_live_sessions(now_ms())).await {
+            Ok(live) => self.core.metrics.active_sessions.set(live as i64),
+            Err(e) => tracing::warn!(error = %e, "cannot count active sessions"),
+        }
+        self.core.metrics.render()
     }
 
     pub fn core(&self) -> &Arc<Core> {

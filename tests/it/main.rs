@@ -4,3 +4,5 @@
 mod support;
 
 mod flows;
+mod jwt_attacks;
+mod tokens;

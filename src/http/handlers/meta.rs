@@ -35,6 +35,6 @@ pub async fn jwks(state: HttpState) -> Result<Response, Rejection> {
 }
 
 pub async fn metrics(state: HttpState) -> Result<Response, Rejection> {
-    let body = state.admin.metrics().await?;
+    let body = state.admin.metrics().await;
     Ok(text(body, "text/plain; version=0.0.4; charset=utf-8"))
 }
