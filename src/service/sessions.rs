@@ -32,11 +32,12 @@ pub struct AuthOutcome {
     pub tokens: IssuedTokens,
 }
 
-/// Who presented a valid access token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Who presented a valid access token: the user as stored when the token was checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
     pub session_id: Uuid,
+    pub user: User,
 }
 
 #[derive(Debug, Clone)]
@@ -518,9 +519,9 @@ impl Sessions {
             })?;
         let user_id = Uuid::parse_str(&claims.sub).map_err(|_| AppError::TokenInvalid)?;
         let session_id = Uuid::parse_str(&claims.sid).map_err(|_| AppError::TokenInvalid)?;
-        let session = self
+        let (session, user) = self
             .core
-            .db(move |s| s.session(session_id))
+            .db(move |s| s.session_with_user(session_id))
             .await?
             .ok_or(AppError::TokenInvalid)?;
         if session.user_id != user_id {
@@ -529,22 +530,18 @@ impl Sessions {
         if session.revoked_at.is_some() {
             return Err(AppError::TokenRevoked);
         }
-        Ok(Principal {
-            user_id,
-            session_id,
-        })
-    }
-
-    /// The principal's user.
-    pub async fn profile(&self, who: Principal) -> AppResult<User> {
-        let user = self
-            .users
-            .get(who.user_id)
-            .await?
-            .ok_or(AppError::TokenInvalid)?;
         if user.disabled {
             return Err(AppError::AccountDisabled);
         }
-        Ok(user)
+        Ok(Principal {
+            user_id,
+            session_id,
+            user,
+        })
+    }
+
+    /// The principal's user (read when the token was checked; no second lookup).
+    pub fn profile(&self, who: Principal) -> User {
+        who.user
     }
 }

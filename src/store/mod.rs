@@ -67,6 +67,8 @@ pub trait Store: Send + Sync + 'static {
     /// period, revokes the whole session in the same transaction.
     fn rotate_refresh_token(&self, rotation: &Rotation) -> StoreResult<RotateOutcome>;
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
+    /// A session together with its user, in one lookup (authenticating an access token).
+    fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>>;
     /// The session a refresh token (by hash) belongs to, in any state.
     fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>>;
     /// Live (unrevoked, unexpired) sessions of a user, newest first.

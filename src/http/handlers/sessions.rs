@@ -12,7 +12,7 @@ use crate::http::HttpState;
 use crate::service::Principal;
 
 pub async fn profile(state: HttpState, who: Principal) -> Result<Response, Rejection> {
-    let user = state.sessions.profile(who).await?;
+    let user = state.sessions.profile(who);
     Ok(envelope(
         StatusCode::OK,
         json!({ "user": user_json(&user) }),
@@ -20,10 +20,11 @@ pub async fn profile(state: HttpState, who: Principal) -> Result<Response, Rejec
 }
 
 pub async fn list(state: HttpState, who: Principal) -> Result<Response, Rejection> {
+    let session_id = who.session_id;
     let sessions = state.sessions.list(who).await?;
     let items: Vec<_> = sessions
         .iter()
-        .map(|s| session_json(s, s.id == who.session_id))
+        .map(|s| session_json(s, s.id == session_id))
         .collect();
     Ok(envelope(StatusCode::OK, json!({ "sessions": items })))
 }

@@ -376,6 +376,39 @@ impl Store for SqliteStore {
         })
     }
 
+    fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>> {
+        self.read(|c| {
+            c.prepare_cached(
+                "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
+                        s.user_agent, s.ip, s.device_info,
+                        u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at
+                 FROM sessions s JOIN users u ON u.id = s.user_id
+                 WHERE s.id = ?1",
+            )?
+            .query_row([id.to_string()], |r| {
+                let session = session_row(r)?;
+                let role: String = r.get(12)?;
+                let user = User {
+                    id: uuid_col(r, 9)?,
+                    email: r.get(10)?,
+                    name: r.get(11)?,
+                    role: role.parse().map_err(|e: String| {
+                        rusqlite::Error::FromSqlConversionFailure(
+                            12,
+                            rusqlite::types::Type::Text,
+                            e.into(),
+                        )
+                    })?,
+                    disabled: r.get::<_, i64>(13)? != 0,
+                    created_at: r.get(14)?,
+                    last_login_at: r.get(15)?,
+                };
+                Ok((session, user))
+            })
+            .optional()
+        })
+    }
+
     fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>> {
         self.read(|c| {
             c.prepare_cached(&format!(
