@@ -36,10 +36,17 @@ impl Passwords {
         blocking(f).await
     }
 
-    /// Hashes a normalised password (at most 72 bytes; never truncated).
+    /// Hashes a normalised password. Over 72 bytes is refused here, so nothing is ever
+    /// truncated. (`bcrypt::non_truncating_hash` is not used: it counts the C terminator and
+    /// so refuses exactly 72 bytes.)
     pub async fn hash(&self, password: String) -> AppResult<String> {
+        if password.len() > PASSWORD_MAX_BYTES {
+            return Err(AppError::Internal(
+                "password over 72 bytes reached the hasher".into(),
+            ));
+        }
         let cost = self.cost;
-        self.run(move || bcrypt::non_truncating_hash(password.as_bytes(), cost))
+        self.run(move || bcrypt::hash(password.as_bytes(), cost))
             .await?
             .map_err(|e| AppError::Internal(format!("bcrypt: {e}")))
     }
@@ -51,7 +58,7 @@ impl Passwords {
             self.verify_dummy().await?;
             return Ok(false);
         }
-        self.run(move || bcrypt::non_truncating_verify(password.as_bytes(), &hash).unwrap_or(false))
+        self.run(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
             .await
     }
 
@@ -97,6 +104,10 @@ mod tests {
         assert!(!p.verify("Secret-124".into(), h.clone()).await.unwrap());
         let long = format!("Secret-123{}", "x".repeat(70));
         assert!(!p.verify(long, h).await.unwrap());
+        let p72 = format!("Aa1!{}", "x".repeat(68));
+        let h72 = p.hash(p72.clone()).await.unwrap();
+        assert!(p.verify(p72.clone(), h72.clone()).await.unwrap());
+        assert!(!p.verify(format!("{p72}y"), h72).await.unwrap());
         p.verify_dummy().await.unwrap();
     }
 }

@@ -3,6 +3,9 @@
 
 mod support;
 
+mod browser;
 mod flows;
+mod hostile;
+mod http_contract;
 mod jwt_attacks;
 mod tokens;
