@@ -18,8 +18,14 @@ pub const PASSWORD: &str = "Correct-horse-9";
 /// Settings every test server starts from (fast bcrypt, limits off), then `extra`.
 pub fn test_settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
     let mut vars: Vec<(String, String)> = vec![
-        ("AUTHD_DATABASE__URL".into(), format!("sqlite://{}", dir.join("authd.db").display())),
-        ("AUTHD_JWT__KEY_DIR".into(), dir.join("keys").display().to_string()),
+        (
+            "AUTHD_DATABASE__URL".into(),
+            format!("sqlite://{}", dir.join("authd.db").display()),
+        ),
+        (
+            "AUTHD_JWT__KEY_DIR".into(),
+            dir.join("keys").display().to_string(),
+        ),
         ("AUTHD_PASSWORD__BCRYPT_COST".into(), "10".into()),
         ("AUTHD_RATE_LIMIT__ENABLED".into(), "false".into()),
         ("AUTHD_SERVER__BIND".into(), "127.0.0.1:0".into()),
@@ -149,20 +155,29 @@ impl TestServer {
 
     /// Registers `email` with `PASSWORD`; returns the `data` object.
     pub fn register(&self, email: &str) -> Value {
-        let r = self.post_json("/api/auth/register", json!({"email": email, "password": PASSWORD}));
+        let r = self.post_json(
+            "/api/auth/register",
+            json!({"email": email, "password": PASSWORD}),
+        );
         assert_eq!(r.status, 201, "register {email}: {}", r.body);
         r.body["data"].clone()
     }
 
     /// Logs `email` in with `PASSWORD`; returns the `data` object.
     pub fn login(&self, email: &str) -> Value {
-        let r = self.post_json("/api/auth/login", json!({"email": email, "password": PASSWORD}));
+        let r = self.post_json(
+            "/api/auth/login",
+            json!({"email": email, "password": PASSWORD}),
+        );
         assert_eq!(r.status, 200, "login {email}: {}", r.body);
         r.body["data"].clone()
     }
 
     pub fn refresh(&self, refresh_token: &str) -> Resp {
-        self.post_json("/api/auth/refresh", json!({ "refreshToken": refresh_token }))
+        self.post_json(
+            "/api/auth/refresh",
+            json!({ "refreshToken": refresh_token }),
+        )
     }
 }
 
@@ -193,7 +208,9 @@ impl Resp {
         assert_eq!(self.body["error"], code, "body: {}", self.text);
         assert!(self.body["message"].is_string(), "body: {}", self.text);
         assert!(
-            self.header("content-type").unwrap_or("").starts_with("application/json"),
+            self.header("content-type")
+                .unwrap_or("")
+                .starts_with("application/json"),
             "content-type of {}",
             self.text
         );
@@ -241,4 +258,149 @@ pub fn unique_email(tag: &str) -> String {
 /// The path of the built `authd` binary.
 pub fn authd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_authd"))
+}
+
+/// `authd serve` run from the built binary as a child process, with `dir` as its working
+/// directory (so its database and keys live in `dir/data`); killed on drop.
+pub struct ServeProcess {
+    pub addr: SocketAddr,
+    child: std::process::Child,
+    output: Arc<std::sync::Mutex<String>>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl ServeProcess {
+    /// Starts `authd serve` on 127.0.0.1:0 (limits off, bcrypt cost 10, cookies without
+    /// `Secure`), then `env`; waits for the "listening" line and parses the address from it.
+    pub fn spawn(dir: &Path, env: &[(&str, &str)]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        let mut cmd = Command::new(authd_bin());
+        cmd.arg("serve").current_dir(dir).stdin(Stdio::null());
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AUTHD_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("AUTHD_SERVER__BIND", "127.0.0.1:0")
+            .env("AUTHD_RATE_LIMIT__ENABLED", "false")
+            .env("AUTHD_PASSWORD__BCRYPT_COST", "10")
+            .env("AUTHD_COOKIE__SECURE", "false")
+            .envs(env.iter().copied());
+        let mut child = cmd.spawn().expect("authd serve spawns");
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<SocketAddr>();
+        let mut readers = Vec::new();
+        let streams: [Box<dyn std::io::Read + Send>; 2] = [
+            Box::new(child.stdout.take().unwrap()),
+            Box::new(child.stderr.take().unwrap()),
+        ];
+        for stream in streams {
+            let (output, tx) = (output.clone(), tx.clone());
+            readers.push(std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut buf = Vec::new();
+                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
+                    let line = String::from_utf8_lossy(&buf).into_owned();
+                    if line.contains("listening") {
+                        if let Some(addr) = listening_addr(&line) {
+                            let _ = tx.send(addr);
+                        }
+                    }
+                    output.lock().unwrap().push_str(&line);
+                    buf.clear();
+                }
+            }));
+        }
+        let addr = match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("authd serve did not start: {}", output.lock().unwrap());
+            }
+        };
+        ServeProcess {
+            addr,
+            child,
+            output,
+            readers,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Everything written to stdout and stderr so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.join_readers();
+    }
+
+    /// SIGTERM, then waits (up to 30s) for a clean exit; returns the exit status and the
+    /// whole captured output.
+    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let pid = self.child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -TERM {pid}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("authd serve did not stop on SIGTERM: {}", self.output());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        self.join_readers();
+        (status, self.output())
+    }
+
+    fn join_readers(&mut self) {
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The address in a "listening on http://ADDR" log line (pretty or JSON).
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let rest = &line[line.find("http://")? + "http://".len()..];
+    let addr: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+        .collect();
+    addr.parse().ok()
+}
+
+/// The `field` of every `details` entry of a validation error, in order.
+pub fn detail_fields(r: &Resp) -> Vec<String> {
+    r.body["details"]
+        .as_array()
+        .map(|d| {
+            d.iter()
+                .filter_map(|e| e["field"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
 }
