@@ -94,10 +94,31 @@ fn is_json(content_type: &str) -> bool {
     })
 }
 
+/// Oversized bodies up to this size are read and discarded before the 413 is sent, so that a
+/// client still uploading gets the 413 rather than a reset connection. Larger ones are refused
+/// at once.
+const DRAIN_CAP: u64 = 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
+
+async fn drain<B: Buf>(
+    body: &mut (impl futures_util::Stream<Item = Result<B, warp::Error>> + Unpin),
+    mut seen: u64,
+) {
+    let _ = tokio::time::timeout(DRAIN_TIME, async {
+        while seen <= DRAIN_CAP {
+            match body.next().await {
+                Some(Ok(chunk)) => seen += chunk.remaining() as u64,
+                _ => break,
+            }
+        }
+    })
+    .await;
+}
+
 /// Reads at most `limit` bytes of body; 413 past that, whatever `Content-Length` claims.
-async fn read_body(
+async fn read_body<B: Buf>(
     headers: &HeaderMap,
-    mut body: impl futures_util::Stream<Item = Result<impl Buf, warp::Error>> + Unpin,
+    mut body: impl futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
     limit: u64,
 ) -> Result<Vec<u8>, AppError> {
     if let Some(len) = headers
@@ -106,13 +127,18 @@ async fn read_body(
         .and_then(|v| v.parse::<u64>().ok())
     {
         if len > limit {
+            if len <= DRAIN_CAP {
+                drain(&mut body, 0).await;
+            }
             return Err(AppError::PayloadTooLarge);
         }
     }
     let mut buf = Vec::new();
     while let Some(chunk) = body.next().await {
         let mut chunk = chunk.map_err(|_| AppError::MalformedJson)?;
-        if buf.len() as u64 + chunk.remaining() as u64 > limit {
+        let seen = buf.len() as u64 + chunk.remaining() as u64;
+        if seen > limit {
+            drain(&mut body, seen).await;
             return Err(AppError::PayloadTooLarge);
         }
         while chunk.has_remaining() {
