@@ -409,21 +409,22 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
             )),
         }
     }
-    if !errors.is_empty() {
-        return Err(ConfigError(errors));
-    }
-    let cfg = builder
-        .build()
-        .map_err(|e| ConfigError(vec![e.to_string()]))?;
+    // Files that did not parse were left out; everything else is still checked, so one
+    // error line names every bad key at once.
+    let cfg = builder.build().map_err(|e| {
+        errors.push(e.to_string());
+        ConfigError(errors.clone())
+    })?;
     let mut r = Reader {
         cfg: &cfg,
         errors: Vec::new(),
     };
     let settings = r.settings(warnings);
-    if r.errors.is_empty() {
+    errors.extend(r.errors);
+    if errors.is_empty() {
         Ok(settings)
     } else {
-        Err(ConfigError(r.errors))
+        Err(ConfigError(errors))
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
     let events = Admin::new(core)
         .audit_log(AuditQuery {
             email: args.email,
+            user_id: None,
             event: args.event,
             since,
             limit: args.limit,

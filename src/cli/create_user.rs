@@ -51,7 +51,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         }
         Err(AppError::EmailTaken) => Err(CliError(format!(
             "a user with email {} already exists",
-            email.trim()
+            crate::domain::validate::normalize_email(&email)
         ))),
         Err(e) => Err(e.into()),
     }

@@ -144,7 +144,10 @@ pub struct AuditEvent {
 /// Filters for reading the audit trail; newest first.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {
+    /// Events recorded with this email, or for the user who has it.
     pub email: Option<String>,
+    /// Set by the service from `email`: that user's id, when the account exists.
+    pub user_id: Option<Uuid>,
     pub event: Option<String>,
     pub since: Option<Millis>,
     pub limit: u32,

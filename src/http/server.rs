@@ -134,6 +134,7 @@ fn route_label(path: &str) -> &'static str {
         "/healthz",
         "/readyz",
         "/metrics",
+        "/openapi.yaml",
     ];
     if let Some(r) = ROUTES.iter().find(|r| **r == path) {
         return r;
@@ -173,6 +174,8 @@ where
     let mut resp =
         if method == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
             preflight(state, origin.as_deref())
+        } else if let Err(e) = spend_budget(state, &path, client_ip) {
+            span.in_scope(|| reject::error_response(&e))
         } else {
             req.extensions_mut().insert(RequestMeta {
                 request_id: request_id.clone(),
@@ -203,6 +206,15 @@ where
         )
     });
     resp
+}
+
+/// The per-IP request budget covers every request under `/api/auth/` (matched or not).
+fn spend_budget(state: &HttpState, path: &str, ip: IpAddr) -> Result<(), AppError> {
+    if path.starts_with("/api/auth/") || path == "/api/auth" {
+        state.spend_request_budget(ip)
+    } else {
+        Ok(())
+    }
 }
 
 /// Answers a CORS preflight: allowed origins get the CORS headers, others a 403 without them.

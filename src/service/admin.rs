@@ -95,7 +95,14 @@ impl Admin {
     /// Reads the audit trail, newest first.
     pub async fn audit_log(&self, mut query: AuditQuery) -> AppResult<Vec<AuditEvent>> {
         if let Some(email) = query.email.take() {
-            query.email = Some(validate::normalize_email(&email));
+            let email = validate::normalize_email(&email);
+            let lookup = email.clone();
+            query.user_id = self
+                .core
+                .db(move |s| s.user_by_email(&lookup))
+                .await?
+                .map(|c| c.user.id);
+            query.email = Some(email);
         }
         if let Some(event) = &query.event {
             if !Event::ALL.iter().any(|e| e.as_str() == event) {

@@ -3,9 +3,17 @@
 
 mod support;
 
+mod audit;
 mod browser;
+mod cli;
+mod config;
+mod faults;
 mod flows;
 mod hostile;
 mod http_contract;
 mod jwt_attacks;
+mod limits;
+mod logs;
+mod process;
+mod props;
 mod tokens;

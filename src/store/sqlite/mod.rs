@@ -474,7 +474,7 @@ impl Store for SqliteStore {
     }
 
     fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts> {
-        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE expires_at < ?1
+        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE expires_at < ?1 OR rotated_at < ?1
              OR session_id IN (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
         const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
         const STALE_FAILURES: &str =
@@ -525,24 +525,33 @@ impl Store for SqliteStore {
             c.prepare_cached(
                 "SELECT at, event, user_id, email, ip, user_agent, outcome, reason
                  FROM audit_events
-                 WHERE (?1 IS NULL OR email = ?1)
+                 WHERE (?1 IS NULL OR email = ?1 OR user_id = ?5)
                    AND (?2 IS NULL OR event = ?2)
                    AND (?3 IS NULL OR at >= ?3)
                  ORDER BY at DESC, id DESC
                  LIMIT ?4",
             )?
-            .query_map(params![q.email, q.event, q.since, q.limit], |r| {
-                Ok(AuditEvent {
-                    at: r.get(0)?,
-                    event: r.get(1)?,
-                    user_id: opt_uuid_col(r, 2)?,
-                    email: r.get(3)?,
-                    ip: r.get(4)?,
-                    user_agent: r.get(5)?,
-                    outcome: r.get(6)?,
-                    reason: r.get(7)?,
-                })
-            })?
+            .query_map(
+                params![
+                    q.email,
+                    q.event,
+                    q.since,
+                    q.limit,
+                    q.user_id.map(|u| u.to_string())
+                ],
+                |r| {
+                    Ok(AuditEvent {
+                        at: r.get(0)?,
+                        event: r.get(1)?,
+                        user_id: opt_uuid_col(r, 2)?,
+                        email: r.get(3)?,
+                        ip: r.get(4)?,
+                        user_agent: r.get(5)?,
+                        outcome: r.get(6)?,
+                        reason: r.get(7)?,
+                    })
+                },
+            )?
             .collect()
         })
     }

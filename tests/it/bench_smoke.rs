@@ -1,0 +1,87 @@
+//! The benchmark harness runs end to end: `authd-bench --smoke` exercises every scenario and
+//! writes its JSON. Only that it works is checked, never how fast anything is.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+#[test]
+fn bench_smoke_runs_every_scenario_and_writes_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_authd-bench"))
+        .args(["--smoke", "--out"])
+        .arg(&out)
+        .output()
+        .expect("authd-bench runs");
+    assert!(
+        run.status.success(),
+        "authd-bench --smoke failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let table = String::from_utf8_lossy(&run.stdout);
+    for scenario in [
+        "login",
+        "profile",
+        "refresh",
+        "isolation",
+        "scale",
+        "memory",
+    ] {
+        assert!(table.contains(scenario), "no {scenario} row in:\n{table}");
+    }
+
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let scenarios = &doc["scenarios"];
+    let number = |v: &Value, what: &str| {
+        assert!(v.is_number(), "{what} is not a number: {v}");
+    };
+    for load in ["login", "profile", "refresh", "isolation", "scale"] {
+        number(
+            &scenarios[load]["throughput_rps"],
+            &format!("{load}.throughput_rps"),
+        );
+    }
+    // Every run got the answers it expected (how many, and how fast, is not checked).
+    let answered = |run: &Value, what: &str| {
+        number(&run["throughput_rps"], &format!("{what} throughput"));
+        assert!(
+            run["answered"].as_u64() > Some(0),
+            "{what}: no answer: {run}"
+        );
+        assert_eq!(
+            run["errors"].as_u64(),
+            Some(0),
+            "{what}: failed requests: {run}"
+        );
+    };
+    answered(&scenarios["login"]["run"], "login");
+    answered(&scenarios["profile"]["run"], "profile");
+    answered(&scenarios["profile"]["bare"], "bare");
+    answered(&scenarios["refresh"]["run"], "refresh");
+    for run in ["profile_unloaded", "profile_loaded", "login_flood"] {
+        answered(&scenarios["isolation"][run], run);
+    }
+    let steps = scenarios["scale"]["steps"].as_array().expect("scale steps");
+    assert_eq!(steps.len(), 3);
+    for step in steps {
+        answered(&step["refresh"], "scale refresh");
+        answered(&step["profile"], "scale profile");
+    }
+    // Memory has no throughput; its figures are the server's RSS and start-up time.
+    number(
+        &scenarios["memory"]["idle"]["peak_rss_bytes"],
+        "idle peak RSS",
+    );
+    number(&scenarios["memory"]["start_to_ready_ms"], "start to ready");
+    for (name, s) in scenarios.as_object().unwrap() {
+        let checks = s["checks"].as_array().expect("checks");
+        assert!(!checks.is_empty(), "{name} has no checks");
+        for c in checks {
+            assert!(c["pass"].is_boolean() && c["target"].is_string(), "{c}");
+        }
+    }
+    number(&doc["machine"]["cores"], "machine.cores");
+}
