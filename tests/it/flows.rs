@@ -22,8 +22,17 @@ fn register_login_profile_refresh_logout() {
     assert_eq!(data["tokenType"], "Bearer");
     assert_eq!(data["expiresIn"], 900);
     let cookie = reg.cookie("authd_refresh").expect("refresh cookie");
-    assert_eq!(cookie_value(&cookie), data["refreshToken"].as_str().unwrap());
-    for attr in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api/auth", "Max-Age=604800"] {
+    assert_eq!(
+        cookie_value(&cookie),
+        data["refreshToken"].as_str().unwrap()
+    );
+    for attr in [
+        "HttpOnly",
+        "Secure",
+        "SameSite=Strict",
+        "Path=/api/auth",
+        "Max-Age=604800",
+    ] {
         assert!(cookie.contains(attr), "{attr} missing from {cookie}");
     }
 
@@ -37,7 +46,10 @@ fn register_login_profile_refresh_logout() {
 
     let rotated = s.refresh(login["refreshToken"].as_str().unwrap());
     assert_eq!(rotated.status, 200, "{}", rotated.text);
-    let new_refresh = rotated.body["data"]["refreshToken"].as_str().unwrap().to_string();
+    let new_refresh = rotated.body["data"]["refreshToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_ne!(new_refresh, login["refreshToken"].as_str().unwrap());
     assert!(rotated.cookie("authd_refresh").is_some());
 
@@ -48,5 +60,8 @@ fn register_login_profile_refresh_logout() {
     let new_access = rotated.body["data"]["accessToken"].as_str().unwrap();
     let after = s.get_auth("/api/auth/profile", new_access);
     after.assert_error(401, "TOKEN_REVOKED");
-    assert!(after.header("www-authenticate").unwrap().contains("invalid_token"));
+    assert!(after
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
 }
