@@ -111,8 +111,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     let settings = Arc::new(config::load(&sources)?);
     let serving = matches!(cli.command, Command::Serve);
     let _log_guard = init_logging(&settings, serving);
-    for w in &settings.warnings {
-        tracing::warn!("{w}");
+    // Configuration remarks are for the server's log (and `check-config`); one-shot commands
+    // keep stderr for their one error line.
+    if serving {
+        for w in &settings.warnings {
+            tracing::warn!("{w}");
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -134,7 +138,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
 }
 
 /// Logs go to stdout for `serve` (at `log.level`) and to stderr for the other commands
-/// (warnings only, so their stdout stays scriptable). Writes never block a request: a full
+/// (errors only, so their stdout stays scriptable and stderr holds their one error line). Writes never block a request: a full
 /// pipe drops log lines rather than stalling the server.
 fn init_logging(settings: &Settings, serving: bool) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
@@ -146,7 +150,7 @@ fn init_logging(settings: &Settings, serving: bool) -> tracing_appender::non_blo
     let level = if serving {
         settings.log.level.as_str()
     } else {
-        "warn"
+        "error"
     };
     // Dependencies stay at info or quieter unless named explicitly: their trace output could
     // carry raw headers.
