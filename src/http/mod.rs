@@ -26,6 +26,25 @@ use dto::{EmptyBody, RefreshBody};
 use filters::{authenticated, client, json_body, refresh_cookie, same_origin_or_allowed};
 use handlers::{auth, meta, sessions};
 
+/// Every route authd serves, as (method, path template). `routes()` implements exactly these;
+/// metrics label requests by template, and a test holds this list, the live server and
+/// `docs/openapi.yaml` to each other.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/api/auth/register"),
+    ("POST", "/api/auth/login"),
+    ("POST", "/api/auth/refresh"),
+    ("POST", "/api/auth/logout"),
+    ("POST", "/api/auth/logout-all"),
+    ("GET", "/api/auth/profile"),
+    ("GET", "/api/auth/sessions"),
+    ("DELETE", "/api/auth/sessions/{id}"),
+    ("GET", "/.well-known/jwks.json"),
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.yaml"),
+];
+
 /// The OpenAPI description of this API, served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
 

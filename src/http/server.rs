@@ -23,7 +23,7 @@ use tracing::Instrument;
 use warp::reply::Response;
 
 use super::filters::RequestMeta;
-use super::{reject, routes, HttpState};
+use super::{reject, routes, HttpState, ROUTES};
 use crate::error::AppError;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -122,26 +122,27 @@ pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
 
 /// The route template used as a metrics label (never the raw path).
 fn route_label(path: &str) -> &'static str {
-    const ROUTES: &[&str] = &[
-        "/api/auth/register",
-        "/api/auth/login",
-        "/api/auth/refresh",
-        "/api/auth/logout",
-        "/api/auth/logout-all",
-        "/api/auth/profile",
-        "/api/auth/sessions",
-        "/.well-known/jwks.json",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.yaml",
-    ];
-    if let Some(r) = ROUTES.iter().find(|r| **r == path) {
-        return r;
-    }
-    match path.strip_prefix("/api/auth/sessions/") {
-        Some(id) if !id.is_empty() && !id.contains('/') => "/api/auth/sessions/{id}",
-        _ => "unmatched",
+    ROUTES
+        .iter()
+        .map(|(_, template)| *template)
+        .find(|template| matches_template(template, path))
+        .unwrap_or("unmatched")
+}
+
+/// Whether `path` fits `template`, where a `{param}` segment matches one non-empty segment.
+fn matches_template(template: &str, path: &str) -> bool {
+    let (mut t, mut p) = (template.split('/'), path.split('/'));
+    loop {
+        match (t.next(), p.next()) {
+            (None, None) => return true,
+            (Some(ts), Some(ps)) if ts.starts_with('{') => {
+                if ps.is_empty() {
+                    return false;
+                }
+            }
+            (Some(ts), Some(ps)) if ts == ps => {}
+            _ => return false,
+        }
     }
 }
 

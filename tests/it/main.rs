@@ -14,6 +14,7 @@ mod http_contract;
 mod jwt_attacks;
 mod limits;
 mod logs;
+mod openapi;
 mod process;
 mod props;
 mod tokens;
