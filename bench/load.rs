@@ -1,0 +1,317 @@
+//! The load generator: C keep-alive HTTP/1 connections (hyper 1 client over tokio TCP) to a
+//! server on 127.0.0.1, one request in flight per connection, for a warm-up and then a
+//! measured window. Every expected answer completed inside the window is counted and its
+//! latency (request built to body fully read) recorded; every answer, warm-up and the
+//! stragglers after the window included, is checked.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+/// Upper bound on the requests one connection sends in one run.
+const MAX_REQUESTS_PER_CONNECTION: u64 = 50_000_000;
+/// How long to wait for a TCP connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an answer still pending at the end of the window is awaited (and checked, but
+/// not counted) before it is abandoned.
+const DRAIN: Duration = Duration::from_secs(10);
+/// Whether an unexpected answer was already shown (they are counted, shown once).
+static REPORTED: AtomicBool = AtomicBool::new(false);
+
+/// What one connection sends, and what it makes of each answer.
+pub trait Plan: Send + 'static {
+    fn request(&mut self, host: &str) -> Request<Full<Bytes>>;
+    /// True if the answer is the expected one.
+    fn response(&mut self, status: StatusCode, body: &[u8]) -> bool;
+    /// Whether the connection must stop after an unexpected answer (its state is lost).
+    fn stop_on_error(&self) -> bool {
+        false
+    }
+}
+
+/// `GET path`, optionally with a Bearer token; expects 200.
+pub struct Get {
+    pub path: &'static str,
+    pub bearer: Option<String>,
+}
+
+impl Plan for Get {
+    fn request(&mut self, host: &str) -> Request<Full<Bytes>> {
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(self.path)
+            .header(HOST, host);
+        if let Some(token) = &self.bearer {
+            req = req.header(AUTHORIZATION, format!("Bearer {token}"));
+        }
+        req.body(Full::default()).expect("a valid request")
+    }
+
+    fn response(&mut self, status: StatusCode, _body: &[u8]) -> bool {
+        status == StatusCode::OK
+    }
+}
+
+/// `POST /api/auth/login` with one user's credentials; expects 200.
+pub struct Login {
+    body: Bytes,
+}
+
+impl Login {
+    pub fn new(email: &str, password: &str) -> Self {
+        let body = serde_json::json!({ "email": email, "password": password });
+        Login {
+            body: Bytes::from(body.to_string()),
+        }
+    }
+}
+
+impl Plan for Login {
+    fn request(&mut self, host: &str) -> Request<Full<Bytes>> {
+        post_json("/api/auth/login", host, self.body.clone())
+    }
+
+    fn response(&mut self, status: StatusCode, _body: &[u8]) -> bool {
+        status == StatusCode::OK
+    }
+}
+
+/// `POST /api/auth/refresh` along one session's chain: each answer's refresh token is the
+/// next request's. Expects 200; any other answer ends the chain (and the connection).
+pub struct Refresh {
+    token: String,
+}
+
+impl Refresh {
+    pub fn new(token: String) -> Self {
+        Refresh { token }
+    }
+}
+
+impl Plan for Refresh {
+    fn request(&mut self, host: &str) -> Request<Full<Bytes>> {
+        let body = serde_json::json!({ "refreshToken": self.token });
+        post_json("/api/auth/refresh", host, Bytes::from(body.to_string()))
+    }
+
+    fn response(&mut self, status: StatusCode, body: &[u8]) -> bool {
+        if status != StatusCode::OK {
+            return false;
+        }
+        let next = serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v["data"]["refreshToken"].as_str().map(String::from));
+        match next {
+            Some(token) => {
+                self.token = token;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn stop_on_error(&self) -> bool {
+        true
+    }
+}
+
+fn post_json(path: &'static str, host: &str, body: Bytes) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(HOST, host)
+        .header(CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .expect("a valid request")
+}
+
+/// When measuring starts and ends (shared by runs that go on at the same time).
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    /// A warm-up starting now, then `duration` measured.
+    pub fn after_warmup(warmup: Duration, duration: Duration) -> Self {
+        let start = Instant::now() + warmup;
+        Window {
+            start,
+            end: start + duration,
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        (self.end - self.start).as_secs_f64()
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    pub connections: usize,
+    pub duration_s: f64,
+    /// Expected answers completed inside the window.
+    pub requests: u64,
+    /// Expected answers in all, warm-up and the end's stragglers included.
+    pub answered: u64,
+    /// Unexpected answers and transport errors, warm-up included.
+    pub errors: u64,
+    pub throughput_rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
+}
+
+/// What one connection measured.
+#[derive(Default)]
+struct Tally {
+    latencies_ns: Vec<u64>,
+    answered: u64,
+    errors: u64,
+}
+
+/// Runs one connection per plan against `addr` until the window ends.
+pub async fn run(addr: SocketAddr, plans: Vec<Box<dyn Plan>>, window: Window) -> Stats {
+    assert!(
+        addr.ip().is_loopback(),
+        "the load generator only targets loopback"
+    );
+    let connections = plans.len();
+    let tasks: Vec<_> = plans
+        .into_iter()
+        .map(|plan| tokio::spawn(connection(addr, plan, window)))
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    let mut answered = 0;
+    for task in tasks {
+        match task.await {
+            Ok(tally) => {
+                latencies.extend(tally.latencies_ns);
+                answered += tally.answered;
+                errors += tally.errors;
+            }
+            Err(e) => {
+                eprintln!("authd-bench: a load connection failed: {e}");
+                errors += 1;
+            }
+        }
+    }
+    latencies.sort_unstable();
+    let ms = |q: f64| percentile(&latencies, q) as f64 / 1e6;
+    let requests = latencies.len() as u64;
+    Stats {
+        connections,
+        duration_s: window.seconds(),
+        requests,
+        answered,
+        errors,
+        throughput_rps: requests as f64 / window.seconds(),
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+        max_ms: ms(1.0),
+    }
+}
+
+/// The `q` quantile (nearest rank) of sorted values; 0 when there are none.
+fn percentile(sorted: &[u64], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn connection(addr: SocketAddr, mut plan: Box<dyn Plan>, window: Window) -> Tally {
+    let mut tally = Tally::default();
+    if let Err(e) = drive(addr, &mut *plan, window, &mut tally).await {
+        eprintln!("authd-bench: connection error: {e:#}");
+        tally.errors += 1;
+    }
+    tally
+}
+
+async fn drive(
+    addr: SocketAddr,
+    plan: &mut dyn Plan,
+    window: Window,
+    tally: &mut Tally,
+) -> anyhow::Result<()> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .context("connect timed out")??;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let host = addr.to_string();
+    let result = async {
+        for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+            if Instant::now() >= window.end {
+                break;
+            }
+            let sent = Instant::now();
+            let exchange = async {
+                sender.ready().await?;
+                let resp = sender.send_request(plan.request(&host)).await?;
+                let status = resp.status();
+                let body = resp.into_body().collect().await?.to_bytes();
+                anyhow::Ok((status, body))
+            };
+            // An answer still pending when the window ends is awaited a while and checked.
+            let Ok(answer) = tokio::time::timeout_at(window.end + DRAIN, exchange).await else {
+                break;
+            };
+            let (status, body) = answer?;
+            let done = Instant::now();
+            let ok = plan.response(status, &body);
+            if !ok {
+                let answer = format!("{status} {}", String::from_utf8_lossy(&body));
+                if plan.stop_on_error() {
+                    // Counted once, by `connection`.
+                    anyhow::bail!("unexpected answer {answer}");
+                }
+                tally.errors += 1;
+                if !REPORTED.swap(true, Ordering::Relaxed) {
+                    eprintln!("authd-bench: unexpected answer (reported once): {answer}");
+                }
+            } else {
+                tally.answered += 1;
+                if done >= window.start && done <= window.end {
+                    tally.latencies_ns.push((done - sent).as_nanos() as u64);
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+    driver.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&v, 0.5), 500);
+        assert_eq!(percentile(&v, 0.99), 990);
+        assert_eq!(percentile(&v, 0.999), 999);
+        assert_eq!(percentile(&v, 1.0), 1000);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+}

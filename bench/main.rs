@@ -1,0 +1,132 @@
+//! authd-bench: the benchmark harness (see docs/PERFORMANCE.md). It starts authd as a child
+//! process (this binary re-executed as `__authd ...`, which is exactly authd's `main`), seeds
+//! its SQLite database directly, drives it over loopback HTTP with a concurrent keep-alive load
+//! generator, and prints a table of figures against their targets plus a JSON file.
+//!
+//! `cargo run --release --bin authd-bench [-- --smoke] [-- --out PATH] [-- --scenario NAME]`
+
+mod child;
+mod fixture;
+mod load;
+mod report;
+mod scenarios;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Benchmarks authd over real loopback HTTP and reports each figure against its target.
+#[derive(Debug, Parser)]
+#[command(name = "authd-bench")]
+struct Args {
+    /// A tiny configuration that only checks every scenario runs (seconds, not minutes; the
+    /// figures mean nothing)
+    #[arg(long)]
+    smoke: bool,
+    /// Where to write the JSON results [default: bench/results/latest.json in the repository]
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
+    /// Run only this scenario (repeatable); default: all of them
+    #[arg(long, value_enum, value_name = "NAME")]
+    scenario: Vec<Scenario>,
+    /// Seconds measured per run (after the warm-up); default 10, or 0.3 with --smoke
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+}
+
+/// The scenarios, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Login,
+    Profile,
+    Refresh,
+    Isolation,
+    Scale,
+    Memory,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::Login,
+        Scenario::Profile,
+        Scenario::Refresh,
+        Scenario::Isolation,
+        Scenario::Scale,
+        Scenario::Memory,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Login => "login",
+            Scenario::Profile => "profile",
+            Scenario::Refresh => "refresh",
+            Scenario::Isolation => "isolation",
+            Scenario::Scale => "scale",
+            Scenario::Memory => "memory",
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(code) = child::child_main(&argv) {
+        return code;
+    }
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("authd-bench: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut config = if args.smoke {
+        scenarios::Config::smoke()
+    } else {
+        scenarios::Config::full()
+    };
+    if let Some(secs) = args.duration {
+        anyhow::ensure!(
+            secs.is_finite() && (0.05..=600.0).contains(&secs),
+            "--duration must be between 0.05 and 600 seconds"
+        );
+        config.duration = Duration::from_secs_f64(secs);
+    }
+    let selected: Vec<Scenario> = if args.scenario.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        Scenario::ALL
+            .into_iter()
+            .filter(|s| args.scenario.contains(s))
+            .collect()
+    };
+    let out = args.out.unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench/results/latest.json")
+    });
+    if cfg!(debug_assertions) && !args.smoke {
+        eprintln!(
+            "authd-bench: warning: this is a debug build; figures are meaningless \
+             (use cargo run --release --bin authd-bench)"
+        );
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let mut bench = scenarios::Bench::new(config, runtime);
+    let mut report = report::Report::new(&bench.config);
+    for scenario in selected {
+        eprintln!("authd-bench: running {} ...", scenario.name());
+        let outcome = bench.run(scenario)?;
+        report.add(scenario, outcome);
+    }
+    print!("{}", report.table());
+    report.write_json(&out)?;
+    eprintln!("authd-bench: results written to {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,676 @@
+//! The scenarios: what each one starts, seeds and measures, and the checks it reports.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{ensure, Context};
+use authd::crypto::refresh;
+use authd::domain::time::{duration_ms, now_ms};
+use authd::domain::{RotateOutcome, Rotation};
+use authd::store::StoreOptions;
+use serde_json::json;
+
+use crate::child::{Memory, Server, TempDir};
+use crate::fixture::{server_env, Fixture, Seeded, PASSWORD};
+use crate::load::{self, Get, Login, Plan, Refresh, Stats, Window};
+use crate::report::{Check, Outcome, Unit};
+use crate::Scenario;
+
+/// Sizes and durations of a run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Config {
+    pub smoke: bool,
+    #[serde(serialize_with = "secs")]
+    pub duration: Duration,
+    #[serde(serialize_with = "secs")]
+    pub warmup: Duration,
+    /// The server's `password.bcrypt_cost`, and the cost of every seeded hash.
+    pub bcrypt_cost: u32,
+    /// Verifications timed for the bcrypt bound (the median counts).
+    pub bcrypt_samples: usize,
+    pub login_connections: usize,
+    pub profile_connections: usize,
+    pub refresh_connections: usize,
+    /// Connections of each of the two loads in `isolation`.
+    pub isolation_connections: usize,
+    /// Users seeded for login, profile, refresh and isolation.
+    pub base_users: usize,
+    /// Users in the database at each scale step; the middle one is the memory checkpoint.
+    pub scale_users: [usize; 3],
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+impl Config {
+    pub fn full() -> Self {
+        Config {
+            smoke: false,
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            bcrypt_cost: 12,
+            bcrypt_samples: 10,
+            login_connections: 8,
+            profile_connections: 64,
+            refresh_connections: 64,
+            isolation_connections: 16,
+            base_users: 10_000,
+            scale_users: [10_000, 100_000, 1_000_000],
+        }
+    }
+
+    pub fn smoke() -> Self {
+        Config {
+            smoke: true,
+            duration: Duration::from_millis(300),
+            warmup: Duration::from_millis(100),
+            bcrypt_cost: 10,
+            bcrypt_samples: 3,
+            login_connections: 4,
+            profile_connections: 4,
+            refresh_connections: 4,
+            isolation_connections: 4,
+            base_users: 100,
+            scale_users: [1_000, 2_000, 3_000],
+        }
+    }
+}
+
+/// One scale step's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Step {
+    users: usize,
+    seed_seconds: f64,
+    refresh: Stats,
+    profile: Stats,
+    /// The server's memory after both runs.
+    memory: Memory,
+}
+
+/// Runs scenarios; keeps what they share (the bcrypt hashes, the scale step's memory).
+pub struct Bench {
+    pub config: Config,
+    runtime: tokio::runtime::Runtime,
+    hashes: HashMap<u32, String>,
+    /// Users and server memory after the middle scale step, once `scale` ran.
+    scale_memory: Option<(usize, Memory)>,
+}
+
+impl Bench {
+    pub fn new(config: Config, runtime: tokio::runtime::Runtime) -> Self {
+        Bench {
+            config,
+            runtime,
+            hashes: HashMap::new(),
+            scale_memory: None,
+        }
+    }
+
+    pub fn run(&mut self, scenario: Scenario) -> anyhow::Result<Outcome> {
+        let result = match scenario {
+            Scenario::Login => self.login(),
+            Scenario::Profile => self.profile(),
+            Scenario::Refresh => self.refresh(),
+            Scenario::Isolation => self.isolation(),
+            Scenario::Scale => self.scale(),
+            Scenario::Memory => self.memory(),
+        };
+        result.with_context(|| format!("scenario {}", scenario.name()))
+    }
+
+    /// The seeded users' bcrypt hash at the configured cost, computed once.
+    fn password_hash(&mut self) -> anyhow::Result<String> {
+        let cost = self.config.bcrypt_cost;
+        if let Some(h) = self.hashes.get(&cost) {
+            return Ok(h.clone());
+        }
+        let h = bcrypt::non_truncating_hash(PASSWORD.as_bytes(), cost)?;
+        self.hashes.insert(cost, h.clone());
+        Ok(h)
+    }
+
+    fn window(&self) -> Window {
+        Window::after_warmup(self.config.warmup, self.config.duration)
+    }
+
+    /// One load run against `addr`.
+    fn load(&self, addr: SocketAddr, plans: Vec<Box<dyn Plan>>) -> Stats {
+        let window = self.window();
+        self.runtime.block_on(load::run(addr, plans, window))
+    }
+
+    fn login(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        let hash = self.password_hash()?;
+        let mut fx = Fixture::new("login", c.bcrypt_cost)?;
+        let users = fx.seed(c.base_users, c.login_connections, &hash)?;
+        // Timed before the server starts, on a quiet machine.
+        let verify_s = median_verify(&hash, c.bcrypt_samples)?;
+        let cores = cores();
+        let bound = cores as f64 / verify_s;
+        let server = fx.start()?;
+        let stats = self.load(server.addr, login_plans(&users));
+        server.stop();
+        let ratio = stats.throughput_rps / bound;
+        let detail = format!(
+            "{:.2} logins/s, bound {:.2}/s ({cores} cores / {:.0} ms per verify at cost {}); \
+             p50 {:.0} ms, p99 {:.0} ms; C={}",
+            stats.throughput_rps,
+            bound,
+            verify_s * 1e3,
+            c.bcrypt_cost,
+            stats.p50_ms,
+            stats.p99_ms,
+            c.login_connections
+        );
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": stats.throughput_rps,
+                "bcrypt_cost": c.bcrypt_cost,
+                "cores": cores,
+                "bcrypt_verify_ms": verify_s * 1e3,
+                "bound_rps": bound,
+                "ratio_to_bound": ratio,
+                "run": stats,
+            }),
+            checks: vec![Check::at_least(
+                "login throughput / bcrypt bound",
+                ratio * 100.0,
+                Unit::Percent,
+                90.0,
+                detail,
+            )],
+            errors: stats.errors,
+        })
+    }
+
+    fn profile(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        let hash = self.password_hash()?;
+        let mut fx = Fixture::new("profile", c.bcrypt_cost)?;
+        let sessions = fx.seed(c.base_users, c.profile_connections, &hash)?;
+        let server = fx.start()?;
+        let authd = self.load(server.addr, profile_plans(&fx, &sessions));
+        server.stop();
+        let parts = profile_parts(&fx, &sessions)?;
+
+        let dir = TempDir::new("bare")?;
+        let bare_server = Server::bare(dir.path())?;
+        let plans = (0..c.profile_connections)
+            .map(|_| {
+                Box::new(Get {
+                    path: "/ok",
+                    bearer: None,
+                }) as Box<dyn Plan>
+            })
+            .collect();
+        let bare = self.load(bare_server.addr, plans);
+        bare_server.stop();
+
+        let ratio = authd.throughput_rps / bare.throughput_rps;
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": authd.throughput_rps,
+                "bare_throughput_rps": bare.throughput_rps,
+                "ratio_to_bare": ratio,
+                "in_process_parts": parts,
+                "run": authd,
+                "bare": bare,
+            }),
+            checks: vec![
+                Check::at_least(
+                    "profile throughput / bare warp",
+                    ratio * 100.0,
+                    Unit::Percent,
+                    40.0,
+                    format!(
+                        "{:.0} req/s vs bare {:.0} req/s; C={}; in-process: token check {:.0} us, \
+                         session read {:.0} us, user read {:.0} us",
+                        authd.throughput_rps,
+                        bare.throughput_rps,
+                        c.profile_connections,
+                        parts.verify_access_token_us,
+                        parts.store_session_us,
+                        parts.store_user_by_id_us
+                    ),
+                ),
+                Check::below(
+                    "profile p99",
+                    authd.p99_ms,
+                    Unit::Ms,
+                    5.0,
+                    latencies(&authd),
+                ),
+            ],
+            errors: authd.errors + bare.errors,
+        })
+    }
+
+    fn refresh(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        let hash = self.password_hash()?;
+        let mut fx = Fixture::new("refresh", c.bcrypt_cost)?;
+        let chains = fx.seed(c.base_users, c.refresh_connections, &hash)?;
+        let raw_db = fx.dir.path().join("raw.db");
+        fx.copy_db(&raw_db)?;
+        let server = fx.start()?;
+        let http = self.load(server.addr, refresh_plans(&chains));
+        server.stop();
+        let raw = raw_rotations(&fx, &raw_db, &chains, c.warmup, c.duration)?;
+        let ratio = http.throughput_rps / raw.rate;
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": http.throughput_rps,
+                "raw_rotations_per_s": raw.rate,
+                "raw_rotations": raw.rotations,
+                "raw_seconds": raw.seconds,
+                "ratio_to_raw": ratio,
+                "run": http,
+            }),
+            checks: vec![
+                Check::at_least(
+                    "refresh rotations/s over HTTP",
+                    http.throughput_rps,
+                    Unit::PerSec,
+                    10_000.0,
+                    format!("{}; C={}", latencies(&http), c.refresh_connections),
+                ),
+                Check::at_least(
+                    "refresh HTTP / raw SQLite rotation",
+                    ratio * 100.0,
+                    Unit::Percent,
+                    25.0,
+                    format!(
+                        "raw Store::rotate_refresh_token: {:.0}/s on one thread",
+                        raw.rate
+                    ),
+                ),
+            ],
+            errors: http.errors,
+        })
+    }
+
+    fn isolation(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        let n = c.isolation_connections;
+        let hash = self.password_hash()?;
+        let mut fx = Fixture::new("isolation", c.bcrypt_cost)?;
+        let seeded = fx.seed(c.base_users, 2 * n, &hash)?;
+        let (readers, loggers) = seeded.split_at(n);
+        let server = fx.start()?;
+        let unloaded = self.load(server.addr, profile_plans(&fx, readers));
+        let window = self.window();
+        let (loaded, logins) = self.runtime.block_on(async {
+            tokio::join!(
+                load::run(server.addr, profile_plans(&fx, readers), window),
+                load::run(server.addr, login_plans(loggers), window),
+            )
+        });
+        server.stop();
+        let ratio = loaded.throughput_rps / unloaded.throughput_rps;
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": loaded.throughput_rps,
+                "unloaded_throughput_rps": unloaded.throughput_rps,
+                "ratio_to_unloaded": ratio,
+                "profile_loaded": loaded,
+                "profile_unloaded": unloaded,
+                "login_flood": logins,
+            }),
+            checks: vec![
+                Check::below(
+                    "profile p99 during a login flood",
+                    loaded.p99_ms,
+                    Unit::Ms,
+                    20.0,
+                    format!(
+                        "unloaded p99 {:.2} ms; {:.1} logins/s alongside; C={n}+{n}",
+                        unloaded.p99_ms, logins.throughput_rps
+                    ),
+                ),
+                Check::at_least(
+                    "profile throughput loaded / unloaded",
+                    ratio * 100.0,
+                    Unit::Percent,
+                    30.0,
+                    format!(
+                        "{:.0} req/s vs {:.0} req/s unloaded",
+                        loaded.throughput_rps, unloaded.throughput_rps
+                    ),
+                ),
+            ],
+            errors: unloaded.errors + loaded.errors + logins.errors,
+        })
+    }
+
+    fn scale(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        let hash = self.password_hash()?;
+        let mut fx = Fixture::new("scale", c.bcrypt_cost)?;
+        let mut steps = Vec::new();
+        for &users in &c.scale_users {
+            eprintln!("authd-bench:   scale step: {users} users");
+            steps.push(self.scale_step(&mut fx, users, &hash)?);
+        }
+        self.scale_memory = Some((steps[1].users, steps[1].memory));
+        let (first, last) = (&steps[0], &steps[2]);
+        let refresh_ratio = last.refresh.throughput_rps / first.refresh.throughput_rps;
+        let profile_ratio = last.profile.throughput_rps / first.profile.throughput_rps;
+        let each = |f: fn(&Step) -> f64| {
+            steps
+                .iter()
+                .map(|s| format!("{}: {:.0}/s", count(s.users), f(s)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let errors = steps
+            .iter()
+            .map(|s| s.refresh.errors + s.profile.errors)
+            .sum();
+        let name = |what: &str| format!("{what} {} / {}", count(last.users), count(first.users));
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": last.refresh.throughput_rps,
+                "refresh_ratio_largest_to_smallest": refresh_ratio,
+                "profile_ratio_largest_to_smallest": profile_ratio,
+                "steps": steps,
+            }),
+            checks: vec![
+                Check::at_least(
+                    &name("refresh throughput"),
+                    refresh_ratio * 100.0,
+                    Unit::Percent,
+                    80.0,
+                    each(|s| s.refresh.throughput_rps),
+                ),
+                Check::at_least(
+                    &name("profile throughput"),
+                    profile_ratio * 100.0,
+                    Unit::Percent,
+                    80.0,
+                    each(|s| s.profile.throughput_rps),
+                ),
+            ],
+            errors,
+        })
+    }
+
+    /// Grows the fixture to `users`, serves it, and runs refresh then profile on users
+    /// seeded in this step (each with its own session).
+    fn scale_step(&self, fx: &mut Fixture, users: usize, hash: &str) -> anyhow::Result<Step> {
+        let c = &self.config;
+        ensure!(users > fx.users, "scale sizes must grow");
+        let started = Instant::now();
+        let kept = fx.seed(
+            users - fx.users,
+            c.refresh_connections + c.profile_connections,
+            hash,
+        )?;
+        let seed_seconds = started.elapsed().as_secs_f64();
+        eprintln!("authd-bench:   grew the database to {users} users in {seed_seconds:.1} s");
+        let (chains, readers) = kept.split_at(c.refresh_connections);
+        let server = fx.start()?;
+        let refresh = self.load(server.addr, refresh_plans(chains));
+        let profile = self.load(server.addr, profile_plans(fx, readers));
+        let memory = server.memory()?;
+        server.stop();
+        Ok(Step {
+            users,
+            seed_seconds,
+            refresh,
+            profile,
+            memory,
+        })
+    }
+
+    fn memory(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        // A first start on an empty directory: database, migrations and keys are created.
+        let dir = TempDir::new("memory")?;
+        let env = server_env(dir.path(), c.bcrypt_cost);
+        let server = Server::authd(dir.path(), &env)?;
+        let idle = server.memory()?;
+        let first_ready = server.ready;
+        server.stop();
+        let server = Server::authd(dir.path(), &env)?;
+        let restart_ready = server.ready;
+        server.stop();
+        let (users, loaded) = match self.scale_memory {
+            Some(m) => m,
+            None => {
+                let hash = self.password_hash()?;
+                let mut fx = Fixture::new("memory-scale", c.bcrypt_cost)?;
+                let step = self.scale_step(&mut fx, c.scale_users[1], &hash)?;
+                (step.users, step.memory)
+            }
+        };
+        let mb = |b: u64| b as f64 / 1e6;
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        Ok(Outcome {
+            json: json!({
+                "idle": idle,
+                "after_scale_step": { "users": users, "memory": loaded },
+                "start_to_ready_ms": ms(first_ready),
+                "restart_to_ready_ms": ms(restart_ready),
+            }),
+            checks: vec![
+                Check::below(
+                    "peak RSS idle after start",
+                    mb(idle.peak_rss_bytes),
+                    Unit::Mb,
+                    20.0,
+                    format!("current RSS {:.1} MB", mb(idle.rss_bytes)),
+                ),
+                Check::below(
+                    &format!("peak RSS after {} sessions", count(users)),
+                    mb(loaded.peak_rss_bytes),
+                    Unit::Mb,
+                    64.0,
+                    format!(
+                        "current RSS {:.1} MB, after the scale step's refresh and profile runs",
+                        mb(loaded.rss_bytes)
+                    ),
+                ),
+                Check::below(
+                    "start to ready (first start)",
+                    ms(first_ready),
+                    Unit::Ms,
+                    200.0,
+                    "spawn to first 200 from /healthz; creates the database and keys".into(),
+                ),
+                Check::below(
+                    "start to ready (restart)",
+                    ms(restart_ready),
+                    Unit::Ms,
+                    200.0,
+                    "spawn to first 200 from /healthz on the existing database".into(),
+                ),
+            ],
+            errors: 0,
+        })
+    }
+}
+
+fn login_plans(users: &[Seeded]) -> Vec<Box<dyn Plan>> {
+    users
+        .iter()
+        .map(|u| Box::new(Login::new(&u.email, PASSWORD)) as Box<dyn Plan>)
+        .collect()
+}
+
+/// One connection per session, each with an access token of its own session.
+fn profile_plans(fx: &Fixture, sessions: &[Seeded]) -> Vec<Box<dyn Plan>> {
+    sessions
+        .iter()
+        .map(|s| {
+            Box::new(Get {
+                path: "/api/auth/profile",
+                bearer: Some(fx.access_token(s)),
+            }) as Box<dyn Plan>
+        })
+        .collect()
+}
+
+/// One connection per session, each rotating its own chain.
+fn refresh_plans(chains: &[Seeded]) -> Vec<Box<dyn Plan>> {
+    chains
+        .iter()
+        .map(|s| Box::new(Refresh::new(s.refresh_token.clone())) as Box<dyn Plan>)
+        .collect()
+}
+
+/// Mean single-thread cost of the profile route's parts, measured in the bench process.
+#[derive(Debug, serde::Serialize)]
+struct Parts {
+    verify_access_token_us: f64,
+    store_session_us: f64,
+    store_user_by_id_us: f64,
+}
+
+/// Times the work behind one `GET /api/auth/profile` (token verification, then the session
+/// and user reads) in this process, on the fixture's database while no server runs: where
+/// a request's time goes, apart from HTTP, middleware and the hops to the blocking pool.
+fn profile_parts(fx: &Fixture, sessions: &[Seeded]) -> anyhow::Result<Parts> {
+    // Each part runs this many times, or for this long, whichever comes first.
+    const ITERATIONS: usize = 2_000;
+    const BUDGET: Duration = Duration::from_millis(300);
+    ensure!(!sessions.is_empty(), "no sessions");
+    let tokens: Vec<String> = sessions.iter().map(|s| fx.access_token(s)).collect();
+    let store = authd::store::open(
+        &fx.settings.database.url,
+        &StoreOptions {
+            pool_size: fx.settings.database.pool_size,
+            busy_timeout: Duration::from_secs(5),
+        },
+    )?;
+    let mean_us = |f: &mut dyn FnMut(usize) -> anyhow::Result<()>| -> anyhow::Result<f64> {
+        let started = Instant::now();
+        let mut done = 0;
+        while done < ITERATIONS && (done == 0 || started.elapsed() < BUDGET) {
+            f(done % sessions.len())?;
+            done += 1;
+        }
+        Ok(started.elapsed().as_secs_f64() * 1e6 / done as f64)
+    };
+    let verify = mean_us(&mut |i| {
+        ensure!(
+            fx.access_token_valid(&tokens[i]),
+            "a minted token does not verify"
+        );
+        Ok(())
+    })?;
+    let session = mean_us(&mut |i| {
+        store
+            .session(sessions[i].session_id)?
+            .context("no session")?;
+        Ok(())
+    })?;
+    let user = mean_us(&mut |i| {
+        store.user_by_id(sessions[i].user_id)?.context("no user")?;
+        Ok(())
+    })?;
+    store.close();
+    Ok(Parts {
+        verify_access_token_us: verify,
+        store_session_us: session,
+        store_user_by_id_us: user,
+    })
+}
+
+fn latencies(s: &Stats) -> String {
+    format!(
+        "p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
+        s.p50_ms, s.p99_ms, s.p999_ms
+    )
+}
+
+/// 10000 -> "10k", 1000000 -> "1M".
+fn count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000 && n % 1_000_000 == 0 => format!("{}M", n / 1_000_000),
+        n if n >= 1_000 && n % 1_000 == 0 => format!("{}k", n / 1_000),
+        n => n.to_string(),
+    }
+}
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The median time of one `bcrypt` verification of the seeded hash, in seconds (the same
+/// call the server makes).
+fn median_verify(hash: &str, samples: usize) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(samples);
+    for _ in 0..samples.max(1) {
+        let t = Instant::now();
+        let ok = bcrypt::non_truncating_verify(PASSWORD.as_bytes(), hash)?;
+        times.push(t.elapsed().as_secs_f64());
+        ensure!(ok, "the seeded hash does not verify");
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+struct Raw {
+    rotations: u64,
+    seconds: f64,
+    rate: f64,
+}
+
+/// `Store::rotate_refresh_token` in a loop on one thread, on a copy of the seeded database,
+/// round-robin over the chains: a warm-up, then `duration` measured.
+fn raw_rotations(
+    fx: &Fixture,
+    db: &Path,
+    chains: &[Seeded],
+    warmup: Duration,
+    duration: Duration,
+) -> anyhow::Result<Raw> {
+    ensure!(!chains.is_empty(), "no chains to rotate");
+    let store = authd::store::open(
+        &format!("sqlite://{}", db.display()),
+        &StoreOptions {
+            pool_size: 8,
+            busy_timeout: Duration::from_secs(5),
+        },
+    )?;
+    let ttl = duration_ms(fx.settings.jwt.refresh_ttl);
+    let mut tokens: Vec<String> = chains.iter().map(|s| s.refresh_token.clone()).collect();
+    let start = Instant::now() + warmup;
+    let end = start + duration;
+    let mut rotations = 0u64;
+    for i in 0..u64::MAX {
+        if Instant::now() >= end {
+            break;
+        }
+        let slot = (i % tokens.len() as u64) as usize;
+        let (next, replacement_hash) = fx.refresh.issue();
+        let now = now_ms();
+        let outcome = store.rotate_refresh_token(&Rotation {
+            presented_hash: refresh::hash(&tokens[slot]),
+            replacement_hash,
+            now,
+            expires_at: now + ttl,
+            reuse_grace: 0,
+        })?;
+        ensure!(
+            matches!(outcome, RotateOutcome::Rotated { .. }),
+            "raw rotation answered {outcome:?}"
+        );
+        tokens[slot] = next;
+        let done = Instant::now();
+        if done >= start && done <= end {
+            rotations += 1;
+        }
+    }
+    store.close();
+    let seconds = duration.as_secs_f64();
+    Ok(Raw {
+        rotations,
+        seconds,
+        rate: rotations as f64 / seconds,
+    })
+}
