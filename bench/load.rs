@@ -301,6 +301,44 @@ async fn drive(
     result
 }
 
+/// Sends `requests` one after another on one keep-alive connection; returns each answer's
+/// status, body and latency.
+pub async fn sequential(
+    addr: SocketAddr,
+    requests: Vec<Request<Full<Bytes>>>,
+) -> anyhow::Result<Vec<(StatusCode, Bytes, Duration)>> {
+    assert!(
+        addr.ip().is_loopback(),
+        "the load generator only targets loopback"
+    );
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .context("connect timed out")??;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(conn);
+    let mut answers = Vec::with_capacity(requests.len());
+    for req in requests {
+        let sent = Instant::now();
+        sender.ready().await?;
+        let resp = tokio::time::timeout(DRAIN, sender.send_request(req))
+            .await
+            .context("no answer")??;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        answers.push((status, body, sent.elapsed()));
+    }
+    driver.abort();
+    Ok(answers)
+}
+
+/// A login request for `email` and `password`.
+pub fn login_request(host: &str, email: &str, password: &str) -> Request<Full<Bytes>> {
+    let body = serde_json::json!({ "email": email, "password": password });
+    post_json("/api/auth/login", host, Bytes::from(body.to_string()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::percentile;

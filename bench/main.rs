@@ -45,16 +45,18 @@ pub enum Scenario {
     Isolation,
     Scale,
     Memory,
+    Enumeration,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Login,
         Scenario::Profile,
         Scenario::Refresh,
         Scenario::Isolation,
         Scenario::Scale,
         Scenario::Memory,
+        Scenario::Enumeration,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Scenario {
             Scenario::Isolation => "isolation",
             Scenario::Scale => "scale",
             Scenario::Memory => "memory",
+            Scenario::Enumeration => "enumeration",
         }
     }
 }

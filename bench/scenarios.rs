@@ -117,6 +117,7 @@ impl Bench {
             Scenario::Isolation => self.isolation(),
             Scenario::Scale => self.scale(),
             Scenario::Memory => self.memory(),
+            Scenario::Enumeration => self.enumeration(),
         };
         result.with_context(|| format!("scenario {}", scenario.name()))
     }
@@ -490,6 +491,87 @@ impl Bench {
                 ),
             ],
             errors: 0,
+        })
+    }
+}
+
+impl Bench {
+    /// Unknown email vs wrong password, alternating on one connection at the default cost:
+    /// both medians, and whether the answers are byte-identical apart from the request id.
+    fn enumeration(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        let per_kind = if c.smoke { 5 } else { 60 };
+        let hash = self.password_hash()?;
+        let mut fx = Fixture::new("enumeration", c.bcrypt_cost)?;
+        let users = fx.seed(per_kind, 1, &hash)?;
+        let server = fx.start()?;
+        let host = server.addr.to_string();
+        let mut requests = Vec::new();
+        // Two warm-up logins (the dummy hash is computed in the background at start).
+        for i in 0..2 {
+            requests.push(load::login_request(
+                &host,
+                &format!("warmup{i}@bench.invalid"),
+                "x",
+            ));
+        }
+        for i in 0..per_kind {
+            let user = &users[i % users.len()];
+            requests.push(load::login_request(&host, &user.email, "Wrong-password-1"));
+            requests.push(load::login_request(
+                &host,
+                &format!("nobody{i}@bench.invalid"),
+                "Wrong-password-1",
+            ));
+        }
+        let answers = self
+            .runtime
+            .block_on(load::sequential(server.addr, requests))?;
+        server.stop();
+        let answers = &answers[2..];
+        let (mut wrong, mut unknown) = (Vec::new(), Vec::new());
+        let mut bodies = std::collections::BTreeSet::new();
+        let mut statuses = std::collections::BTreeSet::new();
+        for (i, (status, body, took)) in answers.iter().enumerate() {
+            statuses.insert(status.as_u16());
+            bodies.insert(body.clone());
+            let ms = took.as_secs_f64() * 1e3;
+            if i % 2 == 0 {
+                wrong.push(ms);
+            } else {
+                unknown.push(ms);
+            }
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let (wrong_ms, unknown_ms) = (median(&mut wrong), median(&mut unknown));
+        let gap = (unknown_ms - wrong_ms).abs() / wrong_ms * 100.0;
+        let identical = bodies.len() == 1 && statuses.len() == 1;
+        let detail = format!(
+            "medians over {per_kind} logins each at cost {}: wrong password {wrong_ms:.1} ms, \
+             unknown email {unknown_ms:.1} ms; statuses {statuses:?}; identical bodies: {identical}",
+            c.bcrypt_cost
+        );
+        Ok(Outcome {
+            json: json!({
+                "logins_per_kind": per_kind,
+                "bcrypt_cost": c.bcrypt_cost,
+                "wrong_password_median_ms": wrong_ms,
+                "unknown_email_median_ms": unknown_ms,
+                "gap_percent": gap,
+                "statuses": statuses,
+                "identical_bodies": identical,
+            }),
+            checks: vec![Check::below(
+                "unknown email vs wrong password, median gap",
+                gap,
+                Unit::Percent,
+                10.0,
+                detail,
+            )],
+            errors: if identical { 0 } else { 1 },
         })
     }
 }

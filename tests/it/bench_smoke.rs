@@ -29,6 +29,7 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
         "isolation",
         "scale",
         "memory",
+        "enumeration",
     ] {
         assert!(table.contains(scenario), "no {scenario} row in:\n{table}");
     }
@@ -76,6 +77,17 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
         "idle peak RSS",
     );
     number(&scenarios["memory"]["start_to_ready_ms"], "start to ready");
+    // Enumeration: both medians measured, and the two kinds of failure answered identically.
+    let enumeration = &scenarios["enumeration"];
+    number(
+        &enumeration["wrong_password_median_ms"],
+        "wrong-password median",
+    );
+    number(
+        &enumeration["unknown_email_median_ms"],
+        "unknown-email median",
+    );
+    assert_eq!(enumeration["identical_bodies"], true, "{enumeration}");
     for (name, s) in scenarios.as_object().unwrap() {
         let checks = s["checks"].as_array().expect("checks");
         assert!(!checks.is_empty(), "{name} has no checks");
