@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Context};
 use authd::crypto::refresh;
 use authd::domain::time::{duration_ms, now_ms};
-use authd::domain::{RotateOutcome, Rotation};
+use authd::domain::{AuditEvent, RotateOutcome, Rotation};
 use authd::store::StoreOptions;
 use serde_json::json;
 
@@ -731,13 +731,26 @@ fn raw_rotations(
         let slot = (i % tokens.len() as u64) as usize;
         let (next, replacement_hash) = fx.refresh.issue();
         let now = now_ms();
-        let outcome = store.rotate_refresh_token(&Rotation {
-            presented_hash: refresh::hash(&tokens[slot]),
-            replacement_hash,
-            now,
-            expires_at: now + ttl,
-            reuse_grace: 0,
-        })?;
+        // The same transaction the server runs: the rotation and its audit row.
+        let outcome = store.rotate_refresh_token(
+            &Rotation {
+                presented_hash: refresh::hash(&tokens[slot]),
+                replacement_hash,
+                now,
+                expires_at: now + ttl,
+                reuse_grace: 0,
+            },
+            &|_| AuditEvent {
+                at: now,
+                event: "refresh".into(),
+                user_id: None,
+                email: None,
+                ip: Some("127.0.0.1".into()),
+                user_agent: Some("authd-bench".into()),
+                outcome: "success".into(),
+                reason: None,
+            },
+        )?;
         ensure!(
             matches!(outcome, RotateOutcome::Rotated { .. }),
             "raw rotation answered {outcome:?}"

@@ -3,6 +3,7 @@
 //! publishes the public key as a JWKS.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
@@ -13,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::keys::AccessKeyMaterial;
+
+/// How many verified tokens are remembered (see `AccessTokens::verify`).
+const VERIFIED_CACHE: usize = 16_384;
 
 /// The `typ` header of authd's access tokens (RFC 9068).
 pub const ACCESS_TYP: &str = "at+jwt";
@@ -53,6 +57,10 @@ pub struct AccessTokens {
     jwk: Option<serde_json::Value>,
     validation: Validation,
     leeway_secs: i64,
+    /// Tokens whose signature and claims were verified, by their exact text. Only `exp` can
+    /// change its verdict later, and it is checked again on every hit; revocation is never
+    /// cached (the caller reads the session from the store).
+    verified: quick_cache::sync::Cache<String, Arc<AccessClaims>>,
     pub issuer: String,
     pub audience: String,
     pub ttl: Duration,
@@ -121,6 +129,7 @@ impl AccessTokens {
             jwk,
             validation,
             leeway_secs: leeway.as_secs() as i64,
+            verified: quick_cache::sync::Cache::new(VERIFIED_CACHE),
             issuer: issuer.to_string(),
             audience: audience.to_string(),
             ttl,
@@ -147,11 +156,25 @@ impl AccessTokens {
         (token, claims)
     }
 
-    /// Verifies signature, algorithm, type and claims.
-    pub fn verify(&self, token: &str, now_secs: i64) -> Result<AccessClaims, VerifyError> {
+    /// Verifies signature, algorithm, type and claims. A token verified before is not
+    /// verified again (Ed25519 verification dominates an authenticated request), but its
+    /// expiry is.
+    pub fn verify(&self, token: &str, now_secs: i64) -> Result<Arc<AccessClaims>, VerifyError> {
         if token.len() > 8192 {
             return Err(VerifyError::Invalid);
         }
+        if let Some(claims) = self.verified.get(token) {
+            if claims.exp < now_secs - self.leeway_secs {
+                return Err(VerifyError::Expired);
+            }
+            return Ok(claims);
+        }
+        let claims = Arc::new(self.verify_uncached(token, now_secs)?);
+        self.verified.insert(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str, now_secs: i64) -> Result<AccessClaims, VerifyError> {
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => VerifyError::Expired,
@@ -206,7 +229,9 @@ mod tests {
     fn round_trip_and_claims() {
         let t = ed();
         let (token, claims) = t.sign("u1", "s1", "user", now());
-        assert_eq!(t.verify(&token, now()).unwrap(), claims);
+        assert_eq!(*t.verify(&token, now()).unwrap(), claims);
+        // A cached token is still checked for expiry.
+        assert_eq!(t.verify(&token, now() + 10_000), Err(VerifyError::Expired));
         assert_eq!(claims.exp - claims.iat, 900);
         let jwks = t.jwks();
         assert_eq!(jwks["keys"][0]["kty"], "OKP");

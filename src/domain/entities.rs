@@ -113,11 +113,27 @@ pub struct Rotation {
 /// What a rotation did. Only `Rotated` stored a new token; `Reused` revoked the session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RotateOutcome {
-    Rotated { user_id: Uuid, session_id: Uuid },
+    /// A new token was stored; `role` and `disabled` are the user's, read in the same
+    /// transaction.
+    Rotated {
+        user_id: Uuid,
+        session_id: Uuid,
+        role: Role,
+        disabled: bool,
+    },
     Unknown,
-    Expired { user_id: Uuid, session_id: Uuid },
-    Revoked { user_id: Uuid, session_id: Uuid },
-    Reused { user_id: Uuid, session_id: Uuid },
+    Expired {
+        user_id: Uuid,
+        session_id: Uuid,
+    },
+    Revoked {
+        user_id: Uuid,
+        session_id: Uuid,
+    },
+    Reused {
+        user_id: Uuid,
+        session_id: Uuid,
+    },
 }
 
 /// Counts of what a cleanup deleted (or would delete, on a dry run).

@@ -60,9 +60,11 @@ pub struct Record<'a> {
     pub reason: Option<&'a str>,
 }
 
-impl Core {
-    pub async fn audit(&self, r: Record<'_>) {
-        let event = AuditEvent {
+impl Record<'_> {
+    /// The row this record becomes.
+    pub fn to_event(&self) -> AuditEvent {
+        let r = self;
+        AuditEvent {
             at: now_ms(),
             event: r.event.as_str().to_string(),
             user_id: r.user_id,
@@ -71,8 +73,13 @@ impl Core {
             user_agent: r.client.user_agent.clone(),
             outcome: if r.success { "success" } else { "failure" }.to_string(),
             reason: r.reason.map(str::to_string),
-        };
-        tracing::info!(
+        }
+    }
+}
+
+/// Logs an audit event (never secrets: no passwords or tokens are part of one).
+pub fn log_event(event: &AuditEvent) {
+    tracing::info!(
             target: "authd::audit",
             event = %event.event,
             outcome = %event.outcome,
@@ -80,7 +87,15 @@ impl Core {
             user_id = %event.user_id.map(|u| u.to_string()).unwrap_or_default(),
             ip = event.ip.as_deref().unwrap_or(""),
             "audit"
-        );
+    );
+}
+
+impl Core {
+    /// Stores and logs an audit event. A failure to store it is logged loudly but does not
+    /// undo the operation it describes.
+    pub async fn audit(&self, r: Record<'_>) {
+        let event = r.to_event();
+        log_event(&event);
         if let Err(e) = self.db(move |s| s.record_audit(&event)).await {
             tracing::error!(error = %e, "could not store an audit event");
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::audit::{Event, Record};
+use super::audit::{log_event, Event, Record};
 use super::users::{NewUserInput, Users};
 use super::Core;
 use crate::crypto::jwt::{AccessTokens, VerifyError};
@@ -16,6 +16,33 @@ use crate::domain::time::{duration_ms, now_ms, Millis};
 use crate::domain::{validate, ClientInfo, RotateOutcome, Rotation, Session, User};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store::NewSession;
+
+/// The audit record of a rotation's outcome (stored in the rotation's own transaction).
+fn refresh_record<'a>(outcome: &RotateOutcome, client: &'a ClientInfo) -> Record<'a> {
+    let (event, user_id, reason) = match outcome {
+        RotateOutcome::Rotated {
+            user_id, disabled, ..
+        } => (
+            Event::Refresh,
+            Some(*user_id),
+            disabled.then_some("disabled"),
+        ),
+        RotateOutcome::Unknown => (Event::Refresh, None, Some("unknown")),
+        RotateOutcome::Expired { user_id, .. } => (Event::Refresh, Some(*user_id), Some("expired")),
+        RotateOutcome::Revoked { user_id, .. } => (Event::Refresh, Some(*user_id), Some("revoked")),
+        RotateOutcome::Reused { user_id, .. } => {
+            (Event::RefreshReuse, Some(*user_id), Some("reuse"))
+        }
+    };
+    Record {
+        event,
+        user_id,
+        email: None,
+        client,
+        success: reason.is_none(),
+        reason,
+    }
+}
 
 /// A freshly issued token pair.
 #[derive(Debug, Clone)]
@@ -377,49 +404,35 @@ impl Sessions {
             expires_at: now + duration_ms(self.core.settings.jwt.refresh_ttl),
             reuse_grace: duration_ms(self.core.settings.jwt.refresh_reuse_grace),
         };
-        match self
+        let audit_client = client.clone();
+        let outcome = self
             .core
-            .db(move |s| s.rotate_refresh_token(&rotation))
-            .await?
-        {
+            .db(move |s| {
+                s.rotate_refresh_token(&rotation, &|o| refresh_record(o, &audit_client).to_event())
+            })
+            .await?;
+        log_event(&refresh_record(&outcome, client).to_event());
+        match outcome {
             RotateOutcome::Rotated {
                 user_id,
                 session_id,
+                role,
+                disabled,
             } => {
-                let user = self.users.get(user_id).await?;
-                let Some(user) = user else {
-                    return Err(AppError::TokenInvalid);
-                };
-                if user.disabled {
+                if disabled {
                     return Err(AppError::AccountDisabled);
                 }
-                self.audit_refresh(Event::Refresh, Some(user_id), client, None)
-                    .await;
-                Ok(self.tokens(user_id, session_id, user.role.as_str(), new_token, now))
+                Ok(self.tokens(user_id, session_id, role.as_str(), new_token, now))
             }
-            RotateOutcome::Unknown => {
-                self.audit_refresh(Event::Refresh, None, client, Some("unknown"))
-                    .await;
-                Err(AppError::TokenInvalid)
-            }
-            RotateOutcome::Expired { user_id, .. } => {
-                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("expired"))
-                    .await;
-                Err(AppError::TokenExpired)
-            }
-            RotateOutcome::Revoked { user_id, .. } => {
-                self.audit_refresh(Event::Refresh, Some(user_id), client, Some("revoked"))
-                    .await;
-                Err(AppError::TokenRevoked)
-            }
+            RotateOutcome::Unknown => Err(AppError::TokenInvalid),
+            RotateOutcome::Expired { .. } => Err(AppError::TokenExpired),
+            RotateOutcome::Revoked { .. } => Err(AppError::TokenRevoked),
             RotateOutcome::Reused {
                 user_id,
                 session_id,
             } => {
                 self.core.metrics.reuse_detected.inc();
                 tracing::warn!(%user_id, %session_id, "refresh token reuse detected; session revoked");
-                self.audit_refresh(Event::RefreshReuse, Some(user_id), client, Some("reuse"))
-                    .await;
                 Err(AppError::TokenRevoked)
             }
         }

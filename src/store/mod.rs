@@ -64,8 +64,13 @@ pub trait Store: Send + Sync + 'static {
     /// Creates a session with its first refresh token, atomically.
     fn create_session(&self, new: &NewSession) -> StoreResult<()>;
     /// Rotates a refresh token atomically (see `RotateOutcome`); on reuse outside the grace
-    /// period, revokes the whole session in the same transaction.
-    fn rotate_refresh_token(&self, rotation: &Rotation) -> StoreResult<RotateOutcome>;
+    /// period, revokes the whole session in the same transaction. The audit row `audit`
+    /// makes of the outcome is stored in that transaction too.
+    fn rotate_refresh_token(
+        &self,
+        rotation: &Rotation,
+        audit: &dyn Fn(&RotateOutcome) -> AuditEvent,
+    ) -> StoreResult<RotateOutcome>;
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// A session together with its user, in one lookup (authenticating an access token).
     fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>>;

@@ -123,7 +123,7 @@ proptest! {
         let now = now_secs();
         let (token, claims) = tokens.sign(&sub, &sid, &role, now);
         let verified = tokens.verify(&token, now).unwrap();
-        prop_assert_eq!(&verified, &claims);
+        prop_assert_eq!(&*verified, &claims);
         prop_assert_eq!(&verified.sub, &sub);
         prop_assert_eq!(&verified.sid, &sid);
         prop_assert_eq!(&verified.role, &role);

@@ -14,8 +14,8 @@ use uuid::Uuid;
 use super::{NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, RotateOutcome,
-    Rotation, Session, User, UserCredentials,
+    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
+    RotateOutcome, Rotation, Session, User, UserCredentials,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
@@ -317,52 +317,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn rotate_refresh_token(&self, r: &Rotation) -> StoreResult<RotateOutcome> {
+    fn rotate_refresh_token(
+        &self,
+        r: &Rotation,
+        audit: &dyn Fn(&RotateOutcome) -> AuditEvent,
+    ) -> StoreResult<RotateOutcome> {
         self.write(|tx| {
-            let found = tx
-                .prepare_cached(
-                    "SELECT t.session_id, s.user_id, t.expires_at, t.rotated_at, s.revoked_at
-                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                     WHERE t.token_hash = ?1",
-                )?
-                .query_row([&r.presented_hash], |row| {
-                    Ok((
-                        uuid_col(row, 0)?,
-                        uuid_col(row, 1)?,
-                        row.get::<_, Millis>(2)?,
-                        row.get::<_, Option<Millis>>(3)?,
-                        row.get::<_, Option<Millis>>(4)?,
-                    ))
-                })
-                .optional()?;
-            let Some((session_id, user_id, expires_at, rotated_at, revoked_at)) = found else {
-                return Ok(RotateOutcome::Unknown);
-            };
-            if revoked_at.is_some() {
-                return Ok(RotateOutcome::Revoked { user_id, session_id });
-            }
-            if expires_at <= r.now {
-                return Ok(RotateOutcome::Expired { user_id, session_id });
-            }
-            match rotated_at {
-                Some(at) if r.now - at > r.reuse_grace || r.reuse_grace == 0 => {
-                    revoke_where(tx, "id = ?1", &session_id.to_string(), r.now, "reuse")?;
-                    return Ok(RotateOutcome::Reused { user_id, session_id });
-                }
-                Some(_) => {} // within the grace: issue another token, keep the first rotation time
-                None => {
-                    tx.prepare_cached(
-                        "UPDATE refresh_tokens SET rotated_at = ?2 WHERE token_hash = ?1",
-                    )?
-                    .execute(params![r.presented_hash, r.now])?;
-                }
-            }
-            insert_token(tx, &r.replacement_hash, session_id, r.now, r.expires_at)?;
-            tx.prepare_cached(
-                "UPDATE sessions SET last_used_at = ?2, expires_at = MAX(expires_at, ?3) WHERE id = ?1",
-            )?
-            .execute(params![session_id.to_string(), r.now, r.expires_at])?;
-            Ok(RotateOutcome::Rotated { user_id, session_id })
+            let outcome = rotate(tx, r)?;
+            insert_audit(tx, &audit(&outcome))?;
+            Ok(outcome)
         })
     }
 
@@ -501,23 +464,7 @@ impl Store for SqliteStore {
     }
 
     fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        self.write(|tx| {
-            tx.prepare_cached(
-                "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                e.at,
-                e.event,
-                e.user_id.map(|u| u.to_string()),
-                e.email,
-                e.ip,
-                e.user_agent,
-                e.outcome,
-                e.reason
-            ])
-            .map(|_| ())
-        })
+        self.write(|tx| insert_audit(tx, e))
     }
 
     fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
@@ -606,6 +553,97 @@ impl Store for SqliteStore {
                 .map(|_| ())
         })
     }
+}
+
+/// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction.
+fn rotate(tx: &rusqlite::Transaction<'_>, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
+    let found = tx
+        .prepare_cached(
+            "SELECT t.session_id, s.user_id, t.expires_at, t.rotated_at, s.revoked_at,
+                    u.role, u.disabled
+             FROM refresh_tokens t
+             JOIN sessions s ON s.id = t.session_id
+             JOIN users u ON u.id = s.user_id
+             WHERE t.token_hash = ?1",
+        )?
+        .query_row([&r.presented_hash], |row| {
+            let role: String = row.get(5)?;
+            Ok((
+                uuid_col(row, 0)?,
+                uuid_col(row, 1)?,
+                row.get::<_, Millis>(2)?,
+                row.get::<_, Option<Millis>>(3)?,
+                row.get::<_, Option<Millis>>(4)?,
+                role.parse::<Role>().map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        5,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?,
+                row.get::<_, i64>(6)? != 0,
+            ))
+        })
+        .optional()?;
+    let Some((session_id, user_id, expires_at, rotated_at, revoked_at, role, disabled)) = found
+    else {
+        return Ok(RotateOutcome::Unknown);
+    };
+    if revoked_at.is_some() {
+        return Ok(RotateOutcome::Revoked {
+            user_id,
+            session_id,
+        });
+    }
+    if expires_at <= r.now {
+        return Ok(RotateOutcome::Expired {
+            user_id,
+            session_id,
+        });
+    }
+    match rotated_at {
+        Some(at) if r.now - at > r.reuse_grace || r.reuse_grace == 0 => {
+            revoke_where(tx, "id = ?1", &session_id.to_string(), r.now, "reuse")?;
+            return Ok(RotateOutcome::Reused {
+                user_id,
+                session_id,
+            });
+        }
+        Some(_) => {} // within the grace: issue another token, keep the first rotation time
+        None => {
+            tx.prepare_cached("UPDATE refresh_tokens SET rotated_at = ?2 WHERE token_hash = ?1")?
+                .execute(params![r.presented_hash, r.now])?;
+        }
+    }
+    insert_token(tx, &r.replacement_hash, session_id, r.now, r.expires_at)?;
+    tx.prepare_cached(
+        "UPDATE sessions SET last_used_at = ?2, expires_at = MAX(expires_at, ?3) WHERE id = ?1",
+    )?
+    .execute(params![session_id.to_string(), r.now, r.expires_at])?;
+    Ok(RotateOutcome::Rotated {
+        user_id,
+        session_id,
+        role,
+        disabled,
+    })
+}
+
+fn insert_audit(tx: &rusqlite::Transaction<'_>, e: &AuditEvent) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        e.at,
+        e.event,
+        e.user_id.map(|u| u.to_string()),
+        e.email,
+        e.ip,
+        e.user_agent,
+        e.outcome,
+        e.reason
+    ])
+    .map(|_| ())
 }
 
 fn insert_token(
