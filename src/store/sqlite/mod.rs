@@ -437,7 +437,9 @@ impl Store for SqliteStore {
     }
 
     fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts> {
-        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE expires_at < ?1 OR rotated_at < ?1
+        // A session's newest token expires with it; older ones were rotated away (or, within
+        // a reuse grace, go with their session).
+        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE rotated_at < ?1
              OR session_id IN (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
         const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
         const STALE_FAILURES: &str =
@@ -475,7 +477,7 @@ impl Store for SqliteStore {
                  WHERE (?1 IS NULL OR email = ?1 OR user_id = ?5)
                    AND (?2 IS NULL OR event = ?2)
                    AND (?3 IS NULL OR at >= ?3)
-                 ORDER BY at DESC, id DESC
+                 ORDER BY id DESC
                  LIMIT ?4",
             )?
             .query_map(
