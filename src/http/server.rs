@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use http::header::{
     HeaderName, HeaderValue, ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
     ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_EXPOSE_HEADERS,
-    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, CACHE_CONTROL, ORIGIN, SERVER,
+    ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_METHOD, ALLOW, CACHE_CONTROL, ORIGIN, SERVER,
     STRICT_TRANSPORT_SECURITY, VARY,
 };
 use http::{Method, Request, StatusCode};
@@ -127,6 +127,16 @@ fn route_label(path: &str) -> &'static str {
         .map(|(_, template)| *template)
         .find(|template| matches_template(template, path))
         .unwrap_or("unmatched")
+}
+
+/// The methods `path` answers, for the `Allow` header of a 405 (RFC 9110 section 15.5.6).
+fn allowed_methods(path: &str) -> Option<String> {
+    let methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|(_, template)| matches_template(template, path))
+        .map(|(method, _)| *method)
+        .collect();
+    (!methods.is_empty()).then(|| methods.join(", "))
 }
 
 /// Whether `path` fits `template`, where a `{param}` segment matches one non-empty segment.
@@ -248,6 +258,11 @@ fn decorate(
     request_id: &str,
     origin: Option<&str>,
 ) {
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED {
+        if let Some(v) = allowed_methods(path).and_then(|m| HeaderValue::from_str(&m).ok()) {
+            resp.headers_mut().insert(ALLOW, v);
+        }
+    }
     let h = resp.headers_mut();
     let fixed: [(HeaderName, &'static str); 6] = [
         (HeaderName::from_static("x-content-type-options"), "nosniff"),

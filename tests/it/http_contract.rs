@@ -128,23 +128,26 @@ fn unknown_paths_are_json_404() {
 }
 
 #[test]
-fn wrong_method_on_known_path_is_json_405() {
+fn wrong_method_on_known_path_is_json_405_with_allow() {
     let s = TestServer::start();
     let cases = [
-        send(s.get("/api/auth/login")),
-        send(s.get("/api/auth/register")),
-        send(s.get("/api/auth/refresh")),
-        send(s.delete("/api/auth/profile")),
-        send(s.post("/api/auth/profile")),
-        send(s.post("/api/auth/sessions")),
-        send(s.post("/healthz")),
-        send(s.delete("/healthz")),
-        send(s.post("/metrics")),
-        send(s.post("/.well-known/jwks.json")),
-        send(s.client.put(s.url("/api/auth/login"))),
+        (send(s.get("/api/auth/login")), "POST"),
+        (send(s.get("/api/auth/register")), "POST"),
+        (send(s.get("/api/auth/refresh")), "POST"),
+        (send(s.delete("/api/auth/profile")), "GET"),
+        (send(s.post("/api/auth/profile")), "GET"),
+        (send(s.post("/api/auth/sessions")), "GET"),
+        (send(s.get("/api/auth/sessions/abc")), "DELETE"),
+        (send(s.post("/healthz")), "GET"),
+        (send(s.delete("/healthz")), "GET"),
+        (send(s.post("/metrics")), "GET"),
+        (send(s.post("/.well-known/jwks.json")), "GET"),
+        (send(s.client.put(s.url("/api/auth/login"))), "POST"),
     ];
-    for r in cases {
+    for (r, allow) in cases {
         r.assert_error(405, "METHOD_NOT_ALLOWED");
+        // RFC 9110: a 405 names the methods the resource does answer.
+        assert_eq!(r.header("allow"), Some(allow), "Allow of {}", r.text);
     }
 }
 
