@@ -733,14 +733,14 @@ fn raw_rotations(
         let now = now_ms();
         // The same transaction the server runs: the rotation and its audit row.
         let outcome = store.rotate_refresh_token(
-            &Rotation {
+            Rotation {
                 presented_hash: refresh::hash(&tokens[slot]),
                 replacement_hash,
                 now,
                 expires_at: now + ttl,
                 reuse_grace: 0,
             },
-            &|_| AuditEvent {
+            Box::new(move |_| AuditEvent {
                 at: now,
                 event: "refresh".into(),
                 user_id: None,
@@ -749,7 +749,7 @@ fn raw_rotations(
                 user_agent: Some("authd-bench".into()),
                 outcome: "success".into(),
                 reason: None,
-            },
+            }),
         )?;
         ensure!(
             matches!(outcome, RotateOutcome::Rotated { .. }),

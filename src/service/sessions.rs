@@ -408,7 +408,10 @@ impl Sessions {
         let outcome = self
             .core
             .db(move |s| {
-                s.rotate_refresh_token(&rotation, &|o| refresh_record(o, &audit_client).to_event())
+                s.rotate_refresh_token(
+                    rotation,
+                    Box::new(move |o| refresh_record(o, &audit_client).to_event()),
+                )
             })
             .await?;
         log_event(&refresh_record(&outcome, client).to_event());

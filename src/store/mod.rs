@@ -15,7 +15,7 @@ use crate::domain::{
 };
 
 /// Errors every backend converts its driver's errors into, at its own boundary.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// Busy, locked, full, read-only or unreachable: the caller should retry later (503).
     #[error("database unavailable: {0}")]
@@ -32,6 +32,9 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Makes the audit row of a rotation from its outcome (run inside the rotation's transaction).
+pub type AuditOf = Box<dyn FnOnce(&RotateOutcome) -> AuditEvent + Send>;
 
 /// A session to create together with its first refresh token.
 #[derive(Debug, Clone)]
@@ -68,8 +71,8 @@ pub trait Store: Send + Sync + 'static {
     /// makes of the outcome is stored in that transaction too.
     fn rotate_refresh_token(
         &self,
-        rotation: &Rotation,
-        audit: &dyn Fn(&RotateOutcome) -> AuditEvent,
+        rotation: Rotation,
+        audit: AuditOf,
     ) -> StoreResult<RotateOutcome>;
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// A session together with its user, in one lookup (authenticating an access token).

@@ -1,17 +1,19 @@
 //! Store layer: the SQLite implementation of `Store` (rusqlite + r2d2), WAL mode,
 //! `BEGIN IMMEDIATE` for every read-then-write, migrations embedded with refinery.
 
+mod checkpoint;
 mod migrations;
+mod writer;
 
 use std::path::Path;
 use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::{NewSession, Store, StoreError, StoreOptions, StoreResult};
+use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::time::Millis;
 use crate::domain::{
     AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -20,14 +22,29 @@ use crate::domain::{
 
 type Conn = PooledConnection<SqliteConnectionManager>;
 
-/// SQLite behind an r2d2 pool. Every connection is set up the same way (see `setup`).
+/// SQLite behind an r2d2 pool for reads, and one dedicated connection for writes. Every
+/// connection is set up the same way (see `setup`).
+///
+/// SQLite admits one writer at a time, and a connection that finds the write lock taken
+/// polls for it, sleeping between tries (its busy handler). Writers of this process therefore
+/// queue in `writer` instead, which commits them in groups (see `writer.rs`); only the group's
+/// leader meets other processes' writers, through `busy_timeout`.
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
+    writer: writer::Writer,
 }
+
+/// Prepared statements kept per connection (rusqlite's default, 16, is fewer than the
+/// statements authd uses, and an evicted statement is compiled again on its next use).
+const STATEMENT_CACHE: usize = 64;
+
+/// The writer connection's page cache (SQLite's default is 2 MiB per connection).
+const WRITER_CACHE_KIB: u32 = 16 * 1024;
 
 /// Connection setup in one place: WAL, foreign keys, busy timeout on every pooled connection.
 fn setup(conn: &mut Connection, busy_timeout: Duration) -> rusqlite::Result<()> {
     conn.busy_timeout(busy_timeout)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA foreign_keys = ON;
@@ -59,7 +76,15 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         setup(&mut probe, busy)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
-        drop(probe);
+        probe.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // The writer touches every table and index; its pages stay cached between writes.
+        probe
+            .execute_batch(&format!("PRAGMA cache_size = -{WRITER_CACHE_KIB};"))
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
+        let checkpointer = Connection::open(path)
+            .and_then(|mut c| setup(&mut c, busy).map(|()| c))
+            .ok()
+            .and_then(|c| checkpoint::Checkpointer::start(c).ok());
         let manager = SqliteConnectionManager::file(path).with_init(move |c| setup(c, busy));
         let pool = Pool::builder()
             .max_size(options.pool_size)
@@ -68,7 +93,10 @@ impl SqliteStore {
             .connection_timeout(busy + Duration::from_secs(5))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            writer: writer::Writer::new(probe, busy, checkpointer),
+        })
     }
 
     fn conn(&self) -> StoreResult<Conn> {
@@ -77,19 +105,15 @@ impl SqliteStore {
             .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 
-    /// Runs `f` in a `BEGIN IMMEDIATE` transaction: the write lock is taken up front, so a
-    /// read-then-write can never be interleaved with another writer.
-    fn write<T>(
-        &self,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
-    ) -> StoreResult<T> {
-        let mut conn = self.conn()?;
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(map_err)?;
-        let out = f(&tx).map_err(map_err)?;
-        tx.commit().map_err(map_err)?;
-        Ok(out)
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction on the writer connection (shared with
+    /// other writes that queued meanwhile, each in its own savepoint): the write lock is taken
+    /// up front, so a read-then-write can never be interleaved with another writer.
+    fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.writer.write(f)
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> StoreResult<T> {
@@ -229,14 +253,13 @@ impl Store for SqliteStore {
     }
 
     fn close(&self) {
-        if let Ok(conn) = self.conn() {
-            // Folds the WAL back into the main file so the database is one file at rest.
-            let _ = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
-        }
+        self.writer.close();
     }
 
     fn insert_user(&self, u: &NewUser) -> StoreResult<User> {
-        self.write(|tx| {
+        let row = u.clone();
+        self.write(move |tx| {
+            let u = &row;
             tx.execute(
                 "INSERT INTO users (id, email, name, role, password_hash, created_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -285,7 +308,7 @@ impl Store for SqliteStore {
     }
 
     fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>> {
-        self.write(|tx| {
+        self.write(move |tx| {
             tx.prepare_cached(&format!(
                 "UPDATE users SET last_login_at = ?2 WHERE id = ?1 RETURNING {USER_COLS}"
             ))?
@@ -295,9 +318,9 @@ impl Store for SqliteStore {
     }
 
     fn create_session(&self, new: &NewSession) -> StoreResult<()> {
-        let s = &new.session;
-        let t = &new.token;
-        self.write(|tx| {
+        let new = new.clone();
+        self.write(move |tx| {
+            let (s, t) = (&new.session, &new.token);
             tx.prepare_cached(
                 "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at,
                                        user_agent, ip, device_info)
@@ -317,13 +340,9 @@ impl Store for SqliteStore {
         })
     }
 
-    fn rotate_refresh_token(
-        &self,
-        r: &Rotation,
-        audit: &dyn Fn(&RotateOutcome) -> AuditEvent,
-    ) -> StoreResult<RotateOutcome> {
-        self.write(|tx| {
-            let outcome = rotate(tx, r)?;
+    fn rotate_refresh_token(&self, r: Rotation, audit: AuditOf) -> StoreResult<RotateOutcome> {
+        self.write(move |tx| {
+            let outcome = rotate(tx, &r)?;
             insert_audit(tx, &audit(&outcome))?;
             Ok(outcome)
         })
@@ -402,7 +421,8 @@ impl Store for SqliteStore {
         now: Millis,
         reason: &str,
     ) -> StoreResult<bool> {
-        self.write(|tx| {
+        let reason = reason.to_owned();
+        self.write(move |tx| {
             let n = tx
                 .prepare_cached(
                     "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?4
@@ -419,11 +439,13 @@ impl Store for SqliteStore {
     }
 
     fn revoke_user_sessions(&self, user_id: Uuid, now: Millis, reason: &str) -> StoreResult<usize> {
-        self.write(|tx| revoke_where(tx, "user_id = ?1", &user_id.to_string(), now, reason))
+        let reason = reason.to_owned();
+        self.write(move |tx| revoke_where(tx, "user_id = ?1", &user_id.to_string(), now, &reason))
     }
 
     fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize> {
-        self.write(|tx| revoke_where(tx, "?1 = ?1", "", now, reason))
+        let reason = reason.to_owned();
+        self.write(move |tx| revoke_where(tx, "?1 = ?1", "", now, &reason))
     }
 
     fn count_live_sessions(&self, now: Millis) -> StoreResult<u64> {
@@ -444,7 +466,7 @@ impl Store for SqliteStore {
         const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
         const STALE_FAILURES: &str =
             "FROM login_failures WHERE window_start < ?1 AND (locked_until IS NULL OR locked_until < ?2)";
-        self.write(|tx| {
+        self.write(move |tx| {
             let count = |what: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
                 tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| {
                     r.get::<_, i64>(0)
@@ -466,7 +488,8 @@ impl Store for SqliteStore {
     }
 
     fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
-        self.write(|tx| insert_audit(tx, e))
+        let e = e.clone();
+        self.write(move |tx| insert_audit(tx, &e))
     }
 
     fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
@@ -526,7 +549,9 @@ impl Store for SqliteStore {
             Some((t, until)) => (Some(t), Some(until)),
             None => (None, None),
         };
-        self.write(|tx| {
+        let key = key.to_owned();
+        self.write(move |tx| {
+            let key = key.as_str();
             tx.prepare_cached(
                 "INSERT INTO login_failures (key, count, window_start, locked_until)
                  VALUES (?1, 1, ?2, NULL)
@@ -549,7 +574,8 @@ impl Store for SqliteStore {
     }
 
     fn clear_failures(&self, key: &str) -> StoreResult<()> {
-        self.write(|tx| {
+        let key = key.to_owned();
+        self.write(move |tx| {
             tx.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?
                 .execute([key])
                 .map(|_| ())
@@ -558,7 +584,7 @@ impl Store for SqliteStore {
 }
 
 /// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction.
-fn rotate(tx: &rusqlite::Transaction<'_>, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
+fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
     let found = tx
         .prepare_cached(
             "SELECT t.session_id, s.user_id, t.expires_at, t.rotated_at, s.revoked_at,
@@ -630,7 +656,7 @@ fn rotate(tx: &rusqlite::Transaction<'_>, r: &Rotation) -> rusqlite::Result<Rota
     })
 }
 
-fn insert_audit(tx: &rusqlite::Transaction<'_>, e: &AuditEvent) -> rusqlite::Result<()> {
+fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -649,7 +675,7 @@ fn insert_audit(tx: &rusqlite::Transaction<'_>, e: &AuditEvent) -> rusqlite::Res
 }
 
 fn insert_token(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     hash: &str,
     session_id: Uuid,
     created_at: Millis,
@@ -670,7 +696,7 @@ fn insert_token(
 
 /// Revokes the live sessions matching `filter` (which binds `?1`); returns how many.
 fn revoke_where(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &Connection,
     filter: &str,
     arg: &str,
     now: Millis,
