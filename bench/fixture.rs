@@ -150,18 +150,18 @@ impl Fixture {
                      VALUES (?1, ?2, ?3, ?3, ?4, 'authd-bench', '127.0.0.1')",
                 )?;
                 let mut tokens = tx.prepare(
-                    "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+                    "INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at)
                      VALUES (?1, ?2, ?3, ?4)",
                 )?;
                 for j in done..done + n {
                     let email = format!("bench{}@bench.example", self.users + j);
                     let user_id = Uuid::new_v4();
                     let session_id = Uuid::new_v4();
-                    let (token, hash) = self.refresh.issue();
+                    let (token, hash) = self.refresh.issue(session_id);
                     let (uid, sid) = (user_id.to_string(), session_id.to_string());
                     users.execute(params![uid, email, password_hash, now])?;
                     sessions.execute(params![sid, uid, now, expires])?;
-                    tokens.execute(params![hash, sid, now, expires])?;
+                    tokens.execute(params![sid, hash, now, expires])?;
                     if j % stride == 0 && kept.len() < keep {
                         kept.push(Seeded {
                             email,

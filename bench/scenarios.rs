@@ -729,11 +729,13 @@ fn raw_rotations(
             break;
         }
         let slot = (i % tokens.len() as u64) as usize;
-        let (next, replacement_hash) = fx.refresh.issue();
+        let session = chains[slot].session_id;
+        let (next, replacement_hash) = fx.refresh.issue(session);
         let now = now_ms();
         // The same transaction the server runs: the rotation and its audit row.
         let outcome = store.rotate_refresh_token(
             Rotation {
+                presented_session: session,
                 presented_hash: refresh::hash(&tokens[slot]),
                 replacement_hash,
                 now,

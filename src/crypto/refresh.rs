@@ -1,10 +1,14 @@
-//! Crypto layer: refresh tokens. A token is 256 random bits plus an HMAC-SHA256 tag made
-//! with the refresh key (never the access key); only its SHA-256 hash is stored.
+//! Crypto layer: refresh tokens. A token is `<body>.<tag>`: the body is 32 bytes, the
+//! session's id (16 bytes, itself random) followed by 128 random bits; the tag is the body's
+//! HMAC-SHA256 with the refresh key (never the access key). Only its SHA-256 hash is stored.
+//! The session id lets the store find the token beside its session's other tokens; it is a
+//! hint, not trusted: the store matches the hash too.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -26,26 +30,43 @@ impl RefreshTokens {
         mac
     }
 
-    /// A new token and the hash to store for it.
-    pub fn issue(&self) -> (String, String) {
-        let body = B64.encode(rand::random::<[u8; 32]>());
+    /// A new token for `session` and the hash to store for it.
+    pub fn issue(&self, session: Uuid) -> (String, String) {
+        let mut raw = [0u8; 32];
+        raw[..16].copy_from_slice(session.as_bytes());
+        raw[16..].copy_from_slice(&rand::random::<[u8; 16]>());
+        let body = B64.encode(raw);
         let tag = B64.encode(self.tag(&body).finalize().into_bytes());
         let token = format!("{body}.{tag}");
         let hash = hash(&token);
         (token, hash)
     }
 
-    /// The stored hash of `token` if its tag is ours; `None` for anything else.
-    pub fn check(&self, token: &str) -> Option<String> {
+    /// The session `token` names and its stored hash, if its tag is ours; `None` for
+    /// anything else. (Tokens issued before migration V4 name no session: their first 16
+    /// bytes are random, and the store finds them by hash.)
+    pub fn check(&self, token: &str) -> Option<Checked> {
         let (body, tag) = token.split_once('.')?;
         if body.len() != PART_LEN || tag.len() != PART_LEN {
             return None;
         }
         let tag = B64.decode(tag).ok()?;
-        B64.decode(body).ok()?;
+        let raw = B64.decode(body).ok()?;
         self.tag(body).verify_slice(&tag).ok()?;
-        Some(hash(token))
+        Some(Checked {
+            session: Uuid::from_slice(raw.get(..16)?).ok()?,
+            hash: hash(token),
+        })
     }
+}
+
+/// A refresh token whose tag verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The session the token names (a lookup hint; see `check`).
+    pub session: Uuid,
+    /// What the store keeps for it.
+    pub hash: String,
 }
 
 /// Hex SHA-256 of a token: what the store keeps.
@@ -61,8 +82,18 @@ mod tests {
     #[test]
     fn issued_tokens_check_and_others_do_not() {
         let tokens = RefreshTokens::new(vec![7; 32]);
-        let (t, h) = tokens.issue();
-        assert_eq!(tokens.check(&t), Some(h.clone()));
+        let session = Uuid::new_v4();
+        let (t, h) = tokens.issue(session);
+        assert_eq!(
+            tokens.check(&t),
+            Some(Checked {
+                session,
+                hash: h.clone()
+            })
+        );
+        let (again, other_hash) = tokens.issue(session);
+        assert_ne!(again, t, "128 random bits per token");
+        assert_ne!(other_hash, h);
         assert_eq!(h.len(), 64);
         assert!(!h.contains(&t));
         let other = RefreshTokens::new(vec![8; 32]);

@@ -102,6 +102,9 @@ pub struct NewRefreshToken {
 /// A rotation request: present `presented_hash`, get `replacement` stored if allowed.
 #[derive(Debug, Clone)]
 pub struct Rotation {
+    /// The session the presented token names (a hint: tokens issued before migration V4
+    /// name none and are found by hash).
+    pub presented_session: Uuid,
     pub presented_hash: String,
     pub replacement_hash: String,
     pub now: Millis,

@@ -318,7 +318,7 @@ impl Sessions {
     ) -> AppResult<IssuedTokens> {
         let now = now_ms();
         let session_id = Uuid::new_v4();
-        let (refresh_token, hash) = self.refresh.issue();
+        let (refresh_token, hash) = self.refresh.issue(session_id);
         let expires_at = now + duration_ms(self.core.settings.jwt.refresh_ttl);
         let new = NewSession {
             session: Session {
@@ -390,15 +390,18 @@ impl Sessions {
 
     async fn rotate(&self, token: Option<String>, client: &ClientInfo) -> AppResult<IssuedTokens> {
         let token = token.ok_or(AppError::TokenMissing)?;
-        let Some(presented_hash) = self.refresh.check(&token) else {
+        let Some(presented) = self.refresh.check(&token) else {
             self.audit_refresh(Event::Refresh, None, client, Some("invalid"))
                 .await;
             return Err(AppError::TokenInvalid);
         };
         let now = now_ms();
-        let (new_token, replacement_hash) = self.refresh.issue();
+        // The next token names the same session as the presented one (for a token issued
+        // before migration V4, the same stale prefix; the store keeps such chains by hash).
+        let (new_token, replacement_hash) = self.refresh.issue(presented.session);
         let rotation = Rotation {
-            presented_hash,
+            presented_session: presented.session,
+            presented_hash: presented.hash,
             replacement_hash,
             now,
             expires_at: now + duration_ms(self.core.settings.jwt.refresh_ttl),
@@ -463,12 +466,12 @@ impl Sessions {
     /// Revokes the session a refresh token belongs to. Idempotent for known tokens.
     pub async fn logout(&self, token: Option<String>, client: &ClientInfo) -> AppResult<()> {
         let token = token.ok_or(AppError::TokenMissing)?;
-        let hash = self.refresh.check(&token).ok_or(AppError::TokenInvalid)?;
+        let presented = self.refresh.check(&token).ok_or(AppError::TokenInvalid)?;
         let now = now_ms();
         let session = self
             .core
             .db(move |s| {
-                let Some(session) = s.session_by_token(&hash)? else {
+                let Some(session) = s.session_by_token(presented.session, &presented.hash)? else {
                     return Ok(None);
                 };
                 s.revoke_session(session.user_id, session.id, now, "logout")?;

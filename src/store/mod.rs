@@ -77,8 +77,13 @@ pub trait Store: Send + Sync + 'static {
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// A session together with its user, in one lookup (authenticating an access token).
     fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>>;
-    /// The session a refresh token (by hash) belongs to, in any state.
-    fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>>;
+    /// The session a refresh token belongs to, in any state: looked up by the session the
+    /// token names and its hash (by hash alone for tokens issued before migration V4).
+    fn session_by_token(
+        &self,
+        session_hint: Uuid,
+        token_hash: &str,
+    ) -> StoreResult<Option<Session>>;
     /// Live (unrevoked, unexpired) sessions of a user, newest first.
     fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>>;
     /// Revokes one live session of a user; false if there was none.

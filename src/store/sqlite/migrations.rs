@@ -114,3 +114,13 @@ pub(super) fn check(conn: &mut Connection) -> StoreResult<()> {
     }
     Ok(())
 }
+
+/// Applies the migrations up to `version` only: a database as an older authd left it.
+#[cfg(test)]
+pub(super) fn apply_up_to(conn: &mut Connection, version: i32) -> StoreResult<()> {
+    runner()
+        .set_target(refinery::Target::Version(version))
+        .run(conn)
+        .map(|_| ())
+        .map_err(map_err)
+}

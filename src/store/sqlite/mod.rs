@@ -16,8 +16,8 @@ use uuid::Uuid;
 use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
-    RotateOutcome, Rotation, Session, User, UserCredentials,
+    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
+    NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
@@ -336,7 +336,7 @@ impl Store for SqliteStore {
                 s.ip,
                 s.device_info
             ])?;
-            insert_token(tx, &t.hash, t.session_id, t.created_at, t.expires_at)
+            insert_token(tx, t, false)
         })
     }
 
@@ -391,13 +391,19 @@ impl Store for SqliteStore {
         })
     }
 
-    fn session_by_token(&self, token_hash: &str) -> StoreResult<Option<Session>> {
+    fn session_by_token(
+        &self,
+        session_hint: Uuid,
+        token_hash: &str,
+    ) -> StoreResult<Option<Session>> {
         self.read(|c| {
+            let Some(found) = find_token(c, session_hint, token_hash)? else {
+                return Ok(None);
+            };
             c.prepare_cached(&format!(
-                "SELECT {SESSION_COLS} FROM sessions
-                 WHERE id = (SELECT session_id FROM refresh_tokens WHERE token_hash = ?1)"
+                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
             ))?
-            .query_row([token_hash], session_row)
+            .query_row([found.session_id.to_string()], session_row)
             .optional()
         })
     }
@@ -584,32 +590,74 @@ impl Store for SqliteStore {
 }
 
 /// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction.
+/// A stored refresh token, found for a rotation or a logout.
+struct FoundToken {
+    session_id: Uuid,
+    expires_at: Millis,
+    rotated_at: Option<Millis>,
+    /// Issued before migration V4 (or rotated from such a token): found by hash alone.
+    legacy: bool,
+}
+
+/// The token with `hash` in the session `session_hint` names, or, failing that, the legacy
+/// token with that hash (see migration V4).
+fn find_token(
+    c: &Connection,
+    session_hint: Uuid,
+    hash: &str,
+) -> rusqlite::Result<Option<FoundToken>> {
+    let row = |r: &Row<'_>| {
+        Ok(FoundToken {
+            session_id: uuid_col(r, 0)?,
+            expires_at: r.get(1)?,
+            rotated_at: r.get(2)?,
+            legacy: r.get::<_, Option<i64>>(3)?.is_some_and(|l| l != 0),
+        })
+    };
+    let keyed = c
+        .prepare_cached(
+            "SELECT session_id, expires_at, rotated_at, legacy FROM refresh_tokens
+             WHERE session_id = ?1 AND token_hash = ?2",
+        )?
+        .query_row(params![session_hint.to_string(), hash], row)
+        .optional()?;
+    if keyed.is_some() {
+        return Ok(keyed);
+    }
+    c.prepare_cached(
+        "SELECT session_id, expires_at, rotated_at, legacy FROM refresh_tokens
+         WHERE token_hash = ?1 AND legacy = 1",
+    )?
+    .query_row([hash], row)
+    .optional()
+}
+
 fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
+    let Some(token) = find_token(tx, r.presented_session, &r.presented_hash)? else {
+        return Ok(RotateOutcome::Unknown);
+    };
     let found = tx
         .prepare_cached(
-            "SELECT t.session_id, s.user_id, t.expires_at, t.rotated_at, s.revoked_at,
-                    u.role, u.disabled
-             FROM refresh_tokens t
-             JOIN sessions s ON s.id = t.session_id
-             JOIN users u ON u.id = s.user_id
-             WHERE t.token_hash = ?1",
+            "SELECT s.user_id, s.revoked_at, u.role, u.disabled
+             FROM sessions s JOIN users u ON u.id = s.user_id
+             WHERE s.id = ?1",
         )?
-        .query_row([&r.presented_hash], |row| {
-            let role: String = row.get(5)?;
+        .query_row([token.session_id.to_string()], |row| {
+            let role: String = row.get(2)?;
             Ok((
+                token.session_id,
                 uuid_col(row, 0)?,
-                uuid_col(row, 1)?,
-                row.get::<_, Millis>(2)?,
-                row.get::<_, Option<Millis>>(3)?,
-                row.get::<_, Option<Millis>>(4)?,
+                token.expires_at,
+                token.rotated_at,
+                row.get::<_, Option<Millis>>(1)?,
                 role.parse::<Role>().map_err(|e| {
                     rusqlite::Error::FromSqlConversionFailure(
-                        5,
+                        2,
                         rusqlite::types::Type::Text,
                         e.into(),
                     )
                 })?,
-                row.get::<_, i64>(6)? != 0,
+                row.get::<_, i64>(3)? != 0,
             ))
         })
         .optional()?;
@@ -639,11 +687,21 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
         }
         Some(_) => {} // within the grace: issue another token, keep the first rotation time
         None => {
-            tx.prepare_cached("UPDATE refresh_tokens SET rotated_at = ?2 WHERE token_hash = ?1")?
-                .execute(params![r.presented_hash, r.now])?;
+            tx.prepare_cached(
+                "UPDATE refresh_tokens SET rotated_at = ?3 WHERE session_id = ?1 AND token_hash = ?2",
+            )?
+            .execute(params![session_id.to_string(), r.presented_hash, r.now])?;
         }
     }
-    insert_token(tx, &r.replacement_hash, session_id, r.now, r.expires_at)?;
+    // The replacement names the same session as the presented token: a legacy chain stays
+    // findable by hash.
+    let new = NewRefreshToken {
+        hash: r.replacement_hash.clone(),
+        session_id,
+        created_at: r.now,
+        expires_at: r.expires_at,
+    };
+    insert_token(tx, &new, token.legacy)?;
     tx.prepare_cached(
         "UPDATE sessions SET last_used_at = ?2, expires_at = MAX(expires_at, ?3) WHERE id = ?1",
     )?
@@ -674,24 +732,19 @@ fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     .map(|_| ())
 }
 
-fn insert_token(
-    tx: &Connection,
-    hash: &str,
-    session_id: Uuid,
-    created_at: Millis,
-    expires_at: Millis,
-) -> rusqlite::Result<()> {
+fn insert_token(tx: &Connection, t: &NewRefreshToken, legacy: bool) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at, legacy)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
-        hash,
-        session_id.to_string(),
-        created_at,
-        expires_at
-    ])
-    .map(|_| ())
+        t.session_id.to_string(),
+        t.hash,
+        t.created_at,
+        t.expires_at,
+        legacy.then_some(1)
+    ])?;
+    Ok(())
 }
 
 /// Revokes the live sessions matching `filter` (which binds `?1`); returns how many.
@@ -709,4 +762,182 @@ fn revoke_where(
         ),
         params![arg, now, reason],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::refresh::{self, RefreshTokens};
+
+    fn rotation(
+        presented_session: Uuid,
+        presented: &str,
+        replacement: &str,
+        now: Millis,
+    ) -> Rotation {
+        Rotation {
+            presented_session,
+            presented_hash: refresh::hash(presented),
+            replacement_hash: refresh::hash(replacement),
+            now,
+            expires_at: now + 3_600_000,
+            reuse_grace: 0,
+        }
+    }
+
+    fn audit() -> AuditOf {
+        Box::new(|_| AuditEvent {
+            at: 0,
+            event: "refresh".into(),
+            user_id: None,
+            email: None,
+            ip: None,
+            user_agent: None,
+            outcome: "success".into(),
+            reason: None,
+        })
+    }
+
+    /// Tokens issued before migration V4 carry no session id: after the upgrade they still
+    /// rotate (so do their successors), log out, and are caught when reused.
+    #[test]
+    fn tokens_issued_before_v4_keep_working_after_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authd.db");
+        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
+        // An authd before V4: the token's body is random, its row keyed by hash.
+        let keys = RefreshTokens::new(vec![9; 32]);
+        let legacy_token = {
+            let (token, _) = keys.issue(Uuid::new_v4());
+            token
+        };
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            migrations::apply_up_to(&mut conn, 3).unwrap();
+            conn.execute_batch(&format!(
+                "INSERT INTO users (id, email, role, password_hash, created_at)
+                     VALUES ('{user}', 'old@example.com', 'user', 'x', 0);
+                 INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at)
+                     VALUES ('{session}', '{user}', 0, 0, 9999999999999);
+                 INSERT INTO refresh_tokens (token_hash, session_id, created_at, expires_at)
+                     VALUES ('{}', '{session}', 0, 9999999999999);",
+                refresh::hash(&legacy_token)
+            ))
+            .unwrap();
+        }
+        let store = SqliteStore::open(
+            path.to_str().unwrap(),
+            &StoreOptions {
+                pool_size: 2,
+                busy_timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        let applied = store.migrate().unwrap();
+        assert_eq!(applied.last().map(|m| m.version), Some(4));
+
+        // What the service does: the hint is whatever the token's first 16 bytes are.
+        let hint = keys.check(&legacy_token).unwrap().session;
+        assert_ne!(hint, session);
+        let (second, _) = keys.issue(hint);
+        let outcome = store
+            .rotate_refresh_token(rotation(hint, &legacy_token, &second, 1_000), audit())
+            .unwrap();
+        assert!(
+            matches!(outcome, RotateOutcome::Rotated { session_id, .. } if session_id == session),
+            "{outcome:?}"
+        );
+        // Its successor carries the same stale hint, and is found all the same.
+        let (third, _) = keys.issue(hint);
+        let outcome = store
+            .rotate_refresh_token(rotation(hint, &second, &third, 2_000), audit())
+            .unwrap();
+        assert!(
+            matches!(outcome, RotateOutcome::Rotated { .. }),
+            "{outcome:?}"
+        );
+        let found = store
+            .session_by_token(hint, &refresh::hash(&third))
+            .unwrap()
+            .map(|s| s.id);
+        assert_eq!(found, Some(session));
+        // The first token again: reuse, and the session is revoked.
+        let (fourth, _) = keys.issue(hint);
+        let outcome = store
+            .rotate_refresh_token(rotation(hint, &legacy_token, &fourth, 3_000), audit())
+            .unwrap();
+        assert!(
+            matches!(outcome, RotateOutcome::Reused { .. }),
+            "{outcome:?}"
+        );
+        assert!(store
+            .session(session)
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some());
+    }
+
+    /// A token of one session never rotates as another session's, whatever its hint says.
+    #[test]
+    fn a_hint_naming_another_session_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authd.db");
+        let store = SqliteStore::open(
+            path.to_str().unwrap(),
+            &StoreOptions {
+                pool_size: 2,
+                busy_timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        store.migrate().unwrap();
+        let keys = RefreshTokens::new(vec![9; 32]);
+        let user = store
+            .insert_user(&NewUser {
+                id: Uuid::new_v4(),
+                email: "new@example.com".into(),
+                name: None,
+                role: Role::User,
+                password_hash: "x".into(),
+                created_at: 0,
+            })
+            .unwrap();
+        let session = Uuid::new_v4();
+        let (token, hash) = keys.issue(session);
+        store
+            .create_session(&NewSession {
+                session: Session {
+                    id: session,
+                    user_id: user.id,
+                    created_at: 0,
+                    last_used_at: 0,
+                    expires_at: 9_999_999_999_999,
+                    revoked_at: None,
+                    user_agent: None,
+                    ip: None,
+                    device_info: None,
+                },
+                token: NewRefreshToken {
+                    hash,
+                    session_id: session,
+                    created_at: 0,
+                    expires_at: 9_999_999_999_999,
+                },
+            })
+            .unwrap();
+        let (next, _) = keys.issue(session);
+        let wrong = Uuid::new_v4();
+        let outcome = store
+            .rotate_refresh_token(rotation(wrong, &token, &next, 1_000), audit())
+            .unwrap();
+        assert_eq!(outcome, RotateOutcome::Unknown);
+        let outcome = store
+            .rotate_refresh_token(rotation(session, &token, &next, 1_000), audit())
+            .unwrap();
+        assert!(
+            matches!(outcome, RotateOutcome::Rotated { .. }),
+            "{outcome:?}"
+        );
+    }
 }
