@@ -17,13 +17,24 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
     let core = app::open_core(settings, Schema::AsIs).await?;
     if args.status {
         let rows = core.db(|s| s.migration_status()).await?;
-        for m in rows {
-            match m.applied_on {
-                Some(at) => println!("applied  V{}__{}  {at}", m.version, m.name),
-                None => println!("pending  V{}__{}", m.version, m.name),
+        let mut refused = None;
+        for m in &rows {
+            match (&m.applied_on, &m.problem) {
+                (Some(at), None) => println!("applied  V{}__{}  {at}", m.version, m.name),
+                (Some(at), Some(problem)) => {
+                    println!("applied  V{}__{}  {at}  ({problem})", m.version, m.name);
+                    refused.get_or_insert(format!("V{}__{}: {problem}", m.version, m.name));
+                }
+                (None, _) => println!("pending  V{}__{}", m.version, m.name),
             }
         }
-        return Ok(());
+        // Listed, but the other commands would refuse this database: say so, and exit 1.
+        return match refused {
+            Some(why) => Err(CliError(format!(
+                "this authd refuses the database: migration {why}"
+            ))),
+            None => Ok(()),
+        };
     }
     let applied = core.db(|s| s.migrate()).await?;
     if applied.is_empty() {

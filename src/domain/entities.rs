@@ -187,6 +187,9 @@ pub struct MigrationEntry {
     pub name: String,
     /// When it was applied (RFC 3339), or `None` if pending.
     pub applied_on: Option<String>,
+    /// Why the database would be refused because of this applied migration: unknown to this
+    /// binary (the database is newer), or edited since it was applied.
+    pub problem: Option<String>,
 }
 
 /// Who a request comes from, as recorded on sessions and audit events.

@@ -929,6 +929,19 @@ fn a_database_newer_than_the_binary_is_refused() {
     let migrate = run(authd(dir.path()).arg("migrate"), None);
     let line = migrate.error_line();
     assert!(line.to_lowercase().contains("newer"), "{line}");
+    // --status still lists everything, marks the stranger, and exits 1.
+    let status = run(authd(dir.path()).args(["migrate", "--status"]), None);
+    let line = status.error_line();
+    assert!(
+        line.contains("from_the_future") && line.contains("newer"),
+        "{line}"
+    );
+    let listed = &status.stdout;
+    assert!(listed.contains("initial_schema"), "{listed}");
+    assert!(
+        listed.contains("from_the_future") && listed.contains("newer"),
+        "{listed}"
+    );
     let serve = run(
         authd(dir.path())
             .arg("serve")

@@ -57,6 +57,7 @@ fn entry(m: &refinery::Migration) -> MigrationEntry {
             t.format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default()
         }),
+        problem: None,
     }
 }
 
@@ -82,8 +83,23 @@ fn applied(runner: &Runner, conn: &mut Connection) -> StoreResult<Vec<refinery::
 pub(super) fn status(conn: &mut Connection) -> StoreResult<Vec<MigrationEntry>> {
     let runner = runner();
     let applied = applied(&runner, conn)?;
-    let mut rows: Vec<MigrationEntry> = applied.iter().map(entry).collect();
-    for m in runner.get_migrations() {
+    let known = runner.get_migrations();
+    let mut rows: Vec<MigrationEntry> = applied
+        .iter()
+        .map(|a| MigrationEntry {
+            problem: match known.iter().find(|k| k.version() == a.version()) {
+                None => {
+                    Some("unknown to this authd: the database is newer than this binary".into())
+                }
+                Some(k) if k.checksum() != a.checksum() => {
+                    Some("edited after it was applied (checksum mismatch)".into())
+                }
+                Some(_) => None,
+            },
+            ..entry(a)
+        })
+        .collect();
+    for m in known {
         if !applied.iter().any(|a| a.version() == m.version()) {
             rows.push(entry(m));
         }
