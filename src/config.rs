@@ -327,9 +327,10 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Reads `.env` from the working directory into the environment, then the environment.
+    /// Reads `.env` from the working directory (only there: never a parent's) into the
+    /// environment, then the environment. Variables already set win over the file.
     pub fn from_process(config_file: Option<PathBuf>) -> Result<Self, ConfigError> {
-        match dotenvy::dotenv() {
+        match dotenvy::from_path(".env") {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
             Err(e) => return Err(ConfigError(vec![format!(".env: {e}")])),

@@ -446,6 +446,21 @@ fn layers_merge_key_by_key() {
 }
 
 #[test]
+fn only_the_working_directorys_dot_env_is_read() {
+    let parent = tempfile::tempdir().unwrap();
+    std::fs::write(
+        parent.path().join(".env"),
+        "AUTHD_DATABASE__URL=sqlite://from-parent.db\n",
+    )
+    .unwrap();
+    let p = parent.path().join("work");
+    std::fs::create_dir(&p).unwrap();
+    run(authd(&p).arg("migrate"), None).ok();
+    assert!(!parent.path().join("work/from-parent.db").exists());
+    assert!(p.join("data/authd.db").exists(), "the default database");
+}
+
+#[test]
 fn dot_env_is_read_and_real_environment_wins_over_it() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
