@@ -100,6 +100,16 @@ impl From<config::ConfigError> for CliError {
 }
 
 /// Loads the configuration, sets up logging, and runs the command.
+/// The blocking pool's size: 16 threads per core. Its work is short (SQLite statements;
+/// bcrypt is bounded separately, to one verification per core), so a pool smaller than the
+/// number of requests in flight keeps its threads busy taking the next task instead of
+/// each request waking a sleeping thread: tokio's default of 512 threads cost a quarter of
+/// the server's CPU in context switches under load (docs/PERFORMANCE.md).
+fn blocking_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    16 * cores
+}
+
 pub fn run(cli: Cli) -> Result<(), CliError> {
     // Commands that need no configuration.
     let cli = match cli.command {
@@ -120,6 +130,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(blocking_threads())
         .build()
         .map_err(|e| CliError(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async move {
