@@ -785,6 +785,27 @@ mod tests {
         }
     }
 
+    /// Rotates `from` into `to` as the service would, with `hint` as the presented session.
+    fn rotate_as(
+        store: &SqliteStore,
+        hint: Uuid,
+        from: &str,
+        to: &str,
+        now: Millis,
+    ) -> RotateOutcome {
+        store
+            .rotate_refresh_token(rotation(hint, from, to, now), audit())
+            .unwrap()
+    }
+
+    fn open(path: &Path) -> SqliteStore {
+        let options = StoreOptions {
+            pool_size: 2,
+            busy_timeout: Duration::from_secs(5),
+        };
+        SqliteStore::open(path.to_str().unwrap(), &options).unwrap()
+    }
+
     fn audit() -> AuditOf {
         Box::new(|_| AuditEvent {
             at: 0,
@@ -825,14 +846,7 @@ mod tests {
             ))
             .unwrap();
         }
-        let store = SqliteStore::open(
-            path.to_str().unwrap(),
-            &StoreOptions {
-                pool_size: 2,
-                busy_timeout: Duration::from_secs(5),
-            },
-        )
-        .unwrap();
+        let store = open(&path);
         let applied = store.migrate().unwrap();
         assert_eq!(applied.last().map(|m| m.version), Some(4));
 
@@ -840,18 +854,14 @@ mod tests {
         let hint = keys.check(&legacy_token).unwrap().session;
         assert_ne!(hint, session);
         let (second, _) = keys.issue(hint);
-        let outcome = store
-            .rotate_refresh_token(rotation(hint, &legacy_token, &second, 1_000), audit())
-            .unwrap();
+        let outcome = rotate_as(&store, hint, &legacy_token, &second, 1_000);
         assert!(
             matches!(outcome, RotateOutcome::Rotated { session_id, .. } if session_id == session),
             "{outcome:?}"
         );
         // Its successor carries the same stale hint, and is found all the same.
         let (third, _) = keys.issue(hint);
-        let outcome = store
-            .rotate_refresh_token(rotation(hint, &second, &third, 2_000), audit())
-            .unwrap();
+        let outcome = rotate_as(&store, hint, &second, &third, 2_000);
         assert!(
             matches!(outcome, RotateOutcome::Rotated { .. }),
             "{outcome:?}"
@@ -863,9 +873,7 @@ mod tests {
         assert_eq!(found, Some(session));
         // The first token again: reuse, and the session is revoked.
         let (fourth, _) = keys.issue(hint);
-        let outcome = store
-            .rotate_refresh_token(rotation(hint, &legacy_token, &fourth, 3_000), audit())
-            .unwrap();
+        let outcome = rotate_as(&store, hint, &legacy_token, &fourth, 3_000);
         assert!(
             matches!(outcome, RotateOutcome::Reused { .. }),
             "{outcome:?}"
@@ -883,14 +891,7 @@ mod tests {
     fn a_hint_naming_another_session_finds_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("authd.db");
-        let store = SqliteStore::open(
-            path.to_str().unwrap(),
-            &StoreOptions {
-                pool_size: 2,
-                busy_timeout: Duration::from_secs(5),
-            },
-        )
-        .unwrap();
+        let store = open(&path);
         store.migrate().unwrap();
         let keys = RefreshTokens::new(vec![9; 32]);
         let user = store
@@ -928,13 +929,9 @@ mod tests {
             .unwrap();
         let (next, _) = keys.issue(session);
         let wrong = Uuid::new_v4();
-        let outcome = store
-            .rotate_refresh_token(rotation(wrong, &token, &next, 1_000), audit())
-            .unwrap();
+        let outcome = rotate_as(&store, wrong, &token, &next, 1_000);
         assert_eq!(outcome, RotateOutcome::Unknown);
-        let outcome = store
-            .rotate_refresh_token(rotation(session, &token, &next, 1_000), audit())
-            .unwrap();
+        let outcome = rotate_as(&store, session, &token, &next, 1_000);
         assert!(
             matches!(outcome, RotateOutcome::Rotated { .. }),
             "{outcome:?}"
