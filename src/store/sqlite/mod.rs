@@ -172,37 +172,51 @@ fn map_err(e: rusqlite::Error) -> StoreError {
     StoreError::Other(e.to_string())
 }
 
-fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
+/// A TEXT column parsed into `T` (a UUID, a role); a bad value is a conversion error.
+fn parsed_col<T>(row: &Row<'_>, idx: usize) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let s: String = row.get(idx)?;
-    Uuid::parse_str(&s).map_err(|e| {
-        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
+    parse_text(idx, &s)
+}
+
+fn parse_text<T>(idx: usize, s: &str) -> rusqlite::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    s.parse().map_err(|e: T::Err| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
     })
+}
+
+fn uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
+    parsed_col(row, idx)
 }
 
 fn opt_uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Uuid>> {
     let s: Option<String> = row.get(idx)?;
-    s.map(|s| {
-        Uuid::parse_str(&s).map_err(|e| {
-            rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, Box::new(e))
-        })
-    })
-    .transpose()
+    s.map(|s| parse_text(idx, &s)).transpose()
 }
 
 const USER_COLS: &str = "id, email, name, role, disabled, created_at, last_login_at";
 
 fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
-    let role: String = row.get(3)?;
+    user_at(row, 0)
+}
+
+/// A user from the `USER_COLS` columns starting at column `at`.
+fn user_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
     Ok(User {
-        id: uuid_col(row, 0)?,
-        email: row.get(1)?,
-        name: row.get(2)?,
-        role: role.parse().map_err(|e: String| {
-            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
-        })?,
-        disabled: row.get::<_, i64>(4)? != 0,
-        created_at: row.get(5)?,
-        last_login_at: row.get(6)?,
+        id: uuid_col(row, at)?,
+        email: row.get(at + 1)?,
+        name: row.get(at + 2)?,
+        role: parsed_col(row, at + 3)?,
+        disabled: row.get::<_, i64>(at + 4)? != 0,
+        created_at: row.get(at + 5)?,
+        last_login_at: row.get(at + 6)?,
     })
 }
 
@@ -369,22 +383,7 @@ impl Store for SqliteStore {
             )?
             .query_row([id.to_string()], |r| {
                 let session = session_row(r)?;
-                let role: String = r.get(12)?;
-                let user = User {
-                    id: uuid_col(r, 9)?,
-                    email: r.get(10)?,
-                    name: r.get(11)?,
-                    role: role.parse().map_err(|e: String| {
-                        rusqlite::Error::FromSqlConversionFailure(
-                            12,
-                            rusqlite::types::Type::Text,
-                            e.into(),
-                        )
-                    })?,
-                    disabled: r.get::<_, i64>(13)? != 0,
-                    created_at: r.get(14)?,
-                    last_login_at: r.get(15)?,
-                };
+                let user = user_at(r, 9)?;
                 Ok((session, user))
             })
             .optional()
@@ -643,20 +642,13 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
              WHERE s.id = ?1",
         )?
         .query_row([token.session_id.to_string()], |row| {
-            let role: String = row.get(2)?;
             Ok((
                 token.session_id,
                 uuid_col(row, 0)?,
                 token.expires_at,
                 token.rotated_at,
                 row.get::<_, Option<Millis>>(1)?,
-                role.parse::<Role>().map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        2,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })?,
+                parsed_col::<Role>(row, 2)?,
                 row.get::<_, i64>(3)? != 0,
             ))
         })
