@@ -76,14 +76,7 @@ impl Fixture {
             env_vars: env.clone(),
         })?;
         let keys = authd::crypto::keys::load_or_generate(&settings.jwt)?;
-        let jwt = &settings.jwt;
-        let access = AccessTokens::new(
-            &keys.access,
-            &jwt.issuer,
-            &jwt.audience,
-            jwt.access_ttl,
-            jwt.leeway,
-        );
+        let access = AccessTokens::configured(&keys.access, &settings.jwt);
         let store = authd::store::open(
             &settings.database.url,
             &StoreOptions {

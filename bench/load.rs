@@ -249,13 +249,7 @@ async fn drive(
     window: Window,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .context("connect timed out")??;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(conn);
+    let (mut sender, driver) = connect(addr).await?;
     let host = addr.to_string();
     let result = async {
         for _ in 0..MAX_REQUESTS_PER_CONNECTION {
@@ -301,6 +295,23 @@ async fn drive(
     result
 }
 
+/// One keep-alive HTTP/1.1 connection to `addr` (`TCP_NODELAY`): its sender, and the task
+/// driving it (abort it when done).
+async fn connect(
+    addr: SocketAddr,
+) -> anyhow::Result<(
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+)> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
+        .await
+        .context("connect timed out")??;
+    stream.set_nodelay(true)?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    Ok((sender, tokio::spawn(conn)))
+}
+
 /// Sends `requests` one after another on one keep-alive connection; returns each answer's
 /// status, body and latency.
 pub async fn sequential(
@@ -311,13 +322,7 @@ pub async fn sequential(
         addr.ip().is_loopback(),
         "the load generator only targets loopback"
     );
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(addr))
-        .await
-        .context("connect timed out")??;
-    stream.set_nodelay(true)?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
-    let driver = tokio::spawn(conn);
+    let (mut sender, driver) = connect(addr).await?;
     let mut answers = Vec::with_capacity(requests.len());
     for req in requests {
         let sent = Instant::now();

@@ -67,6 +67,11 @@ pub struct AccessTokens {
 }
 
 impl AccessTokens {
+    /// The access tokens `jwt` configures (issuer, audience, lifetime, leeway), with `key`.
+    pub fn configured(key: &AccessKeyMaterial, jwt: &crate::config::JwtSettings) -> Self {
+        Self::new(key, &jwt.issuer, &jwt.audience, jwt.access_ttl, jwt.leeway)
+    }
+
     pub fn new(
         key: &AccessKeyMaterial,
         issuer: &str,

@@ -88,14 +88,7 @@ fn secs(ms: Millis) -> u64 {
 
 impl Sessions {
     pub fn new(core: Arc<Core>, keys: KeySet) -> Self {
-        let jwt = &core.settings.jwt;
-        let access = AccessTokens::new(
-            &keys.access,
-            &jwt.issuer,
-            &jwt.audience,
-            jwt.access_ttl,
-            jwt.leeway,
-        );
+        let access = AccessTokens::configured(&keys.access, &core.settings.jwt);
         Sessions {
             users: Users::new(core.clone()),
             access: Arc::new(access),
