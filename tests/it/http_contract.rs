@@ -83,12 +83,7 @@ fn success_envelopes_carry_data() {
     let reg = s.post_json("/api/auth/register", body.clone());
     assert_success(&reg, 201);
     let user = &reg.body["data"]["user"];
-    let keys: BTreeSet<&str> = user
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = keys_of(user);
     assert_eq!(
         keys,
         BTreeSet::from(["id", "email", "name", "role", "createdAt", "lastLoginAt"])
@@ -757,10 +752,7 @@ fn unknown_email_and_wrong_password_are_indistinguishable() {
     assert_eq!(unknown.status, wrong.status);
     assert_eq!(unknown.body, wrong.body);
     assert_eq!(unknown.text.len(), wrong.text.len());
-    let names = |r: &Resp| -> BTreeSet<String> {
-        r.headers.keys().map(|k| k.as_str().to_string()).collect()
-    };
-    assert_eq!(names(&unknown), names(&wrong));
+    assert_eq!(unknown.header_names(), wrong.header_names());
     for (name, value) in unknown.headers.iter() {
         if name == "x-request-id" || name == "date" {
             continue;

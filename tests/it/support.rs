@@ -2,6 +2,7 @@
 //! file in a temp dir; `Resp` and the request helpers drive it over real HTTP.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -197,6 +198,14 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// The names of the response's headers.
+    pub fn header_names(&self) -> BTreeSet<String> {
+        self.headers
+            .keys()
+            .map(|k| k.as_str().to_string())
+            .collect()
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -403,4 +412,13 @@ pub fn detail_fields(r: &Resp) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The keys of a JSON object (panics on anything else).
+pub fn keys_of(v: &Value) -> BTreeSet<&str> {
+    v.as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect()
 }

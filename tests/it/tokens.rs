@@ -496,12 +496,7 @@ fn sessions_lists_live_sessions_and_marks_the_current_one() {
     ]
     .into();
     for item in &listed {
-        let keys: BTreeSet<&str> = item
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(String::as_str)
-            .collect();
+        let keys = keys_of(item);
         assert_eq!(keys, expected_keys, "{item}");
         for field in ["createdAt", "lastUsedAt", "expiresAt"] {
             let t = text(item, field);
@@ -589,12 +584,7 @@ fn access_token_claims_are_exactly_the_contract_set() {
     let data = &reg.body["data"];
     let access = text(data, "accessToken");
     let claims = jwt_part(&access, 1);
-    let keys: BTreeSet<&str> = claims
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let keys = keys_of(&claims);
     assert_eq!(
         keys,
         BTreeSet::from(["iss", "aud", "sub", "sid", "role", "iat", "exp", "jti"]),
@@ -692,13 +682,7 @@ fn jwks_publishes_one_ed25519_key_by_default() {
         .header("content-type")
         .unwrap_or("")
         .starts_with("application/json"));
-    let root: BTreeSet<&str> = r
-        .body
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
+    let root = keys_of(&r.body);
     assert_eq!(root, BTreeSet::from(["keys"]));
     let keys = r.body["keys"].as_array().unwrap();
     assert_eq!(keys.len(), 1, "{}", r.text);
