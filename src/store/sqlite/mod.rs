@@ -395,16 +395,7 @@ impl Store for SqliteStore {
         session_hint: Uuid,
         token_hash: &str,
     ) -> StoreResult<Option<Session>> {
-        self.read(|c| {
-            let Some(found) = find_token(c, session_hint, token_hash)? else {
-                return Ok(None);
-            };
-            c.prepare_cached(&format!(
-                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
-            ))?
-            .query_row([found.session_id.to_string()], session_row)
-            .optional()
-        })
+        self.read(|c| find_token(c, &SESSION_OF_TOKEN, session_hint, token_hash, session_row))
     }
 
     fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>> {
@@ -588,72 +579,107 @@ impl Store for SqliteStore {
     }
 }
 
-/// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction.
-/// A stored refresh token, found for a rotation or a logout.
-struct FoundToken {
+/// One way to find a presented refresh token: by the session it names and its hash, or,
+/// failing that, by hash alone among legacy tokens (see migration V4). Both statements
+/// select the same columns, joined with whatever the caller needs.
+struct TokenLookup {
+    keyed: &'static str,
+    legacy: &'static str,
+}
+
+/// A `TokenLookup` from one `SELECT ... FROM refresh_tokens t ...` (parameters: ?1 the
+/// session hint, ?2 the hash).
+macro_rules! token_lookup {
+    ($select:literal) => {
+        TokenLookup {
+            keyed: concat!($select, " WHERE t.session_id = ?1 AND t.token_hash = ?2"),
+            legacy: concat!(
+                $select,
+                " WHERE t.token_hash = ?2 AND t.legacy = 1"
+            ),
+        }
+    };
+}
+
+/// The session a token belongs to (logout).
+const SESSION_OF_TOKEN: TokenLookup = token_lookup!(
+    "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
+            s.user_agent, s.ip, s.device_info
+     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
+);
+
+/// Everything a rotation decides on, in one statement.
+const TOKEN_TO_ROTATE: TokenLookup = token_lookup!(
+    "SELECT t.session_id, t.expires_at, t.rotated_at, t.legacy,
+            s.user_id, s.revoked_at, u.role, u.disabled
+     FROM refresh_tokens t
+     JOIN sessions s ON s.id = t.session_id
+     JOIN users u ON u.id = s.user_id"
+);
+
+fn find_token<T>(
+    c: &Connection,
+    lookup: &TokenLookup,
+    session_hint: Uuid,
+    hash: &str,
+    row: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let hint = session_hint.to_string();
+    let keyed = c
+        .prepare_cached(lookup.keyed)?
+        .query_row(params![hint, hash], &row)
+        .optional()?;
+    if keyed.is_some() {
+        return Ok(keyed);
+    }
+    c.prepare_cached(lookup.legacy)?
+        .query_row(params![hint, hash], row)
+        .optional()
+}
+
+/// A presented token about to be rotated, with its session and user.
+struct ToRotate {
     session_id: Uuid,
     expires_at: Millis,
     rotated_at: Option<Millis>,
     /// Issued before migration V4 (or rotated from such a token): found by hash alone.
     legacy: bool,
+    user_id: Uuid,
+    revoked_at: Option<Millis>,
+    role: Role,
+    disabled: bool,
 }
 
-/// The token with `hash` in the session `session_hint` names, or, failing that, the legacy
-/// token with that hash (see migration V4).
-fn find_token(
-    c: &Connection,
-    session_hint: Uuid,
-    hash: &str,
-) -> rusqlite::Result<Option<FoundToken>> {
-    let row = |r: &Row<'_>| {
-        Ok(FoundToken {
-            session_id: uuid_col(r, 0)?,
-            expires_at: r.get(1)?,
-            rotated_at: r.get(2)?,
-            legacy: r.get::<_, Option<i64>>(3)?.is_some_and(|l| l != 0),
-        })
-    };
-    let keyed = c
-        .prepare_cached(
-            "SELECT session_id, expires_at, rotated_at, legacy FROM refresh_tokens
-             WHERE session_id = ?1 AND token_hash = ?2",
-        )?
-        .query_row(params![session_hint.to_string(), hash], row)
-        .optional()?;
-    if keyed.is_some() {
-        return Ok(keyed);
-    }
-    c.prepare_cached(
-        "SELECT session_id, expires_at, rotated_at, legacy FROM refresh_tokens
-         WHERE token_hash = ?1 AND legacy = 1",
-    )?
-    .query_row([hash], row)
-    .optional()
-}
-
+/// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction.
 fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
-    let Some(token) = find_token(tx, r.presented_session, &r.presented_hash)? else {
-        return Ok(RotateOutcome::Unknown);
-    };
-    let found = tx
-        .prepare_cached(
-            "SELECT s.user_id, s.revoked_at, u.role, u.disabled
-             FROM sessions s JOIN users u ON u.id = s.user_id
-             WHERE s.id = ?1",
-        )?
-        .query_row([token.session_id.to_string()], |row| {
-            Ok((
-                token.session_id,
-                uuid_col(row, 0)?,
-                token.expires_at,
-                token.rotated_at,
-                row.get::<_, Option<Millis>>(1)?,
-                parsed_col::<Role>(row, 2)?,
-                row.get::<_, i64>(3)? != 0,
-            ))
-        })
-        .optional()?;
-    let Some((session_id, user_id, expires_at, rotated_at, revoked_at, role, disabled)) = found
+    let found = find_token(
+        tx,
+        &TOKEN_TO_ROTATE,
+        r.presented_session,
+        &r.presented_hash,
+        |row| {
+            Ok(ToRotate {
+                session_id: uuid_col(row, 0)?,
+                expires_at: row.get(1)?,
+                rotated_at: row.get(2)?,
+                legacy: row.get::<_, Option<i64>>(3)?.is_some_and(|l| l != 0),
+                user_id: uuid_col(row, 4)?,
+                revoked_at: row.get(5)?,
+                role: parsed_col(row, 6)?,
+                disabled: row.get::<_, i64>(7)? != 0,
+            })
+        },
+    )?;
+    let Some(ToRotate {
+        session_id,
+        expires_at,
+        rotated_at,
+        legacy,
+        user_id,
+        revoked_at,
+        role,
+        disabled,
+    }) = found
     else {
         return Ok(RotateOutcome::Unknown);
     };
@@ -693,7 +719,7 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
         created_at: r.now,
         expires_at: r.expires_at,
     };
-    insert_token(tx, &new, token.legacy)?;
+    insert_token(tx, &new, legacy)?;
     tx.prepare_cached(
         "UPDATE sessions SET last_used_at = ?2, expires_at = MAX(expires_at, ?3) WHERE id = ?1",
     )?
