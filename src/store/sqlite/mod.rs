@@ -593,10 +593,7 @@ macro_rules! token_lookup {
     ($select:literal) => {
         TokenLookup {
             keyed: concat!($select, " WHERE t.session_id = ?1 AND t.token_hash = ?2"),
-            legacy: concat!(
-                $select,
-                " WHERE t.token_hash = ?2 AND t.legacy = 1"
-            ),
+            legacy: concat!($select, " WHERE t.token_hash = ?2 AND t.legacy = 1"),
         }
     };
 }
