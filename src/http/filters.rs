@@ -16,24 +16,29 @@ use crate::domain::ClientInfo;
 use crate::error::AppError;
 use crate::service::Principal;
 
-/// Set on every request by the server before routing.
-#[derive(Debug, Clone)]
+/// Set on every request by the server before routing (as an `Arc`, so each filter that reads
+/// the headers shares one copy of them).
+#[derive(Debug)]
 pub struct RequestMeta {
-    pub request_id: String,
     pub client_ip: IpAddr,
+    pub headers: HeaderMap,
+}
+
+/// The request's metadata; every route runs behind `server::serve`, which sets it.
+fn request() -> impl Filter<Extract = (Arc<RequestMeta>,), Error = Rejection> + Clone {
+    warp::ext::get::<Arc<RequestMeta>>()
 }
 
 /// The client's IP (proxy-aware, see `server::client_ip`) and User-Agent.
-pub fn client() -> impl Filter<Extract = (ClientInfo,), Error = std::convert::Infallible> + Clone {
-    warp::ext::optional::<RequestMeta>()
-        .and(warp::header::headers_cloned())
-        .map(|meta: Option<RequestMeta>, headers: HeaderMap| ClientInfo {
-            ip: meta.map(|m| m.client_ip.to_string()),
-            user_agent: headers
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect()),
-        })
+pub fn client() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clone {
+    request().map(|req: Arc<RequestMeta>| ClientInfo {
+        ip: Some(req.client_ip.to_string()),
+        user_agent: req
+            .headers
+            .get(USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect()),
+    })
 }
 
 /// The token of an `Authorization: Bearer <token>` header, if any.
@@ -49,10 +54,10 @@ fn bearer_token(headers: &HeaderMap) -> Option<String> {
 pub fn authenticated(
     state: HttpState,
 ) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
-    warp::header::headers_cloned().and_then(move |headers: HeaderMap| {
+    request().and_then(move |req: Arc<RequestMeta>| {
         let state = state.clone();
         async move {
-            let token = bearer_token(&headers);
+            let token = bearer_token(&req.headers);
             state
                 .sessions
                 .authenticate(token.as_deref())
@@ -65,9 +70,9 @@ pub fn authenticated(
 /// The refresh cookie's value, if the request carries one.
 pub fn refresh_cookie(
     name: Arc<str>,
-) -> impl Filter<Extract = (Option<String>,), Error = std::convert::Infallible> + Clone {
-    warp::header::headers_cloned().map(move |headers: HeaderMap| {
-        headers
+) -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
+    request().map(move |req: Arc<RequestMeta>| {
+        req.headers
             .get_all(COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
@@ -158,9 +163,10 @@ pub fn json_body<T: FromJson + Send + 'static>(
     limit: u64,
     allow_empty: bool,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
-    warp::header::headers_cloned()
+    request()
         .and(warp::body::stream())
-        .and_then(move |headers: HeaderMap, body| async move {
+        .and_then(move |req: Arc<RequestMeta>, body| async move {
+            let headers = &req.headers;
             let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
             let declared_empty = headers
                 .get(CONTENT_LENGTH)
@@ -170,7 +176,7 @@ pub fn json_body<T: FromJson + Send + 'static>(
             {
                 return Err(Rejection::from(AppError::UnsupportedMediaType));
             }
-            let bytes = read_body(&headers, Box::pin(body), limit).await?;
+            let bytes = read_body(headers, Box::pin(body), limit).await?;
             if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(T::from_json(&JsonObject::empty())?);
             }
@@ -186,10 +192,11 @@ pub fn json_body<T: FromJson + Send + 'static>(
 pub fn same_origin_or_allowed(
     state: HttpState,
 ) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    warp::header::headers_cloned()
-        .and_then(move |headers: HeaderMap| {
+    request()
+        .and_then(move |req: Arc<RequestMeta>| {
             let state = state.clone();
             async move {
+                let headers = &req.headers;
                 let Some(origin) = headers.get(ORIGIN) else {
                     return Ok(());
                 };

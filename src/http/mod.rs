@@ -48,9 +48,12 @@ pub const ROUTES: &[(&str, &str)] = &[
 /// The OpenAPI description of this API, served at `/openapi.yaml`.
 pub const OPENAPI_YAML: &str = include_str!("../../docs/openapi.yaml");
 
-/// Everything the handlers and filters need; cheap to clone.
+/// Everything the handlers and filters need; one shared allocation, so a clone per request
+/// is a single reference-count increment.
 #[derive(Clone)]
-pub struct HttpState {
+pub struct HttpState(Arc<Shared>);
+
+pub struct Shared {
     pub sessions: Sessions,
     pub admin: Admin,
     pub settings: Arc<Settings>,
@@ -75,16 +78,26 @@ impl HttpState {
                 .allow_burst(max);
             Arc::new(RateLimiter::keyed(quota))
         });
-        HttpState {
+        HttpState(Arc::new(Shared {
             cookie_name: Arc::from(settings.cookie.name.as_str()),
             sessions,
             admin,
             settings,
             metrics,
             limiter,
-        }
+        }))
     }
+}
 
+impl std::ops::Deref for HttpState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+impl Shared {
     pub fn origin_allowed(&self, origin: &str) -> bool {
         self.settings
             .server
@@ -230,16 +243,17 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         resp
     });
 
-    let api = register
+    // The hottest routes first: `or` tries each in turn.
+    let api = profile
+        .or(refresh)
+        .unify()
         .or(login)
         .unify()
-        .or(refresh)
+        .or(register)
         .unify()
         .or(logout)
         .unify()
         .or(logout_all)
-        .unify()
-        .or(profile)
         .unify()
         .or(list_sessions)
         .unify()

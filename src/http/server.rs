@@ -188,10 +188,11 @@ where
         } else if let Err(e) = spend_budget(state, &path, client_ip) {
             span.in_scope(|| reject::error_response(&e))
         } else {
-            req.extensions_mut().insert(RequestMeta {
-                request_id: request_id.clone(),
+            let meta = RequestMeta {
                 client_ip,
-            });
+                headers: req.headers().clone(),
+            };
+            req.extensions_mut().insert(std::sync::Arc::new(meta));
             match service.call(req).instrument(span.clone()).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
