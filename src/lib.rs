@@ -1,6 +1,7 @@
 //! authd: a self-hosted authentication server. The module tree; `app::App` builds the whole
 //! program from `Settings` (the CLI and the tests both use it).
 
+pub mod alloc;
 pub mod app;
 pub mod blocking;
 pub mod cli;
