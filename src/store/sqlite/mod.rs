@@ -800,6 +800,29 @@ mod tests {
         }
     }
 
+    /// `.cargo/config.toml` reached the bundled SQLite's build: no shared page cache behind a
+    /// global mutex, no allocation statistics.
+    #[test]
+    fn sqlite_is_built_with_the_projects_flags() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "{options:?}"
+        );
+        assert!(
+            options.iter().all(|o| o != "ENABLE_MEMORY_MANAGEMENT"),
+            "{options:?}"
+        );
+        assert!(options.iter().any(|o| o == "THREADSAFE=1"), "{options:?}");
+    }
+
     /// Rotates `from` into `to` as the service would, with `hint` as the presented session.
     fn rotate_as(
         store: &SqliteStore,
