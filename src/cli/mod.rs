@@ -99,7 +99,6 @@ impl From<config::ConfigError> for CliError {
     }
 }
 
-/// Loads the configuration, sets up logging, and runs the command.
 /// The blocking pool's size: 16 threads per core. Its work is short (SQLite statements;
 /// bcrypt is bounded separately, to one verification per core), so a pool smaller than the
 /// number of requests in flight keeps its threads busy taking the next task instead of
@@ -110,6 +109,7 @@ fn blocking_threads() -> usize {
     16 * cores
 }
 
+/// Loads the configuration, sets up logging, and runs the command.
 pub fn run(cli: Cli) -> Result<(), CliError> {
     // Commands that need no configuration.
     let cli = match cli.command {

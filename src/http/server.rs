@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{
@@ -192,7 +193,7 @@ where
                 client_ip,
                 headers: req.headers().clone(),
             };
-            req.extensions_mut().insert(std::sync::Arc::new(meta));
+            req.extensions_mut().insert(Arc::new(meta));
             match service.call(req).instrument(span.clone()).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
