@@ -1,0 +1,58 @@
+//! Store layer (PostgreSQL): the audit trail (append-only: no locks needed).
+
+use postgres::GenericClient;
+
+use super::PgResult;
+use crate::domain::{AuditEvent, AuditQuery};
+
+pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()> {
+    c.execute(
+        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &e.at,
+            &e.event,
+            &e.user_id,
+            &e.email,
+            &e.ip,
+            &e.user_agent,
+            &e.outcome,
+            &e.reason,
+        ],
+    )
+    .map(|_| ())
+}
+
+/// Newest first (ids are handed out in commit-ish order; ties in `at` keep insertion order).
+pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec<AuditEvent>> {
+    c.query(
+        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason
+         FROM audit_events
+         WHERE ($1::TEXT IS NULL OR email = $1 OR user_id = $5)
+           AND ($2::TEXT IS NULL OR event = $2)
+           AND ($3::BIGINT IS NULL OR at >= $3)
+         ORDER BY id DESC
+         LIMIT $4",
+        &[
+            &q.email,
+            &q.event,
+            &q.since,
+            &i64::from(q.limit),
+            &q.user_id,
+        ],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(AuditEvent {
+            at: r.try_get(0)?,
+            event: r.try_get(1)?,
+            user_id: r.try_get(2)?,
+            email: r.try_get(3)?,
+            ip: r.try_get(4)?,
+            user_agent: r.try_get(5)?,
+            outcome: r.try_get(6)?,
+            reason: r.try_get(7)?,
+        })
+    })
+    .collect()
+}
