@@ -8,6 +8,7 @@ mod completions;
 mod create_user;
 mod healthcheck;
 mod migrate;
+mod migrate_data;
 mod revoke_sessions;
 mod serve;
 
@@ -44,6 +45,8 @@ pub enum Command {
     Serve,
     /// Apply pending database migrations (embedded in the binary)
     Migrate(migrate::Args),
+    /// Copy a SQLite installation into a fresh PostgreSQL database (every table, one transaction)
+    MigrateData(migrate_data::Args),
     /// Create a user (prompts on a terminal; --password-stdin for scripts)
     CreateUser(create_user::Args),
     /// Revoke refresh sessions of one user or of everyone
@@ -137,6 +140,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         match cli.command {
             Command::Serve => serve::run(settings).await,
             Command::Migrate(args) => migrate::run(settings, args).await,
+            Command::MigrateData(args) => migrate_data::run(settings, args).await,
             Command::CreateUser(args) => create_user::run(settings, args).await,
             Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,
             Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,

@@ -5,6 +5,7 @@ pub(crate) mod migrations;
 pub mod postgres;
 pub(crate) mod rotation;
 pub mod sqlite;
+pub mod transfer;
 
 use std::sync::Arc;
 use std::time::Duration;

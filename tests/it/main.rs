@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test drives the real server (in-process, on an
 //! ephemeral loopback port, SQLite in a temp dir) over HTTP, or runs the built binary.
 
+mod proxy;
 mod services;
 mod support;
 
@@ -16,6 +17,8 @@ mod http_contract;
 mod jwt_attacks;
 mod limits;
 mod logs;
+mod migrate_data;
+mod multi_instance;
 mod openapi;
 mod process;
 mod props;
