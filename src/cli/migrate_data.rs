@@ -15,9 +15,10 @@ pub struct Args {
     #[arg(long, value_name = "URL")]
     pub from: String,
     /// The PostgreSQL database to fill, `postgres://USER[:PASSWORD]@HOST[:PORT]/DB`: migrated
-    /// here if needed, and refused unless it holds no data
+    /// here if needed, and refused unless it holds no data [default: database.url, so that a
+    /// password can stay in the configuration instead of the command line]
     #[arg(long, value_name = "URL")]
-    pub to: String,
+    pub to: Option<String>,
 }
 
 pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
@@ -25,7 +26,8 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         pool_size: 2,
         busy_timeout: settings.database.busy_timeout,
     };
-    let report = blocking(move || transfer::sqlite_to_postgres(&args.from, &args.to, &options))
+    let to = args.to.unwrap_or_else(|| settings.database.url.clone());
+    let report = blocking(move || transfer::sqlite_to_postgres(&args.from, &to, &options))
         .await?
         .map_err(|e| {
             CliError(match e {

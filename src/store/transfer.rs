@@ -61,7 +61,9 @@ pub fn sqlite_to_postgres(
         Some(("postgres" | "postgresql", _))
     ) {
         return Err(StoreError::Other(
-            "--to must be a postgres:// or postgresql:// URL".into(),
+            "--to (or database.url when --to is not given) must be a postgres:// or \
+             postgresql:// URL"
+                .into(),
         ));
     }
     if !Path::new(path).is_file() {

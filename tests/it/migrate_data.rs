@@ -155,11 +155,12 @@ fn migrate_data_moves_a_sqlite_installation_to_postgres_and_tokens_keep_working(
     assert!(stdout.contains("copied 1 row(s) into users"), "{stdout}");
     assert!(stdout.contains("copied 3 row(s) into sessions"), "{stdout}");
 
-    // Twice is refused: the target holds data now, and nothing changes.
+    // Twice is refused: the target holds data now, and nothing changes (without --to, the
+    // target is database.url).
     let again = authd(
         work.path(),
-        &[],
-        &["migrate-data", "--from", &sqlite_url, "--to", &db.url],
+        &[("AUTHD_DATABASE__URL", db.url.as_str())],
+        &["migrate-data", "--from", &sqlite_url],
     );
     assert_eq!(again.status.code(), Some(1), "{}", text(&again.stdout));
     let err = text(&again.stderr);

@@ -410,7 +410,7 @@ fn lockout_is_counted_across_instances() {
             .header("retry-after")
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("423 without Retry-After at {}: {:?}", at.name, r.headers));
-        assert!(secs >= 1 && secs <= 15 * 60, "Retry-After {secs}");
+        assert!((1..=15 * 60).contains(&secs), "Retry-After {secs}");
     }
 }
 
