@@ -245,3 +245,79 @@ fn migrate_data_refuses_wrong_urls_and_a_missing_source() {
         );
     }
 }
+
+/// One transaction: a value that cannot be converted (here a user id that is not a UUID,
+/// which SQLite accepts) fails the copy after other tables were already copied, and the
+/// target is left without a single copied row, so the same command succeeds once the source
+/// is fixed. A table the target lacks is refused by name.
+#[test]
+fn migrate_data_is_all_or_nothing() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authd.db");
+    let sqlite_url = format!("sqlite://{}", path.display());
+    let env = [
+        ("AUTHD_DATABASE__URL", sqlite_url.as_str()),
+        ("AUTHD_PASSWORD__BCRYPT_COST", "10"),
+    ];
+    let mut create = Command::new(authd_bin());
+    create
+        .args([
+            "create-user",
+            "--email",
+            "ok@example.com",
+            "--password-stdin",
+        ])
+        .current_dir(dir.path())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    let mut child = create.spawn().unwrap();
+    use std::io::Write;
+    writeln!(child.stdin.take().unwrap(), "{PASSWORD}").unwrap();
+    assert!(child.wait().unwrap().success());
+    let sqlite = rusqlite::Connection::open(&path).unwrap();
+    sqlite
+        .execute_batch(
+            "INSERT INTO users (id, email, role, password_hash, disabled, created_at)
+             VALUES ('not-a-uuid', 'bad@example.com', 'user', '$2b$10$x', 0, 1);",
+        )
+        .unwrap();
+    let copy = || {
+        authd(
+            dir.path(),
+            &[],
+            &["migrate-data", "--from", &sqlite_url, "--to", &db.url],
+        )
+    };
+    let pg_rows = |table: &str| -> i64 {
+        let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+        c.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .unwrap()
+            .get(0)
+    };
+
+    let out = copy();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("users") && err.contains("not a uuid"), "{err}");
+    // audit_events is copied before users, and rolled back with it.
+    assert_eq!(pg_rows("audit_events"), 0);
+    assert_eq!(pg_rows("users"), 0);
+
+    sqlite
+        .execute_batch("CREATE TABLE extra (x INTEGER); DELETE FROM users WHERE id = 'not-a-uuid';")
+        .unwrap();
+    let out = copy();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("extra"), "the unknown table is named: {err}");
+
+    sqlite.execute_batch("DROP TABLE extra;").unwrap();
+    let out = copy();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(pg_rows("users"), 1);
+    assert_eq!(pg_rows("audit_events"), 1);
+}
