@@ -97,6 +97,7 @@ conformance!(
     purge_deletes_what_the_dry_run_counts,
     audit_events_filter_and_come_newest_first,
     failures_count_restart_with_the_window_and_lock_out,
+    text_with_nul_bytes_is_recorded_not_refused,
     concurrent_rotations_of_one_token_give_exactly_one_success,
     concurrent_failures_are_all_counted_and_lock_out_exactly_at_the_threshold,
     concurrent_revocations_of_one_session_give_exactly_one_true,
@@ -554,6 +555,73 @@ fn failures_count_restart_with_the_window_and_lock_out(store: &dyn Store) {
     store.clear_failures(key).unwrap();
     assert!(store.failure_counter(key).unwrap().is_none());
     store.clear_failures(key).unwrap();
+}
+
+/// Hostile input carries NUL bytes; recording it (audit, client info, failed-login keys) never
+/// fails, and a lookup never truncates it into another value.
+fn text_with_nul_bytes_is_recorded_not_refused(store: &dyn Store) {
+    let user = new_user(store, "nul@example.com");
+    assert!(store.user_by_email("nul@example.com\0").unwrap().is_none());
+    assert!(store
+        .user_by_email("nul@example.com\0junk")
+        .unwrap()
+        .is_none());
+    let key = "email:nul@example.com\0";
+    assert_eq!(store.record_failure(key, 1_000, 0, None).unwrap().count, 1);
+    assert_eq!(store.record_failure(key, 1_000, 0, None).unwrap().count, 2);
+    assert_eq!(
+        store.failure_counter(key).unwrap().map(|c| c.count),
+        Some(2)
+    );
+    assert!(store
+        .failure_counter("email:nul@example.com")
+        .unwrap()
+        .is_none());
+    store.clear_failures(key).unwrap();
+    assert!(store.failure_counter(key).unwrap().is_none());
+    store
+        .record_audit(&AuditEvent {
+            at: 1_000,
+            event: "login".into(),
+            user_id: None,
+            email: Some("nul@example.com\0".into()),
+            ip: Some("192.0.2.1".into()),
+            user_agent: Some("ua\0x".into()),
+            outcome: "failure".into(),
+            reason: Some("invalid_credentials".into()),
+        })
+        .unwrap();
+    let found = store
+        .audit_events(&AuditQuery {
+            email: Some("nul@example.com\0".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let id = Uuid::new_v4();
+    store
+        .create_session(&NewSession {
+            session: Session {
+                id,
+                user_id: user,
+                created_at: 1_000,
+                last_used_at: 1_000,
+                expires_at: FAR,
+                revoked_at: None,
+                user_agent: Some("\0".into()),
+                ip: None,
+                device_info: Some("a\0b".into()),
+            },
+            token: NewRefreshToken {
+                hash: "h-nul".into(),
+                session_id: id,
+                created_at: 1_000,
+                expires_at: FAR,
+            },
+        })
+        .unwrap();
+    assert!(store.session(id).unwrap().is_some());
 }
 
 const THREADS: usize = 12;

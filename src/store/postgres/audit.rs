@@ -2,7 +2,7 @@
 
 use postgres::GenericClient;
 
-use super::PgResult;
+use super::{opt_text, text, PgResult};
 use crate::domain::{AuditEvent, AuditQuery};
 
 pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()> {
@@ -11,13 +11,13 @@ pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()>
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         &[
             &e.at,
-            &e.event,
+            &text(&e.event),
             &e.user_id,
-            &e.email,
-            &e.ip,
-            &e.user_agent,
-            &e.outcome,
-            &e.reason,
+            &opt_text(&e.email),
+            &opt_text(&e.ip),
+            &opt_text(&e.user_agent),
+            &text(&e.outcome),
+            &opt_text(&e.reason),
         ],
     )
     .map(|_| ())
@@ -34,8 +34,8 @@ pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec
          ORDER BY id DESC
          LIMIT $4",
         &[
-            &q.email,
-            &q.event,
+            &opt_text(&q.email),
+            &opt_text(&q.event),
             &q.since,
             &i64::from(q.limit),
             &q.user_id,

@@ -3,7 +3,7 @@
 
 use postgres::{GenericClient, Row, Transaction};
 
-use super::PgResult;
+use super::{text, PgResult};
 use crate::domain::time::Millis;
 use crate::domain::FailureCounter;
 
@@ -18,7 +18,7 @@ fn counter_row(row: &Row) -> PgResult<FailureCounter> {
 pub(super) fn counter(c: &mut impl GenericClient, key: &str) -> PgResult<Option<FailureCounter>> {
     c.query_opt(
         "SELECT count, window_start, locked_until FROM login_failures WHERE key = $1",
-        &[&key],
+        &[&text(key)],
     )?
     .map(|r| counter_row(&r))
     .transpose()
@@ -43,7 +43,7 @@ pub(super) fn record_failure(
            window_start = CASE WHEN f.window_start < $3 THEN $2 ELSE f.window_start END,
            locked_until = CASE WHEN f.locked_until < $2 THEN NULL ELSE f.locked_until END
          RETURNING count, window_start, locked_until",
-        &[&key, &now, &window_start_after],
+        &[&text(key), &now, &window_start_after],
     )?;
     let counted = counter_row(&row)?;
     match lock {
@@ -54,7 +54,7 @@ pub(super) fn record_failure(
                 "UPDATE login_failures SET locked_until = $2, count = 0, window_start = $3
                  WHERE key = $1
                  RETURNING count, window_start, locked_until",
-                &[&key, &until, &now],
+                &[&text(key), &until, &now],
             )?;
             counter_row(&row)
         }
@@ -63,6 +63,6 @@ pub(super) fn record_failure(
 }
 
 pub(super) fn clear(c: &mut impl GenericClient, key: &str) -> PgResult<()> {
-    c.execute("DELETE FROM login_failures WHERE key = $1", &[&key])
+    c.execute("DELETE FROM login_failures WHERE key = $1", &[&text(key)])
         .map(|_| ())
 }

@@ -49,8 +49,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL behind an r2d2 pool of `database.pool_size` connections, each set up the same
 /// way (see `Setup`). Migrations run on a connection of their own (see `migrations.rs`).
 pub struct PostgresStore {
-    pool: Pool<Manager>,
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool<Manager>>,
     config: Config,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // A `postgres::Client` closes by blocking on its own runtime, which panics on a tokio
+        // worker thread: when the last handle goes away inside the server's runtime, the pool
+        // (and its idle connections) is dropped on a plain thread instead.
+        let Some(pool) = self.pool.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 /// Connection setup in one place: every pooled connection waits at most `database.busy_timeout`
@@ -111,11 +124,16 @@ impl PostgresStore {
                 lock_timeout: options.busy_timeout,
             }))
             .build_unchecked(manager);
-        Ok(PostgresStore { pool, config })
+        Ok(PostgresStore {
+            pool: Some(pool),
+            config,
+        })
     }
 
     fn conn(&self) -> StoreResult<Conn> {
         self.pool
+            .as_ref()
+            .expect("the pool lives as long as the store")
             .get()
             .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
@@ -218,6 +236,23 @@ fn map_err(e: postgres::Error) -> StoreError {
         }
         _ => StoreError::Other(text),
     }
+}
+
+/// PostgreSQL's text cannot hold NUL (SQLite's can, and hostile input carries it). Free text
+/// authd records as it came (audit fields, a session's client info, failed-login keys) is
+/// stored with each NUL replaced by U+FFFD, so such input is neither an error (500) nor
+/// truncated into another value; lookups of keys that are never stored with a NUL (emails)
+/// simply find nothing (see `users::by_email`).
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    s.as_deref().map(text)
 }
 
 /// A `role` column: TEXT holding `user` or `admin`; anything else is a conversion error.
