@@ -17,6 +17,7 @@ mod jwt_attacks;
 mod limits;
 mod logs;
 mod openapi;
+mod postgres_backend;
 mod process;
 mod props;
 mod store_conformance;
