@@ -210,3 +210,49 @@ fn two_instances_on_one_database_behave_as_one_server() {
     let winner = ok[0].body["data"]["refreshToken"].as_str().unwrap();
     a.refresh(winner).assert_error(401, "TOKEN_REVOKED");
 }
+
+/// A PostgreSQL URL this build cannot serve is a configuration error naming the key, before
+/// anything connects (and without echoing the password).
+#[test]
+fn sslmode_require_is_a_configuration_error_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (url, says) in [
+        (
+            "postgres://authd:s3cret-pw@db.internal/authd?sslmode=require",
+            "no TLS client",
+        ),
+        (
+            "postgresql://authd:s3cret-pw@db.internal/authd?sslmode=nope",
+            "sslmode",
+        ),
+    ] {
+        let out = std::process::Command::new(crate::support::authd_bin())
+            .arg("check-config")
+            .current_dir(dir.path())
+            .env("AUTHD_DATABASE__URL", url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("database.url") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("s3cret-pw"), "{stderr}");
+    }
+    // Plain TCP (`disable`, `prefer`) is valid.
+    let out = std::process::Command::new(crate::support::authd_bin())
+        .arg("check-config")
+        .current_dir(dir.path())
+        .env(
+            "AUTHD_DATABASE__URL",
+            "postgresql://authd@db.internal/authd?sslmode=prefer",
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

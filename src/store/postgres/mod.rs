@@ -86,26 +86,37 @@ impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
     }
 }
 
+/// Checks a `postgres://` URL as `open` will (for configuration validation): libpq's URL
+/// syntax and parameters, and no `sslmode=require` (this build has no TLS client).
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn parse_url(url: &str) -> StoreResult<Config> {
+    let config: Config = url.parse().map_err(|e: postgres::Error| {
+        StoreError::Other(format!("not a valid PostgreSQL URL: {}", cause(&e)))
+    })?;
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(StoreError::Other(
+            "sslmode=require, but this build of authd has no TLS client for PostgreSQL; use \
+             sslmode=disable or sslmode=prefer (plain TCP, e.g. on localhost or a private \
+             network) or reach the server through a TLS tunnel"
+                .into(),
+        ));
+    }
+    Ok(config)
+}
+
 impl PostgresStore {
     /// Parses `url` (libpq's URL form, query parameters such as `sslmode` included) and builds
     /// the pool without connecting: a database that is down at start is found by the first
     /// operation (`migrate` or `check_schema`), and one that goes away later is reconnected to
     /// when it returns.
     pub fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| {
-            StoreError::Other(format!(
-                "database.url is not a valid PostgreSQL URL: {}",
-                cause(&e)
-            ))
+        let mut config = parse_url(url).map_err(|e| match e {
+            StoreError::Other(m) => StoreError::Other(format!("database.url: {m}")),
+            other => other,
         })?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Other(
-                "database.url asks for sslmode=require, but this build of authd has no TLS \
-                 client for PostgreSQL; use sslmode=disable or sslmode=prefer (plain TCP, e.g. \
-                 on localhost or a private network) or reach the server through a TLS tunnel"
-                    .into(),
-            ));
-        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
