@@ -26,6 +26,7 @@ use warp::reply::Response;
 use super::filters::RequestMeta;
 use super::{reject, routes, HttpState, ROUTES};
 use crate::error::AppError;
+use crate::metrics;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -168,6 +169,8 @@ where
 {
     let start = Instant::now();
     let method = req.method().clone();
+    // Bounded: the raw method is any token the client likes (metrics.rs).
+    let method_label = metrics::method_label(&method);
     let path = req.uri().path().to_string();
     let route = route_label(&path);
     let request_id = request_id(&req);
@@ -181,7 +184,8 @@ where
         .get(ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route);
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = method_label, route);
 
     let mut resp =
         if method == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
@@ -203,7 +207,7 @@ where
 
     let status = resp.status();
     let elapsed = start.elapsed();
-    let labels = [route, method.as_str(), status.as_str()];
+    let labels = [route, method_label, status.as_str()];
     state.metrics.http_requests.with_label_values(&labels).inc();
     state
         .metrics

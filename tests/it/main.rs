@@ -8,6 +8,7 @@ mod bench_smoke;
 mod browser;
 mod cli;
 mod config;
+mod edge;
 mod faults;
 mod flows;
 mod hostile;
