@@ -329,22 +329,45 @@ pub struct Sources {
 impl Sources {
     /// Reads `.env` from the working directory (only there: never a parent's) into the
     /// environment, then the environment. Variables already set win over the file.
-    pub fn from_process(config_file: Option<PathBuf>) -> Result<Self, ConfigError> {
+    ///
+    /// A `.env` that cannot even be looked for, because the working directory itself is not
+    /// searchable (a service user started from `/root`), is skipped with a warning: the
+    /// configuration may well be elsewhere (`--config`, `AUTHD_*`). A `.env` that exists but
+    /// cannot be read or parsed is an error. Returns the sources and the warnings for
+    /// `Settings::warnings`.
+    pub fn from_process(config_file: Option<PathBuf>) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
         match dotenvy::from_path(".env") {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError(vec![format!(".env: {e}")])),
+            Err(e) => match unsearchable_dir(Path::new(".env")) {
+                Some(why) => warnings.push(format!(
+                    "not reading .env: cannot look into the working directory ({why})"
+                )),
+                None => return Err(ConfigError(vec![format!(".env: {e}")])),
+            },
         }
         let env_vars = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .filter(|(k, _)| k.starts_with("AUTHD_"))
             .collect();
-        Ok(Sources {
+        let sources = Sources {
             base_dir: PathBuf::from("."),
             env_name: std::env::var("AUTHD_ENV").ok().filter(|s| !s.is_empty()),
             config_file,
             env_vars,
-        })
+        };
+        Ok((sources, warnings))
+    }
+}
+
+/// `Some(reason)` when `path` cannot be looked up at all because a directory on the way is
+/// not searchable (`EACCES` from `stat`): whether the file exists is then unknown. `None` when
+/// the lookup itself works (the file exists, or does not).
+fn unsearchable_dir(path: &Path) -> Option<String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(e.to_string()),
+        _ => None,
     }
 }
 
@@ -359,13 +382,20 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
         optional.push(sources.base_dir.join(format!("config/{env}.toml")));
     }
     for path in optional {
+        // Optional files: absent is fine; one that cannot be looked for (its directory is
+        // not searchable) is skipped with a warning, like `.env`; one that exists but cannot
+        // be read is an error.
         if path.is_file() {
             read_file(&path, &mut files, &mut errors);
+        } else if let Some(why) = unsearchable_dir(&path) {
+            warnings.push(format!("not reading {}: {why}", path.display()));
         }
     }
     if let Some(path) = &sources.config_file {
         if path.is_file() {
             read_file(path, &mut files, &mut errors);
+        } else if let Some(why) = unsearchable_dir(path) {
+            errors.push(format!("cannot read config file {}: {why}", path.display()));
         } else {
             errors.push(format!("config file {} not found", path.display()));
         }

@@ -117,8 +117,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::ManPages(args) => return completions::man_pages(args),
         command => Cli { command, ..cli },
     };
-    let sources = Sources::from_process(cli.config.clone())?;
-    let settings = Arc::new(config::load(&sources)?);
+    let (sources, source_warnings) = Sources::from_process(cli.config.clone())?;
+    let mut settings = config::load(&sources)?;
+    settings.warnings.splice(0..0, source_warnings);
+    let settings = Arc::new(settings);
     let serving = matches!(cli.command, Command::Serve);
     let _log_guard = init_logging(&settings, serving);
     // Configuration remarks are for the server's log (and `check-config`); one-shot commands
