@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Property-based API tests of a live `authd serve` against docs/openapi.yaml with schemathesis
-# (from PyPI, pinned below): the spec is the oracle, and the spec follows CONTRACT.md.
+# (from PyPI, pinned below): the spec is the oracle, and the spec follows docs/API.md.
 #
 #   bash .ci/schemathesis.sh     (from anywhere; it works from the repo root)
 #
@@ -224,7 +224,7 @@ def _no_control(text):
 
 
 def _valid_password(raw):
-    """CONTRACT.md's password rules (after NFKC: at least 8 characters, at most 72 bytes of
+    """docs/API.md's password rules (after NFKC: at least 8 characters, at most 72 bytes of
     UTF-8, a letter, a digit, a symbol, no control character). Conservative: True only when
     Rust's char classes surely agree (letters L*/Nl, digits Nd/Nl/No, symbols P*/Sm/Sc/Sk)."""
     if not isinstance(raw, str) or not _assigned(raw):

@@ -367,3 +367,52 @@ fn an_existing_unreadable_env_file_is_still_an_error() {
     assert!(line.to_lowercase().contains("permission denied"), "{line}");
     assert_one_line(&out.stderr);
 }
+
+/// The target of every relative Markdown link (`](target)`) in `text`.
+fn relative_links(text: &str) -> Vec<String> {
+    text.split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .map(|t| t.split_whitespace().next().unwrap_or("").to_string())
+        .filter(|t| !t.is_empty() && !t.starts_with('#') && !t.contains("://"))
+        .filter(|t| !t.starts_with("mailto:"))
+        .collect()
+}
+
+#[test]
+fn docs_link_only_to_files_inside_the_repository() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .canonicalize()
+        .unwrap();
+    let mut files = vec![root.join("README.md")];
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("md" | "yaml")
+        ) {
+            files.push(path);
+        }
+    }
+    assert!(files.iter().any(|f| f.ends_with("docs/API.md")));
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains("../shared") && !text.contains("CONTRACT.md"),
+            "{} points outside the repository",
+            file.display()
+        );
+        for link in relative_links(&text) {
+            let path = link.split('#').next().unwrap();
+            let target = file.parent().unwrap().join(path);
+            let resolved = target
+                .canonicalize()
+                .unwrap_or_else(|_| panic!("{}: link {link} leads nowhere", file.display()));
+            assert!(
+                resolved.starts_with(&root),
+                "{}: link {link} leaves the repository",
+                file.display()
+            );
+        }
+    }
+}
