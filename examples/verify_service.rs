@@ -49,7 +49,7 @@ impl Jwks {
         let fresh = |at: &Instant, limit: Duration| at.elapsed() < limit;
         let refetch = match &*cached {
             None => true,
-            Some((at, set)) if !fresh(at, self.max_age) => true,
+            Some((at, _)) if !fresh(at, self.max_age) => true,
             Some((at, set)) => set.find(kid).is_none() && !fresh(at, self.cooldown),
         };
         if refetch {
@@ -67,20 +67,27 @@ impl Jwks {
             *cached = Some((Instant::now(), set));
         }
         let (_, set) = cached.as_ref().expect("filled above");
-        let jwk = set.find(kid).ok_or_else(|| format!("unknown key id {kid}"))?;
+        let jwk = set
+            .find(kid)
+            .ok_or_else(|| format!("unknown key id {kid}"))?;
         DecodingKey::from_jwk(jwk).map_err(|e| format!("unusable key {kid}: {e}"))
     }
 }
 
 /// Checks `token` against authd's keys and the expected issuer and audience.
-async fn verify(jwks: &Jwks, validation: &Validation, token: &str) -> Result<serde_json::Value, String> {
+async fn verify(
+    jwks: &Jwks,
+    validation: &Validation,
+    token: &str,
+) -> Result<serde_json::Value, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
     if header.typ.as_deref() != Some("at+jwt") {
         return Err("not an access token (typ)".into());
     }
     let kid = header.kid.ok_or("token names no key id")?;
     let key = jwks.key(&kid).await?;
-    let data = jsonwebtoken::decode::<Claims>(token, &key, validation).map_err(|e| e.to_string())?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, &key, validation).map_err(|e| e.to_string())?;
     let c = data.claims;
     Ok(serde_json::json!({ "sub": c.sub, "sid": c.sid, "role": c.role, "kid": kid }))
 }
@@ -90,13 +97,21 @@ fn env(name: &str, default: &str) -> String {
 }
 
 fn secs(name: &str, default: u64) -> Duration {
-    Duration::from_secs(std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default))
+    Duration::from_secs(
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default),
+    )
 }
 
 #[tokio::main]
 async fn main() {
     let jwks = Arc::new(Jwks {
-        url: env("AUTHD_JWKS_URL", "http://127.0.0.1:8080/.well-known/jwks.json"),
+        url: env(
+            "AUTHD_JWKS_URL",
+            "http://127.0.0.1:8080/.well-known/jwks.json",
+        ),
         client: reqwest::Client::new(),
         max_age: secs("JWKS_CACHE_SECONDS", 300),
         cooldown: secs("JWKS_COOLDOWN_SECONDS", 30),
@@ -122,7 +137,9 @@ async fn main() {
                 match result {
                     Ok(who) => warp::reply::with_status(warp::reply::json(&who), StatusCode::OK),
                     Err(why) => warp::reply::with_status(
-                        warp::reply::json(&serde_json::json!({"error": "invalid_token", "message": why})),
+                        warp::reply::json(
+                            &serde_json::json!({"error": "invalid_token", "message": why}),
+                        ),
                         StatusCode::UNAUTHORIZED,
                     ),
                 }
