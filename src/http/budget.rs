@@ -115,8 +115,8 @@ impl RequestBudget {
         }
     }
 
-    /// Checks that Redis answers (at start, so a wrong URL shows in the log at once); a
-    /// failure is handled like a failed request: warning, counter, breaker.
+    /// Checks that Redis answers and loads the script (at start, so a wrong URL shows in the
+    /// log at once); a failure is handled like a failed request: warning, counter, breaker.
     pub async fn probe(&self) {
         if let RequestBudget::Redis(redis) = self {
             redis.probe().await;
@@ -260,12 +260,13 @@ impl RedisBudget {
         }
     }
 
+    /// Connects and loads the script, so the first request costs one round trip.
     async fn probe(&self) {
-        let ping = async {
+        let load = async {
             let mut conn = self.connection().await?;
-            redis::cmd("PING").query_async::<String>(&mut conn).await
+            self.script.load_async(&mut conn).await
         };
-        match tokio::time::timeout(CALL_TIMEOUT, ping).await {
+        match tokio::time::timeout(CALL_TIMEOUT, load).await {
             Ok(Ok(_)) => self.succeeded(),
             Ok(Err(e)) => self.failed(&e),
             Err(_) => self.failed(&format_args!("no answer within {CALL_TIMEOUT:?}")),
