@@ -72,12 +72,9 @@ pub async fn http_state(core: Arc<Core>) -> Result<HttpState, StartError> {
     let keys = blocking(move || keys::load_or_generate(&jwt)).await??;
     let sessions = Sessions::new(core.clone(), keys);
     let admin = Admin::new(core.clone());
-    Ok(HttpState::new(
-        sessions,
-        admin,
-        core.settings.clone(),
-        core.metrics.clone(),
-    ))
+    let state = HttpState::new(sessions, admin, core.settings.clone(), core.metrics.clone());
+    state.budget.probe().await;
+    Ok(state)
 }
 
 /// Runs the server on `listener` until `shutdown` resolves; then finishes in-flight requests

@@ -59,6 +59,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_failed_logins",
             "lockout_threshold",
             "lockout_duration",
+            "redis_url",
         ],
     ),
     ("cleanup", &["interval", "retention"]),
@@ -176,6 +177,11 @@ pub struct RateLimitSettings {
     pub max_failed_logins: u32,
     pub lockout_threshold: u32,
     pub lockout_duration: Duration,
+    /// `rate_limit.redis_url` (`AUTHD_RATE_LIMIT__REDIS_URL`), default empty (`None`): each
+    /// process counts the per-IP request budget itself. `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`
+    /// shares that budget between instances through Redis (see `http::budget`). May hold a
+    /// password: shown only through `redact_url`.
+    pub redis_url: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -246,7 +252,7 @@ impl Settings {
              [password]\nbcrypt_cost = {}\nmin_length = {}\n\n\
              [cookie]\nname = {}\nsecure = {}\n\n\
              [rate_limit]\nenabled = {}\nwindow = {}\nmax_requests = {}\nmax_failed_logins = {}\n\
-             lockout_threshold = {}\nlockout_duration = {}\n\n\
+             lockout_threshold = {}\nlockout_duration = {}\nredis_url = {}\n\n\
              [cleanup]\ninterval = {}\nretention = {}\n\n\
              [log]\nformat = {}\nlevel = {}\n",
             q(&sv.bind.to_string()),
@@ -279,6 +285,7 @@ impl Settings {
             rl.max_failed_logins,
             rl.lockout_threshold,
             d(rl.lockout_duration),
+            q(&rl.redis_url.as_deref().map(redact_url).unwrap_or_default()),
             d(cl.interval),
             d(cl.retention),
             q(format),
@@ -287,8 +294,9 @@ impl Settings {
     }
 }
 
-/// Hides a password in a database URL (`scheme://user:pass@host` -> `scheme://user:***@host`).
-fn redact_url(url: &str) -> String {
+/// Hides a password in a database or Redis URL (`scheme://user:pass@host` ->
+/// `scheme://user:***@host`), for `check-config` and logs.
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -587,6 +595,20 @@ impl Reader<'_> {
         Some(Secret(raw))
     }
 
+    /// An optional Redis URL: empty is `None`; anything else must be a `redis://` URL that the
+    /// Redis client accepts. The message never repeats a password.
+    fn redis_url(&mut self, key: &str) -> Option<String> {
+        let raw = self.string(key);
+        let url = raw.trim();
+        if url.is_empty() {
+            return None;
+        }
+        if let Err(why) = check_redis_url(url) {
+            return self.fail(key, why);
+        }
+        Some(url.to_string())
+    }
+
     fn settings(&mut self, mut warnings: Vec<String>) -> Settings {
         let bind_raw = self.string("server.bind");
         let bind = bind_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -710,6 +732,7 @@ impl Reader<'_> {
             max_failed_logins: self.uint("rate_limit.max_failed_logins", 1, u32::MAX as u64) as u32,
             lockout_threshold: self.uint("rate_limit.lockout_threshold", 1, u32::MAX as u64) as u32,
             lockout_duration: self.duration("rate_limit.lockout_duration", false),
+            redis_url: self.redis_url("rate_limit.redis_url"),
         };
         let cleanup = CleanupSettings {
             interval: self.duration("cleanup.interval", false),
@@ -830,6 +853,28 @@ fn check_database_url(url: &str) -> Result<(), String> {
         )),
         None => Err(format!(
             "'{url}' is not a URL such as sqlite://data/authd.db"
+        )),
+    }
+}
+
+fn check_redis_url(url: &str) -> Result<(), String> {
+    const FORM: &str = "redis://[:PASSWORD@]HOST[:PORT][/DB]";
+    if !url.starts_with("redis://") {
+        return Err(format!(
+            "'{}' is not a Redis URL such as {FORM} (only redis:// is supported)",
+            redact_url(url)
+        ));
+    }
+    match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(info) if info.redis_settings().db() >= 0 => Ok(()),
+        Ok(_) => Err(format!(
+            "'{}': the database number must not be negative",
+            redact_url(url)
+        )),
+        Err(e) => Err(format!(
+            "'{}' is not a Redis URL such as {FORM} ({})",
+            redact_url(url),
+            e
         )),
     }
 }
@@ -967,6 +1012,35 @@ mod tests {
         assert_eq!(again.server.cors_origins, s.server.cors_origins);
         assert_eq!(again.jwt.refresh_ttl, s.jwt.refresh_ttl);
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn redis_url_is_validated_and_redacted() {
+        assert_eq!(with_env(&[]).unwrap().rate_limit.redis_url, None);
+        let s = with_env(&[(
+            "AUTHD_RATE_LIMIT__REDIS_URL",
+            "redis://:Hunter2-pw@cache.internal:6380/2",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.rate_limit.redis_url.as_deref(),
+            Some("redis://:Hunter2-pw@cache.internal:6380/2")
+        );
+        let text = s.to_redacted_toml();
+        assert!(!text.contains("Hunter2"), "{text}");
+        assert!(text.contains("redis_url = \"redis://:***@cache.internal:6380/2\""));
+        for bad in [
+            "cache.internal:6379",
+            "http://cache.internal",
+            "redis://:Hunter2-pw@cache.internal/notanumber",
+            "rediss://cache.internal",
+        ] {
+            let err = with_env(&[("AUTHD_RATE_LIMIT__REDIS_URL", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rate_limit.redis_url"), "{bad}: {err}");
+            assert!(!err.contains("Hunter2"), "{bad}: {err}");
+        }
     }
 
     #[test]

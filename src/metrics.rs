@@ -42,6 +42,9 @@ pub struct Metrics {
     pub reuse_detected: IntCounter,
     pub rate_limited: IntCounterVec,
     pub active_sessions: IntGauge,
+    /// `authd_rate_limit_backend_errors_total`: calls to the shared rate-limit backend
+    /// (Redis) that failed or timed out; each such request was counted per process instead.
+    pub rate_limit_backend_errors: IntCounter,
 }
 
 impl Default for Metrics {
@@ -110,6 +113,12 @@ impl Metrics {
             "Live (unrevoked, unexpired) refresh sessions",
         )
         .expect("valid metric");
+        let rate_limit_backend_errors = IntCounter::new(
+            "authd_rate_limit_backend_errors_total",
+            "Calls to the shared rate-limit backend (Redis) that failed or timed out; \
+             those requests were counted per process",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -119,6 +128,7 @@ impl Metrics {
             Box::new(reuse_detected.clone()),
             Box::new(rate_limited.clone()),
             Box::new(active_sessions.clone()),
+            Box::new(rate_limit_backend_errors.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -132,6 +142,7 @@ impl Metrics {
             reuse_detected,
             rate_limited,
             active_sessions,
+            rate_limit_backend_errors,
         }
     }
 

@@ -1,6 +1,7 @@
 //! HTTP layer: the routes (one per resource, combined with `.or()`), their shared state,
 //! and the per-IP request budget. Handlers call services only; they never touch the store.
 
+pub mod budget;
 pub mod dto;
 pub mod filters;
 pub mod handlers;
@@ -8,11 +9,8 @@ pub mod reject;
 pub mod server;
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderValue;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
@@ -22,6 +20,7 @@ use crate::config::Settings;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
+use budget::RequestBudget;
 use dto::{EmptyBody, RefreshBody};
 use filters::{authenticated, client, json_body, refresh_cookie, same_origin_or_allowed};
 use handlers::{auth, meta, sessions};
@@ -58,7 +57,8 @@ pub struct Shared {
     pub admin: Admin,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    pub limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// The per-IP request budget on `/api/auth/*` (per process, or shared through Redis).
+    pub budget: RequestBudget,
     cookie_name: Arc<str>,
 }
 
@@ -69,22 +69,18 @@ impl HttpState {
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let rl = &settings.rate_limit;
-        let limiter = rl.enabled.then(|| {
-            let max = NonZeroU32::new(rl.max_requests).unwrap_or(NonZeroU32::MIN);
-            let period = rl.window / max.get();
-            let quota = Quota::with_period(period.max(std::time::Duration::from_nanos(1)))
-                .expect("non-zero period")
-                .allow_burst(max);
-            Arc::new(RateLimiter::keyed(quota))
-        });
+        // Inside the runtime: a Redis budget creates its (lazy) connection here.
+        let budget = RequestBudget::new(
+            &settings.rate_limit,
+            metrics.rate_limit_backend_errors.clone(),
+        );
         HttpState(Arc::new(Shared {
             cookie_name: Arc::from(settings.cookie.name.as_str()),
             sessions,
             admin,
             settings,
             metrics,
-            limiter,
+            budget,
         }))
     }
 }
@@ -130,29 +126,24 @@ impl Shared {
         self.cookie("", 0)
     }
 
-    /// Spends one request of `ip`'s budget on `/api/auth/*`; `RateLimited` when none is left.
-    pub fn spend_request_budget(&self, ip: IpAddr) -> Result<(), AppError> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        limiter.check_key(&ip).map_err(|not_until| {
+    /// Spends one request of `ip`'s budget on `/api/auth/*` (`ip` is the client's rate-limit
+    /// key); `RateLimited` with the seconds until the next request fits when none is left.
+    /// Never fails because of Redis (see `budget`).
+    pub async fn spend_request_budget(&self, ip: IpAddr) -> Result<(), AppError> {
+        self.budget.spend(ip).await.map_err(|denied| {
             self.metrics
                 .rate_limited
                 .with_label_values(&["requests"])
                 .inc();
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
             AppError::RateLimited {
-                retry_after_secs: wait.as_secs() + 1,
+                retry_after_secs: denied.retry_after.as_secs() + 1,
             }
         })
     }
 
     /// Forgets idle per-IP budgets (called by the background cleanup).
     pub fn prune_limiter(&self) {
-        if let Some(l) = &self.limiter {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
+        self.budget.prune();
     }
 }
 

@@ -190,7 +190,7 @@ where
     let mut resp =
         if method == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
             preflight(state, origin.as_deref())
-        } else if let Err(e) = spend_budget(state, &path, client_ip) {
+        } else if let Err(e) = spend_budget(state, &path, client_ip).await {
             span.in_scope(|| reject::error_response(&e))
         } else {
             let meta = RequestMeta {
@@ -226,9 +226,9 @@ where
 }
 
 /// The per-IP request budget covers every request under `/api/auth/` (matched or not).
-fn spend_budget(state: &HttpState, path: &str, ip: IpAddr) -> Result<(), AppError> {
+async fn spend_budget(state: &HttpState, path: &str, ip: IpAddr) -> Result<(), AppError> {
     if path.starts_with("/api/auth/") || path == "/api/auth" {
-        state.spend_request_budget(ip)
+        state.spend_request_budget(ip).await
     } else {
         Ok(())
     }

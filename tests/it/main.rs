@@ -1,6 +1,7 @@
 //! The one integration-test binary: every test drives the real server (in-process, on an
 //! ephemeral loopback port, SQLite in a temp dir) over HTTP, or runs the built binary.
 
+mod services;
 mod support;
 
 mod audit;
@@ -19,4 +20,5 @@ mod logs;
 mod openapi;
 mod process;
 mod props;
+mod redis_budget;
 mod tokens;
