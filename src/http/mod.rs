@@ -19,6 +19,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::config::Settings;
+use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
@@ -58,6 +59,7 @@ pub struct Shared {
     pub admin: Admin,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// The per-IP request budget, keyed by `domain::ip::rate_key`.
     pub limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
     cookie_name: Arc<str>,
 }
@@ -131,11 +133,14 @@ impl Shared {
     }
 
     /// Spends one request of `ip`'s budget on `/api/auth/*`; `RateLimited` when none is left.
+    /// The budget is keyed by `domain::ip::rate_key` (an IPv6 client's whole
+    /// `/rate_limit.ipv6_prefix` network shares one).
     pub fn spend_request_budget(&self, ip: IpAddr) -> Result<(), AppError> {
         let Some(limiter) = &self.limiter else {
             return Ok(());
         };
-        limiter.check_key(&ip).map_err(|not_until| {
+        let key = rate_key(ip, self.settings.rate_limit.ipv6_prefix);
+        limiter.check_key(&key).map_err(|not_until| {
             self.metrics
                 .rate_limited
                 .with_label_values(&["requests"])
