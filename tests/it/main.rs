@@ -6,6 +6,7 @@ mod support;
 mod audit;
 mod bench_smoke;
 mod browser;
+mod cleanup;
 mod cli;
 mod client_ip;
 mod config;
