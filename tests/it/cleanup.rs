@@ -98,9 +98,11 @@ fn cleanup_tokens_never_resets_a_running_failed_login_budget_or_lockout() {
                 .json(&json!({"email": email, "password": password})),
         )
     };
-    // Client A spends its budget; B locks one account; C starts counting against another.
+    // Client A spends its budget (on accounts that do not exist, so none of them locks); B
+    // locks one account; C starts counting against another.
     for _ in 0..3 {
-        login("203.0.113.1", &spent, WRONG).assert_error(401, "INVALID_CREDENTIALS");
+        login("203.0.113.1", &unique_email("purge-ghost"), WRONG)
+            .assert_error(401, "INVALID_CREDENTIALS");
     }
     for from in ["203.0.113.2", "203.0.113.2", "203.0.113.3"] {
         login(from, &locked, WRONG).assert_error(401, "INVALID_CREDENTIALS");
