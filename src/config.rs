@@ -60,6 +60,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "lockout_threshold",
             "lockout_duration",
             "redis_url",
+            "ipv6_prefix",
         ],
     ),
     ("cleanup", &["interval", "retention"]),
@@ -182,6 +183,10 @@ pub struct RateLimitSettings {
     /// shares that budget between instances through Redis (see `http::budget`). May hold a
     /// password: shown only through `redact_url`.
     pub redis_url: Option<String>,
+    /// `rate_limit.ipv6_prefix` (`AUTHD_RATE_LIMIT__IPV6_PREFIX`), default 64, 1 to 128: IPv6
+    /// clients are counted per network of this prefix length by every per-IP limit (128:
+    /// each address on its own). See `domain::ip::rate_key`.
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -252,7 +257,7 @@ impl Settings {
              [password]\nbcrypt_cost = {}\nmin_length = {}\n\n\
              [cookie]\nname = {}\nsecure = {}\n\n\
              [rate_limit]\nenabled = {}\nwindow = {}\nmax_requests = {}\nmax_failed_logins = {}\n\
-             lockout_threshold = {}\nlockout_duration = {}\nredis_url = {}\n\n\
+             lockout_threshold = {}\nlockout_duration = {}\nredis_url = {}\nipv6_prefix = {}\n\n\
              [cleanup]\ninterval = {}\nretention = {}\n\n\
              [log]\nformat = {}\nlevel = {}\n",
             q(&sv.bind.to_string()),
@@ -286,6 +291,7 @@ impl Settings {
             rl.lockout_threshold,
             d(rl.lockout_duration),
             q(&rl.redis_url.as_deref().map(redact_url).unwrap_or_default()),
+            rl.ipv6_prefix,
             d(cl.interval),
             d(cl.retention),
             q(format),
@@ -733,6 +739,7 @@ impl Reader<'_> {
             lockout_threshold: self.uint("rate_limit.lockout_threshold", 1, u32::MAX as u64) as u32,
             lockout_duration: self.duration("rate_limit.lockout_duration", false),
             redis_url: self.redis_url("rate_limit.redis_url"),
+            ipv6_prefix: self.uint("rate_limit.ipv6_prefix", 1, 128) as u8,
         };
         let cleanup = CleanupSettings {
             interval: self.duration("cleanup.interval", false),
@@ -838,10 +845,12 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// An IP address or CIDR range; an IPv4-mapped one is its IPv4 form (contract section 9).
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        .map(crate::domain::ip::canonical_net)
 }
 
 fn check_database_url(url: &str) -> Result<(), String> {

@@ -17,6 +17,7 @@ use warp::reply::Response;
 use warp::Filter;
 
 use crate::config::Settings;
+use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
@@ -57,7 +58,8 @@ pub struct Shared {
     pub admin: Admin,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    /// The per-IP request budget on `/api/auth/*` (per process, or shared through Redis).
+    /// The per-IP request budget on `/api/auth/*` (per process, or shared through Redis),
+    /// keyed by `domain::ip::rate_key`.
     pub budget: RequestBudget,
     cookie_name: Arc<str>,
 }
@@ -126,11 +128,13 @@ impl Shared {
         self.cookie("", 0)
     }
 
-    /// Spends one request of `ip`'s budget on `/api/auth/*` (`ip` is the client's rate-limit
-    /// key); `RateLimited` with the seconds until the next request fits when none is left.
-    /// Never fails because of Redis (see `budget`).
+    /// Spends one request of `ip`'s budget on `/api/auth/*`; `RateLimited` with the seconds
+    /// until the next request fits when none is left. The budget is keyed by
+    /// `domain::ip::rate_key` (an IPv6 client's whole `/rate_limit.ipv6_prefix` network shares
+    /// one). Never fails because of Redis (see `budget`).
     pub async fn spend_request_budget(&self, ip: IpAddr) -> Result<(), AppError> {
-        self.budget.spend(ip).await.map_err(|denied| {
+        let key = rate_key(ip, self.settings.rate_limit.ipv6_prefix);
+        self.budget.spend(key).await.map_err(|denied| {
             self.metrics
                 .rate_limited
                 .with_label_values(&["requests"])

@@ -25,6 +25,7 @@ use warp::reply::Response;
 
 use super::filters::RequestMeta;
 use super::{reject, routes, HttpState, ROUTES};
+use crate::domain::ip;
 use crate::error::AppError;
 use crate::metrics;
 
@@ -98,8 +99,12 @@ fn request_id(req: &Request<Incoming>) -> String {
 }
 
 /// The peer, or when the peer is a trusted proxy, the right-most untrusted address of
-/// `X-Forwarded-For`.
+/// `X-Forwarded-For`. Every address (the peer, each hop) is taken in its canonical form, so an
+/// IPv4-mapped `::ffff:a.b.c.d` is `a.b.c.d` when matched against `trusted` (whose mapped
+/// entries config made IPv4) and in the result, which sessions, audit, logs and the limits
+/// all use.
 pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = ip::canonical(peer);
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -113,7 +118,9 @@ pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        let Ok(ip) = hop.parse::<IpAddr>().map(ip::canonical) else {
+            break;
+        };
         client = ip;
         if !is_trusted(&ip) {
             break;
@@ -337,6 +344,30 @@ mod tests {
         assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
         h.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4_everywhere() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = vec!["127.0.0.1/32".parse::<IpNet>().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "::ffff:203.0.113.9".parse().unwrap());
+        // A dual-stack listener's IPv4 peer matches an IPv4 entry; the hop is IPv4 too.
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), &h, &trusted),
+            ip("203.0.113.9")
+        );
+        // An untrusted mapped peer is reported as IPv4.
+        assert_eq!(
+            client_ip(ip("::ffff:192.0.2.1"), &h, &trusted),
+            ip("192.0.2.1")
+        );
+        // A mapped trusted hop is skipped like its IPv4 form.
+        h.insert(
+            "x-forwarded-for",
+            "198.51.100.7, ::ffff:127.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("198.51.100.7"));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
     AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
@@ -100,9 +101,19 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize>;
     /// Live sessions in the whole database.
     fn count_live_sessions(&self, now: Millis) -> StoreResult<u64>;
-    /// Deletes tokens and sessions expired or revoked before `cutoff`, and stale failure
-    /// counters; with `dry_run` only counts.
-    fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts>;
+    /// Deletes, in one transaction (with `dry_run` only counts):
+    /// - sessions that expired or were revoked before `cutoff`, with all their refresh tokens;
+    ///   a live, unexpired session keeps every token, rotated-away ones included (reuse
+    ///   detection needs them, whatever the retention);
+    /// - failure counters (and held-slot rows) whose window of `failure_window` milliseconds
+    ///   ended and whose lock, if any, ended: never one that still limits an attempt.
+    fn purge(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        failure_window: Millis,
+        dry_run: bool,
+    ) -> StoreResult<CleanupCounts>;
 
     fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
@@ -120,6 +131,18 @@ pub trait Store: Send + Sync + 'static {
         lock_threshold: Option<(u32, Millis)>,
     ) -> StoreResult<FailureCounter>;
     fn clear_failures(&self, key: &str) -> StoreResult<()>;
+
+    /// Reserves one slot on every counter of `request` (for a login: the client's per-IP
+    /// failed-login budget and the email's lockout counter), atomically: in one write
+    /// transaction it reads each counter's failures, lock and held slots and, only when every
+    /// counter has room, takes one slot on each (`domain::limits::reserve` decides). A refused
+    /// request writes nothing. No other reservation or settlement of the same keys, from this
+    /// process or another sharing the database, interleaves with it.
+    fn reserve_login_slots(&self, request: &SlotRequest) -> StoreResult<Admission>;
+    /// Settles an admitted attempt's slots, atomically (`domain::limits::settle`): gives each
+    /// back and, when `failed`, counts one failure on each counter in the same transaction,
+    /// locking those that reach their limit.
+    fn settle_login_slots(&self, grant: &SlotGrant, failed: bool, now: Millis) -> StoreResult<()>;
 }
 
 pub type DynStore = Arc<dyn Store>;

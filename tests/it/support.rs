@@ -63,8 +63,14 @@ impl TestServer {
 
     /// Starts a server whose database and keys live in `dir` (to restart on the same data).
     pub fn in_dir(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
+        Self::listening_on("127.0.0.1:0", dir, extra)
+    }
+
+    /// Starts a server listening on `bind` (e.g. `[::]:0` for a dual-stack socket); `addr`
+    /// is the bound address as the listener reports it.
+    pub fn listening_on(bind: &str, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
         let settings = Arc::new(test_settings(dir.path(), extra));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(bind).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

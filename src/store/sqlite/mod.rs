@@ -2,6 +2,7 @@
 //! `BEGIN IMMEDIATE` for every read-then-write, migrations embedded with refinery.
 
 mod checkpoint;
+mod limits;
 mod migrations;
 mod writer;
 
@@ -14,6 +15,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
     AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
@@ -454,14 +456,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts> {
-        // A session's newest token expires with it; older ones were rotated away (or, within
-        // a reuse grace, go with their session).
-        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE rotated_at < ?1
-             OR session_id IN (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
+    fn purge(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        failure_window: Millis,
+        dry_run: bool,
+    ) -> StoreResult<CleanupCounts> {
+        // Tokens go with their session, and only with a dead one: a rotated-away token of a
+        // live session is what reuse detection finds (deleting it would turn a replayed stolen
+        // token from TOKEN_REVOKED, session revoked, into a harmless TOKEN_INVALID).
         const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
-        const STALE_FAILURES: &str =
-            "FROM login_failures WHERE window_start < ?1 AND (locked_until IS NULL OR locked_until < ?2)";
+        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE session_id IN
+             (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
+        // A counter goes once its window and its lock are over: deleting it earlier would
+        // reset a running failed-login budget or lift a lockout (held-slot rows alike).
+        const STALE_FAILURES: &str = "FROM login_failures WHERE window_start <= ?1
+             AND (locked_until IS NULL OR locked_until <= ?2)";
+        let window_ended_before = now - failure_window;
         self.write(move |tx| {
             let count = |what: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
                 tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| {
@@ -472,12 +484,15 @@ impl Store for SqliteStore {
             let counts = CleanupCounts {
                 refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
                 sessions: count(DEAD_SESSIONS, &[&cutoff])?,
-                login_failures: count(STALE_FAILURES, &[&cutoff, &now])?,
+                login_failures: count(STALE_FAILURES, &[&window_ended_before, &now])?,
             };
             if !dry_run {
                 tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;
                 tx.execute(&format!("DELETE {DEAD_SESSIONS}"), [cutoff])?;
-                tx.execute(&format!("DELETE {STALE_FAILURES}"), [cutoff, now])?;
+                tx.execute(
+                    &format!("DELETE {STALE_FAILURES}"),
+                    [window_ended_before, now],
+                )?;
             }
             Ok(counts)
         })
@@ -576,6 +591,16 @@ impl Store for SqliteStore {
                 .execute([key])
                 .map(|_| ())
         })
+    }
+
+    fn reserve_login_slots(&self, request: &SlotRequest) -> StoreResult<Admission> {
+        let request = request.clone();
+        self.write(move |tx| limits::reserve(tx, &request))
+    }
+
+    fn settle_login_slots(&self, grant: &SlotGrant, failed: bool, now: Millis) -> StoreResult<()> {
+        let grant = grant.clone();
+        self.write(move |tx| limits::settle(tx, &grant, failed, now))
     }
 }
 
