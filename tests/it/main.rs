@@ -12,6 +12,7 @@ mod faults;
 mod flows;
 mod hostile;
 mod http_contract;
+mod jws_header;
 mod jwt_attacks;
 mod limits;
 mod logs;
