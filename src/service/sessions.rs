@@ -137,6 +137,8 @@ impl Sessions {
             return Err(e);
         }
         let password = validate::normalize_password(&input.password);
+        // One that could not have been registered is a wrong password, after the same bcrypt.
+        let presentable = validate::password_presentable(&password);
         let found = {
             let email = email.clone();
             self.core.db(move |s| s.user_by_email(&email)).await?
@@ -150,12 +152,12 @@ impl Sessions {
             }
             Some(c) => c,
         };
-        if !self
+        let matched = self
             .core
             .passwords
             .verify(password, creds.password_hash)
-            .await?
-        {
+            .await?;
+        if !(matched && presentable) {
             return self
                 .login_failed(Some(creds.user.id), &email, client, "wrong_password")
                 .await;

@@ -17,6 +17,7 @@ mod jwt_attacks;
 mod limits;
 mod logs;
 mod openapi;
+mod password_chars;
 mod process;
 mod props;
 mod tokens;
