@@ -20,4 +20,5 @@ mod openapi;
 mod password_chars;
 mod process;
 mod props;
+mod secrets;
 mod tokens;
