@@ -13,6 +13,8 @@ use std::time::Duration;
 use config::{Config, File, FileFormat};
 use ipnet::IpNet;
 
+mod secret_strength;
+
 /// The built-in defaults: the commented file shipped in the repository.
 pub const DEFAULTS_TOML: &str = include_str!("../config/default.toml");
 
@@ -802,8 +804,20 @@ const PLACEHOLDER_MARKERS: &[&str] = &[
     "default",
 ];
 
-/// A configured secret must be at least 32 bytes with at least 8 distinct bytes,
-/// and must not look like a placeholder.
+/// How a configured secret is judged, and how to make a good one.
+const GENERATE: &str = "generate one, e.g. `openssl rand -base64 48`";
+
+/// The strength zxcvbn must rate a configured secret at, in bits.
+pub const SECRET_MIN_BITS: f64 = 128.0;
+
+/// The one check of every configured secret (`jwt.access_secret`, `jwt.refresh_secret` and
+/// every other secret key): at least 32 bytes with at least 8 distinct bytes, no placeholder
+/// word, not a published example secret (documentation defaults, tutorial values; any case,
+/// separators or suffix), and rated at least 128 bits by zxcvbn. `openssl rand -base64 48` or
+/// `openssl rand -hex 32` pass.
+///
+/// # Errors
+/// Why the secret is refused, one line that never contains the secret; callers prefix the key.
 pub fn check_secret_strength(secret: &str) -> Result<(), String> {
     if secret.len() < 32 {
         return Err(format!(
@@ -818,10 +832,21 @@ pub fn check_secret_strength(secret: &str) -> Result<(), String> {
             distinct.len()
         ));
     }
+    if secret_strength::is_published(secret) {
+        return Err(format!(
+            "is a published example secret (documentation or tutorial value); {GENERATE}"
+        ));
+    }
     let lower = secret.to_ascii_lowercase();
     if let Some(marker) = PLACEHOLDER_MARKERS.iter().find(|m| lower.contains(*m)) {
         return Err(format!(
-            "looks like a placeholder (contains '{marker}'); generate one, e.g. `openssl rand -base64 48`"
+            "looks like a placeholder (contains '{marker}'); {GENERATE}"
+        ));
+    }
+    let bits = secret_strength::estimated_bits(secret);
+    if bits < SECRET_MIN_BITS {
+        return Err(format!(
+            "too guessable (zxcvbn rates it {bits:.0} bits; at least 128 required); {GENERATE}"
         ));
     }
     Ok(())
@@ -989,10 +1014,18 @@ mod tests {
 
     #[test]
     fn secrets() {
-        assert!(check_secret_strength("0123456789abcdef0123456789abcdef").is_ok());
-        assert!(check_secret_strength("0123456789abcdef").is_err());
-        assert!(check_secret_strength("abababababababababababababababababab").is_err());
-        assert!(check_secret_strength("change-me-change-me-change-me-0123456789").is_err());
+        assert!(check_secret_strength(
+            "grYplcLiO/Sd6Fo4gDN1gHcN/e7LyOQYQU1f1a3WcrcamumlvZFFwUJhZYhJSTJk"
+        )
+        .is_ok());
+        let refused = |s: &str| check_secret_strength(s).unwrap_err();
+        assert!(refused("0123456789abcdef").contains("too short"));
+        assert!(refused("abababababababababababababababababab").contains("distinct"));
+        assert!(refused("change-me-change-me-change-me-0123456789").contains("placeholder"));
+        let supabase = "your-super-secret-jwt-token-with-at-least-32-characters-long";
+        assert!(refused(supabase).contains("published"));
+        assert!(!refused(supabase).contains(supabase));
+        assert!(refused("0123456789abcdef0123456789abcdef").contains("zxcvbn"));
         assert_eq!(format!("{:?}", Secret("x".into())), "***");
     }
 
@@ -1001,13 +1034,13 @@ mod tests {
         let s = with_env(&[
             (
                 "AUTHD_JWT__ACCESS_SECRET",
-                "Zq8!vL2#pR7@wX4$kM9%tB1^nC6&hJ3*",
+                "cGYZTGv65xfW+ddjR+p6gKdFgjrxY8DNuNd/z95VMgEmYQLqB0hDDtw8seFMRKh+",
             ),
             ("AUTHD_SERVER__CORS_ORIGINS", "https://a.example.org"),
         ])
         .unwrap();
         let text = s.to_redacted_toml();
-        assert!(!text.contains("Zq8!vL2"), "{text}");
+        assert!(!text.contains("cGYZTGv65xfW"), "{text}");
         assert!(text.contains("access_secret = \"***\""));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("effective.toml");

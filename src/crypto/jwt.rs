@@ -180,6 +180,12 @@ impl AccessTokens {
     }
 
     fn verify_uncached(&self, token: &str, now_secs: i64) -> Result<AccessClaims, VerifyError> {
+        super::jws_header::check(
+            token.split('.').next().unwrap_or_default(),
+            self.algorithm,
+            |kid| kid == self.kid,
+        )
+        .map_err(|_| VerifyError::Invalid)?;
         let data = jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => VerifyError::Expired,

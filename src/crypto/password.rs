@@ -40,9 +40,9 @@ impl Passwords {
     /// truncated. (`bcrypt::non_truncating_hash` is not used: it counts the C terminator and
     /// so refuses exactly 72 bytes.)
     pub async fn hash(&self, password: String) -> AppResult<String> {
-        if password.len() > PASSWORD_MAX_BYTES {
+        if !distinct_bcrypt_input(&password) {
             return Err(AppError::Internal(
-                "password over 72 bytes reached the hasher".into(),
+                "a password over 72 bytes or holding NUL reached the hasher".into(),
             ));
         }
         let cost = self.cost;
@@ -51,15 +51,15 @@ impl Passwords {
             .map_err(|e| AppError::Internal(format!("bcrypt: {e}")))
     }
 
-    /// True when `password` matches `hash`. A password over 72 bytes never matches, but still
-    /// costs one verification.
+    /// True when `password` matches `hash`. A password over 72 bytes or holding NUL never
+    /// matches (bcrypt would see it as a shorter one), but still costs one verification
+    /// against `hash` itself, so its cost cannot tell it apart.
     pub async fn verify(&self, password: String, hash: String) -> AppResult<bool> {
-        if password.len() > PASSWORD_MAX_BYTES {
-            self.verify_dummy().await?;
-            return Ok(false);
-        }
-        self.run(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
-            .await
+        let distinct = distinct_bcrypt_input(&password);
+        let matched = self
+            .run(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
+            .await?;
+        Ok(matched && distinct)
     }
 
     /// Spends one verification's worth of work, for an unknown email.
@@ -91,6 +91,12 @@ impl Passwords {
     }
 }
 
+/// bcrypt's key is a password's bytes, then one NUL, cut to 72 bytes: only a password of at
+/// most 72 bytes without NUL is a key no other password shares.
+fn distinct_bcrypt_input(password: &str) -> bool {
+    password.len() <= PASSWORD_MAX_BYTES && !password.contains('\0')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +114,11 @@ mod tests {
         let h72 = p.hash(p72.clone()).await.unwrap();
         assert!(p.verify(p72.clone(), h72.clone()).await.unwrap());
         assert!(!p.verify(format!("{p72}y"), h72).await.unwrap());
+        let p71 = format!("Aa1!{}", "x".repeat(67));
+        let h71 = p.hash(p71.clone()).await.unwrap();
+        assert!(p.verify(p71.clone(), h71.clone()).await.unwrap());
+        assert!(!p.verify(format!("{p71}\0"), h71).await.unwrap());
+        assert!(p.hash(format!("{p71}\0")).await.is_err());
         p.verify_dummy().await.unwrap();
     }
 }

@@ -140,6 +140,8 @@ impl Sessions {
             }
         };
         let password = validate::normalize_password(&input.password);
+        // One that could not have been registered is a wrong password, after the same bcrypt.
+        let presentable = validate::password_presentable(&password);
         let found = {
             let email = email.clone();
             self.core.db(move |s| s.user_by_email(&email)).await?
@@ -154,12 +156,12 @@ impl Sessions {
             }
             Some(c) => c,
         };
-        if !self
+        let matched = self
             .core
             .passwords
             .verify(password, creds.password_hash)
-            .await?
-        {
+            .await?;
+        if !(matched && presentable) {
             attempt.failed().await;
             return self
                 .login_failed(Some(creds.user.id), &email, client, "wrong_password")
