@@ -1,6 +1,7 @@
 //! Domain layer: entities, newtypes and pure validation shared by every other layer.
 
 pub mod entities;
+pub mod keys;
 pub mod time;
 pub mod validate;
 

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod keys;
 pub mod sessions;
 pub mod users;
 
@@ -17,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::store::{DynStore, Store, StoreResult};
 
 pub use admin::{Admin, RevokeTarget};
+pub use keys::Keys;
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

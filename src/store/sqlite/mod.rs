@@ -2,6 +2,7 @@
 //! `BEGIN IMMEDIATE` for every read-then-write, migrations embedded with refinery.
 
 mod checkpoint;
+mod keys;
 mod migrations;
 mod writer;
 
@@ -14,6 +15,7 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::time::Millis;
 use crate::domain::{
     AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
@@ -576,6 +578,38 @@ impl Store for SqliteStore {
                 .execute([key])
                 .map(|_| ())
         })
+    }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.read(keys::all)
+    }
+
+    fn key_set_version(&self) -> StoreResult<i64> {
+        self.read(keys::generation)
+    }
+
+    fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool> {
+        let key = key.clone();
+        self.write(move |tx| keys::insert_if_none_active(tx, &key))
+    }
+
+    fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        previous_retires_at: Millis,
+    ) -> StoreResult<Option<String>> {
+        let key = key.clone();
+        self.write(move |tx| keys::rotate(tx, &key, previous_retires_at))
+    }
+
+    fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        replacement: Option<&StoredKey>,
+    ) -> StoreResult<KeyRevokeOutcome> {
+        let (kid, replacement) = (kid.to_owned(), replacement.cloned());
+        self.write(move |tx| keys::revoke(tx, &kid, now, replacement.as_ref()))
     }
 }
 
