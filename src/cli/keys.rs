@@ -45,8 +45,8 @@ pub enum KeysCommand {
     /// Revoke a key now (a leaked key): tokens it signed are refused within seconds;
     /// revoking the active key makes a new one first
     Revoke {
-        /// The key id (see `authd keys list`)
-        #[arg(value_name = "KID")]
+        /// The key id (see `authd keys list`; a kid may begin with `-`)
+        #[arg(value_name = "KID", allow_hyphen_values = true)]
         kid: String,
         /// Do not ask for confirmation (required when stdin is not a terminal)
         #[arg(long, short = 'y')]

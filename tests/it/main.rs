@@ -13,6 +13,8 @@ mod flows;
 mod hostile;
 mod http_contract;
 mod jwt_attacks;
+mod keys;
+mod keys_upgrade;
 mod limits;
 mod logs;
 mod openapi;
