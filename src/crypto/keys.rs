@@ -230,7 +230,13 @@ impl Sealer {
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| fail())?;
         let aad = Self::aad(kid, key_use);
         self.cipher
-            .decrypt(&nonce.into(), Payload { msg: body, aad: &aad })
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
             .map_err(|_| fail())
     }
 }

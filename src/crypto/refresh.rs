@@ -168,8 +168,16 @@ mod tests {
         // After a rotation the previous key still checks, until its time is up.
         let later = now_secs() + 100;
         let rotated = RefreshTokens::with_keys(&[
-            RefreshKey { kid: "new".into(), secret: vec![8; 32], verify_until: None },
-            RefreshKey { kid: "old".into(), secret: vec![7; 32], verify_until: Some(later) },
+            RefreshKey {
+                kid: "new".into(),
+                secret: vec![8; 32],
+                verify_until: None,
+            },
+            RefreshKey {
+                kid: "old".into(),
+                secret: vec![7; 32],
+                verify_until: Some(later),
+            },
         ]);
         assert!(rotated.check(&t).is_some());
         assert!(rotated.check_at(&t, later + 1).is_none());

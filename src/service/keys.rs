@@ -312,12 +312,14 @@ pub fn load_keys(store: &dyn Store, jwt: &JwtSettings) -> AppResult<(i64, KeySet
                 }
                 let private = open_private(k, sealer.as_ref()).map_err(internal)?;
                 let material = match (jwt.algorithm, private) {
-                    (JwtAlgorithm::EdDsa, Some(seed)) => {
-                        AccessKeyMaterial::Ed25519(keys::ed25519_from_seed(&seed).map_err(internal)?)
-                    }
+                    (JwtAlgorithm::EdDsa, Some(seed)) => AccessKeyMaterial::Ed25519(
+                        keys::ed25519_from_seed(&seed).map_err(internal)?,
+                    ),
                     (JwtAlgorithm::EdDsa, None) => {
                         let public = k.public_key.as_deref().unwrap_or_default();
-                        AccessKeyMaterial::Ed25519Public(keys::ed25519_public(public).map_err(internal)?)
+                        AccessKeyMaterial::Ed25519Public(
+                            keys::ed25519_public(public).map_err(internal)?,
+                        )
                     }
                     (JwtAlgorithm::Hs256, Some(secret)) => AccessKeyMaterial::Hmac(secret),
                     (JwtAlgorithm::Hs256, None) => continue,
@@ -411,9 +413,9 @@ impl Keys {
                 for (secret, state) in [(Some(current), "active"), (previous, "retiring")] {
                     let Some(secret) = secret else { continue };
                     let kid = match (key_use, jwt.algorithm) {
-                        (KeyUse::Access, JwtAlgorithm::EdDsa) => {
-                            keys::ed25519_kid(&keys::ed25519_from_secret(secret.expose()).verifying_key())
-                        }
+                        (KeyUse::Access, JwtAlgorithm::EdDsa) => keys::ed25519_kid(
+                            &keys::ed25519_from_secret(secret.expose()).verifying_key(),
+                        ),
                         (KeyUse::Access, JwtAlgorithm::Hs256) => {
                             AccessKeyMaterial::Hmac(secret.expose().as_bytes().to_vec()).kid()
                         }
@@ -498,7 +500,10 @@ impl Keys {
     pub async fn revoke(&self, kid: &str) -> AppResult<Revoked> {
         let jwt = self.core.settings.jwt.clone();
         let infos = self.list().await?;
-        if let Some(secret) = infos.iter().find(|k| k.kid == kid && k.created_at.is_none()) {
+        if let Some(secret) = infos
+            .iter()
+            .find(|k| k.kid == kid && k.created_at.is_none())
+        {
             let key_use = secret.key_use.parse().unwrap_or(KeyUse::Access);
             return Err(secrets_rotate_elsewhere(key_use));
         }

@@ -122,7 +122,10 @@ fn list_rotate_and_revoke_through_the_binary() {
             .unwrap()
             .as_secs() as i64;
     // access_ttl (15m) + leeway (30s) after the rotation.
-    assert!((929..=931).contains(&keep), "retires {keep}s after the rotation");
+    assert!(
+        (929..=931).contains(&keep),
+        "retires {keep}s after the rotation"
+    );
     within(PROPAGATION, "the server signs with the new key", || {
         signs_with(&s, &email, &k2)
     });
@@ -207,10 +210,14 @@ fn revoking_the_active_keys_replaces_them_and_refuses_their_tokens() {
     assert_ne!(n_access, k_access);
     assert_ne!(n_refresh, k_refresh);
 
-    within(PROPAGATION, "the revoked access key's token is refused", || {
-        let r = s.get_auth("/api/auth/profile", &access);
-        r.status == 401 && r.body["error"] == "TOKEN_INVALID"
-    });
+    within(
+        PROPAGATION,
+        "the revoked access key's token is refused",
+        || {
+            let r = s.get_auth("/api/auth/profile", &access);
+            r.status == 401 && r.body["error"] == "TOKEN_INVALID"
+        },
+    );
     s.refresh(&refresh).assert_error(401, "TOKEN_INVALID");
     // New tokens carry the new key and work end to end.
     let again = s.login(&email);
@@ -255,7 +262,9 @@ fn rotation_under_load_fails_no_request() {
     });
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
-    let kids = client.join().expect("no request failed during the rotation");
+    let kids = client
+        .join()
+        .expect("no request failed during the rotation");
     assert_eq!(kids.first(), Some(&k1), "{kids:?}");
     assert_eq!(kids.last(), Some(&k2), "new tokens carry the new kid");
 }
@@ -358,7 +367,9 @@ fn hs256_previous_secrets_verify_and_never_sign() {
         .as_array()
         .unwrap()
         .clone();
-    assert!(list.iter().any(|k| k["kid"] == old_kid.as_str() && k["state"] == "retiring"));
+    assert!(list
+        .iter()
+        .any(|k| k["kid"] == old_kid.as_str() && k["state"] == "retiring"));
     assert_eq!(active_kid(&list, "access"), kid_of(token));
     for args in [
         vec!["rotate"],

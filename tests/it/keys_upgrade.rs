@@ -141,7 +141,10 @@ fn tokens_issued_with_key_files_keep_working_after_the_upgrade() {
     let r = s.refresh(&old_refresh);
     assert_eq!(r.status, 200, "{}", r.text);
     let next_refresh = r.body["data"]["refreshToken"].as_str().unwrap().to_string();
-    assert!(refresh_tokens.check(&next_refresh).is_some(), "same refresh key");
+    assert!(
+        refresh_tokens.check(&next_refresh).is_some(),
+        "same refresh key"
+    );
     assert_eq!(
         kid_of(s.login(&email)["accessToken"].as_str().unwrap()),
         kid,
