@@ -411,7 +411,8 @@ fn private_parts_are_sealed_with_the_key_encryption_secret() {
     let dir = s.stop();
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
-        let rows: Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> = conn
+        type Row = (i64, Option<Vec<u8>>, Option<Vec<u8>>);
+        let rows: Vec<Row> = conn
             .prepare("SELECT sealed, private_key, public_key FROM signing_keys")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))

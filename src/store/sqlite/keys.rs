@@ -47,6 +47,11 @@ fn bump(c: &Connection) -> rusqlite::Result<()> {
 }
 
 fn insert(c: &Connection, k: &StoredKey) -> rusqlite::Result<()> {
+    insert_row(c, k)?;
+    bump(c)
+}
+
+fn insert_row(c: &Connection, k: &StoredKey) -> rusqlite::Result<()> {
     c.prepare_cached(&format!(
         "INSERT INTO signing_keys ({KEY_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
     ))?
@@ -62,7 +67,7 @@ fn insert(c: &Connection, k: &StoredKey) -> rusqlite::Result<()> {
         k.private_key,
         k.sealed as i64,
     ])?;
-    bump(c)
+    Ok(())
 }
 
 /// Inserts `k` as active unless its use has an active key (in the writer's `BEGIN IMMEDIATE`
@@ -127,10 +132,122 @@ pub(super) fn revoke(
     let mut replaced_by = None;
     if state == StoredKeyState::Active {
         if let Some(new) = replacement {
-            insert(c, new)?;
+            insert_row(c, new)?;
             replaced_by = Some(new.kid.clone());
         }
     }
     bump(c)?;
     Ok(KeyRevokeOutcome::Revoked { replaced_by })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::domain::keys::{KeyRevokeOutcome, KeyUse, StoredKey, StoredKeyState};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{Store, StoreOptions};
+
+    fn key(kid: &str, key_use: KeyUse, public: bool) -> StoredKey {
+        StoredKey {
+            kid: kid.into(),
+            key_use,
+            algorithm: if public { "EdDSA" } else { "HS256" }.into(),
+            state: StoredKeyState::Active,
+            created_at: 1,
+            retires_at: None,
+            revoked_at: None,
+            public_key: public.then(|| vec![1; 32]),
+            private_key: Some(vec![2; 32]),
+            sealed: false,
+        }
+    }
+
+    #[test]
+    fn key_set_operations_are_whole_and_bump_the_generation() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let store = SqliteStore::open(
+            path.to_str().unwrap(),
+            &StoreOptions {
+                pool_size: 2,
+                busy_timeout: Duration::from_secs(5),
+            },
+        )
+        .unwrap();
+        store.migrate().unwrap();
+        let g0 = store.key_set_version().unwrap();
+        assert!(store
+            .insert_signing_key_if_none_active(&key("a1", KeyUse::Access, true))
+            .unwrap());
+        assert!(!store
+            .insert_signing_key_if_none_active(&key("a2", KeyUse::Access, true))
+            .unwrap());
+        assert!(store
+            .insert_signing_key_if_none_active(&key("r1", KeyUse::Refresh, false))
+            .unwrap());
+        assert_eq!(store.key_set_version().unwrap(), g0 + 2);
+
+        let previous = store
+            .rotate_signing_key(&key("a2", KeyUse::Access, true), 500)
+            .unwrap();
+        assert_eq!(previous.as_deref(), Some("a1"));
+        let previous = store
+            .rotate_signing_key(&key("r2", KeyUse::Refresh, false), 600)
+            .unwrap();
+        assert_eq!(previous.as_deref(), Some("r1"));
+        let all = store.signing_keys().unwrap();
+        let find = |kid: &str| all.iter().find(|k| k.kid == kid).unwrap().clone();
+        let a1 = find("a1");
+        assert_eq!(
+            (a1.state, a1.retires_at),
+            (StoredKeyState::Retiring, Some(500))
+        );
+        assert_eq!(
+            a1.private_key, None,
+            "a retiring Ed25519 key keeps its public part only"
+        );
+        assert!(
+            find("r1").private_key.is_some(),
+            "an HMAC key needs its secret to verify"
+        );
+
+        let outcome = store
+            .revoke_signing_key("a2", 700, Some(&key("a3", KeyUse::Access, true)))
+            .unwrap();
+        assert_eq!(
+            outcome,
+            KeyRevokeOutcome::Revoked {
+                replaced_by: Some("a3".into())
+            }
+        );
+        let outcome = store
+            .revoke_signing_key("r1", 700, Some(&key("r9", KeyUse::Refresh, false)))
+            .unwrap();
+        assert_eq!(outcome, KeyRevokeOutcome::Revoked { replaced_by: None });
+        assert_eq!(
+            store.revoke_signing_key("a2", 800, None).unwrap(),
+            KeyRevokeOutcome::AlreadyRevoked
+        );
+        assert_eq!(
+            store.revoke_signing_key("zz", 800, None).unwrap(),
+            KeyRevokeOutcome::Unknown
+        );
+        let all = store.signing_keys().unwrap();
+        let a2 = all.iter().find(|k| k.kid == "a2").unwrap();
+        assert_eq!(
+            (a2.state, a2.revoked_at),
+            (StoredKeyState::Revoked, Some(700))
+        );
+        assert_eq!(a2.private_key, None);
+        assert!(all.iter().all(|k| k.kid != "r9"));
+        let mut active: Vec<&str> = all
+            .iter()
+            .filter(|k| k.state == StoredKeyState::Active)
+            .map(|k| k.kid.as_str())
+            .collect();
+        active.sort();
+        assert_eq!(active, ["a3", "r2"]);
+        assert_eq!(store.key_set_version().unwrap(), g0 + 6);
+    }
 }

@@ -920,7 +920,7 @@ mod tests {
         }
         let store = open(&path);
         let applied = store.migrate().unwrap();
-        assert_eq!(applied.last().map(|m| m.version), Some(4));
+        assert_eq!(applied.first().map(|m| m.version), Some(4));
 
         // What the service does: the hint is whatever the token's first 16 bytes are.
         let hint = keys.check(&legacy_token).unwrap().session;
