@@ -314,13 +314,7 @@ impl AccessTokens {
         now_secs: i64,
     ) -> Result<(AccessClaims, Option<i64>), VerifyError> {
         let ring = self.ring();
-        let claims = self.verify_uncached(&ring, token, now_secs)?;
-        let kid = jsonwebtoken::decode_header(token)
-            .ok()
-            .and_then(|h| h.kid)
-            .ok_or(VerifyError::Invalid)?;
-        let until = ring.key(&kid).ok_or(VerifyError::Invalid)?.verify_until;
-        Ok((claims, until))
+        self.verify_uncached(&ring, token, now_secs)
     }
 
     fn verify_uncached(
@@ -328,23 +322,31 @@ impl AccessTokens {
         ring: &Ring,
         token: &str,
         now_secs: i64,
-    ) -> Result<AccessClaims, VerifyError> {
-        // The key is chosen by the token's `kid` among authd's own keys only: no kid, or a
-        // kid that is not ours (or no longer verifies), is invalid.
+    ) -> Result<(AccessClaims, Option<i64>), VerifyError> {
+        // The key is chosen by the token's `kid` among authd's own keys only: a kid that is
+        // not ours (or no longer verifies) is invalid. A token without a kid is tried with
+        // each of our live keys (a handful at most).
         let header = jsonwebtoken::decode_header(token).map_err(|_| VerifyError::Invalid)?;
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| ring.key(kid))
-            .ok_or(VerifyError::Invalid)?;
-        if key.verify_until.is_some_and(|until| now_secs > until) {
-            return Err(VerifyError::Invalid);
+        let live = |k: &&LoadedKey| k.verify_until.is_none_or(|until| now_secs <= until);
+        let candidates: Vec<&LoadedKey> = match header.kid.as_deref() {
+            Some(kid) => ring.key(kid).into_iter().filter(live).collect(),
+            None => ring.keys.iter().filter(live).collect(),
+        };
+        let mut verdict = Err(VerifyError::Invalid);
+        for key in candidates {
+            match jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation) {
+                Ok(data) => {
+                    verdict = Ok((data, key.verify_until));
+                    break;
+                }
+                // The signature verified; only the expiry failed.
+                Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
+                    return Err(VerifyError::Expired)
+                }
+                Err(_) => {}
+            }
         }
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => VerifyError::Expired,
-                _ => VerifyError::Invalid,
-            })?;
+        let (data, verify_until) = verdict?;
         let typ_ok = match data.header.typ.as_deref() {
             None => true,
             Some(t) => t.eq_ignore_ascii_case("JWT") || t.eq_ignore_ascii_case(ACCESS_TYP),
@@ -353,7 +355,7 @@ impl AccessTokens {
         if !typ_ok || claims.iat > now_secs + self.leeway_secs {
             return Err(VerifyError::Invalid);
         }
-        Ok(claims)
+        Ok((claims, verify_until))
     }
 
     /// The JWKS document at `now_secs`: the public keys that verify access tokens (the
