@@ -190,6 +190,18 @@ fn stored_uses(jwt: &JwtSettings) -> Vec<KeyUse> {
         .collect()
 }
 
+/// Refuses to write a new key unsealed next to sealed ones (a command run without
+/// `jwt.key_encryption_secret` would otherwise store a private part in the clear).
+fn check_sealing(stored: &[StoredKey], jwt: &JwtSettings) -> AppResult<()> {
+    if jwt.key_encryption_secret.is_none() && stored.iter().any(|k| k.sealed) {
+        return Err(AppError::Validation(vec![crate::error::FieldError::new(
+            "jwt.key_encryption_secret",
+            "is required: the signing keys in the database are encrypted",
+        )]));
+    }
+    Ok(())
+}
+
 fn sealer_of(jwt: &JwtSettings) -> Option<Sealer> {
     jwt.key_encryption_secret
         .as_ref()
@@ -466,6 +478,8 @@ impl Keys {
         if secret_of(&jwt, key_use).0.is_some() {
             return Err(secrets_rotate_elsewhere(key_use));
         }
+        let stored = self.core.db(|s| s.signing_keys()).await?;
+        check_sealing(&stored, &jwt)?;
         let now = now_ms();
         let keep = match key_use {
             KeyUse::Access => jwt.access_ttl + jwt.leeway,
@@ -508,6 +522,7 @@ impl Keys {
             return Err(secrets_rotate_elsewhere(key_use));
         }
         let stored = self.core.db(|s| s.signing_keys()).await?;
+        check_sealing(&stored, &jwt)?;
         let Some(found) = stored.into_iter().find(|k| k.kid == kid) else {
             if stored_uses(&jwt).is_empty() {
                 return Err(secrets_rotate_elsewhere(KeyUse::Access));

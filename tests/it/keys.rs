@@ -406,6 +406,12 @@ fn private_parts_are_sealed_with_the_key_encryption_secret() {
     let email = unique_email("keys-sealed");
     let data = s.register(&email);
     let access = data["accessToken"].as_str().unwrap().to_string();
+    // A command without the secret would store a new key in the clear: refused.
+    let out = keys_cmd(&s, &["rotate"], &[]);
+    assert!(
+        out.error_line().contains("jwt.key_encryption_secret"),
+        "{out:?}"
+    );
     keys_cmd(&s, &["rotate"], &env).ok();
     let db = s.db_path();
     let dir = s.stop();
