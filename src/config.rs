@@ -47,6 +47,9 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "leeway",
             "access_secret",
             "refresh_secret",
+            "access_secret_previous",
+            "refresh_secret_previous",
+            "key_encryption_secret",
             "key_dir",
         ],
     ),
@@ -157,6 +160,15 @@ pub struct JwtSettings {
     pub leeway: Duration,
     pub access_secret: Option<Secret>,
     pub refresh_secret: Option<Secret>,
+    /// `jwt.access_secret_previous` (`AUTHD_JWT__ACCESS_SECRET_PREVIOUS`), default empty:
+    /// the access secret before the last change; verifies access tokens, never signs.
+    pub access_secret_previous: Option<Secret>,
+    /// `jwt.refresh_secret_previous` (`AUTHD_JWT__REFRESH_SECRET_PREVIOUS`), default empty:
+    /// the refresh secret before the last change; verifies refresh tokens, never signs.
+    pub refresh_secret_previous: Option<Secret>,
+    /// `jwt.key_encryption_secret` (`AUTHD_JWT__KEY_ENCRYPTION_SECRET`), default empty:
+    /// encrypts the private parts of the signing keys kept in the database (docs/SECURITY.md).
+    pub key_encryption_secret: Option<Secret>,
     pub key_dir: PathBuf,
 }
 
@@ -255,7 +267,8 @@ impl Settings {
             "[server]\nbind = {}\nbody_limit = {}\nshutdown_grace = {}\ncors_origins = {}\ntrusted_proxies = {}\nhsts = {}\n\n\
              [database]\nurl = {}\npool_size = {}\nauto_migrate = {}\nbusy_timeout = {}\n\n\
              [jwt]\nissuer = {}\naudience = {}\nalgorithm = {}\naccess_ttl = {}\nrefresh_ttl = {}\n\
-             refresh_reuse_grace = {}\nleeway = {}\naccess_secret = {}\nrefresh_secret = {}\nkey_dir = {}\n\n\
+             refresh_reuse_grace = {}\nleeway = {}\naccess_secret = {}\nrefresh_secret = {}\n\
+             access_secret_previous = {}\nrefresh_secret_previous = {}\nkey_encryption_secret = {}\nkey_dir = {}\n\n\
              [password]\nbcrypt_cost = {}\nmin_length = {}\n\n\
              [cookie]\nname = {}\nsecure = {}\n\n\
              [rate_limit]\nenabled = {}\nwindow = {}\nmax_requests = {}\nmax_failed_logins = {}\n\
@@ -281,6 +294,9 @@ impl Settings {
             d(jwt.leeway),
             secret(&jwt.access_secret),
             secret(&jwt.refresh_secret),
+            secret(&jwt.access_secret_previous),
+            secret(&jwt.refresh_secret_previous),
+            secret(&jwt.key_encryption_secret),
             q(&jwt.key_dir.display().to_string()),
             pw.bcrypt_cost,
             pw.min_length,
@@ -685,6 +701,38 @@ impl Reader<'_> {
                 );
             }
         }
+        let access_secret_previous = self.secret("jwt.access_secret_previous");
+        let refresh_secret_previous = self.secret("jwt.refresh_secret_previous");
+        let key_encryption_secret = self.secret("jwt.key_encryption_secret");
+        for (key, value, current, current_key) in [
+            (
+                "jwt.access_secret_previous",
+                &access_secret_previous,
+                &access_secret,
+                "jwt.access_secret",
+            ),
+            (
+                "jwt.refresh_secret_previous",
+                &refresh_secret_previous,
+                &refresh_secret,
+                "jwt.refresh_secret",
+            ),
+        ] {
+            if value.is_some() && value == current {
+                self.fail::<()>(key, format!("must differ from {current_key}"));
+            }
+        }
+        if let Some(k) = &key_encryption_secret {
+            if [&access_secret, &refresh_secret]
+                .iter()
+                .any(|s| s.as_ref() == Some(k))
+            {
+                self.fail::<()>(
+                    "jwt.key_encryption_secret",
+                    "must differ from jwt.access_secret and jwt.refresh_secret",
+                );
+            }
+        }
         let issuer = self.string("jwt.issuer");
         let audience = self.string("jwt.audience");
         for (key, value) in [("jwt.issuer", &issuer), ("jwt.audience", &audience)] {
@@ -703,6 +751,9 @@ impl Reader<'_> {
             leeway: self.duration("jwt.leeway", true),
             access_secret,
             refresh_secret,
+            access_secret_previous,
+            refresh_secret_previous,
+            key_encryption_secret,
             key_dir,
         };
 

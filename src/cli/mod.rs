@@ -7,6 +7,7 @@ mod cleanup_tokens;
 mod completions;
 mod create_user;
 mod healthcheck;
+mod keys;
 mod migrate;
 mod revoke_sessions;
 mod serve;
@@ -52,6 +53,8 @@ pub enum Command {
     CleanupTokens(cleanup_tokens::Args),
     /// Read the audit trail (logins, refreshes, revocations, ...)
     Audit(audit::Args),
+    /// Manage the signing keys kept in the database (list, rotate, revoke)
+    Keys(keys::Args),
     /// Validate the configuration and print the effective values (secrets redacted)
     CheckConfig,
     /// Exit 0 when the server's /healthz answers 200, else 1 (for container health checks)
@@ -143,6 +146,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,
             Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,
             Command::Audit(args) => audit::run(settings, args).await,
+            Command::Keys(args) => keys::run(settings, args).await,
             Command::CheckConfig => check_config::run(settings).await,
             Command::Healthcheck(args) => healthcheck::run(settings, args).await,
             Command::Completions(_) | Command::ManPages(_) => unreachable!("handled above"),

@@ -3,6 +3,7 @@
 pub mod entities;
 pub mod ip;
 pub mod limits;
+pub mod keys;
 pub mod time;
 pub mod validate;
 

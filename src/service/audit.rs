@@ -19,6 +19,10 @@ pub enum Event {
     SessionRevoke,
     AdminRevoke,
     UserCreate,
+    /// `authd keys rotate`.
+    AdminKeyRotate,
+    /// `authd keys revoke`.
+    AdminKeyRevoke,
 }
 
 impl Event {
@@ -33,10 +37,12 @@ impl Event {
             Event::SessionRevoke => "session_revoke",
             Event::AdminRevoke => "admin_revoke",
             Event::UserCreate => "user_create",
+            Event::AdminKeyRotate => "admin_key_rotate",
+            Event::AdminKeyRevoke => "admin_key_revoke",
         }
     }
 
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 11] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -46,6 +52,8 @@ impl Event {
         Event::SessionRevoke,
         Event::AdminRevoke,
         Event::UserCreate,
+        Event::AdminKeyRotate,
+        Event::AdminKeyRevoke,
     ];
 }
 

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod audit;
 pub mod limits;
+pub mod keys;
 pub mod sessions;
 pub mod users;
 
@@ -19,6 +20,7 @@ use crate::store::{DynStore, Store, StoreResult};
 
 pub use admin::{Admin, RevokeTarget};
 pub use limits::{Attempt, LoginLimits};
+pub use keys::Keys;
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

@@ -85,20 +85,45 @@ pub struct Sessions {
 }
 
 impl Sessions {
+    /// Sessions signing and verifying with `keys` (see `service::keys::load_keys`).
     pub fn new(core: Arc<Core>, keys: KeySet) -> Self {
-        let access = AccessTokens::configured(&keys.access, &core.settings.jwt);
+        let jwt = &core.settings.jwt;
+        let algorithm = match jwt.algorithm {
+            crate::config::JwtAlgorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            crate::config::JwtAlgorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+        };
+        let access = AccessTokens::with_keys(
+            algorithm,
+            &keys.access,
+            &jwt.issuer,
+            &jwt.audience,
+            jwt.access_ttl,
+            jwt.leeway,
+        );
         Sessions {
             users: Users::new(core.clone()),
             limits: LoginLimits::new(core.clone()),
             access: Arc::new(access),
-            refresh: Arc::new(RefreshTokens::new(keys.refresh)),
+            refresh: Arc::new(RefreshTokens::with_keys(&keys.refresh)),
             core,
         }
     }
 
+    /// Swaps in a new key set (after a rotation or revocation, possibly by another process):
+    /// every clone of these sessions signs and verifies with it from now on.
+    pub fn replace_keys(&self, keys: &KeySet) {
+        self.access.replace_keys(&keys.access);
+        self.refresh.replace_keys(&keys.refresh);
+    }
+
+    /// The key id new access tokens carry.
+    pub fn signing_kid(&self) -> Option<String> {
+        self.access.signing_kid()
+    }
+
     /// The JWKS document for `/.well-known/jwks.json`.
     pub fn jwks(&self) -> serde_json::Value {
-        self.access.jwks()
+        self.access.jwks(now_ms().div_euclid(1000))
     }
 
     /// Creates an account and signs it in on a new session.

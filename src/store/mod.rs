@@ -9,6 +9,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
+use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::time::Millis;
 use crate::domain::{
     AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
@@ -143,6 +144,36 @@ pub trait Store: Send + Sync + 'static {
     /// back and, when `failed`, counts one failure on each counter in the same transaction,
     /// locking those that reach their limit.
     fn settle_login_slots(&self, grant: &SlotGrant, failed: bool, now: Millis) -> StoreResult<()>;
+    // Signing keys (table `signing_keys`, see `domain::keys` and docs/DESIGN.md). Every change
+    // bumps the key set's generation in the same transaction.
+
+    /// Every signing key, in any state, oldest first (private parts as stored: sealed or not).
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// The key set's generation: a counter that every change to the signing keys bumps. A
+    /// cheap read (one row): running servers poll it and reload the key set when it moves.
+    fn key_set_version(&self) -> StoreResult<i64>;
+    /// First start: inserts `key` (state active) unless its use already has an active key.
+    /// True when inserted. Atomic: of processes starting together, exactly one inserts.
+    fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool>;
+    /// Rotation, in one transaction: the active key of `key.key_use` (if any) becomes
+    /// retiring until `previous_retires_at` (its private part is dropped when it has a public
+    /// part, which alone verifies), and `key` becomes the active key. Returns the previous
+    /// active key's kid.
+    fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        previous_retires_at: Millis,
+    ) -> StoreResult<Option<String>>;
+    /// Revocation, in one transaction: marks `kid` revoked at `now` and drops its private
+    /// part. If it is (still) the active key of its use, `replacement` (same use, state
+    /// active) is inserted as the new active key; without a replacement the use is left with
+    /// no active key (the next start or rotation makes one).
+    fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        replacement: Option<&StoredKey>,
+    ) -> StoreResult<KeyRevokeOutcome>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -18,6 +18,8 @@ mod hostile;
 mod http_contract;
 mod jws_header;
 mod jwt_attacks;
+mod keys;
+mod keys_upgrade;
 mod limits;
 mod limits_race;
 mod logs;

@@ -3,6 +3,7 @@
 
 mod checkpoint;
 mod limits;
+mod keys;
 mod migrations;
 mod writer;
 
@@ -16,6 +17,7 @@ use uuid::Uuid;
 
 use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
+use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::time::Millis;
 use crate::domain::{
     AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
@@ -602,6 +604,38 @@ impl Store for SqliteStore {
         let grant = grant.clone();
         self.write(move |tx| limits::settle(tx, &grant, failed, now))
     }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.read(keys::all)
+    }
+
+    fn key_set_version(&self) -> StoreResult<i64> {
+        self.read(keys::generation)
+    }
+
+    fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool> {
+        let key = key.clone();
+        self.write(move |tx| keys::insert_if_none_active(tx, &key))
+    }
+
+    fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        previous_retires_at: Millis,
+    ) -> StoreResult<Option<String>> {
+        let key = key.clone();
+        self.write(move |tx| keys::rotate(tx, &key, previous_retires_at))
+    }
+
+    fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        replacement: Option<&StoredKey>,
+    ) -> StoreResult<KeyRevokeOutcome> {
+        let (kid, replacement) = (kid.to_owned(), replacement.cloned());
+        self.write(move |tx| keys::revoke(tx, &kid, now, replacement.as_ref()))
+    }
 }
 
 /// One way to find a presented refresh token: by the session it names and its hash, or,
@@ -911,7 +945,7 @@ mod tests {
         }
         let store = open(&path);
         let applied = store.migrate().unwrap();
-        assert_eq!(applied.last().map(|m| m.version), Some(4));
+        assert_eq!(applied.first().map(|m| m.version), Some(4));
 
         // What the service does: the hint is whatever the token's first 16 bytes are.
         let hint = keys.check(&legacy_token).unwrap().session;
