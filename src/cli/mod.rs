@@ -10,6 +10,7 @@ mod healthcheck;
 mod migrate;
 mod revoke_sessions;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub enum Command {
     CleanupTokens(cleanup_tokens::Args),
     /// Read the audit trail (logins, refreshes, revocations, ...)
     Audit(audit::Args),
+    /// Manage accounts: list, show, disable, enable, delete, set-role, set-password, unlock
+    Users(users::Args),
     /// Validate the configuration and print the effective values (secrets redacted)
     CheckConfig,
     /// Exit 0 when the server's /healthz answers 200, else 1 (for container health checks)
@@ -141,6 +144,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,
             Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,
             Command::Audit(args) => audit::run(settings, args).await,
+            Command::Users(args) => users::run(settings, args).await,
             Command::CheckConfig => check_config::run(settings).await,
             Command::Healthcheck(args) => healthcheck::run(settings, args).await,
             Command::Completions(_) | Command::ManPages(_) => unreachable!("handled above"),

@@ -2,6 +2,7 @@
 //! `Core::db` (on the blocking pool) and never see HTTP types. The CLI and the HTTP handlers
 //! call the same methods.
 
+pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod sessions;
@@ -16,6 +17,7 @@ use crate::error::AppResult;
 use crate::metrics::Metrics;
 use crate::store::{DynStore, Store, StoreResult};
 
+pub use accounts::{Accounts, Acting, Actor};
 pub use admin::{Admin, RevokeTarget};
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
 pub use users::{NewUserInput, Users};
