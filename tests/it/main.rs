@@ -3,6 +3,8 @@
 
 mod support;
 
+mod admin_api;
+mod admin_cli;
 mod audit;
 mod bench_smoke;
 mod browser;
