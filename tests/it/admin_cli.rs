@@ -160,7 +160,9 @@ fn delete_needs_yes_without_a_terminal_and_frees_the_email() {
         "{}",
         r.text
     );
-    assert_eq!(users(&s, &["users", "show", &id]).error_line(), "no such user");
+    assert!(users(&s, &["users", "show", &id])
+        .error_line()
+        .ends_with("no such user"));
 
     // The email is free again; the old events stay, with the old id.
     let again = s.register(&email);
@@ -195,7 +197,7 @@ fn unknown_users_are_exit_1_no_such_user() {
         vec!["users", "set-role", ghost, "admin"],
     ] {
         let r = users(&s, &args);
-        assert_eq!(r.error_line(), "no such user", "{args:?}");
+        assert!(r.error_line().ends_with("no such user"), "{args:?}: {r:#?}");
         assert!(r.stdout.is_empty(), "{r:#?}");
     }
     let r = users_with_input(
@@ -203,7 +205,7 @@ fn unknown_users_are_exit_1_no_such_user() {
         &["users", "set-password", ghost, "--password-stdin"],
         PASSWORD,
     );
-    assert_eq!(r.error_line(), "no such user");
+    assert!(r.error_line().ends_with("no such user"), "{r:#?}");
     // Usage errors are clap's.
     users(&s, &["users", "list", "--role", "root"]).usage_error();
     users(&s, &["users", "disable"]).usage_error();
