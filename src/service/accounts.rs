@@ -194,11 +194,7 @@ impl Accounts {
     pub async fn show(&self, by: &Acting, id: Uuid) -> AppResult<AccountDetails> {
         let user = self.user(id).await?;
         let now = now_ms();
-        let live = self
-            .core
-            .db(move |s| s.live_sessions(id, now))
-            .await?
-            .len();
+        let live = self.core.db(move |s| s.live_sessions(id, now)).await?.len();
         let account = self.account(user).await?;
         self.record(by, Event::AdminShow, Some(&account.user), None, None)
             .await;
@@ -315,8 +311,14 @@ impl Accounts {
             })
             .await?;
         let reason = format!("revoked {n} session(s)");
-        self.record(by, Event::AdminSetPassword, Some(&user), Some(&reason), None)
-            .await;
+        self.record(
+            by,
+            Event::AdminSetPassword,
+            Some(&user),
+            Some(&reason),
+            None,
+        )
+        .await;
         Ok((self.account(user).await?, n))
     }
 
@@ -362,12 +364,24 @@ impl Accounts {
             .db(move |s| {
                 let counter = s.failure_counter(&key)?;
                 s.clear_failures(&key)?;
-                Ok(counter.and_then(|c| c.locked_until).is_some_and(|u| u > now))
+                Ok(counter
+                    .and_then(|c| c.locked_until)
+                    .is_some_and(|u| u > now))
             })
             .await?;
-        let reason = if was_locked { "was locked" } else { "was not locked" };
-        self.record(by, Event::AdminUnlock, user.as_ref(), Some(reason), Some(&email))
-            .await;
+        let reason = if was_locked {
+            "was locked"
+        } else {
+            "was not locked"
+        };
+        self.record(
+            by,
+            Event::AdminUnlock,
+            user.as_ref(),
+            Some(reason),
+            Some(&email),
+        )
+        .await;
         Ok((email, was_locked))
     }
 
@@ -437,10 +451,7 @@ mod tests {
             last_login_at: None,
         };
         let cursor = encode_cursor(&user);
-        assert_eq!(
-            decode_cursor(&cursor).unwrap(),
-            (user.created_at, user.id)
-        );
+        assert_eq!(decode_cursor(&cursor).unwrap(), (user.created_at, user.id));
         for bad in ["", "x", "!!!", &B64.encode("12:nope"), &B64.encode("x:y")] {
             assert!(
                 matches!(decode_cursor(bad), Err(AppError::Validation(_))),

@@ -75,13 +75,13 @@ impl Admin {
             .audit_by(
                 "cli",
                 Record {
-                event: Event::AdminRevoke,
-                user_id,
-                email: None,
-                client: &cli_client(),
-                success: true,
-                reason: Some(&reason),
-            },
+                    event: Event::AdminRevoke,
+                    user_id,
+                    email: None,
+                    client: &cli_client(),
+                    success: true,
+                    reason: Some(&reason),
+                },
             )
             .await;
         Ok(n)

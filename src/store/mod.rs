@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use crate::domain::time::Millis;
 use crate::domain::{
-    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
-    NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
+    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
+    UserFilter,
 };
 
 /// Errors every backend converts its driver's errors into, at its own boundary.
@@ -137,8 +138,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<(User, usize)>>;
     /// Changes the user's role and revokes every live session of the user (access tokens
     /// carry the role) in one transaction. `None` for an unknown user.
-    fn set_role(&self, user_id: Uuid, role: Role, now: Millis)
-        -> StoreResult<Option<(User, usize)>>;
+    fn set_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>>;
     /// Deletes the user with its sessions and refresh tokens (audit events stay). Returns
     /// the deleted user and how many of its sessions were live, or `None` for an unknown user.
     fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>>;

@@ -132,7 +132,14 @@ fn pagination_walks_every_user_exactly_once() {
     assert_eq!(r.body["data"]["users"].as_array().unwrap().len(), 7);
     assert!(r.body["data"]["nextCursor"].is_null());
 
-    for bad in ["limit=0", "limit=201", "limit=abc", "limit=-1", "cursor=garbage", "cursor=%00%01"] {
+    for bad in [
+        "limit=0",
+        "limit=201",
+        "limit=abc",
+        "limit=-1",
+        "cursor=garbage",
+        "cursor=%00%01",
+    ] {
         let r = get(&s, &format!("/api/admin/users?{bad}"), &admin);
         r.assert_error(400, "VALIDATION_ERROR");
     }
@@ -227,7 +234,13 @@ fn role_changes_revoke_sessions_and_the_stored_role_decides() {
     ] {
         let r = post(&s, &path, &admin, bad.clone());
         r.assert_error(400, "VALIDATION_ERROR");
-        assert!(detail_fields(&r).iter().all(|f| f == "role" || f == "extra"), "{bad}: {}", r.text);
+        assert!(
+            detail_fields(&r)
+                .iter()
+                .all(|f| f == "role" || f == "extra"),
+            "{bad}: {}",
+            r.text
+        );
     }
     // The role route needs its body: an empty one without Content-Type is 415, like register.
     post_empty(&s, &path, &admin).assert_error(415, "UNSUPPORTED_MEDIA_TYPE");
@@ -282,7 +295,15 @@ fn sessions_are_listed_and_revoked() {
     for sess in sessions {
         assert_eq!(
             keys_of(sess),
-            ["createdAt", "expiresAt", "id", "ip", "lastUsedAt", "userAgent"].into()
+            [
+                "createdAt",
+                "expiresAt",
+                "id",
+                "ip",
+                "lastUsedAt",
+                "userAgent"
+            ]
+            .into()
         );
     }
 
@@ -314,7 +335,11 @@ fn delete_bites_at_once_and_frees_the_email() {
     for r in [s.get_auth("/api/auth/profile", &token), s.refresh(&rt)] {
         assert_eq!(r.status, 401, "{}", r.text);
         let code = r.body["error"].as_str().unwrap();
-        assert!(["TOKEN_REVOKED", "TOKEN_INVALID"].contains(&code), "{}", r.text);
+        assert!(
+            ["TOKEN_REVOKED", "TOKEN_INVALID"].contains(&code),
+            "{}",
+            r.text
+        );
     }
     get(&s, &format!("/api/admin/users/{id}"), &admin).assert_error(404, "NOT_FOUND");
     delete(&s, &format!("/api/admin/users/{id}"), &admin).assert_error(404, "NOT_FOUND");

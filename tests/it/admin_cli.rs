@@ -27,7 +27,14 @@ pub fn admin_token(s: &TestServer) -> (String, String) {
     let email = unique_email("admin");
     let id = users_with_input(
         s,
-        &["create-user", "--email", &email, "--role", "admin", "--password-stdin"],
+        &[
+            "create-user",
+            "--email",
+            &email,
+            "--role",
+            "admin",
+            "--password-stdin",
+        ],
         PASSWORD,
     )
     .ok()
@@ -75,7 +82,10 @@ fn disable_bites_on_the_running_server_and_enable_restores_login() {
     assert!(out.ok().contains("revoked 1 session"), "{out:#?}");
     let r = s.get_auth("/api/auth/profile", &token);
     r.assert_error(401, "TOKEN_REVOKED");
-    assert!(r.header("www-authenticate").unwrap().contains("invalid_token"));
+    assert!(r
+        .header("www-authenticate")
+        .unwrap()
+        .contains("invalid_token"));
     s.refresh(&rt).assert_error(401, "TOKEN_REVOKED");
     // The right password first: a wrong one says nothing about the account.
     login_with(&s, &email, "Wrong-horse-9").assert_error(401, "INVALID_CREDENTIALS");
@@ -112,7 +122,11 @@ fn set_role_and_set_password_revoke_sessions_at_once() {
     users(&s, &["users", "set-role", &email, "superuser"]).usage_error();
 
     // A password that register would refuse: exit 1, one line, nothing changed.
-    let weak = users_with_input(&s, &["users", "set-password", &email, "--password-stdin"], "short\n");
+    let weak = users_with_input(
+        &s,
+        &["users", "set-password", &email, "--password-stdin"],
+        "short\n",
+    );
     let line = weak.error_line();
     assert!(line.contains("password"), "{line}");
     assert_eq!(s.get_auth("/api/auth/profile", &admin).status, 200);
@@ -218,7 +232,10 @@ fn list_and_show_print_lines_and_json() {
     let (admin_id, _) = admin_token(&s);
     let alice = unique_email("alice");
     let bob = unique_email("bob");
-    let alice_id = s.register(&alice)["user"]["id"].as_str().unwrap().to_string();
+    let alice_id = s.register(&alice)["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     s.register(&bob);
     users(&s, &["users", "disable", &bob]).ok();
 
@@ -269,12 +286,20 @@ fn list_and_show_print_lines_and_json() {
     let locked = json_out(&users(&s, &["users", "list", "--locked", "--json"]));
     assert_eq!(locked, json!([]));
 
-    let show = json_out(&users(&s, &["users", "show", &alice.to_uppercase(), "--json"]));
+    let show = json_out(&users(
+        &s,
+        &["users", "show", &alice.to_uppercase(), "--json"],
+    ));
     assert_eq!(keys_of(&show), ["liveSessions", "user"].into());
     assert_eq!(show["user"]["id"], json!(alice_id));
     assert_eq!(show["liveSessions"], 1);
     let text = users(&s, &["users", "show", &alice]);
-    for needle in [alice_id.as_str(), alice.as_str(), "active", "live sessions  1"] {
+    for needle in [
+        alice_id.as_str(),
+        alice.as_str(),
+        "active",
+        "live sessions  1",
+    ] {
         assert!(text.ok().contains(needle), "{needle}: {text:#?}");
     }
 }
@@ -333,7 +358,9 @@ fn locked_emails_are_listed_and_unlock_clears_them() {
     let events = audit(&s, &["--event", "admin_unlock"]);
     assert_eq!(events.len(), 2, "{events:#?}");
     assert!(events.iter().all(|e| e["actor"] == "cli"), "{events:#?}");
-    assert!(events.iter().any(|e| e["userId"].is_null() && e["email"] == json!(ghost)));
+    assert!(events
+        .iter()
+        .any(|e| e["userId"].is_null() && e["email"] == json!(ghost)));
 }
 
 #[test]
@@ -341,7 +368,10 @@ fn audit_json_is_an_array_with_actor_for_admin_events() {
     let s = TestServer::start();
     let (admin_id, admin) = admin_token(&s);
     let email = unique_email("audited");
-    let id = s.register(&email)["user"]["id"].as_str().unwrap().to_string();
+    let id = s.register(&email)["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     users(&s, &["users", "disable", &email]).ok();
     let r = send(
         s.post(&format!("/api/admin/users/{id}/enable"))
@@ -353,7 +383,14 @@ fn audit_json_is_an_array_with_actor_for_admin_events() {
     let events = audit(&s, &[]);
     for e in &events {
         for key in [
-            "time", "event", "userId", "actor", "ip", "userAgent", "success", "reason",
+            "time",
+            "event",
+            "userId",
+            "actor",
+            "ip",
+            "userAgent",
+            "success",
+            "reason",
         ] {
             assert!(e.get(key).is_some(), "{key} in {e}");
         }
@@ -377,7 +414,10 @@ fn audit_json_is_an_array_with_actor_for_admin_events() {
     );
     assert_eq!(enable["ip"], "127.0.0.1");
     let role = find("admin_set_role");
-    assert_eq!((&role["userId"], &role["actor"]), (&json!(id), &json!("cli")));
+    assert_eq!(
+        (&role["userId"], &role["actor"]),
+        (&json!(id), &json!("cli"))
+    );
     // Events no admin caused carry no actor.
     assert!(find("register")["actor"].is_null());
 

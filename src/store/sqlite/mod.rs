@@ -17,8 +17,9 @@ use uuid::Uuid;
 use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::time::Millis;
 use crate::domain::{
-    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
-    NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
+    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
+    UserFilter,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
