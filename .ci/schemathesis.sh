@@ -170,6 +170,14 @@ refresh_tokens() { # refresh_tokens PREFIX N: a TOML list of N new users' refres
 TOKEN_ADMIN=$(login schemathesis-admin@example.com)
 REFRESH_TOKENS=$(refresh_tokens schemathesis-refresh 3)
 LOGOUT_TOKENS=$(refresh_tokens schemathesis-logout 2)
+# The users above keep their sessions for the whole run: the admin operations never act on
+# them (the stateful phase could otherwise feed ids from the user listing to disable or
+# delete; the hooks swap such an id for an unknown one).
+PROTECTED_IDS=$(
+    curl --silent --show-error --fail --max-time 30 -H "Authorization: Bearer $TOKEN_ADMIN" \
+        "$BASE/api/admin/users?limit=200" |
+        json_get '",".join(u["id"] for u in d["data"]["users"])'
+)
 
 # ---------------------------------------------------------------------------------------
 # 4. Configuration and hooks for this run (see the comments inside).
@@ -223,7 +231,9 @@ cat >"$WORK/authd_hooks.py" <<'PY'
 # One built-in check is replaced by a narrower version of itself; everything it skips is
 # listed here, with the reason. One generation strategy (format: password).
 import json
+import os
 import unicodedata
+import uuid
 
 import schemathesis
 from hypothesis import strategies as st
@@ -339,6 +349,22 @@ def positive_data_acceptance_within_contract(ctx, response, case):
     return positive_data_acceptance(ctx, response, case)
 
 
+# The script's own users (ids in AUTHD_PROTECTED_IDS) keep their sessions: an admin
+# operation that would change one of them is sent to an unknown id instead (404).
+PROTECTED_IDS = set(filter(None, os.environ.get("AUTHD_PROTECTED_IDS", "").split(",")))
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    label = case.operation.label
+    if not label.startswith(("POST /api/admin/", "DELETE /api/admin/")):
+        return
+    params = case.path_parameters or {}
+    if str(params.get("id")) in PROTECTED_IDS:
+        params["id"] = str(uuid.uuid4())
+        case.path_parameters = params
+
+
 # `format: password` (OpenAPI's registered format: a secret). Half of the generated passwords
 # satisfy the contract's rules (so that registrations succeed and the stateful phase can
 # follow register -> login -> refresh -> logout), half are any non-empty text.
@@ -357,7 +383,7 @@ set +e
 (
     # From $WORK, so that nothing (hypothesis' data, reports) lands in the work tree.
     cd "$WORK"
-    SCHEMATHESIS_HOOKS="$WORK/authd_hooks.py" \
+    AUTHD_PROTECTED_IDS="$PROTECTED_IDS" SCHEMATHESIS_HOOKS="$WORK/authd_hooks.py" \
         exec "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$SPEC" \
         --url "$BASE" \
         -H "Authorization: Bearer $TOKEN" \
