@@ -18,7 +18,8 @@
 #   - positive_data_acceptance -> positive_data_acceptance_within_contract: schema-valid
 #     register/login bodies that break a contract rule JSON Schema cannot state (counted after
 #     NFKC, Unicode classes, UTF-8 byte sizes) rightly get 400 and are skipped; all other
-#     positive requests must be accepted.
+#     positive requests must be accepted; likewise a generated `cursor` for the admin user
+#     listing (only cursors the server issued are cursors: others are a correct 400).
 #
 # Knobs (environment): SCHEMATHESIS_SEED (default 1), SCHEMATHESIS_MAX_EXAMPLES (default 100).
 set -euo pipefail
@@ -160,8 +161,23 @@ refresh_tokens() { # refresh_tokens PREFIX N: a TOML list of N new users' refres
     done
     echo "$list"
 }
+# The admin operations (/api/admin/*) run with an admin's token (created with the CLI on the
+# server's database, as an operator would): generated ids name no user (404), so nothing is
+# disabled or deleted, and the admin never names itself. Without a token (the auth checks)
+# they answer 401, and with the user token above they would answer 403.
+(cd "$WORK" && printf '%s' "$PASSWORD" | "$BIN" create-user --email schemathesis-admin@example.com \
+    --role admin --password-stdin >/dev/null)
+TOKEN_ADMIN=$(login schemathesis-admin@example.com)
 REFRESH_TOKENS=$(refresh_tokens schemathesis-refresh 3)
 LOGOUT_TOKENS=$(refresh_tokens schemathesis-logout 2)
+# The users above keep their sessions for the whole run: the admin operations never act on
+# them (the stateful phase could otherwise feed ids from the user listing to disable or
+# delete; the hooks swap such an id for an unknown one).
+PROTECTED_IDS=$(
+    curl --silent --show-error --fail --max-time 30 -H "Authorization: Bearer $TOKEN_ADMIN" \
+        "$BASE/api/admin/users?limit=200" |
+        json_get '",".join(u["id"] for u in d["data"]["users"])'
+)
 
 # ---------------------------------------------------------------------------------------
 # 4. Configuration and hooks for this run (see the comments inside).
@@ -189,6 +205,17 @@ include-operation-id = "deleteSession"
 headers = { Authorization = "Bearer $TOKEN_DELETE_SESSION" }
 parameters = { "path.id" = { dictionary = "live-session", probability = 0.5 } }
 
+TOML
+for op in adminListUsers adminGetUser adminDeleteUser adminDisableUser adminEnableUser \
+    adminUnlockUser adminSetUserRole adminListUserSessions adminRevokeUserSessions; do
+    cat >>"$WORK/schemathesis.toml" <<TOML
+[[operations]]
+include-operation-id = "$op"
+headers = { Authorization = "Bearer $TOKEN_ADMIN" }
+
+TOML
+done
+cat >>"$WORK/schemathesis.toml" <<TOML
 [[operations]]
 include-operation-id = "refresh"
 parameters = { "body.refreshToken" = { dictionary = "refresh-tokens", probability = 0.3 } }
@@ -204,7 +231,9 @@ cat >"$WORK/authd_hooks.py" <<'PY'
 # One built-in check is replaced by a narrower version of itself; everything it skips is
 # listed here, with the reason. One generation strategy (format: password).
 import json
+import os
 import unicodedata
+import uuid
 
 import schemathesis
 from hypothesis import strategies as st
@@ -290,6 +319,18 @@ CONTRACT_RULES = {
 }
 
 
+def _issued_cursor(query):
+    """A `cursor` is opaque: only a `nextCursor` the server issued is one (any other string is
+    a correct 400), and generated strings are not issued cursors."""
+    return not (query or {}).get("cursor")
+
+
+# Query parameters the contract constrains beyond their schema.
+QUERY_RULES = {
+    "GET /api/admin/users": _issued_cursor,
+}
+
+
 @schemathesis.check
 def positive_data_acceptance_within_contract(ctx, response, case):
     """`positive_data_acceptance` (ST202) for the requests that the contract accepts.
@@ -302,7 +343,26 @@ def positive_data_acceptance_within_contract(ctx, response, case):
     rule = CONTRACT_RULES.get(case.operation.label)
     if rule is not None and not rule(case.body):
         return None
+    query_rule = QUERY_RULES.get(case.operation.label)
+    if query_rule is not None and not query_rule(case.query):
+        return None
     return positive_data_acceptance(ctx, response, case)
+
+
+# The script's own users (ids in AUTHD_PROTECTED_IDS) keep their sessions: an admin
+# operation that would change one of them is sent to an unknown id instead (404).
+PROTECTED_IDS = set(filter(None, os.environ.get("AUTHD_PROTECTED_IDS", "").split(",")))
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    label = case.operation.label
+    if not label.startswith(("POST /api/admin/", "DELETE /api/admin/")):
+        return
+    params = case.path_parameters or {}
+    if str(params.get("id")) in PROTECTED_IDS:
+        params["id"] = str(uuid.uuid4())
+        case.path_parameters = params
 
 
 # `format: password` (OpenAPI's registered format: a secret). Half of the generated passwords
@@ -323,7 +383,7 @@ set +e
 (
     # From $WORK, so that nothing (hypothesis' data, reports) lands in the work tree.
     cd "$WORK"
-    SCHEMATHESIS_HOOKS="$WORK/authd_hooks.py" \
+    AUTHD_PROTECTED_IDS="$PROTECTED_IDS" SCHEMATHESIS_HOOKS="$WORK/authd_hooks.py" \
         exec "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$SPEC" \
         --url "$BASE" \
         -H "Authorization: Bearer $TOKEN" \

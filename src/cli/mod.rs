@@ -11,6 +11,7 @@ mod keys;
 mod migrate;
 mod revoke_sessions;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +56,8 @@ pub enum Command {
     Audit(audit::Args),
     /// Manage the signing keys kept in the database (list, rotate, revoke)
     Keys(keys::Args),
+    /// Manage accounts: list, show, disable, enable, delete, set-role, set-password, unlock
+    Users(users::Args),
     /// Validate the configuration and print the effective values (secrets redacted)
     CheckConfig,
     /// Exit 0 when the server's /healthz answers 200, else 1 (for container health checks)
@@ -147,6 +150,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,
             Command::Audit(args) => audit::run(settings, args).await,
             Command::Keys(args) => keys::run(settings, args).await,
+            Command::Users(args) => users::run(settings, args).await,
             Command::CheckConfig => check_config::run(settings).await,
             Command::Healthcheck(args) => healthcheck::run(settings, args).await,
             Command::Completions(_) | Command::ManPages(_) => unreachable!("handled above"),

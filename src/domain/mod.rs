@@ -2,8 +2,8 @@
 
 pub mod entities;
 pub mod ip;
-pub mod limits;
 pub mod keys;
+pub mod limits;
 pub mod time;
 pub mod validate;
 

@@ -20,11 +20,13 @@ use crate::config::Settings;
 use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
+use crate::service::{Accounts, Admin, LoginInput, NewUserInput, Sessions};
 use budget::RequestBudget;
-use dto::{EmptyBody, RefreshBody};
-use filters::{authenticated, client, json_body, refresh_cookie, same_origin_or_allowed};
-use handlers::{auth, meta, sessions};
+use dto::{EmptyBody, RefreshBody, RoleBody};
+use filters::{
+    acting_admin, authenticated, client, json_body, refresh_cookie, same_origin_or_allowed,
+};
+use handlers::{admin, auth, meta, sessions};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -43,6 +45,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.yaml"),
+    ("GET", "/api/admin/users"),
+    ("GET", "/api/admin/users/{id}"),
+    ("DELETE", "/api/admin/users/{id}"),
+    ("POST", "/api/admin/users/{id}/disable"),
+    ("POST", "/api/admin/users/{id}/enable"),
+    ("POST", "/api/admin/users/{id}/unlock"),
+    ("POST", "/api/admin/users/{id}/role"),
+    ("GET", "/api/admin/users/{id}/sessions"),
+    ("DELETE", "/api/admin/users/{id}/sessions"),
 ];
 
 /// The OpenAPI description of this API, served at `/openapi.yaml`.
@@ -56,6 +67,7 @@ pub struct HttpState(Arc<Shared>);
 pub struct Shared {
     pub sessions: Sessions,
     pub admin: Admin,
+    pub accounts: Accounts,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// The per-IP request budget on `/api/auth/*` (per process, or shared through Redis),
@@ -78,6 +90,7 @@ impl HttpState {
         );
         HttpState(Arc::new(Shared {
             cookie_name: Arc::from(settings.cookie.name.as_str()),
+            accounts: Accounts::new(admin.core().clone()),
             sessions,
             admin,
             settings,
@@ -263,5 +276,98 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(openapi)
         .unify();
-    api.or(ops).unify().recover(reject::recover).unify().boxed()
+    api.or(ops)
+        .unify()
+        .or(admin_routes(state))
+        .unify()
+        .recover(reject::recover)
+        .unify()
+        .boxed()
+}
+
+/// `/api/admin/users...`: account management for access tokens whose user is an admin.
+fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
+    let limit = state.settings.server.body_limit;
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let acting = acting_admin(state);
+    let base = warp::path!("api" / "admin" / "users" / ..);
+
+    let list = warp::path!("api" / "admin" / "users")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and_then(admin::list);
+    let show = base
+        .and(warp::path!(String))
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and_then(admin::show);
+    let delete = base
+        .and(warp::path!(String))
+        .and(warp::delete())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and_then(admin::delete);
+    let disable = base
+        .and(warp::path!(String / "disable"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::disable);
+    let enable = base
+        .and(warp::path!(String / "enable"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::enable);
+    let unlock = base
+        .and(warp::path!(String / "unlock"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::unlock);
+    let role = base
+        .and(warp::path!(String / "role"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<RoleBody>(limit, false))
+        .and_then(admin::set_role);
+    let sessions = base
+        .and(warp::path!(String / "sessions"))
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and_then(admin::sessions);
+    let revoke = base
+        .and(warp::path!(String / "sessions"))
+        .and(warp::delete())
+        .and(with_state)
+        .and(acting)
+        .and_then(admin::revoke_sessions);
+    list.or(show)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(disable)
+        .unify()
+        .or(enable)
+        .unify()
+        .or(unlock)
+        .unify()
+        .or(role)
+        .unify()
+        .or(sessions)
+        .unify()
+        .or(revoke)
+        .unify()
+        .boxed()
 }

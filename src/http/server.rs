@@ -294,7 +294,8 @@ fn decorate(
     for (name, value) in fixed {
         h.insert(name, HeaderValue::from_static(value));
     }
-    if path.starts_with("/api/auth/") || path == "/api/auth" {
+    // Admin responses carry accounts: never cached either.
+    if path.starts_with("/api/auth/") || path == "/api/auth" || path.starts_with("/api/admin/") {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(
             HeaderName::from_static("pragma"),

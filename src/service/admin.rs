@@ -72,14 +72,17 @@ impl Admin {
         };
         let reason = format!("{n} session(s) of {label}");
         self.core
-            .audit(Record {
-                event: Event::AdminRevoke,
-                user_id,
-                email: None,
-                client: &cli_client(),
-                success: true,
-                reason: Some(&reason),
-            })
+            .audit_by(
+                "cli",
+                Record {
+                    event: Event::AdminRevoke,
+                    user_id,
+                    email: None,
+                    client: &cli_client(),
+                    success: true,
+                    reason: Some(&reason),
+                },
+            )
             .await;
         Ok(n)
     }

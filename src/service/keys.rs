@@ -562,15 +562,19 @@ impl Keys {
 
     async fn audit(&self, event: Event, reason: &str) {
         let client = cli_client();
+        // Keys are managed from the command line only: the actor is `cli`.
         self.core
-            .audit(Record {
-                event,
-                user_id: None,
-                email: None,
-                client: &client,
-                success: true,
-                reason: Some(reason),
-            })
+            .audit_by(
+                "cli",
+                Record {
+                    event,
+                    user_id: None,
+                    email: None,
+                    client: &client,
+                    success: true,
+                    reason: Some(reason),
+                },
+            )
             .await;
     }
 }

@@ -2,10 +2,11 @@
 //! `Core::db` (on the blocking pool) and never see HTTP types. The CLI and the HTTP handlers
 //! call the same methods.
 
+pub mod accounts;
 pub mod admin;
 pub mod audit;
-pub mod limits;
 pub mod keys;
+pub mod limits;
 pub mod sessions;
 pub mod users;
 
@@ -18,9 +19,10 @@ use crate::error::AppResult;
 use crate::metrics::Metrics;
 use crate::store::{DynStore, Store, StoreResult};
 
+pub use accounts::{Accounts, Acting, Actor};
 pub use admin::{Admin, RevokeTarget};
-pub use limits::{Attempt, LoginLimits};
 pub use keys::Keys;
+pub use limits::{Attempt, LoginLimits};
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

@@ -8,12 +8,13 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
-    NewUser, RotateOutcome, Rotation, Session, User, UserCredentials,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
+    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
+    UserFilter,
 };
 
 /// Errors every backend converts its driver's errors into, at its own boundary.
@@ -174,6 +175,40 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         replacement: Option<&StoredKey>,
     ) -> StoreResult<KeyRevokeOutcome>;
+    // Accounts (admin).
+
+    /// Users matching `filter`, in creation order (`created_at`, then `id`), each with the
+    /// lockout of its email (`login_failures` key `email:<email>`) as of `now`.
+    fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>>;
+    /// Sets the user's `disabled` flag; disabling also revokes every live session of the
+    /// user in the same transaction. Returns the updated user and how many sessions were
+    /// revoked, or `None` for an unknown user.
+    fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>>;
+    /// Changes the user's role and revokes every live session of the user (access tokens
+    /// carry the role) in one transaction. `None` for an unknown user.
+    fn set_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>>;
+    /// Deletes the user with its sessions and refresh tokens (audit events stay). Returns
+    /// the deleted user and how many of its sessions were live, or `None` for an unknown user.
+    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>>;
+    /// Replaces the user's bcrypt hash and revokes every live session of the user except
+    /// `keep_session`, in one transaction; returns how many sessions it revoked.
+    fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<usize>;
 }
 
 pub type DynStore = Arc<dyn Store>;

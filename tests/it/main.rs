@@ -4,6 +4,8 @@
 mod services;
 mod support;
 
+mod admin_api;
+mod admin_cli;
 mod audit;
 mod bench_smoke;
 mod browser;

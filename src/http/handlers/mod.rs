@@ -1,5 +1,6 @@
 //! HTTP layer: handlers turn a validated request into one service call and shape the reply.
 
+pub mod admin;
 pub mod auth;
 pub mod meta;
 pub mod sessions;

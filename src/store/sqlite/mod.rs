@@ -1,9 +1,10 @@
 //! Store layer: the SQLite implementation of `Store` (rusqlite + r2d2), WAL mode,
 //! `BEGIN IMMEDIATE` for every read-then-write, migrations embedded with refinery.
 
+mod accounts;
 mod checkpoint;
-mod limits;
 mod keys;
+mod limits;
 mod migrations;
 mod writer;
 
@@ -16,12 +17,13 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
-use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
-    NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
+    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
+    UserFilter,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
@@ -508,7 +510,7 @@ impl Store for SqliteStore {
     fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT at, event, user_id, email, ip, user_agent, outcome, reason
+                "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
                  FROM audit_events
                  WHERE (?1 IS NULL OR email = ?1 OR user_id = ?5)
                    AND (?2 IS NULL OR event = ?2)
@@ -534,6 +536,7 @@ impl Store for SqliteStore {
                         user_agent: r.get(5)?,
                         outcome: r.get(6)?,
                         reason: r.get(7)?,
+                        actor: r.get(8)?,
                     })
                 },
             )?
@@ -635,6 +638,43 @@ impl Store for SqliteStore {
     ) -> StoreResult<KeyRevokeOutcome> {
         let (kid, replacement) = (kid.to_owned(), replacement.cloned());
         self.write(move |tx| keys::revoke(tx, &kid, now, replacement.as_ref()))
+    }
+
+    fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>> {
+        self.read(|c| accounts::list_users(c, filter, now))
+    }
+
+    fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(move |tx| accounts::set_disabled(tx, user_id, disabled, now))
+    }
+
+    fn set_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(move |tx| accounts::set_role(tx, user_id, role, now))
+    }
+
+    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>> {
+        self.write(move |tx| accounts::delete_user(tx, user_id, now))
+    }
+
+    fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<usize> {
+        let hash = password_hash.to_owned();
+        self.write(move |tx| accounts::set_password_hash(tx, user_id, &hash, keep_session, now))
     }
 }
 
@@ -790,8 +830,9 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
 
 fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason,
+                                   actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         e.at,
@@ -801,7 +842,8 @@ fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
         e.ip,
         e.user_agent,
         e.outcome,
-        e.reason
+        e.reason,
+        e.actor
     ])
     .map(|_| ())
 }
@@ -913,6 +955,7 @@ mod tests {
             user_agent: None,
             outcome: "success".into(),
             reason: None,
+            actor: None,
         })
     }
 
