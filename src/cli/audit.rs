@@ -17,7 +17,7 @@ pub struct Args {
     #[arg(long, value_name = "E")]
     pub email: Option<String>,
     /// Only this event (login, register, refresh, refresh_reuse, logout, logout_all,
-    /// session_revoke, admin_revoke, user_create)
+    /// session_revoke, admin_revoke, user_create, password_change, user_import)
     #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
     /// Only events newer than this: a duration back from now (24h, 7d) or an RFC 3339 time

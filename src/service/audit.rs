@@ -19,6 +19,8 @@ pub enum Event {
     SessionRevoke,
     AdminRevoke,
     UserCreate,
+    PasswordChange,
+    UserImport,
 }
 
 impl Event {
@@ -33,10 +35,12 @@ impl Event {
             Event::SessionRevoke => "session_revoke",
             Event::AdminRevoke => "admin_revoke",
             Event::UserCreate => "user_create",
+            Event::PasswordChange => "password_change",
+            Event::UserImport => "user_import",
         }
     }
 
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 11] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -46,6 +50,8 @@ impl Event {
         Event::SessionRevoke,
         Event::AdminRevoke,
         Event::UserCreate,
+        Event::PasswordChange,
+        Event::UserImport,
     ];
 }
 

@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod audit;
+pub mod import;
+pub mod passwords;
 pub mod sessions;
 pub mod users;
 
@@ -17,6 +19,8 @@ use crate::metrics::Metrics;
 use crate::store::{DynStore, Store, StoreResult};
 
 pub use admin::{Admin, RevokeTarget};
+pub use import::{Import, ImportError, ImportOptions, ImportReport};
+pub use passwords::PasswordChange;
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

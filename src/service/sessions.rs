@@ -76,7 +76,7 @@ pub struct LoginInput {
 
 #[derive(Clone)]
 pub struct Sessions {
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
     users: Users,
     access: Arc<AccessTokens>,
     refresh: Arc<RefreshTokens>,
@@ -150,12 +150,8 @@ impl Sessions {
             }
             Some(c) => c,
         };
-        if !self
-            .core
-            .passwords
-            .verify(password, creds.password_hash)
-            .await?
-        {
+        let (presented, stored) = (password.clone(), creds.password_hash.clone());
+        if !self.core.passwords.verify(password, stored).await? {
             return self
                 .login_failed(Some(creds.user.id), &email, client, "wrong_password")
                 .await;
@@ -187,6 +183,7 @@ impl Sessions {
             .with_label_values(&["success"])
             .inc();
         self.audit_login(Some(user_id), &email, client, None).await;
+        super::passwords::upgrade_after_login(&self.core, user_id, presented, creds.password_hash);
         Ok(AuthOutcome { user, tokens })
     }
 
@@ -210,7 +207,7 @@ impl Sessions {
     }
 
     /// The per-IP failed-login budget (429) and the per-email lockout (423).
-    async fn check_login_limits(
+    pub(super) async fn check_login_limits(
         &self,
         email: &str,
         client: &ClientInfo,
@@ -263,7 +260,7 @@ impl Sessions {
     }
 
     /// Counts a failed login against the client IP and the email (whether or not it exists).
-    async fn login_failed<T>(
+    pub(super) async fn login_failed<T>(
         &self,
         user_id: Option<Uuid>,
         email: &str,

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod meta;
+pub mod passwords;
 pub mod sessions;
 
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};
