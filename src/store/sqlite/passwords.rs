@@ -130,3 +130,116 @@ fn outcome(users: &[NewUser], existing: &HashSet<usize>, skip_existing: bool) ->
         skipped: existing.len(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::domain::{NewRefreshToken, Role, Session};
+    use crate::store::{NewSession, Store, StoreOptions};
+
+    fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        let options = StoreOptions {
+            pool_size: 2,
+            busy_timeout: Duration::from_secs(5),
+        };
+        let path = dir.path().join("authd.db");
+        let store = SqliteStore::open(path.to_str().unwrap(), &options).unwrap();
+        store.migrate().unwrap();
+        store
+    }
+
+    fn user(email: &str, hash: &str) -> NewUser {
+        NewUser {
+            id: Uuid::new_v4(),
+            email: email.into(),
+            name: None,
+            role: Role::User,
+            password_hash: hash.into(),
+            created_at: 0,
+        }
+    }
+
+    fn session(store: &SqliteStore, user_id: Uuid) -> Uuid {
+        let id = Uuid::new_v4();
+        store
+            .create_session(&NewSession {
+                session: Session {
+                    id,
+                    user_id,
+                    created_at: 0,
+                    last_used_at: 0,
+                    expires_at: 9_999_999_999_999,
+                    revoked_at: None,
+                    user_agent: None,
+                    ip: None,
+                    device_info: None,
+                },
+                token: NewRefreshToken {
+                    hash: id.to_string(),
+                    session_id: id,
+                    created_at: 0,
+                    expires_at: 9_999_999_999_999,
+                },
+            })
+            .unwrap();
+        id
+    }
+
+    fn hash_of(store: &SqliteStore, email: &str) -> String {
+        store.user_by_email(email).unwrap().unwrap().password_hash
+    }
+
+    #[test]
+    fn set_password_hash_revokes_every_session_but_the_kept_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let u = store.insert_user(&user("a@x.io", "old")).unwrap();
+        let other = store.insert_user(&user("b@x.io", "old")).unwrap();
+        let (keep, drop1, drop2) = (session(&store, u.id), session(&store, u.id), session(&store, u.id));
+        let bystander = session(&store, other.id);
+        assert_eq!(store.set_password_hash(u.id, "new", Some(keep), 1).unwrap(), 2);
+        assert_eq!(hash_of(&store, "a@x.io"), "new");
+        assert!(store.session(keep).unwrap().unwrap().revoked_at.is_none());
+        for s in [drop1, drop2] {
+            assert!(store.session(s).unwrap().unwrap().revoked_at.is_some());
+        }
+        assert!(store.session(bystander).unwrap().unwrap().revoked_at.is_none());
+        assert_eq!(store.set_password_hash(u.id, "newer", None, 2).unwrap(), 1);
+        assert_eq!(store.set_password_hash(Uuid::new_v4(), "x", None, 3).unwrap(), 0);
+    }
+
+    #[test]
+    fn an_upgrade_never_overwrites_a_hash_changed_since_the_login() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        let u = store.insert_user(&user("a@x.io", "verified")).unwrap();
+        store.set_password_hash(u.id, "changed", None, 1).unwrap();
+        assert!(!store.upgrade_password_hash(u.id, "verified", "rehashed").unwrap());
+        assert_eq!(hash_of(&store, "a@x.io"), "changed");
+        assert!(store.upgrade_password_hash(u.id, "changed", "rehashed").unwrap());
+        assert_eq!(hash_of(&store, "a@x.io"), "rehashed");
+    }
+
+    #[test]
+    fn an_import_is_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir);
+        store.insert_user(&user("old@x.io", "h")).unwrap();
+        let batch = || vec![user("new@x.io", "h"), user("old@x.io", "h2")];
+        let existing = ImportOutcome::Existing(vec!["old@x.io".into()]);
+        assert_eq!(store.import_users(batch(), false, false).unwrap(), existing);
+        assert_eq!(store.import_users(batch(), false, true).unwrap(), existing);
+        assert!(store.user_by_email("new@x.io").unwrap().is_none());
+        let done = ImportOutcome::Imported {
+            imported: 1,
+            skipped: 1,
+        };
+        assert_eq!(store.import_users(batch(), true, true).unwrap(), done);
+        assert!(store.user_by_email("new@x.io").unwrap().is_none());
+        assert_eq!(store.import_users(batch(), true, false).unwrap(), done);
+        assert!(store.user_by_email("new@x.io").unwrap().is_some());
+        assert_eq!(hash_of(&store, "old@x.io"), "h");
+    }
+}
