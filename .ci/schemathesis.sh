@@ -18,7 +18,8 @@
 #   - positive_data_acceptance -> positive_data_acceptance_within_contract: schema-valid
 #     register/login bodies that break a contract rule JSON Schema cannot state (counted after
 #     NFKC, Unicode classes, UTF-8 byte sizes) rightly get 400 and are skipped; all other
-#     positive requests must be accepted.
+#     positive requests must be accepted. The same for change-password bodies whose
+#     newPassword breaks the policy or equals currentPassword.
 #
 # Knobs (environment): SCHEMATHESIS_SEED (default 1), SCHEMATHESIS_MAX_EXAMPLES (default 100).
 set -euo pipefail
@@ -280,6 +281,19 @@ def _valid_login(body):
     return isinstance(body, dict) and _valid_device_info(body.get("deviceInfo"))
 
 
+def _valid_password_change(body):
+    """newPassword meets the policy and differs from currentPassword after NFKC (else a correct
+    400). With a generated currentPassword the answer is 401 INVALID_CREDENTIALS, which the
+    check accepts."""
+    if not isinstance(body, dict) or not _valid_password(body.get("newPassword")):
+        return False
+    current = body.get("currentPassword")
+    if not isinstance(current, str) or not current:
+        return False
+    nfkc = lambda s: unicodedata.normalize("NFKC", s)
+    return nfkc(current) != nfkc(body["newPassword"])
+
+
 # Rules of the contract that JSON Schema cannot state: counted after NFKC normalisation,
 # Unicode character classes, sizes in UTF-8 bytes or as serialised JSON. The spec states
 # them in prose and describes everything it can (types, required fields, no unknown fields,
@@ -287,6 +301,7 @@ def _valid_login(body):
 CONTRACT_RULES = {
     "POST /api/auth/register": _valid_register,
     "POST /api/auth/login": _valid_login,
+    "POST /api/auth/password": _valid_password_change,
 }
 
 
