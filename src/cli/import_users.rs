@@ -53,9 +53,10 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             Ok(())
         }
         Err(ImportError::BadLines(bad)) => {
-            let described = bad.iter().take(DESCRIBED_LINES).map(|b| {
-                format!("line {}: {}", b.line, b.problems.join("; "))
-            });
+            let described = bad
+                .iter()
+                .take(DESCRIBED_LINES)
+                .map(|b| format!("line {}: {}", b.line, b.problems.join("; ")));
             let mut parts: Vec<String> = described.collect();
             if bad.len() > DESCRIBED_LINES {
                 let rest: Vec<String> = bad[DESCRIBED_LINES..]

@@ -121,7 +121,9 @@ pub fn bcrypt_cost(hash: &str) -> Option<u32> {
     }
     let (salt, checksum) = body.split_at(22);
     let salt_ok = bcrypt::BASE_64.decode(salt).is_ok_and(|b| b.len() == 16);
-    let checksum_ok = bcrypt::BASE_64.decode(checksum).is_ok_and(|b| b.len() == 23);
+    let checksum_ok = bcrypt::BASE_64
+        .decode(checksum)
+        .is_ok_and(|b| b.len() == 23);
     (salt_ok && checksum_ok).then_some(cost)
 }
 

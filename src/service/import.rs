@@ -128,10 +128,7 @@ impl Import {
 /// Every line checked; the users to insert and each one's (email, line number), or every
 /// bad line.
 #[allow(clippy::type_complexity)]
-fn parse(
-    jsonl: &[u8],
-    now: Millis,
-) -> Result<(Vec<NewUser>, Vec<(String, usize)>), Vec<BadLine>> {
+fn parse(jsonl: &[u8], now: Millis) -> Result<(Vec<NewUser>, Vec<(String, usize)>), Vec<BadLine>> {
     let jsonl = jsonl.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(jsonl);
     let mut users = Vec::new();
     let mut lines = Vec::new();
@@ -318,7 +315,7 @@ mod tests {
             "[1,2]".into(),
             "{\"email\":\"b@x.io\"}".into(),
             format!("{{\"email\":\"c@x.io\",\"passwordHash\":\"{HASH}\",\"isAdmin\":true}}"),
-            format!("{{\"email\":\"not-an-email\",\"passwordHash\":\"$2x$04$abc\"}}"),
+            "{\"email\":\"not-an-email\",\"passwordHash\":\"$2x$04$abc\"}".to_string(),
             format!("{{\"email\":\"d@x.io\",\"passwordHash\":\"{HASH}\",\"role\":\"root\"}}"),
             format!("{{\"email\":\"e@x.io\",\"passwordHash\":\"{HASH}\",\"name\":\"a\\nb\"}}"),
             ok("A@X.IO"),

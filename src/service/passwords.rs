@@ -25,7 +25,12 @@ pub struct PasswordChange {
 /// has already answered: it never pays for a second bcrypt) and stores the new hash only if
 /// the user's hash is still `verified_hash`. The re-hash takes a permit of the same bcrypt
 /// semaphore as every other hash and verification.
-pub fn upgrade_after_login(core: &Arc<Core>, user_id: Uuid, password: String, verified_hash: String) {
+pub fn upgrade_after_login(
+    core: &Arc<Core>,
+    user_id: Uuid,
+    password: String,
+    verified_hash: String,
+) {
     if !core.passwords.needs_rehash(&verified_hash) {
         return;
     }
@@ -37,8 +42,12 @@ pub fn upgrade_after_login(core: &Arc<Core>, user_id: Uuid, password: String, ve
                 .await
         };
         match upgraded.await {
-            Ok(true) => tracing::info!(%user_id, "password hash upgraded to the configured bcrypt cost"),
-            Ok(false) => tracing::info!(%user_id, "password changed meanwhile; hash upgrade skipped"),
+            Ok(true) => {
+                tracing::info!(%user_id, "password hash upgraded to the configured bcrypt cost")
+            }
+            Ok(false) => {
+                tracing::info!(%user_id, "password changed meanwhile; hash upgrade skipped")
+            }
             Err(e) => tracing::warn!(%user_id, error = %e, "could not upgrade a password hash"),
         }
     });
@@ -116,12 +125,7 @@ impl Sessions {
         Ok(revoked)
     }
 
-    async fn audit_change(
-        &self,
-        user_id: Uuid,
-        client: &ClientInfo,
-        outcome: Result<usize, &str>,
-    ) {
+    async fn audit_change(&self, user_id: Uuid, client: &ClientInfo, outcome: Result<usize, &str>) {
         let revoked;
         let reason = match outcome {
             Ok(n) => {

@@ -55,14 +55,23 @@ fn a_change_keeps_exactly_the_presented_session_and_revokes_the_others() {
             .assert_error(401, "TOKEN_REVOKED");
     }
     // The presented session: its access token works, its refresh token keeps rotating.
-    assert_eq!(s.get_auth("/api/auth/profile", &access(&current)).status, 200);
+    assert_eq!(
+        s.get_auth("/api/auth/profile", &access(&current)).status,
+        200
+    );
     let rotated = s.refresh(&refresh(&current));
     assert_eq!(rotated.status, 200, "{}", rotated.text);
     let again = s.refresh(&refresh(&rotated.body["data"]));
     assert_eq!(again.status, 200, "{}", again.text);
     let sessions = s.get_auth("/api/auth/sessions", &access(&again.body["data"]));
-    assert_eq!(sessions.body["data"]["sessions"].as_array().unwrap().len(), 1);
-    assert_eq!(s.get_auth("/api/auth/profile", &access(&bystander)).status, 200);
+    assert_eq!(
+        sessions.body["data"]["sessions"].as_array().unwrap().len(),
+        1
+    );
+    assert_eq!(
+        s.get_auth("/api/auth/profile", &access(&bystander)).status,
+        200
+    );
 
     login_with(&s, &email, PASSWORD).assert_error(401, "INVALID_CREDENTIALS");
     assert_eq!(login_with(&s, &email, NEW_PASSWORD).status, 200);
@@ -150,7 +159,10 @@ fn the_right_current_password_resets_the_email_failure_count() {
     let email = unique_email("change-reset");
     let data = s.register(&email);
     login_with(&s, &email, WRONG).assert_error(401, "INVALID_CREDENTIALS");
-    assert_eq!(change(&s, &access(&data), PASSWORD, NEW_PASSWORD).status, 200);
+    assert_eq!(
+        change(&s, &access(&data), PASSWORD, NEW_PASSWORD).status,
+        200
+    );
     login_with(&s, &email, WRONG).assert_error(401, "INVALID_CREDENTIALS");
     assert_eq!(login_with(&s, &email, NEW_PASSWORD).status, 200);
 }
@@ -229,10 +241,7 @@ fn changing_the_password_needs_a_live_access_token() {
             .json(&body),
     )
     .assert_error(401, "TOKEN_INVALID");
-    let r = send(
-        s.post("/api/auth/logout-all")
-            .bearer_auth(access(&data)),
-    );
+    let r = send(s.post("/api/auth/logout-all").bearer_auth(access(&data)));
     assert_eq!(r.status, 200);
     send(
         s.post("/api/auth/password")
@@ -248,7 +257,10 @@ fn a_change_is_audited() {
     let s = TestServer::start();
     let email = unique_email("change-audit");
     let data = s.register(&email);
-    assert_eq!(change(&s, &access(&data), PASSWORD, NEW_PASSWORD).status, 200);
+    assert_eq!(
+        change(&s, &access(&data), PASSWORD, NEW_PASSWORD).status,
+        200
+    );
     change(&s, &access(&data), WRONG, PASSWORD).assert_error(401, "INVALID_CREDENTIALS");
     let conn = rusqlite::Connection::open(s.db_path()).unwrap();
     let outcomes: Vec<String> = conn

@@ -128,19 +128,19 @@ fn every_bad_line_is_named_and_nothing_is_imported() {
     let good = |tag: &str| line(&unique_email(tag), &hash("Old-pass-1!", 4, Version::TwoB));
     let h = hash("Old-pass-1!", 4, Version::TwoB);
     let lines = [
-        good("import-bad-1"),                                              // 1
-        "[\"not\", \"an object\"]".to_string(),                            // 2
-        json!({"email": unique_email("import-bad")}).to_string(),          // 3
-        good("import-bad-4"),                                              // 4
-        json!({"email": "a@b.io", "passwordHash": h, "admin": true}).to_string(), // 5
-        json!({"email": "not an email", "passwordHash": h}).to_string(),   // 6
+        good("import-bad-1"),                                                      // 1
+        "[\"not\", \"an object\"]".to_string(),                                    // 2
+        json!({"email": unique_email("import-bad")}).to_string(),                  // 3
+        good("import-bad-4"),                                                      // 4
+        json!({"email": "a@b.io", "passwordHash": h, "admin": true}).to_string(),  // 5
+        json!({"email": "not an email", "passwordHash": h}).to_string(),           // 6
         json!({"email": "c@d.io", "passwordHash": h, "role": "root"}).to_string(), // 7
-        json!({"email": "e@f.io", "passwordHash": "secret"}).to_string(),  // 8
+        json!({"email": "e@f.io", "passwordHash": "secret"}).to_string(),          // 8
         json!({"email": "g@h.io", "passwordHash": h.replacen("$04$", "$03$", 1)}).to_string(), // 9
         json!({"email": "i@j.io", "passwordHash": h.replacen("$2b$", "$2x$", 1)}).to_string(), // 10
-        json!({"email": "k@l.io", "passwordHash": h, "name": "   "}).to_string(), // 11
-        json!({"passwordHash": h}).to_string(),                            // 12
-        good("import-bad-13"),                                             // 13
+        json!({"email": "k@l.io", "passwordHash": h, "name": "   "}).to_string(),  // 11
+        json!({"passwordHash": h}).to_string(),                                    // 12
+        good("import-bad-13"),                                                     // 13
     ];
     let out = import(dir.path(), &lines, &[]);
     let message = out.error_line();

@@ -197,17 +197,34 @@ mod tests {
         let store = store(&dir);
         let u = store.insert_user(&user("a@x.io", "old")).unwrap();
         let other = store.insert_user(&user("b@x.io", "old")).unwrap();
-        let (keep, drop1, drop2) = (session(&store, u.id), session(&store, u.id), session(&store, u.id));
+        let (keep, drop1, drop2) = (
+            session(&store, u.id),
+            session(&store, u.id),
+            session(&store, u.id),
+        );
         let bystander = session(&store, other.id);
-        assert_eq!(store.set_password_hash(u.id, "new", Some(keep), 1).unwrap(), 2);
+        assert_eq!(
+            store.set_password_hash(u.id, "new", Some(keep), 1).unwrap(),
+            2
+        );
         assert_eq!(hash_of(&store, "a@x.io"), "new");
         assert!(store.session(keep).unwrap().unwrap().revoked_at.is_none());
         for s in [drop1, drop2] {
             assert!(store.session(s).unwrap().unwrap().revoked_at.is_some());
         }
-        assert!(store.session(bystander).unwrap().unwrap().revoked_at.is_none());
+        assert!(store
+            .session(bystander)
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none());
         assert_eq!(store.set_password_hash(u.id, "newer", None, 2).unwrap(), 1);
-        assert_eq!(store.set_password_hash(Uuid::new_v4(), "x", None, 3).unwrap(), 0);
+        assert_eq!(
+            store
+                .set_password_hash(Uuid::new_v4(), "x", None, 3)
+                .unwrap(),
+            0
+        );
     }
 
     #[test]
@@ -216,9 +233,13 @@ mod tests {
         let store = store(&dir);
         let u = store.insert_user(&user("a@x.io", "verified")).unwrap();
         store.set_password_hash(u.id, "changed", None, 1).unwrap();
-        assert!(!store.upgrade_password_hash(u.id, "verified", "rehashed").unwrap());
+        assert!(!store
+            .upgrade_password_hash(u.id, "verified", "rehashed")
+            .unwrap());
         assert_eq!(hash_of(&store, "a@x.io"), "changed");
-        assert!(store.upgrade_password_hash(u.id, "changed", "rehashed").unwrap());
+        assert!(store
+            .upgrade_password_hash(u.id, "changed", "rehashed")
+            .unwrap());
         assert_eq!(hash_of(&store, "a@x.io"), "rehashed");
     }
 
