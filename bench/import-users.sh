@@ -17,11 +17,10 @@ awk -v n="$N" -v h="$HASH" 'BEGIN {
 export AUTHD_DATABASE__URL="sqlite://$WORK/authd.db" AUTHD_JWT__KEY_DIR="$WORK/keys"
 "$BIN" migrate >/dev/null
 echo "== $N users, $(du -h "$WORK/users.jsonl" | cut -f1) of JSON Lines"
+TIMEFORMAT='%R s wall, %U + %S s CPU (user + system)'
 for run in dry-run import; do
     flags=()
     [ "$run" = dry-run ] && flags=(--dry-run)
-    start=$(date +%s.%N)
-    out=$("$BIN" import-users "$WORK/users.jsonl" "${flags[@]}")
-    end=$(date +%s.%N)
-    printf '%-8s %6.2fs  %s\n' "$run" "$(echo "$end - $start" | bc)" "$out"
+    echo "-- $run"
+    time "$BIN" import-users "$WORK/users.jsonl" "${flags[@]}"
 done
