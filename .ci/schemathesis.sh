@@ -20,6 +20,8 @@
 #     NFKC, Unicode classes, UTF-8 byte sizes) rightly get 400 and are skipped; all other
 #     positive requests must be accepted; likewise a generated `cursor` for the admin user
 #     listing (only cursors the server issued are cursors: others are a correct 400).
+#     The same for change-password bodies whose newPassword breaks the policy or equals
+#     currentPassword.
 #
 # Knobs (environment): SCHEMATHESIS_SEED (default 1), SCHEMATHESIS_MAX_EXAMPLES (default 100).
 set -euo pipefail
@@ -309,6 +311,19 @@ def _valid_login(body):
     return isinstance(body, dict) and _valid_device_info(body.get("deviceInfo"))
 
 
+def _valid_password_change(body):
+    """newPassword meets the policy and differs from currentPassword after NFKC (else a correct
+    400). With a generated currentPassword the answer is 401 INVALID_CREDENTIALS, which the
+    check accepts."""
+    if not isinstance(body, dict) or not _valid_password(body.get("newPassword")):
+        return False
+    current = body.get("currentPassword")
+    if not isinstance(current, str) or not current:
+        return False
+    nfkc = lambda s: unicodedata.normalize("NFKC", s)
+    return nfkc(current) != nfkc(body["newPassword"])
+
+
 # Rules of the contract that JSON Schema cannot state: counted after NFKC normalisation,
 # Unicode character classes, sizes in UTF-8 bytes or as serialised JSON. The spec states
 # them in prose and describes everything it can (types, required fields, no unknown fields,
@@ -316,6 +331,7 @@ def _valid_login(body):
 CONTRACT_RULES = {
     "POST /api/auth/register": _valid_register,
     "POST /api/auth/login": _valid_login,
+    "POST /api/auth/password": _valid_password_change,
 }
 
 

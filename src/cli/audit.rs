@@ -19,7 +19,7 @@ pub struct Args {
     /// Only this event (login, register, refresh, refresh_reuse, logout, logout_all,
     /// session_revoke, admin_revoke, user_create, admin_list, admin_show, admin_sessions,
     /// admin_disable, admin_enable, admin_delete, admin_set_role, admin_set_password,
-    /// admin_unlock)
+    /// admin_unlock, admin_key_rotate, admin_key_revoke, password_change, user_import)
     #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
     /// Only events newer than this: a duration back from now (24h, 7d) or an RFC 3339 time

@@ -7,6 +7,7 @@ mod cleanup_tokens;
 mod completions;
 mod create_user;
 mod healthcheck;
+mod import_users;
 mod keys;
 mod migrate;
 mod revoke_sessions;
@@ -48,6 +49,8 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Create a user (prompts on a terminal; --password-stdin for scripts)
     CreateUser(create_user::Args),
+    /// Import users with their bcrypt hashes from a JSON Lines file (all or nothing)
+    ImportUsers(import_users::Args),
     /// Revoke refresh sessions of one user or of everyone
     RevokeSessions(revoke_sessions::Args),
     /// Delete refresh tokens and sessions that expired or were revoked more than cleanup.retention ago
@@ -146,6 +149,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::Serve => serve::run(settings).await,
             Command::Migrate(args) => migrate::run(settings, args).await,
             Command::CreateUser(args) => create_user::run(settings, args).await,
+            Command::ImportUsers(args) => import_users::run(settings, args).await,
             Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,
             Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,
             Command::Audit(args) => audit::run(settings, args).await,

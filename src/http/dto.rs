@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use crate::domain::time::rfc3339;
 use crate::domain::{Account, Role, Session, User};
 use crate::error::{AppError, FieldError};
-use crate::service::{IssuedTokens, LoginInput, NewUserInput};
+use crate::service::{IssuedTokens, LoginInput, NewUserInput, PasswordChange};
 
 /// A JSON object whose keys are unique.
 pub struct JsonObject(Map<String, Value>);
@@ -142,6 +142,17 @@ impl FromJson for LoginInput {
             email: f.required("email"),
             password: f.required("password"),
             device_info: f.string_or_object("deviceInfo", 512),
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for PasswordChange {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["currentPassword", "newPassword"]);
+        let value = PasswordChange {
+            current_password: f.required("currentPassword"),
+            new_password: f.required("newPassword"),
         };
         f.finish(value)
     }

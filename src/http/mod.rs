@@ -20,13 +20,13 @@ use crate::config::Settings;
 use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::service::{Accounts, Admin, LoginInput, NewUserInput, Sessions};
+use crate::service::{Accounts, Admin, LoginInput, NewUserInput, PasswordChange, Sessions};
 use budget::RequestBudget;
 use dto::{EmptyBody, RefreshBody, RoleBody};
 use filters::{
     acting_admin, authenticated, client, json_body, refresh_cookie, same_origin_or_allowed,
 };
-use handlers::{admin, auth, meta, sessions};
+use handlers::{admin, auth, meta, passwords, sessions};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -37,6 +37,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/refresh"),
     ("POST", "/api/auth/logout"),
     ("POST", "/api/auth/logout-all"),
+    ("POST", "/api/auth/password"),
     ("GET", "/api/auth/profile"),
     ("GET", "/api/auth/sessions"),
     ("DELETE", "/api/auth/sessions/{id}"),
@@ -210,6 +211,13 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(client())
         .and(json_body::<EmptyBody>(limit, true))
         .and_then(auth::logout_all);
+    let change_password = warp::path!("api" / "auth" / "password")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<PasswordChange>(limit, false))
+        .and_then(passwords::change);
     let profile = warp::path!("api" / "auth" / "profile")
         .and(warp::get())
         .and(with_state.clone())
@@ -266,6 +274,8 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(list_sessions)
         .unify()
         .or(delete_session)
+        .unify()
+        .or(change_password)
         .unify();
     let ops = jwks
         .or(healthz)

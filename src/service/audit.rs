@@ -32,6 +32,8 @@ pub enum Event {
     AdminSetRole,
     AdminSetPassword,
     AdminUnlock,
+    PasswordChange,
+    UserImport,
 }
 
 impl Event {
@@ -46,6 +48,8 @@ impl Event {
             Event::SessionRevoke => "session_revoke",
             Event::AdminRevoke => "admin_revoke",
             Event::UserCreate => "user_create",
+            Event::PasswordChange => "password_change",
+            Event::UserImport => "user_import",
             Event::AdminKeyRotate => "admin_key_rotate",
             Event::AdminKeyRevoke => "admin_key_revoke",
             Event::AdminList => "admin_list",
@@ -60,7 +64,7 @@ impl Event {
         }
     }
 
-    pub const ALL: [Event; 20] = [
+    pub const ALL: [Event; 22] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -81,6 +85,8 @@ impl Event {
         Event::AdminSetRole,
         Event::AdminSetPassword,
         Event::AdminUnlock,
+        Event::PasswordChange,
+        Event::UserImport,
     ];
 }
 

@@ -5,8 +5,10 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod import;
 pub mod keys;
 pub mod limits;
+pub mod passwords;
 pub mod sessions;
 pub mod users;
 
@@ -21,8 +23,10 @@ use crate::store::{DynStore, Store, StoreResult};
 
 pub use accounts::{Accounts, Acting, Actor};
 pub use admin::{Admin, RevokeTarget};
+pub use import::{Import, ImportError, ImportOptions, ImportReport};
 pub use keys::Keys;
 pub use limits::{Attempt, LoginLimits};
+pub use passwords::PasswordChange;
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

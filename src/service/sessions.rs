@@ -77,9 +77,9 @@ pub struct LoginInput {
 
 #[derive(Clone)]
 pub struct Sessions {
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
     users: Users,
-    limits: LoginLimits,
+    pub(super) limits: LoginLimits,
     access: Arc<AccessTokens>,
     refresh: Arc<RefreshTokens>,
 }
@@ -181,11 +181,8 @@ impl Sessions {
             }
             Some(c) => c,
         };
-        let matched = self
-            .core
-            .passwords
-            .verify(password, creds.password_hash)
-            .await?;
+        let (presented, stored) = (password.clone(), creds.password_hash.clone());
+        let matched = self.core.passwords.verify(password, stored).await?;
         if !(matched && presentable) {
             attempt.failed().await;
             return self
@@ -217,6 +214,7 @@ impl Sessions {
             .with_label_values(&["success"])
             .inc();
         self.audit_login(Some(user_id), &email, client, None).await;
+        super::passwords::upgrade_after_login(&self.core, user_id, presented, creds.password_hash);
         Ok(AuthOutcome { user, tokens })
     }
 
@@ -240,7 +238,7 @@ impl Sessions {
     }
 
     /// Records a failed login (already counted by its `Attempt`) and answers 401.
-    async fn login_failed<T>(
+    pub(super) async fn login_failed<T>(
         &self,
         user_id: Option<Uuid>,
         email: &str,

@@ -46,6 +46,16 @@ pub struct NewSession {
     pub token: NewRefreshToken,
 }
 
+/// What `Store::import_users` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Every user was inserted (with a dry run: would be), except `skipped` existing emails.
+    Imported { imported: usize, skipped: usize },
+    /// These emails belong to existing users and skipping was not asked for: nothing was
+    /// inserted.
+    Existing(Vec<String>),
+}
+
 /// Everything authd keeps. Implementations must be safe to share between threads and between
 /// processes using the same database.
 pub trait Store: Send + Sync + 'static {
@@ -66,6 +76,33 @@ pub trait Store: Send + Sync + 'static {
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     /// Sets `last_login_at` and returns the updated user.
     fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>>;
+    /// Replaces the user's bcrypt hash and revokes every live session of the user except
+    /// `keep_session`, in one transaction; returns how many sessions it revoked (0, and
+    /// nothing changed, for an unknown user).
+    fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<usize>;
+    /// Replaces the user's hash by `new_hash` only if it is still `old_hash` (the one a login
+    /// just verified); false when it changed meanwhile (or the user is gone).
+    fn upgrade_password_hash(
+        &self,
+        user_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool>;
+    /// Inserts `users` (validated, with distinct emails) in one transaction. Emails that
+    /// already exist are skipped with `skip_existing`, else nothing is inserted and they are
+    /// answered as `Existing`. With `dry_run`, only counts: nothing is written.
+    fn import_users(
+        &self,
+        users: Vec<NewUser>,
+        skip_existing: bool,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome>;
 
     /// Creates a session with its first refresh token, atomically.
     fn create_session(&self, new: &NewSession) -> StoreResult<()>;
@@ -200,15 +237,6 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the user with its sessions and refresh tokens (audit events stay). Returns
     /// the deleted user and how many of its sessions were live, or `None` for an unknown user.
     fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>>;
-    /// Replaces the user's bcrypt hash and revokes every live session of the user except
-    /// `keep_session`, in one transaction; returns how many sessions it revoked.
-    fn set_password_hash(
-        &self,
-        user_id: Uuid,
-        password_hash: &str,
-        keep_session: Option<Uuid>,
-        now: Millis,
-    ) -> StoreResult<usize>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -6,6 +6,7 @@ mod checkpoint;
 mod keys;
 mod limits;
 mod migrations;
+mod passwords;
 mod writer;
 
 use std::path::Path;
@@ -16,7 +17,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
@@ -335,6 +336,24 @@ impl Store for SqliteStore {
             .query_row(params![user_id.to_string(), at], user_row)
             .optional()
         })
+    }
+
+    fn upgrade_password_hash(
+        &self,
+        user_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool> {
+        passwords::upgrade_password_hash(self, user_id, old_hash, new_hash)
+    }
+
+    fn import_users(
+        &self,
+        users: Vec<NewUser>,
+        skip_existing: bool,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome> {
+        passwords::import_users(self, users, skip_existing, dry_run)
     }
 
     fn create_session(&self, new: &NewSession) -> StoreResult<()> {
