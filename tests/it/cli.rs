@@ -695,8 +695,11 @@ fn cleanup_tokens_dry_run_counts_then_cleanup_deletes_past_retention() {
     assert_eq!(r.status, 200, "the live session survives: {}", r.text);
 }
 
+/// This test used to assert that a rotated-away token past the retention was deleted while
+/// its session lived, which silently ended reuse detection for that token (issue 10); see
+/// `cleanup::` for the reuse checks.
 #[test]
-fn cleanup_tokens_deletes_refresh_tokens_rotated_away_past_retention() {
+fn cleanup_tokens_keeps_refresh_tokens_rotated_away_in_a_live_session() {
     // SQLite-only: counts rows in the SQLite file.
     let s = TestServer::sqlite_only(&[]);
     let email = unique_email("cli-rotated");
@@ -712,10 +715,10 @@ fn cleanup_tokens_deletes_refresh_tokens_rotated_away_past_retention() {
         None,
     );
     r.ok();
-    // Rotation revoked the first token; it is past the (zero) retention, so it goes.
+    // The session is live: both its tokens stay, whatever the retention.
     assert_eq!(
         count(&s.db_path(), "SELECT COUNT(*) FROM refresh_tokens"),
-        1,
+        2,
         "cleanup output: {}",
         r.stdout
     );

@@ -101,8 +101,14 @@ impl TestServer {
 
     /// Starts a server whose database and keys live in `dir` (to restart on the same data).
     pub fn in_dir(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
+        Self::listening_on("127.0.0.1:0", dir, extra)
+    }
+
+    /// Starts a server listening on `bind` (e.g. `[::]:0` for a dual-stack socket); `addr`
+    /// is the bound address as the listener reports it.
+    pub fn listening_on(bind: &str, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
         let postgres = postgres_for(dir.path());
-        Self::launch(dir, postgres, extra)
+        Self::launch(bind, dir, postgres, extra)
     }
 
     /// A server on a SQLite file whatever `AUTHD_TEST_DATABASE` says: for the tests that read
@@ -113,17 +119,18 @@ impl TestServer {
 
     /// `sqlite_only` in `dir` (`in_dir` restarts there on SQLite too: the file exists).
     pub fn sqlite_only_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
-        Self::launch(dir, None, extra)
+        Self::launch("127.0.0.1:0", dir, None, extra)
     }
 
     fn launch(
+        bind: &str,
         dir: tempfile::TempDir,
         postgres: Option<PgDatabase>,
         extra: &[(&str, &str)],
     ) -> Self {
         let url = postgres.as_ref().map(|db| db.url.as_str());
         let settings = Arc::new(settings_on(dir.path(), url, extra));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let listener = std::net::TcpListener::bind(bind).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -7,8 +7,9 @@ use crate::domain::{AuditEvent, AuditQuery};
 
 pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()> {
     c.execute(
-        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_events
+             (at, event, user_id, email, ip, user_agent, outcome, reason, actor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &e.at,
             &text(&e.event),
@@ -18,6 +19,7 @@ pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()>
             &opt_text(&e.user_agent),
             &text(&e.outcome),
             &opt_text(&e.reason),
+            &opt_text(&e.actor),
         ],
     )
     .map(|_| ())
@@ -26,7 +28,7 @@ pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()>
 /// Newest first (ids are handed out in commit-ish order; ties in `at` keep insertion order).
 pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec<AuditEvent>> {
     c.query(
-        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason
+        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
          FROM audit_events
          WHERE ($1::TEXT IS NULL OR email = $1 OR user_id = $5)
            AND ($2::TEXT IS NULL OR event = $2)
@@ -52,6 +54,7 @@ pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec
             user_agent: r.try_get(5)?,
             outcome: r.try_get(6)?,
             reason: r.try_get(7)?,
+            actor: r.try_get(8)?,
         })
     })
     .collect()
