@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Property-based API tests of a live `authd serve` against docs/openapi.yaml with schemathesis
-# (from PyPI, pinned below): the spec is the oracle, and the spec follows CONTRACT.md.
+# (from PyPI, pinned below): the spec is the oracle, and the spec follows docs/API.md.
 #
 #   bash .ci/schemathesis.sh     (from anywhere; it works from the repo root)
 #
@@ -18,7 +18,10 @@
 #   - positive_data_acceptance -> positive_data_acceptance_within_contract: schema-valid
 #     register/login bodies that break a contract rule JSON Schema cannot state (counted after
 #     NFKC, Unicode classes, UTF-8 byte sizes) rightly get 400 and are skipped; all other
-#     positive requests must be accepted.
+#     positive requests must be accepted; likewise a generated `cursor` for the admin user
+#     listing (only cursors the server issued are cursors: others are a correct 400).
+#     The same for change-password bodies whose newPassword breaks the policy or equals
+#     currentPassword.
 #
 # Knobs (environment): SCHEMATHESIS_SEED (default 1), SCHEMATHESIS_MAX_EXAMPLES (default 100).
 set -euo pipefail
@@ -160,8 +163,23 @@ refresh_tokens() { # refresh_tokens PREFIX N: a TOML list of N new users' refres
     done
     echo "$list"
 }
+# The admin operations (/api/admin/*) run with an admin's token (created with the CLI on the
+# server's database, as an operator would): generated ids name no user (404), so nothing is
+# disabled or deleted, and the admin never names itself. Without a token (the auth checks)
+# they answer 401, and with the user token above they would answer 403.
+(cd "$WORK" && printf '%s' "$PASSWORD" | "$BIN" create-user --email schemathesis-admin@example.com \
+    --role admin --password-stdin >/dev/null)
+TOKEN_ADMIN=$(login schemathesis-admin@example.com)
 REFRESH_TOKENS=$(refresh_tokens schemathesis-refresh 3)
 LOGOUT_TOKENS=$(refresh_tokens schemathesis-logout 2)
+# The users above keep their sessions for the whole run: the admin operations never act on
+# them (the stateful phase could otherwise feed ids from the user listing to disable or
+# delete; the hooks swap such an id for an unknown one).
+PROTECTED_IDS=$(
+    curl --silent --show-error --fail --max-time 30 -H "Authorization: Bearer $TOKEN_ADMIN" \
+        "$BASE/api/admin/users?limit=200" |
+        json_get '",".join(u["id"] for u in d["data"]["users"])'
+)
 
 # ---------------------------------------------------------------------------------------
 # 4. Configuration and hooks for this run (see the comments inside).
@@ -189,6 +207,17 @@ include-operation-id = "deleteSession"
 headers = { Authorization = "Bearer $TOKEN_DELETE_SESSION" }
 parameters = { "path.id" = { dictionary = "live-session", probability = 0.5 } }
 
+TOML
+for op in adminListUsers adminGetUser adminDeleteUser adminDisableUser adminEnableUser \
+    adminUnlockUser adminSetUserRole adminListUserSessions adminRevokeUserSessions; do
+    cat >>"$WORK/schemathesis.toml" <<TOML
+[[operations]]
+include-operation-id = "$op"
+headers = { Authorization = "Bearer $TOKEN_ADMIN" }
+
+TOML
+done
+cat >>"$WORK/schemathesis.toml" <<TOML
 [[operations]]
 include-operation-id = "refresh"
 parameters = { "body.refreshToken" = { dictionary = "refresh-tokens", probability = 0.3 } }
@@ -204,7 +233,9 @@ cat >"$WORK/authd_hooks.py" <<'PY'
 # One built-in check is replaced by a narrower version of itself; everything it skips is
 # listed here, with the reason. One generation strategy (format: password).
 import json
+import os
 import unicodedata
+import uuid
 
 import schemathesis
 from hypothesis import strategies as st
@@ -224,7 +255,7 @@ def _no_control(text):
 
 
 def _valid_password(raw):
-    """CONTRACT.md's password rules (after NFKC: at least 8 characters, at most 72 bytes of
+    """docs/API.md's password rules (after NFKC: at least 8 characters, at most 72 bytes of
     UTF-8, a letter, a digit, a symbol, no control character). Conservative: True only when
     Rust's char classes surely agree (letters L*/Nl, digits Nd/Nl/No, symbols P*/Sm/Sc/Sk)."""
     if not isinstance(raw, str) or not _assigned(raw):
@@ -280,6 +311,19 @@ def _valid_login(body):
     return isinstance(body, dict) and _valid_device_info(body.get("deviceInfo"))
 
 
+def _valid_password_change(body):
+    """newPassword meets the policy and differs from currentPassword after NFKC (else a correct
+    400). With a generated currentPassword the answer is 401 INVALID_CREDENTIALS, which the
+    check accepts."""
+    if not isinstance(body, dict) or not _valid_password(body.get("newPassword")):
+        return False
+    current = body.get("currentPassword")
+    if not isinstance(current, str) or not current:
+        return False
+    nfkc = lambda s: unicodedata.normalize("NFKC", s)
+    return nfkc(current) != nfkc(body["newPassword"])
+
+
 # Rules of the contract that JSON Schema cannot state: counted after NFKC normalisation,
 # Unicode character classes, sizes in UTF-8 bytes or as serialised JSON. The spec states
 # them in prose and describes everything it can (types, required fields, no unknown fields,
@@ -287,6 +331,19 @@ def _valid_login(body):
 CONTRACT_RULES = {
     "POST /api/auth/register": _valid_register,
     "POST /api/auth/login": _valid_login,
+    "POST /api/auth/password": _valid_password_change,
+}
+
+
+def _issued_cursor(query):
+    """A `cursor` is opaque: only a `nextCursor` the server issued is one (any other string is
+    a correct 400), and generated strings are not issued cursors."""
+    return not (query or {}).get("cursor")
+
+
+# Query parameters the contract constrains beyond their schema.
+QUERY_RULES = {
+    "GET /api/admin/users": _issued_cursor,
 }
 
 
@@ -302,7 +359,26 @@ def positive_data_acceptance_within_contract(ctx, response, case):
     rule = CONTRACT_RULES.get(case.operation.label)
     if rule is not None and not rule(case.body):
         return None
+    query_rule = QUERY_RULES.get(case.operation.label)
+    if query_rule is not None and not query_rule(case.query):
+        return None
     return positive_data_acceptance(ctx, response, case)
+
+
+# The script's own users (ids in AUTHD_PROTECTED_IDS) keep their sessions: an admin
+# operation that would change one of them is sent to an unknown id instead (404).
+PROTECTED_IDS = set(filter(None, os.environ.get("AUTHD_PROTECTED_IDS", "").split(",")))
+
+
+@schemathesis.hook
+def before_call(ctx, case, kwargs):
+    label = case.operation.label
+    if not label.startswith(("POST /api/admin/", "DELETE /api/admin/")):
+        return
+    params = case.path_parameters or {}
+    if str(params.get("id")) in PROTECTED_IDS:
+        params["id"] = str(uuid.uuid4())
+        case.path_parameters = params
 
 
 # `format: password` (OpenAPI's registered format: a secret). Half of the generated passwords
@@ -323,7 +399,7 @@ set +e
 (
     # From $WORK, so that nothing (hypothesis' data, reports) lands in the work tree.
     cd "$WORK"
-    SCHEMATHESIS_HOOKS="$WORK/authd_hooks.py" \
+    AUTHD_PROTECTED_IDS="$PROTECTED_IDS" SCHEMATHESIS_HOOKS="$WORK/authd_hooks.py" \
         exec "$VENV/bin/schemathesis" --config-file "$WORK/schemathesis.toml" run "$SPEC" \
         --url "$BASE" \
         -H "Authorization: Bearer $TOKEN" \

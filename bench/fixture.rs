@@ -75,8 +75,6 @@ impl Fixture {
             config_file: None,
             env_vars: env.clone(),
         })?;
-        let keys = authd::crypto::keys::load_or_generate(&settings.jwt)?;
-        let access = AccessTokens::configured(&keys.access, &settings.jwt);
         let store = authd::store::open(
             &settings.database.url,
             &StoreOptions {
@@ -85,12 +83,15 @@ impl Fixture {
             },
         )?;
         store.migrate()?;
+        // The server's own key code makes the key set in the database, which it then loads.
+        let (_, keys) = authd::service::keys::ensure_and_load(&*store, &settings.jwt)?;
+        let access = AccessTokens::configured(&keys.access[0].material, &settings.jwt);
         store.close();
         drop(store);
         Ok(Fixture {
             dir,
             env,
-            refresh: RefreshTokens::new(keys.refresh),
+            refresh: RefreshTokens::with_keys(&keys.refresh),
             access,
             settings,
             users: 0,

@@ -751,6 +751,7 @@ fn raw_rotations(
                 user_agent: Some("authd-bench".into()),
                 outcome: "success".into(),
                 reason: None,
+                actor: None,
             }),
         )?;
         ensure!(

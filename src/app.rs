@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use crate::blocking::blocking;
 use crate::config::{ConfigError, Settings};
-use crate::crypto::keys::{self, KeyError};
+use crate::crypto::keys::KeyError;
 use crate::error::AppError;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
-use crate::service::{Admin, Core, Sessions};
+use crate::service::{self, Admin, Core, Sessions};
 use crate::store::{self, StoreError, StoreOptions};
 
 /// Why authd could not start or finish a command.
@@ -66,18 +66,17 @@ pub async fn open_core(settings: Arc<Settings>, schema: Schema) -> Result<Arc<Co
     Ok(Core::new(store, settings, Arc::new(Metrics::new())))
 }
 
-/// Loads (or generates) the keys and builds the HTTP state.
+/// Loads the signing keys from the store (creating or importing them on the first start)
+/// and builds the HTTP state.
 pub async fn http_state(core: Arc<Core>) -> Result<HttpState, StartError> {
     let jwt = core.settings.jwt.clone();
-    let keys = blocking(move || keys::load_or_generate(&jwt)).await??;
+    let store = core.store.clone();
+    let (_, keys) = blocking(move || service::keys::ensure_and_load(&*store, &jwt)).await??;
     let sessions = Sessions::new(core.clone(), keys);
     let admin = Admin::new(core.clone());
-    Ok(HttpState::new(
-        sessions,
-        admin,
-        core.settings.clone(),
-        core.metrics.clone(),
-    ))
+    let state = HttpState::new(sessions, admin, core.settings.clone(), core.metrics.clone());
+    state.budget.probe().await;
+    Ok(state)
 }
 
 /// Runs the server on `listener` until `shutdown` resolves; then finishes in-flight requests
@@ -91,8 +90,10 @@ pub async fn serve(
     let warm = core.clone();
     tokio::spawn(async move { warm.passwords.warm_up().await });
     let cleanup = tokio::spawn(background_cleanup(state.clone()));
+    let watch = tokio::spawn(watch_keys(state.clone()));
     crate::http::server::serve(listener, state, shutdown).await;
     cleanup.abort();
+    watch.abort();
     let store = core.store.clone();
     let _ = blocking(move || store.close()).await;
     tracing::info!("stopped; database closed");
@@ -113,6 +114,51 @@ async fn background_cleanup(state: HttpState) {
                 "background cleanup"
             ),
             Err(e) => tracing::warn!(error = %e, "background cleanup failed"),
+        }
+    }
+}
+
+/// How often a running server reads the key set's generation (a rotation or revocation by
+/// any process is in effect here within this long, plus one load).
+pub const KEY_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Polls the store's key-set generation every `KEY_POLL` and swaps in the new key set when it
+/// moved (signing, verification and the JWKS then use it). Verification itself never reads
+/// the store. A failed load is logged and retried at the next poll; the current keys stay.
+async fn watch_keys(state: HttpState) {
+    let core = state.admin.core().clone();
+    let mut seen: Option<i64> = None;
+    let mut ticker = tokio::time::interval(KEY_POLL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let version = core.db(|s| s.key_set_version()).await;
+        let version = match version {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the signing key set's generation");
+                continue;
+            }
+        };
+        if seen == Some(version) {
+            continue;
+        }
+        let jwt = core.settings.jwt.clone();
+        let store = core.store.clone();
+        match blocking(move || service::keys::load_keys(&*store, &jwt)).await {
+            Ok(Ok((generation, keys))) => {
+                state.sessions.replace_keys(&keys);
+                if seen.is_some() {
+                    tracing::info!(
+                        generation,
+                        kid = state.sessions.signing_kid().unwrap_or_default(),
+                        "signing key set reloaded"
+                    );
+                }
+                seen = Some(generation);
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot reload the signing key set"),
+            Err(e) => tracing::warn!(error = %e, "cannot reload the signing key set"),
         }
     }
 }

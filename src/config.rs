@@ -13,6 +13,8 @@ use std::time::Duration;
 use config::{Config, File, FileFormat};
 use ipnet::IpNet;
 
+mod secret_strength;
+
 /// The built-in defaults: the commented file shipped in the repository.
 pub const DEFAULTS_TOML: &str = include_str!("../config/default.toml");
 
@@ -45,6 +47,9 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "leeway",
             "access_secret",
             "refresh_secret",
+            "access_secret_previous",
+            "refresh_secret_previous",
+            "key_encryption_secret",
             "key_dir",
         ],
     ),
@@ -59,6 +64,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
             "max_failed_logins",
             "lockout_threshold",
             "lockout_duration",
+            "redis_url",
+            "ipv6_prefix",
         ],
     ),
     ("cleanup", &["interval", "retention"]),
@@ -153,6 +160,15 @@ pub struct JwtSettings {
     pub leeway: Duration,
     pub access_secret: Option<Secret>,
     pub refresh_secret: Option<Secret>,
+    /// `jwt.access_secret_previous` (`AUTHD_JWT__ACCESS_SECRET_PREVIOUS`), default empty:
+    /// the access secret before the last change; verifies access tokens, never signs.
+    pub access_secret_previous: Option<Secret>,
+    /// `jwt.refresh_secret_previous` (`AUTHD_JWT__REFRESH_SECRET_PREVIOUS`), default empty:
+    /// the refresh secret before the last change; verifies refresh tokens, never signs.
+    pub refresh_secret_previous: Option<Secret>,
+    /// `jwt.key_encryption_secret` (`AUTHD_JWT__KEY_ENCRYPTION_SECRET`), default empty:
+    /// encrypts the private parts of the signing keys kept in the database (docs/SECURITY.md).
+    pub key_encryption_secret: Option<Secret>,
     pub key_dir: PathBuf,
 }
 
@@ -176,6 +192,15 @@ pub struct RateLimitSettings {
     pub max_failed_logins: u32,
     pub lockout_threshold: u32,
     pub lockout_duration: Duration,
+    /// `rate_limit.redis_url` (`AUTHD_RATE_LIMIT__REDIS_URL`), default empty (`None`): each
+    /// process counts the per-IP request budget itself. `redis://[[USER]:PASSWORD@]HOST[:PORT][/DB]`
+    /// shares that budget between instances through Redis (see `http::budget`). May hold a
+    /// password: shown only through `redact_url`.
+    pub redis_url: Option<String>,
+    /// `rate_limit.ipv6_prefix` (`AUTHD_RATE_LIMIT__IPV6_PREFIX`), default 64, 1 to 128: IPv6
+    /// clients are counted per network of this prefix length by every per-IP limit (128:
+    /// each address on its own). See `domain::ip::rate_key`.
+    pub ipv6_prefix: u8,
 }
 
 #[derive(Debug, Clone)]
@@ -242,11 +267,12 @@ impl Settings {
             "[server]\nbind = {}\nbody_limit = {}\nshutdown_grace = {}\ncors_origins = {}\ntrusted_proxies = {}\nhsts = {}\n\n\
              [database]\nurl = {}\npool_size = {}\nauto_migrate = {}\nbusy_timeout = {}\n\n\
              [jwt]\nissuer = {}\naudience = {}\nalgorithm = {}\naccess_ttl = {}\nrefresh_ttl = {}\n\
-             refresh_reuse_grace = {}\nleeway = {}\naccess_secret = {}\nrefresh_secret = {}\nkey_dir = {}\n\n\
+             refresh_reuse_grace = {}\nleeway = {}\naccess_secret = {}\nrefresh_secret = {}\n\
+             access_secret_previous = {}\nrefresh_secret_previous = {}\nkey_encryption_secret = {}\nkey_dir = {}\n\n\
              [password]\nbcrypt_cost = {}\nmin_length = {}\n\n\
              [cookie]\nname = {}\nsecure = {}\n\n\
              [rate_limit]\nenabled = {}\nwindow = {}\nmax_requests = {}\nmax_failed_logins = {}\n\
-             lockout_threshold = {}\nlockout_duration = {}\n\n\
+             lockout_threshold = {}\nlockout_duration = {}\nredis_url = {}\nipv6_prefix = {}\n\n\
              [cleanup]\ninterval = {}\nretention = {}\n\n\
              [log]\nformat = {}\nlevel = {}\n",
             q(&sv.bind.to_string()),
@@ -268,6 +294,9 @@ impl Settings {
             d(jwt.leeway),
             secret(&jwt.access_secret),
             secret(&jwt.refresh_secret),
+            secret(&jwt.access_secret_previous),
+            secret(&jwt.refresh_secret_previous),
+            secret(&jwt.key_encryption_secret),
             q(&jwt.key_dir.display().to_string()),
             pw.bcrypt_cost,
             pw.min_length,
@@ -279,6 +308,8 @@ impl Settings {
             rl.max_failed_logins,
             rl.lockout_threshold,
             d(rl.lockout_duration),
+            q(&rl.redis_url.as_deref().map(redact_url).unwrap_or_default()),
+            rl.ipv6_prefix,
             d(cl.interval),
             d(cl.retention),
             q(format),
@@ -287,8 +318,9 @@ impl Settings {
     }
 }
 
-/// Hides a password in a database URL (`scheme://user:pass@host` -> `scheme://user:***@host`).
-fn redact_url(url: &str) -> String {
+/// Hides a password in a database or Redis URL (`scheme://user:pass@host` ->
+/// `scheme://user:***@host`), for `check-config` and logs.
+pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -329,22 +361,45 @@ pub struct Sources {
 impl Sources {
     /// Reads `.env` from the working directory (only there: never a parent's) into the
     /// environment, then the environment. Variables already set win over the file.
-    pub fn from_process(config_file: Option<PathBuf>) -> Result<Self, ConfigError> {
+    ///
+    /// A `.env` that cannot even be looked for, because the working directory itself is not
+    /// searchable (a service user started from `/root`), is skipped with a warning: the
+    /// configuration may well be elsewhere (`--config`, `AUTHD_*`). A `.env` that exists but
+    /// cannot be read or parsed is an error. Returns the sources and the warnings for
+    /// `Settings::warnings`.
+    pub fn from_process(config_file: Option<PathBuf>) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
         match dotenvy::from_path(".env") {
             Ok(_) => {}
             Err(e) if e.not_found() => {}
-            Err(e) => return Err(ConfigError(vec![format!(".env: {e}")])),
+            Err(e) => match unsearchable_dir(Path::new(".env")) {
+                Some(why) => warnings.push(format!(
+                    "not reading .env: cannot look into the working directory ({why})"
+                )),
+                None => return Err(ConfigError(vec![format!(".env: {e}")])),
+            },
         }
         let env_vars = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .filter(|(k, _)| k.starts_with("AUTHD_"))
             .collect();
-        Ok(Sources {
+        let sources = Sources {
             base_dir: PathBuf::from("."),
             env_name: std::env::var("AUTHD_ENV").ok().filter(|s| !s.is_empty()),
             config_file,
             env_vars,
-        })
+        };
+        Ok((sources, warnings))
+    }
+}
+
+/// `Some(reason)` when `path` cannot be looked up at all because a directory on the way is
+/// not searchable (`EACCES` from `stat`): whether the file exists is then unknown. `None` when
+/// the lookup itself works (the file exists, or does not).
+fn unsearchable_dir(path: &Path) -> Option<String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(e.to_string()),
+        _ => None,
     }
 }
 
@@ -359,13 +414,20 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
         optional.push(sources.base_dir.join(format!("config/{env}.toml")));
     }
     for path in optional {
+        // Optional files: absent is fine; one that cannot be looked for (its directory is
+        // not searchable) is skipped with a warning, like `.env`; one that exists but cannot
+        // be read is an error.
         if path.is_file() {
             read_file(&path, &mut files, &mut errors);
+        } else if let Some(why) = unsearchable_dir(&path) {
+            warnings.push(format!("not reading {}: {why}", path.display()));
         }
     }
     if let Some(path) = &sources.config_file {
         if path.is_file() {
             read_file(path, &mut files, &mut errors);
+        } else if let Some(why) = unsearchable_dir(path) {
+            errors.push(format!("cannot read config file {}: {why}", path.display()));
         } else {
             errors.push(format!("config file {} not found", path.display()));
         }
@@ -557,6 +619,20 @@ impl Reader<'_> {
         Some(Secret(raw))
     }
 
+    /// An optional Redis URL: empty is `None`; anything else must be a `redis://` URL that the
+    /// Redis client accepts. The message never repeats a password.
+    fn redis_url(&mut self, key: &str) -> Option<String> {
+        let raw = self.string(key);
+        let url = raw.trim();
+        if url.is_empty() {
+            return None;
+        }
+        if let Err(why) = check_redis_url(url) {
+            return self.fail(key, why);
+        }
+        Some(url.to_string())
+    }
+
     fn settings(&mut self, mut warnings: Vec<String>) -> Settings {
         let bind_raw = self.string("server.bind");
         let bind = bind_raw.parse::<SocketAddr>().unwrap_or_else(|_| {
@@ -625,6 +701,38 @@ impl Reader<'_> {
                 );
             }
         }
+        let access_secret_previous = self.secret("jwt.access_secret_previous");
+        let refresh_secret_previous = self.secret("jwt.refresh_secret_previous");
+        let key_encryption_secret = self.secret("jwt.key_encryption_secret");
+        for (key, value, current, current_key) in [
+            (
+                "jwt.access_secret_previous",
+                &access_secret_previous,
+                &access_secret,
+                "jwt.access_secret",
+            ),
+            (
+                "jwt.refresh_secret_previous",
+                &refresh_secret_previous,
+                &refresh_secret,
+                "jwt.refresh_secret",
+            ),
+        ] {
+            if value.is_some() && value == current {
+                self.fail::<()>(key, format!("must differ from {current_key}"));
+            }
+        }
+        if let Some(k) = &key_encryption_secret {
+            if [&access_secret, &refresh_secret]
+                .iter()
+                .any(|s| s.as_ref() == Some(k))
+            {
+                self.fail::<()>(
+                    "jwt.key_encryption_secret",
+                    "must differ from jwt.access_secret and jwt.refresh_secret",
+                );
+            }
+        }
         let issuer = self.string("jwt.issuer");
         let audience = self.string("jwt.audience");
         for (key, value) in [("jwt.issuer", &issuer), ("jwt.audience", &audience)] {
@@ -643,6 +751,9 @@ impl Reader<'_> {
             leeway: self.duration("jwt.leeway", true),
             access_secret,
             refresh_secret,
+            access_secret_previous,
+            refresh_secret_previous,
+            key_encryption_secret,
             key_dir,
         };
 
@@ -680,6 +791,8 @@ impl Reader<'_> {
             max_failed_logins: self.uint("rate_limit.max_failed_logins", 1, u32::MAX as u64) as u32,
             lockout_threshold: self.uint("rate_limit.lockout_threshold", 1, u32::MAX as u64) as u32,
             lockout_duration: self.duration("rate_limit.lockout_duration", false),
+            redis_url: self.redis_url("rate_limit.redis_url"),
+            ipv6_prefix: self.uint("rate_limit.ipv6_prefix", 1, 128) as u8,
         };
         let cleanup = CleanupSettings {
             interval: self.duration("cleanup.interval", false),
@@ -742,8 +855,20 @@ const PLACEHOLDER_MARKERS: &[&str] = &[
     "default",
 ];
 
-/// A configured secret must be at least 32 bytes with at least 8 distinct bytes,
-/// and must not look like a placeholder.
+/// How a configured secret is judged, and how to make a good one.
+const GENERATE: &str = "generate one, e.g. `openssl rand -base64 48`";
+
+/// The strength zxcvbn must rate a configured secret at, in bits.
+pub const SECRET_MIN_BITS: f64 = 128.0;
+
+/// The one check of every configured secret (`jwt.access_secret`, `jwt.refresh_secret` and
+/// every other secret key): at least 32 bytes with at least 8 distinct bytes, no placeholder
+/// word, not a published example secret (documentation defaults, tutorial values; any case,
+/// separators or suffix), and rated at least 128 bits by zxcvbn. `openssl rand -base64 48` or
+/// `openssl rand -hex 32` pass.
+///
+/// # Errors
+/// Why the secret is refused, one line that never contains the secret; callers prefix the key.
 pub fn check_secret_strength(secret: &str) -> Result<(), String> {
     if secret.len() < 32 {
         return Err(format!(
@@ -758,10 +883,21 @@ pub fn check_secret_strength(secret: &str) -> Result<(), String> {
             distinct.len()
         ));
     }
+    if secret_strength::is_published(secret) {
+        return Err(format!(
+            "is a published example secret (documentation or tutorial value); {GENERATE}"
+        ));
+    }
     let lower = secret.to_ascii_lowercase();
     if let Some(marker) = PLACEHOLDER_MARKERS.iter().find(|m| lower.contains(*m)) {
         return Err(format!(
-            "looks like a placeholder (contains '{marker}'); generate one, e.g. `openssl rand -base64 48`"
+            "looks like a placeholder (contains '{marker}'); {GENERATE}"
+        ));
+    }
+    let bits = secret_strength::estimated_bits(secret);
+    if bits < SECRET_MIN_BITS {
+        return Err(format!(
+            "too guessable (zxcvbn rates it {bits:.0} bits; at least 128 required); {GENERATE}"
         ));
     }
     Ok(())
@@ -785,22 +921,46 @@ fn check_origin(origin: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// An IP address or CIDR range; an IPv4-mapped one is its IPv4 form (contract section 9).
 fn parse_net(s: &str) -> Option<IpNet> {
     s.parse::<IpNet>()
         .ok()
         .or_else(|| s.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+        .map(crate::domain::ip::canonical_net)
 }
 
 fn check_database_url(url: &str) -> Result<(), String> {
     match url.split_once(':') {
         Some(("sqlite", rest)) if !rest.trim_start_matches("//").is_empty() => Ok(()),
         Some(("sqlite", _)) => Err("sqlite URL has no path (e.g. sqlite://data/authd.db)".into()),
-        Some(("postgres" | "postgresql", _)) => Ok(()),
+        Some(("postgres" | "postgresql", _)) => crate::store::postgres::check_url(url),
         Some((scheme, _)) => Err(format!(
             "unsupported database scheme '{scheme}' (this build supports sqlite:// and postgres://)"
         )),
         None => Err(format!(
             "'{url}' is not a URL such as sqlite://data/authd.db"
+        )),
+    }
+}
+
+fn check_redis_url(url: &str) -> Result<(), String> {
+    const FORM: &str = "redis://[:PASSWORD@]HOST[:PORT][/DB]";
+    if !url.starts_with("redis://") {
+        return Err(format!(
+            "'{}' is not a Redis URL such as {FORM} (only redis:// is supported)",
+            redact_url(url)
+        ));
+    }
+    match redis::IntoConnectionInfo::into_connection_info(url) {
+        Ok(info) if info.redis_settings().db() >= 0 => Ok(()),
+        Ok(_) => Err(format!(
+            "'{}': the database number must not be negative",
+            redact_url(url)
+        )),
+        Err(e) => Err(format!(
+            "'{}' is not a Redis URL such as {FORM} ({})",
+            redact_url(url),
+            e
         )),
     }
 }
@@ -906,10 +1066,18 @@ mod tests {
 
     #[test]
     fn secrets() {
-        assert!(check_secret_strength("0123456789abcdef0123456789abcdef").is_ok());
-        assert!(check_secret_strength("0123456789abcdef").is_err());
-        assert!(check_secret_strength("abababababababababababababababababab").is_err());
-        assert!(check_secret_strength("change-me-change-me-change-me-0123456789").is_err());
+        assert!(check_secret_strength(
+            "grYplcLiO/Sd6Fo4gDN1gHcN/e7LyOQYQU1f1a3WcrcamumlvZFFwUJhZYhJSTJk"
+        )
+        .is_ok());
+        let refused = |s: &str| check_secret_strength(s).unwrap_err();
+        assert!(refused("0123456789abcdef").contains("too short"));
+        assert!(refused("abababababababababababababababababab").contains("distinct"));
+        assert!(refused("change-me-change-me-change-me-0123456789").contains("placeholder"));
+        let supabase = "your-super-secret-jwt-token-with-at-least-32-characters-long";
+        assert!(refused(supabase).contains("published"));
+        assert!(!refused(supabase).contains(supabase));
+        assert!(refused("0123456789abcdef0123456789abcdef").contains("zxcvbn"));
         assert_eq!(format!("{:?}", Secret("x".into())), "***");
     }
 
@@ -918,13 +1086,13 @@ mod tests {
         let s = with_env(&[
             (
                 "AUTHD_JWT__ACCESS_SECRET",
-                "Zq8!vL2#pR7@wX4$kM9%tB1^nC6&hJ3*",
+                "cGYZTGv65xfW+ddjR+p6gKdFgjrxY8DNuNd/z95VMgEmYQLqB0hDDtw8seFMRKh+",
             ),
             ("AUTHD_SERVER__CORS_ORIGINS", "https://a.example.org"),
         ])
         .unwrap();
         let text = s.to_redacted_toml();
-        assert!(!text.contains("Zq8!vL2"), "{text}");
+        assert!(!text.contains("cGYZTGv65xfW"), "{text}");
         assert!(text.contains("access_secret = \"***\""));
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("effective.toml");
@@ -938,6 +1106,35 @@ mod tests {
         assert_eq!(again.server.cors_origins, s.server.cors_origins);
         assert_eq!(again.jwt.refresh_ttl, s.jwt.refresh_ttl);
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn redis_url_is_validated_and_redacted() {
+        assert_eq!(with_env(&[]).unwrap().rate_limit.redis_url, None);
+        let s = with_env(&[(
+            "AUTHD_RATE_LIMIT__REDIS_URL",
+            "redis://:Hunter2-pw@cache.internal:6380/2",
+        )])
+        .unwrap();
+        assert_eq!(
+            s.rate_limit.redis_url.as_deref(),
+            Some("redis://:Hunter2-pw@cache.internal:6380/2")
+        );
+        let text = s.to_redacted_toml();
+        assert!(!text.contains("Hunter2"), "{text}");
+        assert!(text.contains("redis_url = \"redis://:***@cache.internal:6380/2\""));
+        for bad in [
+            "cache.internal:6379",
+            "http://cache.internal",
+            "redis://:Hunter2-pw@cache.internal/notanumber",
+            "rediss://cache.internal",
+        ] {
+            let err = with_env(&[("AUTHD_RATE_LIMIT__REDIS_URL", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("rate_limit.redis_url"), "{bad}: {err}");
+            assert!(!err.contains("Hunter2"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -1,11 +1,37 @@
 //! Observability: the Prometheus registry and every metric authd exports. One per app
 //! (no globals), shared by the HTTP layer and the services.
+//!
+//! No label ever takes an unbounded value from a request: every label value is one of a fixed
+//! set (`method_label`, the route table's templates or `unmatched`, a three-digit status, or
+//! a constant outcome/limit name), so a client cannot grow `/metrics` or the process's memory
+//! by inventing methods or paths.
 
+use http::Method;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
+/// The `method` label of a request: RFC 9110's methods (section 9: GET, HEAD, POST, PUT,
+/// DELETE, CONNECT, OPTIONS, TRACE) and PATCH (RFC 5789) as themselves, anything else `other`.
+/// Also the `method` field of the request log line, for the same reason: a method is any
+/// token up to hyper's head limit (tens of kilobytes), chosen by the client.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
+/// Every metric authd exports, registered in one registry (rendered at `/metrics`).
 pub struct Metrics {
     registry: Registry,
     pub http_requests: IntCounterVec,
@@ -16,6 +42,9 @@ pub struct Metrics {
     pub reuse_detected: IntCounter,
     pub rate_limited: IntCounterVec,
     pub active_sessions: IntGauge,
+    /// `authd_rate_limit_backend_errors_total`: calls to the shared rate-limit backend
+    /// (Redis) that failed or timed out; each such request was counted per process instead.
+    pub rate_limit_backend_errors: IntCounter,
 }
 
 impl Default for Metrics {
@@ -32,6 +61,8 @@ impl Metrics {
                 "authd_http_requests_total",
                 "HTTP requests by route, method and status",
             ),
+            // route: a template of the route table or `unmatched`; method: `method_label`;
+            // status: the three-digit code.
             &["route", "method", "status"],
         )
         .expect("valid metric");
@@ -82,6 +113,12 @@ impl Metrics {
             "Live (unrevoked, unexpired) refresh sessions",
         )
         .expect("valid metric");
+        let rate_limit_backend_errors = IntCounter::new(
+            "authd_rate_limit_backend_errors_total",
+            "Calls to the shared rate-limit backend (Redis) that failed or timed out; \
+             those requests were counted per process",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -91,6 +128,7 @@ impl Metrics {
             Box::new(reuse_detected.clone()),
             Box::new(rate_limited.clone()),
             Box::new(active_sessions.clone()),
+            Box::new(rate_limit_backend_errors.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -104,6 +142,7 @@ impl Metrics {
             reuse_detected,
             rate_limited,
             active_sessions,
+            rate_limit_backend_errors,
         }
     }
 
@@ -114,5 +153,25 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding cannot fail");
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_closed_set() {
+        for m in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            assert_eq!(method_label(&Method::from_bytes(m.as_bytes()).unwrap()), m);
+        }
+        for m in ["XM00000", "get", "PROPFIND", &"X".repeat(60_000)] {
+            assert_eq!(
+                method_label(&Method::from_bytes(m.as_bytes()).unwrap()),
+                "other"
+            );
+        }
     }
 }

@@ -17,7 +17,9 @@ pub struct Args {
     #[arg(long, value_name = "E")]
     pub email: Option<String>,
     /// Only this event (login, register, refresh, refresh_reuse, logout, logout_all,
-    /// session_revoke, admin_revoke, user_create)
+    /// session_revoke, admin_revoke, user_create, admin_list, admin_show, admin_sessions,
+    /// admin_disable, admin_enable, admin_delete, admin_set_role, admin_set_password,
+    /// admin_unlock, admin_key_rotate, admin_key_revoke, password_change, user_import)
     #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
     /// Only events newer than this: a duration back from now (24h, 7d) or an RFC 3339 time
@@ -26,7 +28,8 @@ pub struct Args {
     /// At most this many events, newest first
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub limit: u32,
-    /// One JSON object per line instead of a table
+    /// A JSON array of events (`time`, `event`, `userId`, `actor`, `ip`, `userAgent`,
+    /// `success`, `reason`, `email`) instead of a table
     #[arg(long)]
     pub json: bool,
 }
@@ -58,30 +61,32 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         .await?;
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     if args.json {
-        for e in &events {
-            println!(
-                "{}",
+        let events: Vec<_> = events
+            .iter()
+            .map(|e| {
                 json!({
-                    "at": rfc3339(e.at),
+                    "time": rfc3339(e.at),
                     "event": e.event,
-                    "outcome": e.outcome,
-                    "reason": e.reason,
                     "userId": e.user_id.map(|u| u.to_string()),
-                    "email": e.email,
+                    "actor": e.actor,
                     "ip": e.ip,
                     "userAgent": e.user_agent,
+                    "success": e.outcome == "success",
+                    "reason": e.reason,
+                    "email": e.email,
                 })
-            );
-        }
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(events));
         return Ok(());
     }
     println!(
-        "{:<20}  {:<14}  {:<7}  {:<16}  {:<36}  {:<30}  {:<15}  USER AGENT",
-        "TIME", "EVENT", "OUTCOME", "REASON", "USER ID", "EMAIL", "IP"
+        "{:<20}  {:<18}  {:<7}  {:<16}  {:<36}  {:<36}  {:<30}  {:<15}  USER AGENT",
+        "TIME", "EVENT", "OUTCOME", "REASON", "USER ID", "ACTOR", "EMAIL", "IP"
     );
     for e in &events {
         println!(
-            "{:<20}  {:<14}  {:<7}  {:<16}  {:<36}  {:<30}  {:<15}  {}",
+            "{:<20}  {:<18}  {:<7}  {:<16}  {:<36}  {:<36}  {:<30}  {:<15}  {}",
             rfc3339(e.at),
             e.event,
             e.outcome,
@@ -89,6 +94,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             e.user_id
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "-".into()),
+            dash(&e.actor),
             dash(&e.email),
             dash(&e.ip),
             dash(&e.user_agent),

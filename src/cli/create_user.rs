@@ -95,7 +95,7 @@ fn gather(args: Args) -> Result<NewUserInput, CliError> {
     })
 }
 
-fn read_password_stdin() -> Result<String, CliError> {
+pub(super) fn read_password_stdin() -> Result<String, CliError> {
     let mut raw = Vec::new();
     std::io::stdin()
         .read_to_end(&mut raw)
@@ -134,7 +134,7 @@ fn prompt_name() -> Result<Option<String>, CliError> {
     Ok(Some(name).filter(|n| !n.trim().is_empty()))
 }
 
-fn prompt_password() -> Result<String, CliError> {
+pub(super) fn prompt_password() -> Result<String, CliError> {
     dialoguer::Password::new()
         .with_prompt("Password")
         .with_confirmation("Repeat password", "the passwords do not match")

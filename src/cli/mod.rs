@@ -7,10 +7,13 @@ mod cleanup_tokens;
 mod completions;
 mod create_user;
 mod healthcheck;
+mod import_users;
+mod keys;
 mod migrate;
 mod migrate_data;
 mod revoke_sessions;
 mod serve;
+mod users;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -49,12 +52,18 @@ pub enum Command {
     MigrateData(migrate_data::Args),
     /// Create a user (prompts on a terminal; --password-stdin for scripts)
     CreateUser(create_user::Args),
+    /// Import users with their bcrypt hashes from a JSON Lines file (all or nothing)
+    ImportUsers(import_users::Args),
     /// Revoke refresh sessions of one user or of everyone
     RevokeSessions(revoke_sessions::Args),
     /// Delete refresh tokens and sessions that expired or were revoked more than cleanup.retention ago
     CleanupTokens(cleanup_tokens::Args),
     /// Read the audit trail (logins, refreshes, revocations, ...)
     Audit(audit::Args),
+    /// Manage the signing keys kept in the database (list, rotate, revoke)
+    Keys(keys::Args),
+    /// Manage accounts: list, show, disable, enable, delete, set-role, set-password, unlock
+    Users(users::Args),
     /// Validate the configuration and print the effective values (secrets redacted)
     CheckConfig,
     /// Exit 0 when the server's /healthz answers 200, else 1 (for container health checks)
@@ -120,8 +129,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::ManPages(args) => return completions::man_pages(args),
         command => Cli { command, ..cli },
     };
-    let sources = Sources::from_process(cli.config.clone())?;
-    let settings = Arc::new(config::load(&sources)?);
+    let (sources, source_warnings) = Sources::from_process(cli.config.clone())?;
+    let mut settings = config::load(&sources)?;
+    settings.warnings.splice(0..0, source_warnings);
+    let settings = Arc::new(settings);
     let serving = matches!(cli.command, Command::Serve);
     let _log_guard = init_logging(&settings, serving);
     // Configuration remarks are for the server's log (and `check-config`); one-shot commands
@@ -142,9 +153,12 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::Migrate(args) => migrate::run(settings, args).await,
             Command::MigrateData(args) => migrate_data::run(settings, args).await,
             Command::CreateUser(args) => create_user::run(settings, args).await,
+            Command::ImportUsers(args) => import_users::run(settings, args).await,
             Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,
             Command::CleanupTokens(args) => cleanup_tokens::run(settings, args).await,
             Command::Audit(args) => audit::run(settings, args).await,
+            Command::Keys(args) => keys::run(settings, args).await,
+            Command::Users(args) => users::run(settings, args).await,
             Command::CheckConfig => check_config::run(settings).await,
             Command::Healthcheck(args) => healthcheck::run(settings, args).await,
             Command::Completions(_) | Command::ManPages(_) => unreachable!("handled above"),

@@ -1,93 +1,153 @@
-//! Crypto layer: the access-token key (Ed25519 or HMAC) and the separate refresh-token key,
-//! taken from configured secrets or generated once into `jwt.key_dir` (0700, files 0600).
+//! Crypto layer: signing-key material. Access keys (Ed25519 or HMAC) and refresh keys (HMAC),
+//! their key ids, new keys, keys derived from configured secrets, the key files an older
+//! authd wrote into `jwt.key_dir` (read for the one-time import, never written), and the
+//! sealing of private parts at rest (`jwt.key_encryption_secret`, ChaCha20-Poly1305).
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
-use ed25519_dalek::SigningKey;
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::ChaCha20Poly1305;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use ed25519_dalek::{SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
-
-use crate::config::{JwtAlgorithm, JwtSettings};
 
 /// Key material for access tokens.
 pub enum AccessKeyMaterial {
-    /// Ed25519 signing key.
+    /// Ed25519 signing key (signs and verifies).
     Ed25519(SigningKey),
+    /// Ed25519 public key alone (a retiring key: verifies, never signs).
+    Ed25519Public(VerifyingKey),
     /// HMAC-SHA256 secret.
     Hmac(Vec<u8>),
 }
 
-/// Everything token code needs to sign and verify.
+impl AccessKeyMaterial {
+    /// The key id tokens carry in their `kid` header: the RFC 7638 JWK thumbprint of an
+    /// Ed25519 public key, or a truncated SHA-256 of an HMAC secret (96 bits, base64url).
+    pub fn kid(&self) -> String {
+        match self {
+            AccessKeyMaterial::Ed25519(k) => ed25519_kid(&k.verifying_key()),
+            AccessKeyMaterial::Ed25519Public(k) => ed25519_kid(k),
+            AccessKeyMaterial::Hmac(secret) => hmac_kid(b"authd kid\0", secret),
+        }
+    }
+}
+
+/// One access key of a key set, with when it stops verifying.
+pub struct AccessKey {
+    pub kid: String,
+    pub material: AccessKeyMaterial,
+    /// Unix seconds after which it verifies nothing (and leaves the JWKS); `None`: no limit.
+    pub verify_until: Option<i64>,
+}
+
+/// One refresh key of a key set, with when it stops verifying.
+pub struct RefreshKey {
+    pub kid: String,
+    pub secret: Vec<u8>,
+    /// Unix seconds after which it verifies nothing; `None`: no limit.
+    pub verify_until: Option<i64>,
+}
+
+/// Everything token code needs to sign and verify: for each use the signing key first, then
+/// the keys that only verify.
 pub struct KeySet {
-    pub access: AccessKeyMaterial,
-    pub refresh: Vec<u8>,
+    pub access: Vec<AccessKey>,
+    pub refresh: Vec<RefreshKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct KeyError(pub String);
 
-const ED25519_FILE: &str = "access_ed25519.pem";
-const HS256_FILE: &str = "access_hs256.key";
-const REFRESH_FILE: &str = "refresh_hmac.key";
+/// Key files an older authd wrote into `jwt.key_dir`.
+pub const ED25519_FILE: &str = "access_ed25519.pem";
+pub const HS256_FILE: &str = "access_hs256.key";
+pub const REFRESH_FILE: &str = "refresh_hmac.key";
 
-/// Loads the keys from configured secrets, or from `key_dir`, generating what is missing.
-pub fn load_or_generate(jwt: &JwtSettings) -> Result<KeySet, KeyError> {
-    let needs_dir = jwt.access_secret.is_none() || jwt.refresh_secret.is_none();
-    if needs_dir {
-        ensure_private_dir(&jwt.key_dir)?;
-    }
-    let access = match (jwt.algorithm, &jwt.access_secret) {
-        (JwtAlgorithm::EdDsa, Some(secret)) => {
-            // Derived, so that every instance configured with the secret has the same key.
-            let seed: [u8; 32] = Sha256::new()
-                .chain_update(b"authd ed25519 access key v1\0")
-                .chain_update(secret.expose().as_bytes())
-                .finalize()
-                .into();
-            AccessKeyMaterial::Ed25519(SigningKey::from_bytes(&seed))
-        }
-        (JwtAlgorithm::EdDsa, None) => {
-            let path = jwt.key_dir.join(ED25519_FILE);
-            let pem = read_or_create(&path, || {
-                let key = SigningKey::generate(&mut rand::rngs::OsRng);
-                key.to_pkcs8_pem(Default::default())
-                    .map(|p| p.as_bytes().to_vec())
-                    .map_err(|e| KeyError(format!("cannot encode Ed25519 key: {e}")))
-            })?;
-            let text = String::from_utf8(pem)
-                .map_err(|_| KeyError(format!("{} is not a PEM file", path.display())))?;
-            let key = SigningKey::from_pkcs8_pem(&text).map_err(|e| {
-                KeyError(format!(
-                    "{} is not an Ed25519 PKCS#8 key: {e}",
-                    path.display()
-                ))
-            })?;
-            AccessKeyMaterial::Ed25519(key)
-        }
-        (JwtAlgorithm::Hs256, Some(secret)) => {
-            AccessKeyMaterial::Hmac(secret.expose().as_bytes().to_vec())
-        }
-        (JwtAlgorithm::Hs256, None) => {
-            AccessKeyMaterial::Hmac(random_key_file(&jwt.key_dir.join(HS256_FILE))?)
-        }
-    };
-    let refresh = match &jwt.refresh_secret {
-        Some(secret) => secret.expose().as_bytes().to_vec(),
-        None => random_key_file(&jwt.key_dir.join(REFRESH_FILE))?,
-    };
-    Ok(KeySet { access, refresh })
+/// RFC 7638 thumbprint of an Ed25519 public key (base64url SHA-256 of the canonical JWK).
+pub fn ed25519_kid(public: &VerifyingKey) -> String {
+    let x = B64.encode(public.as_bytes());
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    B64.encode(Sha256::digest(canonical.as_bytes()))
 }
 
-/// A file holding 32 random bytes, base64url-encoded.
-fn random_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
-    let text = read_or_create(path, || {
-        Ok(B64.encode(rand::random::<[u8; 32]>()).into_bytes())
-    })?;
+fn hmac_kid(domain: &[u8], secret: &[u8]) -> String {
+    let digest = Sha256::new()
+        .chain_update(domain)
+        .chain_update(secret)
+        .finalize();
+    B64.encode(&digest[..12])
+}
+
+/// The key id of a refresh key (refresh tokens do not carry it; `keys list` shows it).
+pub fn refresh_kid(secret: &[u8]) -> String {
+    hmac_kid(b"authd refresh kid\0", secret)
+}
+
+/// The Ed25519 access key derived from `jwt.access_secret` (so every instance configured
+/// with the secret has the same key).
+pub fn ed25519_from_secret(secret: &str) -> SigningKey {
+    let seed: [u8; 32] = Sha256::new()
+        .chain_update(b"authd ed25519 access key v1\0")
+        .chain_update(secret.as_bytes())
+        .finalize()
+        .into();
+    SigningKey::from_bytes(&seed)
+}
+
+/// A new Ed25519 key.
+pub fn new_ed25519() -> SigningKey {
+    SigningKey::generate(&mut rand::rngs::OsRng)
+}
+
+/// A new 32-byte HMAC secret.
+pub fn new_hmac_secret() -> Vec<u8> {
+    rand::random::<[u8; 32]>().to_vec()
+}
+
+/// An Ed25519 key from its 32-byte seed.
+pub fn ed25519_from_seed(seed: &[u8]) -> Result<SigningKey, KeyError> {
+    let seed: [u8; 32] = seed
+        .try_into()
+        .map_err(|_| KeyError("stored Ed25519 key is not 32 bytes".into()))?;
+    Ok(SigningKey::from_bytes(&seed))
+}
+
+/// An Ed25519 public key from its 32 bytes.
+pub fn ed25519_public(bytes: &[u8]) -> Result<VerifyingKey, KeyError> {
+    let bytes: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| KeyError("stored Ed25519 public key is not 32 bytes".into()))?;
+    VerifyingKey::from_bytes(&bytes)
+        .map_err(|_| KeyError("stored Ed25519 public key is invalid".into()))
+}
+
+/// The legacy Ed25519 access key file in `dir`, if present.
+pub fn legacy_ed25519(dir: &Path) -> Result<Option<SigningKey>, KeyError> {
+    let path = dir.join(ED25519_FILE);
+    let Some(pem) = read_legacy(&path)? else {
+        return Ok(None);
+    };
+    let text = String::from_utf8(pem)
+        .map_err(|_| KeyError(format!("{} is not a PEM file", path.display())))?;
+    SigningKey::from_pkcs8_pem(&text).map(Some).map_err(|e| {
+        KeyError(format!(
+            "{} is not an Ed25519 PKCS#8 key: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// A legacy HMAC key file in `dir` (32+ random bytes, base64url), if present.
+pub fn legacy_hmac(dir: &Path, file: &str) -> Result<Option<Vec<u8>>, KeyError> {
+    let path = dir.join(file);
+    let Some(text) = read_legacy(&path)? else {
+        return Ok(None);
+    };
     let key = B64
         .decode(String::from_utf8_lossy(&text).trim())
         .map_err(|_| KeyError(format!("{} is not a base64url key", path.display())))?;
@@ -97,123 +157,116 @@ fn random_key_file(path: &Path) -> Result<Vec<u8>, KeyError> {
             path.display()
         )));
     }
-    Ok(key)
+    Ok(Some(key))
 }
 
-fn ensure_private_dir(dir: &Path) -> Result<(), KeyError> {
-    if dir.is_dir() {
-        return Ok(());
-    }
-    #[cfg(unix)]
-    let created = {
-        use std::os::unix::fs::DirBuilderExt;
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-    };
-    #[cfg(not(unix))]
-    let created = fs::create_dir_all(dir);
-    created.map_err(|e| {
-        KeyError(format!(
-            "cannot create key directory {}: {e}",
-            dir.display()
-        ))
-    })
-}
-
-/// Reads `path`, or creates it (mode 0600) with `make()`. Two processes racing to create it
-/// end up with the same content: the file appears atomically, and the loser reads the winner's.
-fn read_or_create(
-    path: &Path,
-    make: impl FnOnce() -> Result<Vec<u8>, KeyError>,
-) -> Result<Vec<u8>, KeyError> {
+/// A file's bytes; `None` when it does not exist. Any other failure (unreadable, or the key
+/// directory is not a directory) is an error: a key that exists but cannot be read must not
+/// silently be replaced by a new one.
+fn read_legacy(path: &Path) -> Result<Option<Vec<u8>>, KeyError> {
     match fs::read(path) {
-        Ok(bytes) => {
-            warn_if_readable_by_others(path);
-            return Ok(bytes);
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(KeyError(format!("cannot read {}: {e}", path.display()))),
-    }
-    let content = make()?;
-    let tmp = PathBuf::from(format!(
-        "{}.tmp-{}-{}",
-        path.display(),
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut opts = fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp)?;
-        f.write_all(&content)?;
-        f.sync_all()
-    };
-    let result = write().and_then(|_| fs::hard_link(&tmp, path));
-    let _ = fs::remove_file(&tmp);
-    match result {
-        Ok(()) => {
-            tracing::info!(path = %path.display(), "generated a new key");
-            Ok(content)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            fs::read(path).map_err(|e| KeyError(format!("cannot read {}: {e}", path.display())))
-        }
-        Err(e) => Err(KeyError(format!("cannot write {}: {e}", path.display()))),
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(KeyError(format!("cannot read {}: {e}", path.display()))),
     }
 }
 
-fn warn_if_readable_by_others(path: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        if let Ok(meta) = fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "key file is readable by other users; chmod 600 it");
-            }
+/// Seals and opens private key parts with `jwt.key_encryption_secret`: ChaCha20-Poly1305
+/// (RFC 8439) under a key derived from the secret with HKDF-SHA256 (RFC 5869), a random
+/// 96-bit nonce per seal, and the key's id and use as associated data (a sealed part moved
+/// to another row does not open). Stored form: nonce (12 bytes) then ciphertext and tag.
+pub struct Sealer {
+    cipher: ChaCha20Poly1305,
+}
+
+const NONCE_LEN: usize = 12;
+
+impl Sealer {
+    pub fn new(secret: &str) -> Self {
+        let hk = hkdf::Hkdf::<Sha256>::new(Some(b"authd signing keys at rest"), secret.as_bytes());
+        let mut key = [0u8; 32];
+        hk.expand(b"chacha20poly1305 v1", &mut key)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Sealer {
+            cipher: ChaCha20Poly1305::new(&key.into()),
         }
+    }
+
+    fn aad(kid: &str, key_use: &str) -> Vec<u8> {
+        format!("{kid}\0{key_use}").into_bytes()
+    }
+
+    /// Seals `plain` for the key `kid` of use `key_use`.
+    pub fn seal(&self, kid: &str, key_use: &str, plain: &[u8]) -> Vec<u8> {
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let aad = Self::aad(kid, key_use);
+        let sealed = self
+            .cipher
+            .encrypt(
+                &nonce.into(),
+                Payload {
+                    msg: plain,
+                    aad: &aad,
+                },
+            )
+            .expect("ChaCha20-Poly1305 seals any key-sized message");
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&sealed);
+        out
+    }
+
+    /// Opens what `seal` made for the same kid and use; an error for a wrong secret or a
+    /// tampered value.
+    pub fn open(&self, kid: &str, key_use: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
+        let fail = || {
+            KeyError(format!(
+                "cannot decrypt signing key {kid}: wrong jwt.key_encryption_secret, or the stored key was altered"
+            ))
+        };
+        if sealed.len() < NONCE_LEN {
+            return Err(fail());
+        }
+        let (nonce, body) = sealed.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| fail())?;
+        let aad = Self::aad(kid, key_use);
+        self.cipher
+            .decrypt(
+                &nonce.into(),
+                Payload {
+                    msg: body,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| fail())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{load, Sources};
 
-    fn settings(dir: &Path) -> JwtSettings {
-        let mut s = load(&Sources {
-            base_dir: dir.to_path_buf(),
-            ..Default::default()
-        })
-        .unwrap()
-        .jwt;
-        s.key_dir = dir.join("keys");
-        s
+    #[test]
+    fn sealed_parts_open_only_with_the_same_secret_kid_and_use() {
+        let s = Sealer::new("first-secret-0123456789-abcdefghij");
+        let sealed = s.seal("kid1", "access", b"private");
+        assert!(!sealed.windows(7).any(|w| w == b"private"));
+        assert_eq!(s.open("kid1", "access", &sealed).unwrap(), b"private");
+        assert!(s.open("kid2", "access", &sealed).is_err());
+        assert!(s.open("kid1", "refresh", &sealed).is_err());
+        let other = Sealer::new("second-secret-0123456789-abcdefghij");
+        assert!(other.open("kid1", "access", &sealed).is_err());
+        assert_ne!(sealed, s.seal("kid1", "access", b"private"), "fresh nonce");
     }
 
     #[test]
-    fn generated_once_then_reused_with_private_modes() {
+    fn legacy_files_absent_or_unreadable() {
         let dir = tempfile::tempdir().unwrap();
-        let jwt = settings(dir.path());
-        let a = load_or_generate(&jwt).unwrap();
-        let b = load_or_generate(&jwt).unwrap();
-        assert_eq!(a.refresh, b.refresh);
-        match (a.access, b.access) {
-            (AccessKeyMaterial::Ed25519(x), AccessKeyMaterial::Ed25519(y)) => {
-                assert_eq!(x.to_bytes(), y.to_bytes())
-            }
-            _ => panic!("expected Ed25519"),
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode(&jwt.key_dir), 0o700);
-            assert_eq!(mode(&jwt.key_dir.join(ED25519_FILE)), 0o600);
-            assert_eq!(mode(&jwt.key_dir.join(REFRESH_FILE)), 0o600);
-        }
+        assert!(legacy_ed25519(dir.path()).unwrap().is_none());
+        assert!(legacy_hmac(dir.path(), REFRESH_FILE).unwrap().is_none());
+        fs::write(dir.path().join(REFRESH_FILE), "short").unwrap();
+        assert!(legacy_hmac(dir.path(), REFRESH_FILE).is_err());
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, "x").unwrap();
+        assert!(legacy_ed25519(&blocker.join("keys")).is_err());
     }
 }

@@ -158,6 +158,8 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     pub outcome: String,
     pub reason: Option<String>,
+    /// Who acted, for admin events: the acting admin's user id, or `cli`.
+    pub actor: Option<String>,
 }
 
 /// Filters for reading the audit trail; newest first.
@@ -170,6 +172,30 @@ pub struct AuditQuery {
     pub event: Option<String>,
     pub since: Option<Millis>,
     pub limit: u32,
+}
+
+/// A user as an admin sees it: with the lockout of its email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub user: User,
+    /// When the failed-login lockout of the user's email ends, if it is locked now.
+    pub locked_until: Option<Millis>,
+}
+
+/// Which users an admin lists, in creation order (`created_at`, then `id`).
+#[derive(Debug, Clone, Default)]
+pub struct UserFilter {
+    /// Only users created after this position (a page's cursor): `(created_at, id)`.
+    pub after: Option<(Millis, Uuid)>,
+    /// Only the user with this (normalised) email.
+    pub email: Option<String>,
+    pub role: Option<Role>,
+    /// Only disabled users.
+    pub disabled: bool,
+    /// Only users whose email is locked out at `now`.
+    pub locked: bool,
+    /// At most this many users; `None`: all of them.
+    pub limit: Option<u32>,
 }
 
 /// A failed-login counter for one key (a client IP or an email).

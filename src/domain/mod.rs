@@ -1,6 +1,9 @@
 //! Domain layer: entities, newtypes and pure validation shared by every other layer.
 
 pub mod entities;
+pub mod ip;
+pub mod keys;
+pub mod limits;
 pub mod time;
 pub mod validate;
 

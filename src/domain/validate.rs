@@ -85,17 +85,49 @@ pub fn normalize_password(raw: &str) -> String {
     raw.nfkc().collect()
 }
 
-/// Checks a (normalised) password against the policy; one `FieldError` per failed rule.
+/// The character rules of a password, wherever one is presented: register, `create-user`,
+/// login, and every later check of a current or new password. `password` is NFKC-normalised
+/// (`normalize_password`); it must be at most 72 bytes in UTF-8 and hold no control character
+/// (Unicode `Cc`: NUL, C0, DEL, C1). One `FieldError` (field `password`) per failed rule.
+///
+/// These rules make bcrypt's input injective: bcrypt reads a password's bytes followed by one
+/// NUL and keeps the first 72 bytes, so `P` and `P + "\0"` (for a 71-byte `P`), or two
+/// passwords that share their first 72 bytes, would be the same key. With no NUL inside and at
+/// most 72 bytes, two different normalised passwords are always two different bcrypt inputs.
+/// Composition rules (length, letter, digit, symbol) are not character rules: they apply only
+/// when a password is chosen (`password_policy`), never when one is presented, so a policy
+/// change cannot lock out existing or imported accounts.
+pub fn password_characters(password: &str) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if password.len() > PASSWORD_MAX_BYTES {
+        errors.push(FieldError::new(
+            "password",
+            format!("must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8"),
+        ));
+    }
+    if password.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            "password",
+            "must not contain control characters",
+        ));
+    }
+    errors
+}
+
+/// True when `password` (NFKC-normalised) could have been registered as far as its characters
+/// go. A presented password (login, current password) for which this is false is a wrong
+/// password: the caller still spends the bcrypt verification and counts the failure.
+pub fn password_presentable(password: &str) -> bool {
+    password_characters(password).is_empty()
+}
+
+/// Checks a (normalised) password chosen by its owner or an admin against the whole policy:
+/// the composition rules and `password_characters`; one `FieldError` per failed rule.
 pub fn password_policy(password: &str, min_length: usize) -> Vec<FieldError> {
     let mut errors = Vec::new();
     let mut push = |m: String| errors.push(FieldError::new("password", m));
     if password.chars().count() < min_length {
         push(format!("must be at least {min_length} characters"));
-    }
-    if password.len() > PASSWORD_MAX_BYTES {
-        push(format!(
-            "must be at most {PASSWORD_MAX_BYTES} bytes in UTF-8"
-        ));
     }
     if !password.chars().any(char::is_alphabetic) {
         push("must contain at least one letter".into());
@@ -106,9 +138,7 @@ pub fn password_policy(password: &str, min_length: usize) -> Vec<FieldError> {
     if !password.chars().any(is_symbol) {
         push("must contain at least one symbol".into());
     }
-    if password.chars().any(char::is_control) {
-        push("must not contain control characters".into());
-    }
+    errors.extend(password_characters(password));
     errors
 }
 
@@ -177,5 +207,104 @@ mod tests {
         let p73 = format!("Aa1!{}", "x".repeat(69));
         assert_eq!(password_policy(&p73, 8).len(), 1);
         assert_eq!(password_policy("Secret-12\0", 8).len(), 1);
+    }
+
+    #[test]
+    fn character_rules_are_part_of_the_policy_and_nothing_else() {
+        let p71 = format!("Aa1!{}", "x".repeat(67));
+        assert!(password_presentable(&p71));
+        for bad in [
+            format!("{p71}\0"),
+            format!("{p71}\u{1}"),
+            format!("{p71}\u{7f}"),
+            format!("{p71}\u{85}"),
+            "a\tb".into(),
+            "a\r\nb".into(),
+            format!("{p71}xy"),
+            format!("{}é", "x".repeat(71)),
+        ] {
+            assert!(!password_presentable(&bad), "{bad:?}");
+            let policy: Vec<_> = password_policy(&bad, 1)
+                .into_iter()
+                .filter(|e| !e.message.contains("one "))
+                .collect();
+            assert_eq!(policy, password_characters(&bad), "{bad:?}");
+        }
+        // Composition is not a character rule: short or letters-only passwords are presentable.
+        for ok in ["a", "password", "12345678", "ünïcödé", "correct horse", ""] {
+            assert!(password_presentable(ok), "{ok:?}");
+        }
+        assert!(password_presentable(&format!("{}é", "x".repeat(70))));
+    }
+
+    /// bcrypt at cost 4 with one fixed salt: equal outputs mean equal bcrypt inputs.
+    fn bcrypt_key(password: &str) -> String {
+        bcrypt::hash_with_salt(password, 4, [7; 16])
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn bcrypt_confuses_exactly_what_the_rules_refuse() {
+        // Without the rules these pairs would be one password.
+        let p71 = "k".repeat(71);
+        assert_eq!(bcrypt_key(&p71), bcrypt_key(&format!("{p71}\0")));
+        assert_eq!(bcrypt_key("abc"), bcrypt_key("abc\0abc"));
+        let p72 = "k".repeat(72);
+        assert_eq!(bcrypt_key(&p72), bcrypt_key(&format!("{p72}é")));
+        assert_ne!(bcrypt_key(&p71), bcrypt_key(&p72));
+    }
+
+    /// Characters that stress the rules: NUL and other controls, multi-byte UTF-8 of every
+    /// width, and characters that NFKC changes (ligature, full-width, Angstrom sign, combining
+    /// mark, an Arabic ligature that expands to 18 characters).
+    fn piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-zA-Z0-9!-]{1,4}",
+            Just("\0".to_string()),
+            Just("\u{1}".to_string()),
+            Just("\u{7f}".to_string()),
+            Just("\u{85}".to_string()),
+            Just("é".to_string()),
+            Just("e\u{301}".to_string()),
+            Just("€".to_string()),
+            Just("😀".to_string()),
+            Just("ﬁ".to_string()),
+            Just("ｆ".to_string()),
+            Just("\u{212b}".to_string()),
+            Just("\u{fdfa}".to_string()),
+            Just(" ".to_string()),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// Two different accepted passwords never reach bcrypt as the same input: pairs share
+        /// a prefix near bcrypt's 72-byte edge and differ after it.
+        #[test]
+        fn no_two_accepted_passwords_are_one_bcrypt_input(
+            prefix in "[a-zA-Z0-9]{0,72}",
+            a in proptest::collection::vec(piece(), 0..6),
+            b in proptest::collection::vec(piece(), 0..6),
+        ) {
+            let a = normalize_password(&format!("{prefix}{}", a.concat()));
+            let b = normalize_password(&format!("{prefix}{}", b.concat()));
+            if a != b && password_presentable(&a) && password_presentable(&b) {
+                proptest::prop_assert_ne!(bcrypt_key(&a), bcrypt_key(&b), "{:?} {:?}", a, b);
+            }
+        }
+
+        /// What is presentable is exactly what NFKC keeps within 72 bytes and free of controls.
+        #[test]
+        fn presentable_is_the_character_rules(
+            raw in proptest::collection::vec(piece(), 0..30),
+        ) {
+            let p = normalize_password(&raw.concat());
+            let expected = p.len() <= PASSWORD_MAX_BYTES && !p.chars().any(char::is_control);
+            proptest::prop_assert_eq!(password_presentable(&p), expected);
+            proptest::prop_assert_eq!(normalize_password(&p), p.clone());
+        }
     }
 }

@@ -6,9 +6,9 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::domain::time::rfc3339;
-use crate::domain::{Role, Session, User};
+use crate::domain::{Account, Role, Session, User};
 use crate::error::{AppError, FieldError};
-use crate::service::{IssuedTokens, LoginInput, NewUserInput};
+use crate::service::{IssuedTokens, LoginInput, NewUserInput, PasswordChange};
 
 /// A JSON object whose keys are unique.
 pub struct JsonObject(Map<String, Value>);
@@ -147,6 +147,17 @@ impl FromJson for LoginInput {
     }
 }
 
+impl FromJson for PasswordChange {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["currentPassword", "newPassword"]);
+        let value = PasswordChange {
+            current_password: f.required("currentPassword"),
+            new_password: f.required("newPassword"),
+        };
+        f.finish(value)
+    }
+}
+
 /// `{"refreshToken"?}` for refresh and logout (the body wins over the cookie).
 #[derive(Debug, Default)]
 pub struct RefreshBody {
@@ -182,6 +193,50 @@ pub fn user_json(u: &User) -> Value {
         "createdAt": rfc3339(u.created_at),
         "lastLoginAt": u.last_login_at.map(rfc3339),
     })
+}
+
+/// The admin's view of a user: the `User` object with `disabled` and `lockedUntil`
+/// (RFC 3339, or null when the email is not locked out).
+pub fn account_json(a: &Account) -> Value {
+    let mut v = user_json(&a.user);
+    v["disabled"] = a.user.disabled.into();
+    v["lockedUntil"] = a.locked_until.map(rfc3339).into();
+    v
+}
+
+/// A session as an admin sees it: as in `/api/auth/sessions`, without `current`.
+pub fn admin_session_json(s: &Session) -> Value {
+    let mut v = session_json(s, false);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("current");
+    }
+    v
+}
+
+/// `{"role"}`: the new role of a user (`POST /api/admin/users/{id}/role`).
+#[derive(Debug)]
+pub struct RoleBody {
+    pub role: Role,
+}
+
+impl FromJson for RoleBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["role"]);
+        let before = f.errors.len();
+        let raw = f.required("role");
+        let role = match raw.parse::<Role>() {
+            Ok(r) => r,
+            Err(_) => {
+                // Not already reported as missing or not a string.
+                if f.errors.len() == before {
+                    f.errors
+                        .push(FieldError::new("role", "must be \"user\" or \"admin\""));
+                }
+                Role::User
+            }
+        };
+        f.finish(RoleBody { role })
+    }
 }
 
 pub fn tokens_json(t: &IssuedTokens) -> Map<String, Value> {

@@ -14,7 +14,7 @@ use super::dto::{FromJson, JsonObject};
 use super::HttpState;
 use crate::domain::ClientInfo;
 use crate::error::AppError;
-use crate::service::Principal;
+use crate::service::{Accounts, Acting, Principal};
 
 /// Set on every request by the server before routing (as an `Arc`, so each filter that reads
 /// the headers shares one copy of them).
@@ -65,6 +65,18 @@ pub fn authenticated(
                 .map_err(Rejection::from)
         }
     })
+}
+
+/// An admin's verified access token (any other role: 403 `FORBIDDEN`), with the client it
+/// acts from.
+pub fn acting_admin(
+    state: HttpState,
+) -> impl Filter<Extract = (Acting,), Error = Rejection> + Clone {
+    authenticated(state)
+        .and(client())
+        .and_then(|who: Principal, client: ClientInfo| async move {
+            Accounts::acting_admin(&who, client).map_err(Rejection::from)
+        })
 }
 
 /// The refresh cookie's value, if the request carries one.

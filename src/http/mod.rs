@@ -1,6 +1,7 @@
 //! HTTP layer: the routes (one per resource, combined with `.or()`), their shared state,
 //! and the per-IP request budget. Handlers call services only; they never touch the store.
 
+pub mod budget;
 pub mod dto;
 pub mod filters;
 pub mod handlers;
@@ -8,23 +9,24 @@ pub mod reject;
 pub mod server;
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderValue;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::Filter;
 
 use crate::config::Settings;
+use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::service::{Admin, LoginInput, NewUserInput, Sessions};
-use dto::{EmptyBody, RefreshBody};
-use filters::{authenticated, client, json_body, refresh_cookie, same_origin_or_allowed};
-use handlers::{auth, meta, sessions};
+use crate::service::{Accounts, Admin, LoginInput, NewUserInput, PasswordChange, Sessions};
+use budget::RequestBudget;
+use dto::{EmptyBody, RefreshBody, RoleBody};
+use filters::{
+    acting_admin, authenticated, client, json_body, refresh_cookie, same_origin_or_allowed,
+};
+use handlers::{admin, auth, meta, passwords, sessions};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -35,6 +37,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/refresh"),
     ("POST", "/api/auth/logout"),
     ("POST", "/api/auth/logout-all"),
+    ("POST", "/api/auth/password"),
     ("GET", "/api/auth/profile"),
     ("GET", "/api/auth/sessions"),
     ("DELETE", "/api/auth/sessions/{id}"),
@@ -43,6 +46,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.yaml"),
+    ("GET", "/api/admin/users"),
+    ("GET", "/api/admin/users/{id}"),
+    ("DELETE", "/api/admin/users/{id}"),
+    ("POST", "/api/admin/users/{id}/disable"),
+    ("POST", "/api/admin/users/{id}/enable"),
+    ("POST", "/api/admin/users/{id}/unlock"),
+    ("POST", "/api/admin/users/{id}/role"),
+    ("GET", "/api/admin/users/{id}/sessions"),
+    ("DELETE", "/api/admin/users/{id}/sessions"),
 ];
 
 /// The OpenAPI description of this API, served at `/openapi.yaml`.
@@ -56,9 +68,12 @@ pub struct HttpState(Arc<Shared>);
 pub struct Shared {
     pub sessions: Sessions,
     pub admin: Admin,
+    pub accounts: Accounts,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
-    pub limiter: Option<Arc<DefaultKeyedRateLimiter<IpAddr>>>,
+    /// The per-IP request budget on `/api/auth/*` (per process, or shared through Redis),
+    /// keyed by `domain::ip::rate_key`.
+    pub budget: RequestBudget,
     cookie_name: Arc<str>,
 }
 
@@ -69,22 +84,19 @@ impl HttpState {
         settings: Arc<Settings>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let rl = &settings.rate_limit;
-        let limiter = rl.enabled.then(|| {
-            let max = NonZeroU32::new(rl.max_requests).unwrap_or(NonZeroU32::MIN);
-            let period = rl.window / max.get();
-            let quota = Quota::with_period(period.max(std::time::Duration::from_nanos(1)))
-                .expect("non-zero period")
-                .allow_burst(max);
-            Arc::new(RateLimiter::keyed(quota))
-        });
+        // Inside the runtime: a Redis budget creates its (lazy) connection here.
+        let budget = RequestBudget::new(
+            &settings.rate_limit,
+            metrics.rate_limit_backend_errors.clone(),
+        );
         HttpState(Arc::new(Shared {
             cookie_name: Arc::from(settings.cookie.name.as_str()),
+            accounts: Accounts::new(admin.core().clone()),
             sessions,
             admin,
             settings,
             metrics,
-            limiter,
+            budget,
         }))
     }
 }
@@ -130,29 +142,26 @@ impl Shared {
         self.cookie("", 0)
     }
 
-    /// Spends one request of `ip`'s budget on `/api/auth/*`; `RateLimited` when none is left.
-    pub fn spend_request_budget(&self, ip: IpAddr) -> Result<(), AppError> {
-        let Some(limiter) = &self.limiter else {
-            return Ok(());
-        };
-        limiter.check_key(&ip).map_err(|not_until| {
+    /// Spends one request of `ip`'s budget on `/api/auth/*`; `RateLimited` with the seconds
+    /// until the next request fits when none is left. The budget is keyed by
+    /// `domain::ip::rate_key` (an IPv6 client's whole `/rate_limit.ipv6_prefix` network shares
+    /// one). Never fails because of Redis (see `budget`).
+    pub async fn spend_request_budget(&self, ip: IpAddr) -> Result<(), AppError> {
+        let key = rate_key(ip, self.settings.rate_limit.ipv6_prefix);
+        self.budget.spend(key).await.map_err(|denied| {
             self.metrics
                 .rate_limited
                 .with_label_values(&["requests"])
                 .inc();
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
             AppError::RateLimited {
-                retry_after_secs: wait.as_secs() + 1,
+                retry_after_secs: denied.retry_after.as_secs() + 1,
             }
         })
     }
 
     /// Forgets idle per-IP budgets (called by the background cleanup).
     pub fn prune_limiter(&self) {
-        if let Some(l) = &self.limiter {
-            l.retain_recent();
-            l.shrink_to_fit();
-        }
+        self.budget.prune();
     }
 }
 
@@ -202,6 +211,13 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(client())
         .and(json_body::<EmptyBody>(limit, true))
         .and_then(auth::logout_all);
+    let change_password = warp::path!("api" / "auth" / "password")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<PasswordChange>(limit, false))
+        .and_then(passwords::change);
     let profile = warp::path!("api" / "auth" / "profile")
         .and(warp::get())
         .and(with_state.clone())
@@ -258,6 +274,8 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(list_sessions)
         .unify()
         .or(delete_session)
+        .unify()
+        .or(change_password)
         .unify();
     let ops = jwks
         .or(healthz)
@@ -268,5 +286,98 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(openapi)
         .unify();
-    api.or(ops).unify().recover(reject::recover).unify().boxed()
+    api.or(ops)
+        .unify()
+        .or(admin_routes(state))
+        .unify()
+        .recover(reject::recover)
+        .unify()
+        .boxed()
+}
+
+/// `/api/admin/users...`: account management for access tokens whose user is an admin.
+fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
+    let limit = state.settings.server.body_limit;
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let acting = acting_admin(state);
+    let base = warp::path!("api" / "admin" / "users" / ..);
+
+    let list = warp::path!("api" / "admin" / "users")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and_then(admin::list);
+    let show = base
+        .and(warp::path!(String))
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and_then(admin::show);
+    let delete = base
+        .and(warp::path!(String))
+        .and(warp::delete())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and_then(admin::delete);
+    let disable = base
+        .and(warp::path!(String / "disable"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::disable);
+    let enable = base
+        .and(warp::path!(String / "enable"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::enable);
+    let unlock = base
+        .and(warp::path!(String / "unlock"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::unlock);
+    let role = base
+        .and(warp::path!(String / "role"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<RoleBody>(limit, false))
+        .and_then(admin::set_role);
+    let sessions = base
+        .and(warp::path!(String / "sessions"))
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and_then(admin::sessions);
+    let revoke = base
+        .and(warp::path!(String / "sessions"))
+        .and(warp::delete())
+        .and(with_state)
+        .and(acting)
+        .and_then(admin::revoke_sessions);
+    list.or(show)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(disable)
+        .unify()
+        .or(enable)
+        .unify()
+        .or(unlock)
+        .unify()
+        .or(role)
+        .unify()
+        .or(sessions)
+        .unify()
+        .or(revoke)
+        .unify()
+        .boxed()
 }

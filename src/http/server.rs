@@ -25,7 +25,9 @@ use warp::reply::Response;
 
 use super::filters::RequestMeta;
 use super::{reject, routes, HttpState, ROUTES};
+use crate::domain::ip;
 use crate::error::AppError;
+use crate::metrics;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -97,8 +99,12 @@ fn request_id(req: &Request<Incoming>) -> String {
 }
 
 /// The peer, or when the peer is a trusted proxy, the right-most untrusted address of
-/// `X-Forwarded-For`.
+/// `X-Forwarded-For`. Every address (the peer, each hop) is taken in its canonical form, so an
+/// IPv4-mapped `::ffff:a.b.c.d` is `a.b.c.d` when matched against `trusted` (whose mapped
+/// entries config made IPv4) and in the result, which sessions, audit, logs and the limits
+/// all use.
 pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    let peer = ip::canonical(peer);
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;
@@ -112,7 +118,9 @@ pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
         .collect();
     let mut client = peer;
     for hop in hops.iter().rev() {
-        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        let Ok(ip) = hop.parse::<IpAddr>().map(ip::canonical) else {
+            break;
+        };
         client = ip;
         if !is_trusted(&ip) {
             break;
@@ -168,6 +176,8 @@ where
 {
     let start = Instant::now();
     let method = req.method().clone();
+    // Bounded: the raw method is any token the client likes (metrics.rs).
+    let method_label = metrics::method_label(&method);
     let path = req.uri().path().to_string();
     let route = route_label(&path);
     let request_id = request_id(&req);
@@ -181,12 +191,13 @@ where
         .get(ORIGIN)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
-    let span = tracing::info_span!("request", request_id = %request_id, method = %method, route);
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = method_label, route);
 
     let mut resp =
         if method == Method::OPTIONS && req.headers().contains_key(ACCESS_CONTROL_REQUEST_METHOD) {
             preflight(state, origin.as_deref())
-        } else if let Err(e) = spend_budget(state, &path, client_ip) {
+        } else if let Err(e) = spend_budget(state, &path, client_ip).await {
             span.in_scope(|| reject::error_response(&e))
         } else {
             let meta = RequestMeta {
@@ -203,7 +214,7 @@ where
 
     let status = resp.status();
     let elapsed = start.elapsed();
-    let labels = [route, method.as_str(), status.as_str()];
+    let labels = [route, method_label, status.as_str()];
     state.metrics.http_requests.with_label_values(&labels).inc();
     state
         .metrics
@@ -222,9 +233,9 @@ where
 }
 
 /// The per-IP request budget covers every request under `/api/auth/` (matched or not).
-fn spend_budget(state: &HttpState, path: &str, ip: IpAddr) -> Result<(), AppError> {
+async fn spend_budget(state: &HttpState, path: &str, ip: IpAddr) -> Result<(), AppError> {
     if path.starts_with("/api/auth/") || path == "/api/auth" {
-        state.spend_request_budget(ip)
+        state.spend_request_budget(ip).await
     } else {
         Ok(())
     }
@@ -283,7 +294,8 @@ fn decorate(
     for (name, value) in fixed {
         h.insert(name, HeaderValue::from_static(value));
     }
-    if path.starts_with("/api/auth/") || path == "/api/auth" {
+    // Admin responses carry accounts: never cached either.
+    if path.starts_with("/api/auth/") || path == "/api/auth" || path.starts_with("/api/admin/") {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(
             HeaderName::from_static("pragma"),
@@ -333,6 +345,30 @@ mod tests {
         assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
         h.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_ip(peer, &h, &trusted), peer);
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_are_ipv4_everywhere() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = vec!["127.0.0.1/32".parse::<IpNet>().unwrap()];
+        let mut h = http::HeaderMap::new();
+        h.insert("x-forwarded-for", "::ffff:203.0.113.9".parse().unwrap());
+        // A dual-stack listener's IPv4 peer matches an IPv4 entry; the hop is IPv4 too.
+        assert_eq!(
+            client_ip(ip("::ffff:127.0.0.1"), &h, &trusted),
+            ip("203.0.113.9")
+        );
+        // An untrusted mapped peer is reported as IPv4.
+        assert_eq!(
+            client_ip(ip("::ffff:192.0.2.1"), &h, &trusted),
+            ip("192.0.2.1")
+        );
+        // A mapped trusted hop is skipped like its IPv4 form.
+        h.insert(
+            "x-forwarded-for",
+            "198.51.100.7, ::ffff:127.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(client_ip(ip("127.0.0.1"), &h, &trusted), ip("198.51.100.7"));
     }
 
     #[test]

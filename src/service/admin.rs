@@ -72,24 +72,31 @@ impl Admin {
         };
         let reason = format!("{n} session(s) of {label}");
         self.core
-            .audit(Record {
-                event: Event::AdminRevoke,
-                user_id,
-                email: None,
-                client: &cli_client(),
-                success: true,
-                reason: Some(&reason),
-            })
+            .audit_by(
+                "cli",
+                Record {
+                    event: Event::AdminRevoke,
+                    user_id,
+                    email: None,
+                    client: &cli_client(),
+                    success: true,
+                    reason: Some(&reason),
+                },
+            )
             .await;
         Ok(n)
     }
 
     /// Deletes (or with `dry_run` counts) what expired or was revoked more than
-    /// `cleanup.retention` ago.
+    /// `cleanup.retention` ago, and failed-login counters that no longer limit anything. Never
+    /// what a security check still reads (see `Store::purge`).
     pub async fn cleanup(&self, dry_run: bool) -> AppResult<CleanupCounts> {
         let now = now_ms();
         let cutoff = now - duration_ms(self.core.settings.cleanup.retention);
-        self.core.db(move |s| s.purge(cutoff, now, dry_run)).await
+        let window = duration_ms(self.core.settings.rate_limit.window);
+        self.core
+            .db(move |s| s.purge(cutoff, now, window, dry_run))
+            .await
     }
 
     /// Reads the audit trail, newest first.

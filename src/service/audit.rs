@@ -19,6 +19,21 @@ pub enum Event {
     SessionRevoke,
     AdminRevoke,
     UserCreate,
+    /// `authd keys rotate`.
+    AdminKeyRotate,
+    /// `authd keys revoke`.
+    AdminKeyRevoke,
+    AdminList,
+    AdminShow,
+    AdminSessions,
+    AdminDisable,
+    AdminEnable,
+    AdminDelete,
+    AdminSetRole,
+    AdminSetPassword,
+    AdminUnlock,
+    PasswordChange,
+    UserImport,
 }
 
 impl Event {
@@ -33,10 +48,23 @@ impl Event {
             Event::SessionRevoke => "session_revoke",
             Event::AdminRevoke => "admin_revoke",
             Event::UserCreate => "user_create",
+            Event::PasswordChange => "password_change",
+            Event::UserImport => "user_import",
+            Event::AdminKeyRotate => "admin_key_rotate",
+            Event::AdminKeyRevoke => "admin_key_revoke",
+            Event::AdminList => "admin_list",
+            Event::AdminShow => "admin_show",
+            Event::AdminSessions => "admin_sessions",
+            Event::AdminDisable => "admin_disable",
+            Event::AdminEnable => "admin_enable",
+            Event::AdminDelete => "admin_delete",
+            Event::AdminSetRole => "admin_set_role",
+            Event::AdminSetPassword => "admin_set_password",
+            Event::AdminUnlock => "admin_unlock",
         }
     }
 
-    pub const ALL: [Event; 9] = [
+    pub const ALL: [Event; 22] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -46,6 +74,19 @@ impl Event {
         Event::SessionRevoke,
         Event::AdminRevoke,
         Event::UserCreate,
+        Event::AdminKeyRotate,
+        Event::AdminKeyRevoke,
+        Event::AdminList,
+        Event::AdminShow,
+        Event::AdminSessions,
+        Event::AdminDisable,
+        Event::AdminEnable,
+        Event::AdminDelete,
+        Event::AdminSetRole,
+        Event::AdminSetPassword,
+        Event::AdminUnlock,
+        Event::PasswordChange,
+        Event::UserImport,
     ];
 }
 
@@ -73,6 +114,7 @@ impl Record<'_> {
             user_agent: r.client.user_agent.clone(),
             outcome: if r.success { "success" } else { "failure" }.to_string(),
             reason: r.reason.map(str::to_string),
+            actor: None,
         }
     }
 }
@@ -85,6 +127,7 @@ pub fn log_event(event: &AuditEvent) {
             outcome = %event.outcome,
             reason = event.reason.as_deref().unwrap_or(""),
             user_id = %event.user_id.map(|u| u.to_string()).unwrap_or_default(),
+            actor = event.actor.as_deref().unwrap_or(""),
             ip = event.ip.as_deref().unwrap_or(""),
             "audit"
     );
@@ -94,7 +137,18 @@ impl Core {
     /// Stores and logs an audit event. A failure to store it is logged loudly but does not
     /// undo the operation it describes.
     pub async fn audit(&self, r: Record<'_>) {
-        let event = r.to_event();
+        self.store_audit(r.to_event()).await;
+    }
+
+    /// `audit` for an admin action: records who acted (`actor`: the acting admin's user id,
+    /// or `cli`).
+    pub async fn audit_by(&self, actor: &str, r: Record<'_>) {
+        let mut event = r.to_event();
+        event.actor = Some(actor.to_string());
+        self.store_audit(event).await;
+    }
+
+    async fn store_audit(&self, event: AuditEvent) {
         log_event(&event);
         if let Err(e) = self.db(move |s| s.record_audit(&event)).await {
             tracing::error!(error = %e, "could not store an audit event");

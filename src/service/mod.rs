@@ -2,8 +2,13 @@
 //! `Core::db` (on the blocking pool) and never see HTTP types. The CLI and the HTTP handlers
 //! call the same methods.
 
+pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod import;
+pub mod keys;
+pub mod limits;
+pub mod passwords;
 pub mod sessions;
 pub mod users;
 
@@ -16,7 +21,12 @@ use crate::error::AppResult;
 use crate::metrics::Metrics;
 use crate::store::{DynStore, Store, StoreResult};
 
+pub use accounts::{Accounts, Acting, Actor};
 pub use admin::{Admin, RevokeTarget};
+pub use import::{Import, ImportError, ImportOptions, ImportReport};
+pub use keys::Keys;
+pub use limits::{Attempt, LoginLimits};
+pub use passwords::PasswordChange;
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

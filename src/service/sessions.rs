@@ -1,12 +1,13 @@
 //! Service layer: registration and login, refresh-token rotation with reuse detection,
-//! logout, session listing and revocation, access-token authentication, and the login
-//! abuse limits (per-IP failed-login budget, per-email lockout) kept in the store.
+//! logout, session listing and revocation, access-token authentication. Every login's
+//! password check goes through the login limits (`service::limits`).
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::audit::{log_event, Event, Record};
+use super::limits::LoginLimits;
 use super::users::{NewUserInput, Users};
 use super::Core;
 use crate::crypto::jwt::{AccessTokens, VerifyError};
@@ -76,30 +77,53 @@ pub struct LoginInput {
 
 #[derive(Clone)]
 pub struct Sessions {
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
     users: Users,
+    pub(super) limits: LoginLimits,
     access: Arc<AccessTokens>,
     refresh: Arc<RefreshTokens>,
 }
 
-fn secs(ms: Millis) -> u64 {
-    (ms.max(0) as u64).div_ceil(1000).max(1)
-}
-
 impl Sessions {
+    /// Sessions signing and verifying with `keys` (see `service::keys::load_keys`).
     pub fn new(core: Arc<Core>, keys: KeySet) -> Self {
-        let access = AccessTokens::configured(&keys.access, &core.settings.jwt);
+        let jwt = &core.settings.jwt;
+        let algorithm = match jwt.algorithm {
+            crate::config::JwtAlgorithm::EdDsa => jsonwebtoken::Algorithm::EdDSA,
+            crate::config::JwtAlgorithm::Hs256 => jsonwebtoken::Algorithm::HS256,
+        };
+        let access = AccessTokens::with_keys(
+            algorithm,
+            &keys.access,
+            &jwt.issuer,
+            &jwt.audience,
+            jwt.access_ttl,
+            jwt.leeway,
+        );
         Sessions {
             users: Users::new(core.clone()),
+            limits: LoginLimits::new(core.clone()),
             access: Arc::new(access),
-            refresh: Arc::new(RefreshTokens::new(keys.refresh)),
+            refresh: Arc::new(RefreshTokens::with_keys(&keys.refresh)),
             core,
         }
     }
 
+    /// Swaps in a new key set (after a rotation or revocation, possibly by another process):
+    /// every clone of these sessions signs and verifies with it from now on.
+    pub fn replace_keys(&self, keys: &KeySet) {
+        self.access.replace_keys(&keys.access);
+        self.refresh.replace_keys(&keys.refresh);
+    }
+
+    /// The key id new access tokens carry.
+    pub fn signing_kid(&self) -> Option<String> {
+        self.access.signing_kid()
+    }
+
     /// The JWKS document for `/.well-known/jwks.json`.
     pub fn jwks(&self) -> serde_json::Value {
-        self.access.jwks()
+        self.access.jwks(now_ms().div_euclid(1000))
     }
 
     /// Creates an account and signs it in on a new session.
@@ -113,7 +137,8 @@ impl Sessions {
         Ok(AuthOutcome { user, tokens })
     }
 
-    /// Checks the limits, then the password; signs the user in on a new session.
+    /// Reserves a password check within the login limits, then checks the password; signs
+    /// the user in on a new session.
     pub async fn login(&self, input: LoginInput, client: &ClientInfo) -> AppResult<AuthOutcome> {
         let mut errors = Vec::new();
         if input.email.trim().is_empty() {
@@ -126,17 +151,22 @@ impl Sessions {
             return Err(AppError::Validation(errors));
         }
         let email = validate::normalize_email(&input.email);
-        let now = now_ms();
-        if let Err(e) = self.check_login_limits(&email, client, now).await {
-            let reason = match e {
-                AppError::AccountLocked { .. } => "locked",
-                _ => "rate_limited",
-            };
-            self.core.metrics.logins.with_label_values(&[reason]).inc();
-            self.audit_login(None, &email, client, Some(reason)).await;
-            return Err(e);
-        }
+        let attempt = match self.limits.reserve(&email, client).await {
+            Ok(attempt) => attempt,
+            Err(e) => {
+                let reason = match e {
+                    AppError::AccountLocked { .. } => "locked",
+                    AppError::RateLimited { .. } => "rate_limited",
+                    _ => return Err(e),
+                };
+                self.core.metrics.logins.with_label_values(&[reason]).inc();
+                self.audit_login(None, &email, client, Some(reason)).await;
+                return Err(e);
+            }
+        };
         let password = validate::normalize_password(&input.password);
+        // One that could not have been registered is a wrong password, after the same bcrypt.
+        let presentable = validate::password_presentable(&password);
         let found = {
             let email = email.clone();
             self.core.db(move |s| s.user_by_email(&email)).await?
@@ -144,22 +174,22 @@ impl Sessions {
         let creds = match found {
             None => {
                 self.core.passwords.verify_dummy().await?;
+                attempt.failed().await;
                 return self
                     .login_failed(None, &email, client, "unknown_email")
                     .await;
             }
             Some(c) => c,
         };
-        if !self
-            .core
-            .passwords
-            .verify(password, creds.password_hash)
-            .await?
-        {
+        let (presented, stored) = (password.clone(), creds.password_hash.clone());
+        let matched = self.core.passwords.verify(password, stored).await?;
+        if !(matched && presentable) {
+            attempt.failed().await;
             return self
                 .login_failed(Some(creds.user.id), &email, client, "wrong_password")
                 .await;
         }
+        attempt.succeeded().await;
         let user_id = creds.user.id;
         if creds.user.disabled {
             self.core
@@ -171,13 +201,10 @@ impl Sessions {
                 .await;
             return Err(AppError::AccountDisabled);
         }
-        let email_key = format!("email:{email}");
+        let now = now_ms();
         let user = self
             .core
-            .db(move |s| {
-                s.clear_failures(&email_key)?;
-                s.record_login(user_id, now)
-            })
+            .db(move |s| s.record_login(user_id, now))
             .await?
             .ok_or(AppError::InvalidCredentials)?;
         let tokens = self.start_session(&user, client, input.device_info).await?;
@@ -187,6 +214,7 @@ impl Sessions {
             .with_label_values(&["success"])
             .inc();
         self.audit_login(Some(user_id), &email, client, None).await;
+        super::passwords::upgrade_after_login(&self.core, user_id, presented, creds.password_hash);
         Ok(AuthOutcome { user, tokens })
     }
 
@@ -209,61 +237,8 @@ impl Sessions {
             .await;
     }
 
-    /// The per-IP failed-login budget (429) and the per-email lockout (423).
-    async fn check_login_limits(
-        &self,
-        email: &str,
-        client: &ClientInfo,
-        now: Millis,
-    ) -> AppResult<()> {
-        let limits = &self.core.settings.rate_limit;
-        if !limits.enabled {
-            return Ok(());
-        }
-        let window = duration_ms(limits.window);
-        let max_failed = limits.max_failed_logins;
-        let ip_key = client.ip.as_ref().map(|ip| format!("ip:{ip}"));
-        let email_key = format!("email:{email}");
-        let (ip_counter, email_counter) = self
-            .core
-            .db(move |s| {
-                let ip = match ip_key {
-                    Some(k) => s.failure_counter(&k)?,
-                    None => None,
-                };
-                Ok((ip, s.failure_counter(&email_key)?))
-            })
-            .await?;
-        if let Some(c) = ip_counter {
-            if c.count >= max_failed && c.window_start + window > now {
-                self.core
-                    .metrics
-                    .rate_limited
-                    .with_label_values(&["failed_logins"])
-                    .inc();
-                return Err(AppError::RateLimited {
-                    retry_after_secs: secs(c.window_start + window - now),
-                });
-            }
-        }
-        if let Some(until) = email_counter
-            .and_then(|c| c.locked_until)
-            .filter(|u| *u > now)
-        {
-            self.core
-                .metrics
-                .rate_limited
-                .with_label_values(&["lockout"])
-                .inc();
-            return Err(AppError::AccountLocked {
-                retry_after_secs: secs(until - now),
-            });
-        }
-        Ok(())
-    }
-
-    /// Counts a failed login against the client IP and the email (whether or not it exists).
-    async fn login_failed<T>(
+    /// Records a failed login (already counted by its `Attempt`) and answers 401.
+    pub(super) async fn login_failed<T>(
         &self,
         user_id: Option<Uuid>,
         email: &str,
@@ -275,29 +250,6 @@ impl Sessions {
             .logins
             .with_label_values(&["invalid_credentials"])
             .inc();
-        let limits = self.core.settings.rate_limit.clone();
-        if limits.enabled {
-            let now = now_ms();
-            let window_start_after = now - duration_ms(limits.window);
-            let lock = Some((
-                limits.lockout_threshold,
-                now + duration_ms(limits.lockout_duration),
-            ));
-            let ip_key = client.ip.as_ref().map(|ip| format!("ip:{ip}"));
-            let email_key = format!("email:{email}");
-            let counted = self
-                .core
-                .db(move |s| {
-                    if let Some(k) = ip_key {
-                        s.record_failure(&k, now, window_start_after, None)?;
-                    }
-                    s.record_failure(&email_key, now, window_start_after, lock)
-                })
-                .await;
-            if let Err(e) = counted {
-                tracing::warn!(error = %e, "could not count a failed login");
-            }
-        }
         self.audit_login(user_id, email, client, Some(reason)).await;
         Err(AppError::InvalidCredentials)
     }

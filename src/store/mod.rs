@@ -12,10 +12,13 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
-    NewUser, RotateOutcome, Rotation, Session, User, UserCredentials,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
+    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
+    UserFilter,
 };
 
 /// Errors every backend converts its driver's errors into, at its own boundary.
@@ -48,6 +51,16 @@ pub struct NewSession {
     pub token: NewRefreshToken,
 }
 
+/// What `Store::import_users` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportOutcome {
+    /// Every user was inserted (with a dry run: would be), except `skipped` existing emails.
+    Imported { imported: usize, skipped: usize },
+    /// These emails belong to existing users and skipping was not asked for: nothing was
+    /// inserted.
+    Existing(Vec<String>),
+}
+
 /// Everything authd keeps. Implementations must be safe to share between threads and between
 /// processes using the same database.
 pub trait Store: Send + Sync + 'static {
@@ -68,6 +81,33 @@ pub trait Store: Send + Sync + 'static {
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
     /// Sets `last_login_at` and returns the updated user.
     fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>>;
+    /// Replaces the user's bcrypt hash and revokes every live session of the user except
+    /// `keep_session`, in one transaction; returns how many sessions it revoked (0, and
+    /// nothing changed, for an unknown user).
+    fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<usize>;
+    /// Replaces the user's hash by `new_hash` only if it is still `old_hash` (the one a login
+    /// just verified); false when it changed meanwhile (or the user is gone).
+    fn upgrade_password_hash(
+        &self,
+        user_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool>;
+    /// Inserts `users` (validated, with distinct emails) in one transaction. Emails that
+    /// already exist are skipped with `skip_existing`, else nothing is inserted and they are
+    /// answered as `Existing`. With `dry_run`, only counts: nothing is written.
+    fn import_users(
+        &self,
+        users: Vec<NewUser>,
+        skip_existing: bool,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome>;
 
     /// Creates a session with its first refresh token, atomically.
     fn create_session(&self, new: &NewSession) -> StoreResult<()>;
@@ -105,9 +145,19 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize>;
     /// Live sessions in the whole database.
     fn count_live_sessions(&self, now: Millis) -> StoreResult<u64>;
-    /// Deletes tokens and sessions expired or revoked before `cutoff`, and stale failure
-    /// counters; with `dry_run` only counts.
-    fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts>;
+    /// Deletes, in one transaction (with `dry_run` only counts):
+    /// - sessions that expired or were revoked before `cutoff`, with all their refresh tokens;
+    ///   a live, unexpired session keeps every token, rotated-away ones included (reuse
+    ///   detection needs them, whatever the retention);
+    /// - failure counters (and held-slot rows) whose window of `failure_window` milliseconds
+    ///   ended and whose lock, if any, ended: never one that still limits an attempt.
+    fn purge(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        failure_window: Millis,
+        dry_run: bool,
+    ) -> StoreResult<CleanupCounts>;
 
     fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
@@ -125,6 +175,73 @@ pub trait Store: Send + Sync + 'static {
         lock_threshold: Option<(u32, Millis)>,
     ) -> StoreResult<FailureCounter>;
     fn clear_failures(&self, key: &str) -> StoreResult<()>;
+
+    /// Reserves one slot on every counter of `request` (for a login: the client's per-IP
+    /// failed-login budget and the email's lockout counter), atomically: in one write
+    /// transaction it reads each counter's failures, lock and held slots and, only when every
+    /// counter has room, takes one slot on each (`domain::limits::reserve` decides). A refused
+    /// request writes nothing. No other reservation or settlement of the same keys, from this
+    /// process or another sharing the database, interleaves with it.
+    fn reserve_login_slots(&self, request: &SlotRequest) -> StoreResult<Admission>;
+    /// Settles an admitted attempt's slots, atomically (`domain::limits::settle`): gives each
+    /// back and, when `failed`, counts one failure on each counter in the same transaction,
+    /// locking those that reach their limit.
+    fn settle_login_slots(&self, grant: &SlotGrant, failed: bool, now: Millis) -> StoreResult<()>;
+    // Signing keys (table `signing_keys`, see `domain::keys` and docs/DESIGN.md). Every change
+    // bumps the key set's generation in the same transaction.
+
+    /// Every signing key, in any state, oldest first (private parts as stored: sealed or not).
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>>;
+    /// The key set's generation: a counter that every change to the signing keys bumps. A
+    /// cheap read (one row): running servers poll it and reload the key set when it moves.
+    fn key_set_version(&self) -> StoreResult<i64>;
+    /// First start: inserts `key` (state active) unless its use already has an active key.
+    /// True when inserted. Atomic: of processes starting together, exactly one inserts.
+    fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool>;
+    /// Rotation, in one transaction: the active key of `key.key_use` (if any) becomes
+    /// retiring until `previous_retires_at` (its private part is dropped when it has a public
+    /// part, which alone verifies), and `key` becomes the active key. Returns the previous
+    /// active key's kid.
+    fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        previous_retires_at: Millis,
+    ) -> StoreResult<Option<String>>;
+    /// Revocation, in one transaction: marks `kid` revoked at `now` and drops its private
+    /// part. If it is (still) the active key of its use, `replacement` (same use, state
+    /// active) is inserted as the new active key; without a replacement the use is left with
+    /// no active key (the next start or rotation makes one).
+    fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        replacement: Option<&StoredKey>,
+    ) -> StoreResult<KeyRevokeOutcome>;
+    // Accounts (admin).
+
+    /// Users matching `filter`, in creation order (`created_at`, then `id`), each with the
+    /// lockout of its email (`login_failures` key `email:<email>`) as of `now`.
+    fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>>;
+    /// Sets the user's `disabled` flag; disabling also revokes every live session of the
+    /// user in the same transaction. Returns the updated user and how many sessions were
+    /// revoked, or `None` for an unknown user.
+    fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>>;
+    /// Changes the user's role and revokes every live session of the user (access tokens
+    /// carry the role) in one transaction. `None` for an unknown user.
+    fn set_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>>;
+    /// Deletes the user with its sessions and refresh tokens (audit events stay). Returns
+    /// the deleted user and how many of its sessions were live, or `None` for an unknown user.
+    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>>;
 }
 
 pub type DynStore = Arc<dyn Store>;

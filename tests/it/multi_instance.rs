@@ -24,7 +24,9 @@ use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::proxy::CuttableProxy;
-use crate::services::{in_ci, with_database, PgDatabase};
+use authd::http::budget::KEY_PREFIX;
+
+use crate::services::{redis_url_or_skip, with_database, PgDatabase, PrivateRedis, RedisKeys};
 use crate::support::{authd_bin, send, unique_email, Resp, ServeProcess, PASSWORD};
 
 /// How the instances get their signing keys.
@@ -445,33 +447,6 @@ fn backend_errors(p: &Pair, instances: &[&Instance]) -> u64 {
         .sum()
 }
 
-/// Deletes, when dropped (also on panic), every key of a Redis whose name contains one of
-/// the tracked client addresses.
-struct RedisCleanup {
-    url: String,
-    ips: Vec<String>,
-}
-
-impl Drop for RedisCleanup {
-    fn drop(&mut self) {
-        let Ok(client) = redis::Client::open(self.url.as_str()) else {
-            return;
-        };
-        let Ok(mut con) = client.get_connection_with_timeout(Duration::from_secs(2)) else {
-            return;
-        };
-        for ip in &self.ips {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(format!("*{ip}*"))
-                .query(&mut con)
-                .unwrap_or_default();
-            if !keys.is_empty() {
-                let _ = redis::cmd("DEL").arg(&keys).query::<i64>(&mut con);
-            }
-        }
-    }
-}
-
 /// One request to `/api/auth/*` as client `ip` (no token: 401 while the budget lasts).
 fn spend(p: &Pair, at: &Instance, ip: &str) -> Resp {
     send(
@@ -483,7 +458,7 @@ fn spend(p: &Pair, at: &Instance, ip: &str) -> Resp {
 
 #[test]
 fn the_request_budget_is_shared_through_redis() {
-    let Some(redis_url) = crate::services::redis_url() else {
+    let Some(redis_url) = redis_url_or_skip() else {
         return;
     };
     let Some(p) = pair(
@@ -497,16 +472,13 @@ fn the_request_budget_is_shared_through_redis() {
     ) else {
         return;
     };
-    let mut cleanup = RedisCleanup {
-        url: redis_url.clone(),
-        ips: Vec::new(),
-    };
+    let mut keys = RedisKeys::new(&redis_url);
     // A Redis call slower than authd's timeout on a loaded machine falls back to counting in
     // the process (by design): such a run proves nothing either way, so run it again.
     for _ in 0..3 {
         let before = backend_errors(&p, &p.both());
         let ip = unique_ip();
-        cleanup.ips.push(ip.clone());
+        keys.track(format!("{KEY_PREFIX}{ip}"));
         let within: Vec<Resp> = (0..6)
             .map(|i| spend(&p, if i % 2 == 0 { &p.a } else { &p.b }, &ip))
             .collect();
@@ -524,79 +496,17 @@ fn the_request_budget_is_shared_through_redis() {
             assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
         }
         // Another client still has its own budget.
-        spend(&p, &p.a, &unique_ip()).assert_error(401, "TOKEN_MISSING");
+        let other = unique_ip();
+        keys.track(format!("{KEY_PREFIX}{other}"));
+        spend(&p, &p.a, &other).assert_error(401, "TOKEN_MISSING");
         return;
     }
     panic!("Redis calls fell back in three runs of the scenario");
 }
 
-fn ping(url: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(url)?;
-    let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
-    redis::cmd("PING").query::<String>(&mut con).map(|_| ())
-}
-
-/// A `redis-server` of this test's own on a free loopback port, killed on drop.
-struct PrivateRedis {
-    port: u16,
-    child: Option<std::process::Child>,
-}
-
-impl PrivateRedis {
-    fn start() -> Option<PrivateRedis> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                let why = format!("cannot run redis-server: {e}");
-                assert!(!in_ci(), "{why} (CI is set)");
-                eprintln!("SKIPPED: {why}");
-                return None;
-            }
-        };
-        let redis = PrivateRedis {
-            port,
-            child: Some(child),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while ping(&redis.url()).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not answer");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Some(redis)
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for PrivateRedis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 #[test]
 fn redis_dying_mid_run_fails_no_request() {
-    let Some(mut redis) = PrivateRedis::start() else {
+    let Some(mut redis) = PrivateRedis::start_or_skip() else {
         return;
     };
     let Some(p) = pair(
@@ -621,7 +531,7 @@ fn redis_dying_mid_run_fails_no_request() {
     }
     let before = backend_errors(&p, &p.both());
 
-    redis.kill();
+    redis.stop();
     // Every request answers as it would with Redis up.
     for round in 0..5 {
         for at in p.both() {

@@ -6,11 +6,16 @@
 use std::sync::Barrier;
 use std::time::Duration;
 
+use authd::domain::keys::{KeyRevokeOutcome, KeyUse, StoredKey, StoredKeyState};
+use authd::domain::limits::{Admission, CounterLimit, SlotGrant, SlotRequest};
 use authd::domain::time::Millis;
 use authd::domain::{
     AuditEvent, AuditQuery, NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session,
+    UserFilter,
 };
-use authd::store::{self, AuditOf, DynStore, NewSession, Store, StoreError, StoreOptions};
+use authd::store::{
+    self, AuditOf, DynStore, ImportOutcome, NewSession, Store, StoreError, StoreOptions,
+};
 use uuid::Uuid;
 
 use crate::services::PgDatabase;
@@ -97,13 +102,22 @@ conformance!(
     purge_deletes_what_the_dry_run_counts,
     audit_events_filter_and_come_newest_first,
     failures_count_restart_with_the_window_and_lock_out,
+    text_with_nul_bytes_is_recorded_not_refused,
     concurrent_rotations_of_one_token_give_exactly_one_success,
     concurrent_failures_are_all_counted_and_lock_out_exactly_at_the_threshold,
     concurrent_revocations_of_one_session_give_exactly_one_true,
     concurrent_purges_delete_each_row_once,
+    signing_keys_insert_rotate_revoke_and_bump_the_generation,
+    concurrent_key_set_writes_leave_one_active_key,
+    concurrent_login_reservations_admit_exactly_the_limit,
+    accounts_list_disable_role_and_delete,
+    password_hashes_change_upgrade_and_import,
+    concurrent_hash_upgrades_land_once,
 );
 
 const HOUR: Millis = 3_600_000;
+/// The failed-login window the purge tests pass (`rate_limit.window`).
+const WINDOW: Millis = 1_000;
 const FAR: Millis = 9_999_999_999_999;
 
 fn new_user(store: &dyn Store, email: &str) -> Uuid {
@@ -182,6 +196,7 @@ fn audit() -> AuditOf {
         }
         .into(),
         reason: None,
+        actor: None,
     })
 }
 
@@ -199,7 +214,8 @@ fn migrations_are_recorded_and_not_applied_twice(store: &dyn Store) {
         "{status:?}"
     );
     let versions: Vec<i64> = status.iter().map(|m| m.version).collect();
-    assert_eq!(versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+    assert_eq!(versions.first(), Some(&1));
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
     assert_eq!(store.migrate().unwrap(), Vec::new());
     store.check_schema().unwrap();
     store.ping().unwrap();
@@ -439,19 +455,20 @@ fn dead_and_live_rows(store: &dyn Store, sessions: usize) {
 fn purge_deletes_what_the_dry_run_counts(store: &dyn Store) {
     dead_and_live_rows(store, 3);
     let (cutoff, now) = (5_000, 5_000);
-    let dry = store.purge(cutoff, now, true).unwrap();
-    // Per round: 2 dead sessions with their 2 tokens, 1 rotated-away token, 1 stale counter.
+    let dry = store.purge(cutoff, now, WINDOW, true).unwrap();
+    // Per round: 2 dead sessions with their 2 tokens, 1 stale counter; the rotated-away
+    // token of the live session stays (reuse detection needs it).
     assert_eq!(
         (dry.refresh_tokens, dry.sessions, dry.login_failures),
-        (9, 6, 3)
+        (6, 6, 3)
     );
     assert_eq!(
-        store.purge(cutoff, now, true).unwrap(),
+        store.purge(cutoff, now, WINDOW, true).unwrap(),
         dry,
         "a dry run deletes nothing"
     );
-    assert_eq!(store.purge(cutoff, now, false).unwrap(), dry);
-    let after = store.purge(cutoff, now, true).unwrap();
+    assert_eq!(store.purge(cutoff, now, WINDOW, false).unwrap(), dry);
+    let after = store.purge(cutoff, now, WINDOW, true).unwrap();
     assert_eq!(
         (after.refresh_tokens, after.sessions, after.login_failures),
         (0, 0, 0)
@@ -470,6 +487,7 @@ fn audit_events_filter_and_come_newest_first(store: &dyn Store) {
         user_agent: Some("ua".into()),
         outcome: "success".into(),
         reason: None,
+        actor: (event == "logout").then(|| "cli".to_string()),
     };
     store
         .record_audit(&event(1_000, "login", Some(user), Some("au@example.com")))
@@ -492,6 +510,11 @@ fn audit_events_filter_and_come_newest_first(store: &dyn Store) {
         .unwrap();
     let ats: Vec<Millis> = all.iter().map(|e| e.at).collect();
     assert_eq!(ats, [4_000, 3_000, 2_000, 1_000]);
+    assert_eq!(
+        all[0].actor.as_deref(),
+        Some("cli"),
+        "the actor of an admin event"
+    );
     assert_eq!(
         all[3],
         event(1_000, "login", Some(user), Some("au@example.com"))
@@ -554,6 +577,74 @@ fn failures_count_restart_with_the_window_and_lock_out(store: &dyn Store) {
     store.clear_failures(key).unwrap();
     assert!(store.failure_counter(key).unwrap().is_none());
     store.clear_failures(key).unwrap();
+}
+
+/// Hostile input carries NUL bytes; recording it (audit, client info, failed-login keys) never
+/// fails, and a lookup never truncates it into another value.
+fn text_with_nul_bytes_is_recorded_not_refused(store: &dyn Store) {
+    let user = new_user(store, "nul@example.com");
+    assert!(store.user_by_email("nul@example.com\0").unwrap().is_none());
+    assert!(store
+        .user_by_email("nul@example.com\0junk")
+        .unwrap()
+        .is_none());
+    let key = "email:nul@example.com\0";
+    assert_eq!(store.record_failure(key, 1_000, 0, None).unwrap().count, 1);
+    assert_eq!(store.record_failure(key, 1_000, 0, None).unwrap().count, 2);
+    assert_eq!(
+        store.failure_counter(key).unwrap().map(|c| c.count),
+        Some(2)
+    );
+    assert!(store
+        .failure_counter("email:nul@example.com")
+        .unwrap()
+        .is_none());
+    store.clear_failures(key).unwrap();
+    assert!(store.failure_counter(key).unwrap().is_none());
+    store
+        .record_audit(&AuditEvent {
+            at: 1_000,
+            event: "login".into(),
+            user_id: None,
+            email: Some("nul@example.com\0".into()),
+            ip: Some("192.0.2.1".into()),
+            user_agent: Some("ua\0x".into()),
+            outcome: "failure".into(),
+            reason: Some("invalid_credentials".into()),
+            actor: None,
+        })
+        .unwrap();
+    let found = store
+        .audit_events(&AuditQuery {
+            email: Some("nul@example.com\0".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    let id = Uuid::new_v4();
+    store
+        .create_session(&NewSession {
+            session: Session {
+                id,
+                user_id: user,
+                created_at: 1_000,
+                last_used_at: 1_000,
+                expires_at: FAR,
+                revoked_at: None,
+                user_agent: Some("\0".into()),
+                ip: None,
+                device_info: Some("a\0b".into()),
+            },
+            token: NewRefreshToken {
+                hash: "h-nul".into(),
+                session_id: id,
+                created_at: 1_000,
+                expires_at: FAR,
+            },
+        })
+        .unwrap();
+    assert!(store.session(id).unwrap().is_some());
 }
 
 const THREADS: usize = 12;
@@ -669,14 +760,14 @@ fn concurrent_revocations_of_one_session_give_exactly_one_true(store: &dyn Store
 
 fn concurrent_purges_delete_each_row_once(store: &dyn Store) {
     dead_and_live_rows(store, 4);
-    let dry = store.purge(5_000, 5_000, true).unwrap();
+    let dry = store.purge(5_000, 5_000, WINDOW, true).unwrap();
     let barrier = Barrier::new(4);
     let total = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..4)
             .map(|_| {
                 scope.spawn(|| {
                     barrier.wait();
-                    store.purge(5_000, 5_000, false).unwrap()
+                    store.purge(5_000, 5_000, WINDOW, false).unwrap()
                 })
             })
             .collect();
@@ -691,11 +782,11 @@ fn concurrent_purges_delete_each_row_once(store: &dyn Store) {
     });
     // One instance at a time: no row counted twice; whatever a skipped run left is still
     // there for the next one.
-    let left = store.purge(5_000, 5_000, true).unwrap();
+    let left = store.purge(5_000, 5_000, WINDOW, true).unwrap();
     assert_eq!(total.0 + left.refresh_tokens, dry.refresh_tokens);
     assert_eq!(total.1 + left.sessions, dry.sessions);
     assert_eq!(total.2 + left.login_failures, dry.login_failures);
-    assert_eq!(store.purge(5_000, 5_000, false).unwrap(), left);
+    assert_eq!(store.purge(5_000, 5_000, WINDOW, false).unwrap(), left);
     assert_eq!(store.count_live_sessions(5_000).unwrap(), 4);
 }
 
@@ -881,4 +972,422 @@ fn postgres_instances_migrating_together_apply_each_migration_once() {
         .len();
     assert_eq!(applied.iter().sum::<usize>(), known, "{applied:?}");
     assert_eq!(applied.iter().filter(|&&n| n > 0).count(), 1, "{applied:?}");
+}
+
+fn signing_key(kid: &str, key_use: KeyUse, public: bool) -> StoredKey {
+    StoredKey {
+        kid: kid.into(),
+        key_use,
+        algorithm: if public { "EdDSA" } else { "HS256" }.into(),
+        state: StoredKeyState::Active,
+        created_at: 1,
+        retires_at: None,
+        revoked_at: None,
+        public_key: public.then(|| vec![1; 32]),
+        private_key: Some(vec![2; 32]),
+        sealed: false,
+    }
+}
+
+fn signing_keys_insert_rotate_revoke_and_bump_the_generation(store: &dyn Store) {
+    let g0 = store.key_set_version().unwrap();
+    assert!(store
+        .insert_signing_key_if_none_active(&signing_key("a1", KeyUse::Access, true))
+        .unwrap());
+    assert!(!store
+        .insert_signing_key_if_none_active(&signing_key("a2", KeyUse::Access, true))
+        .unwrap());
+    assert!(store
+        .insert_signing_key_if_none_active(&signing_key("r1", KeyUse::Refresh, false))
+        .unwrap());
+    assert_eq!(store.key_set_version().unwrap(), g0 + 2);
+    let previous = store
+        .rotate_signing_key(&signing_key("a2", KeyUse::Access, true), 500)
+        .unwrap();
+    assert_eq!(previous.as_deref(), Some("a1"));
+    let all = store.signing_keys().unwrap();
+    let a1 = all.iter().find(|k| k.kid == "a1").unwrap();
+    assert_eq!(
+        (a1.state, a1.retires_at),
+        (StoredKeyState::Retiring, Some(500))
+    );
+    assert_eq!(a1.private_key, None);
+    assert_eq!(a1.public_key, Some(vec![1; 32]));
+    let outcome = store
+        .revoke_signing_key("a2", 700, Some(&signing_key("a3", KeyUse::Access, true)))
+        .unwrap();
+    assert_eq!(
+        outcome,
+        KeyRevokeOutcome::Revoked {
+            replaced_by: Some("a3".into())
+        }
+    );
+    assert_eq!(
+        store.revoke_signing_key("a2", 800, None).unwrap(),
+        KeyRevokeOutcome::AlreadyRevoked
+    );
+    assert_eq!(
+        store.revoke_signing_key("zz", 800, None).unwrap(),
+        KeyRevokeOutcome::Unknown
+    );
+    let all = store.signing_keys().unwrap();
+    let mut active: Vec<&str> = all
+        .iter()
+        .filter(|k| k.state == StoredKeyState::Active)
+        .map(|k| k.kid.as_str())
+        .collect();
+    active.sort();
+    assert_eq!(active, ["a3", "r1"]);
+    assert_eq!(store.key_set_version().unwrap(), g0 + 4);
+}
+
+/// Processes starting together on an empty key set: exactly one inserts the active key; and
+/// concurrent rotations each retire exactly the key that was active when they ran.
+fn concurrent_key_set_writes_leave_one_active_key(store: &dyn Store) {
+    let barrier = Barrier::new(THREADS);
+    let inserted: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let k = signing_key(&format!("start-{i}"), KeyUse::Access, true);
+                    barrier.wait();
+                    usize::from(store.insert_signing_key_if_none_active(&k).unwrap())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(inserted, 1);
+    let barrier = Barrier::new(THREADS);
+    let retired: Vec<Option<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    let k = signing_key(&format!("rot-{i}"), KeyUse::Access, true);
+                    barrier.wait();
+                    store.rotate_signing_key(&k, 9_000).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut retired: Vec<String> = retired.into_iter().map(Option::unwrap).collect();
+    retired.sort();
+    retired.dedup();
+    assert_eq!(
+        retired.len(),
+        THREADS,
+        "each rotation retired a different key"
+    );
+    let active = store
+        .signing_keys()
+        .unwrap()
+        .into_iter()
+        .filter(|k| k.state == StoredKeyState::Active)
+        .count();
+    assert_eq!(active, 1);
+}
+
+fn slot_request(key: &str, max: u32, now: Millis) -> SlotRequest {
+    SlotRequest {
+        now,
+        window: 60_000,
+        counters: vec![CounterLimit {
+            key: key.into(),
+            max,
+            lock_for: Some(600_000),
+        }],
+    }
+}
+
+/// However many attempts on a fresh key arrive at once, no more than the limit are admitted
+/// (held slots count until settled); settling failures locks the key.
+fn concurrent_login_reservations_admit_exactly_the_limit(store: &dyn Store) {
+    let barrier = Barrier::new(THREADS);
+    let grants: Vec<SlotGrant> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let barrier = &barrier;
+                scope.spawn(move || {
+                    barrier.wait();
+                    store
+                        .reserve_login_slots(&slot_request("email:slots@example.com", 3, 1_000))
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|h| match h.join().unwrap() {
+                Admission::Granted(g) => Some(g),
+                Admission::Refused { .. } => None,
+            })
+            .collect()
+    });
+    assert_eq!(grants.len(), 3);
+    for g in &grants {
+        store.settle_login_slots(g, true, 1_500).unwrap();
+    }
+    let c = store
+        .failure_counter("email:slots@example.com")
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.locked_until, Some(1_500 + 600_000), "{c:?}");
+    assert!(matches!(
+        store
+            .reserve_login_slots(&slot_request("email:slots@example.com", 3, 2_000))
+            .unwrap(),
+        Admission::Refused { .. }
+    ));
+    // A successful attempt gives its slot back and counts nothing.
+    let Admission::Granted(g) = store
+        .reserve_login_slots(&slot_request("ip:192.0.2.77", 2, 1_000))
+        .unwrap()
+    else {
+        panic!("a fresh key has room")
+    };
+    store.settle_login_slots(&g, false, 1_100).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            store
+                .reserve_login_slots(&slot_request("ip:192.0.2.77", 2, 1_200))
+                .unwrap(),
+            Admission::Granted(_)
+        ));
+    }
+}
+
+fn accounts_list_disable_role_and_delete(store: &dyn Store) {
+    let a = new_user(store, "acc-a@example.com");
+    let b = new_user(store, "acc-b@example.com");
+    let (a1, _) = new_session(store, a, 1_000, FAR);
+    let (_a2, _) = new_session(store, a, 1_000, FAR);
+    let (_b1, _) = new_session(store, b, 1_000, FAR);
+    store
+        .record_failure("email:acc-b@example.com", 2_000, 0, Some((1, 50_000)))
+        .unwrap();
+
+    let all = store.list_users(&UserFilter::default(), 3_000).unwrap();
+    let ids: Vec<Uuid> = all.iter().map(|x| x.user.id).collect();
+    assert!(ids.contains(&a) && ids.contains(&b));
+    let locked = store
+        .list_users(
+            &UserFilter {
+                locked: true,
+                ..Default::default()
+            },
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(locked.len(), 1);
+    assert_eq!(
+        (locked[0].user.id, locked[0].locked_until),
+        (b, Some(50_000))
+    );
+    let page = store
+        .list_users(
+            &UserFilter {
+                limit: Some(1),
+                ..Default::default()
+            },
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    let next = store
+        .list_users(
+            &UserFilter {
+                after: Some((page[0].user.created_at, page[0].user.id)),
+                ..Default::default()
+            },
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(next.len(), all.len() - 1);
+    assert!(next.iter().all(|x| x.user.id != page[0].user.id));
+    let by_email = store
+        .list_users(
+            &UserFilter {
+                email: Some("acc-a@example.com".into()),
+                ..Default::default()
+            },
+            3_000,
+        )
+        .unwrap();
+    assert_eq!(by_email.iter().map(|x| x.user.id).collect::<Vec<_>>(), [a]);
+
+    let (user, revoked) = store.set_disabled(a, true, 4_000).unwrap().unwrap();
+    assert!(user.disabled);
+    assert_eq!(revoked, 2);
+    assert_eq!(store.session(a1).unwrap().unwrap().revoked_at, Some(4_000));
+    let disabled = store
+        .list_users(
+            &UserFilter {
+                disabled: true,
+                ..Default::default()
+            },
+            4_000,
+        )
+        .unwrap();
+    assert_eq!(disabled.iter().map(|x| x.user.id).collect::<Vec<_>>(), [a]);
+    let (user, revoked) = store.set_disabled(a, false, 4_500).unwrap().unwrap();
+    assert!(!user.disabled);
+    assert_eq!(revoked, 0);
+    assert!(store
+        .set_disabled(Uuid::new_v4(), true, 4_500)
+        .unwrap()
+        .is_none());
+
+    let (user, revoked) = store.set_role(b, Role::Admin, 5_000).unwrap().unwrap();
+    assert_eq!((user.role, revoked), (Role::Admin, 1));
+    assert_eq!(
+        store
+            .list_users(
+                &UserFilter {
+                    role: Some(Role::Admin),
+                    ..Default::default()
+                },
+                5_000
+            )
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .set_role(Uuid::new_v4(), Role::User, 5_000)
+        .unwrap()
+        .is_none());
+
+    let (_b2, _) = new_session(store, b, 6_000, FAR);
+    let (user, live) = store.delete_user(b, 6_500).unwrap().unwrap();
+    assert_eq!((user.id, live), (b, 1));
+    assert!(store.user_by_id(b).unwrap().is_none());
+    assert!(store.live_sessions(b, 6_500).unwrap().is_empty());
+    assert!(store.delete_user(b, 7_000).unwrap().is_none());
+}
+
+fn password_hashes_change_upgrade_and_import(store: &dyn Store) {
+    let a = new_user(store, "pw-a@example.com");
+    let (keep, _) = new_session(store, a, 1_000, FAR);
+    let (other, _) = new_session(store, a, 1_000, FAR);
+    assert_eq!(
+        store.set_password_hash(a, "h2", Some(keep), 2_000).unwrap(),
+        1
+    );
+    assert!(store.session(keep).unwrap().unwrap().revoked_at.is_none());
+    assert_eq!(
+        store.session(other).unwrap().unwrap().revoked_at,
+        Some(2_000)
+    );
+    assert_eq!(
+        store
+            .user_by_email("pw-a@example.com")
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "h2"
+    );
+    assert_eq!(store.set_password_hash(a, "h3", None, 3_000).unwrap(), 1);
+    assert_eq!(
+        store
+            .set_password_hash(Uuid::new_v4(), "h", None, 3_000)
+            .unwrap(),
+        0
+    );
+
+    assert!(
+        !store.upgrade_password_hash(a, "h2", "h4").unwrap(),
+        "changed meanwhile"
+    );
+    assert!(store.upgrade_password_hash(a, "h3", "h4").unwrap());
+    assert_eq!(
+        store
+            .user_by_email("pw-a@example.com")
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "h4"
+    );
+
+    let import = |emails: &[&str]| -> Vec<NewUser> {
+        emails
+            .iter()
+            .map(|e| NewUser {
+                id: Uuid::new_v4(),
+                email: (*e).into(),
+                name: None,
+                role: Role::User,
+                password_hash: "$2b$10$imported".into(),
+                created_at: 9_000,
+            })
+            .collect()
+    };
+    let batch = import(&["imp-1@example.com", "pw-a@example.com", "imp-2@example.com"]);
+    assert_eq!(
+        store.import_users(batch.clone(), false, false).unwrap(),
+        ImportOutcome::Existing(vec!["pw-a@example.com".into()])
+    );
+    assert!(
+        store.user_by_email("imp-1@example.com").unwrap().is_none(),
+        "all or nothing"
+    );
+    assert_eq!(
+        store.import_users(batch.clone(), true, true).unwrap(),
+        ImportOutcome::Imported {
+            imported: 2,
+            skipped: 1
+        }
+    );
+    assert!(
+        store.user_by_email("imp-1@example.com").unwrap().is_none(),
+        "a dry run"
+    );
+    assert_eq!(
+        store.import_users(batch, true, false).unwrap(),
+        ImportOutcome::Imported {
+            imported: 2,
+            skipped: 1
+        }
+    );
+    let imported = store.user_by_email("imp-2@example.com").unwrap().unwrap();
+    assert_eq!(imported.password_hash, "$2b$10$imported");
+    assert_eq!(
+        store
+            .user_by_email("pw-a@example.com")
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "h4"
+    );
+}
+
+/// Two logins re-hashing the same verified hash at once: one upgrade lands, the other sees
+/// the hash changed and leaves it.
+fn concurrent_hash_upgrades_land_once(store: &dyn Store) {
+    let a = new_user(store, "up@example.com");
+    let old = store
+        .user_by_email("up@example.com")
+        .unwrap()
+        .unwrap()
+        .password_hash;
+    let barrier = Barrier::new(THREADS);
+    let landed: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (barrier, old) = (&barrier, &old);
+                scope.spawn(move || {
+                    barrier.wait();
+                    usize::from(
+                        store
+                            .upgrade_password_hash(a, old, &format!("new-{i}"))
+                            .unwrap(),
+                    )
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(landed, 1);
 }

@@ -1,7 +1,9 @@
 //! HTTP layer: handlers turn a validated request into one service call and shape the reply.
 
+pub mod admin;
 pub mod auth;
 pub mod meta;
+pub mod passwords;
 pub mod sessions;
 
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};

@@ -2,22 +2,24 @@
 
 use postgres::GenericClient;
 
-use super::PgResult;
+use super::{opt_text, text, PgResult};
 use crate::domain::{AuditEvent, AuditQuery};
 
 pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()> {
     c.execute(
-        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_events
+             (at, event, user_id, email, ip, user_agent, outcome, reason, actor)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &e.at,
-            &e.event,
+            &text(&e.event),
             &e.user_id,
-            &e.email,
-            &e.ip,
-            &e.user_agent,
-            &e.outcome,
-            &e.reason,
+            &opt_text(&e.email),
+            &opt_text(&e.ip),
+            &opt_text(&e.user_agent),
+            &text(&e.outcome),
+            &opt_text(&e.reason),
+            &opt_text(&e.actor),
         ],
     )
     .map(|_| ())
@@ -26,7 +28,7 @@ pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()>
 /// Newest first (ids are handed out in commit-ish order; ties in `at` keep insertion order).
 pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec<AuditEvent>> {
     c.query(
-        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason
+        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
          FROM audit_events
          WHERE ($1::TEXT IS NULL OR email = $1 OR user_id = $5)
            AND ($2::TEXT IS NULL OR event = $2)
@@ -34,8 +36,8 @@ pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec
          ORDER BY id DESC
          LIMIT $4",
         &[
-            &q.email,
-            &q.event,
+            &opt_text(&q.email),
+            &opt_text(&q.event),
             &q.since,
             &i64::from(q.limit),
             &q.user_id,
@@ -52,6 +54,7 @@ pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec
             user_agent: r.try_get(5)?,
             outcome: r.try_get(6)?,
             reason: r.try_get(7)?,
+            actor: r.try_get(8)?,
         })
     })
     .collect()

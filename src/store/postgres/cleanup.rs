@@ -15,16 +15,19 @@ const BATCH: u64 = 1000;
 /// The advisory lock key every authd instance's cleanup takes (a transaction-level lock).
 pub(super) const PURGE_LOCK: i64 = 0x6175_7468_645f_7031; // "authd_p1"
 
-// A session's newest token expires with it; older ones were rotated away (or, within a reuse
-// grace, go with their session). $1 is the cutoff, $2 now.
-const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE rotated_at < $1
-     OR session_id IN (SELECT id FROM sessions WHERE revoked_at < $1 OR expires_at < $1)";
+// Tokens go with their session, and only with a dead one: a rotated-away token of a live
+// session is what reuse detection finds. $1 is the cutoff.
+const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE session_id IN
+     (SELECT id FROM sessions WHERE revoked_at < $1 OR expires_at < $1)";
 const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < $1 OR expires_at < $1";
-const STALE_FAILURES: &str =
-    "FROM login_failures WHERE window_start < $1 AND (locked_until IS NULL OR locked_until < $2)";
+// A counter (or held-slot row) goes once its window and its lock are over: deleting it earlier
+// would reset a running failed-login budget or lift a lockout. $1 is when a window that ended
+// by now started at the latest, $2 now.
+const STALE_FAILURES: &str = "FROM login_failures WHERE window_start <= $1
+     AND (locked_until IS NULL OR locked_until <= $2)";
 
 /// The three kinds of dead rows: table, key columns, `FROM ... WHERE ...`, and whether the
-/// filter binds `$2` (now) besides `$1` (the cutoff).
+/// filter is the failures' (binding the window's end and now) rather than the cutoff alone.
 const KINDS: [(&str, &str, &str, bool); 3] = [
     (
         "refresh_tokens",
@@ -36,21 +39,37 @@ const KINDS: [(&str, &str, &str, bool); 3] = [
     ("login_failures", "key", STALE_FAILURES, true),
 ];
 
-/// What a purge would delete now (a dry run).
-pub(super) fn count(
-    c: &mut impl GenericClient,
-    cutoff: Millis,
-    now: Millis,
-) -> PgResult<CleanupCounts> {
-    let mut n = [0u64; 3];
-    for (i, (_, _, what, binds_now)) in KINDS.into_iter().enumerate() {
-        let sql = format!("SELECT COUNT(*) {what}");
-        let row = if binds_now {
-            c.query_one(&sql, &[&cutoff, &now])?
+/// When the purge runs and what it keeps.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Horizon {
+    pub cutoff: Millis,
+    pub now: Millis,
+    pub failure_window: Millis,
+}
+
+impl Horizon {
+    fn params(&self, failures: bool) -> Vec<i64> {
+        if failures {
+            vec![self.now - self.failure_window, self.now]
         } else {
-            c.query_one(&sql, &[&cutoff])?
-        };
-        n[i] = row.try_get::<_, i64>(0)? as u64;
+            vec![self.cutoff]
+        }
+    }
+}
+
+fn refs(p: &[i64]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
+    p.iter()
+        .map(|v| v as &(dyn postgres::types::ToSql + Sync))
+        .collect()
+}
+
+/// What a purge would delete now (a dry run).
+pub(super) fn count(c: &mut impl GenericClient, h: Horizon) -> PgResult<CleanupCounts> {
+    let mut n = [0u64; 3];
+    for (i, (_, _, what, failures)) in KINDS.into_iter().enumerate() {
+        let sql = format!("SELECT COUNT(*) {what}");
+        let p = h.params(failures);
+        n[i] = c.query_one(&sql, &refs(&p))?.try_get::<_, i64>(0)? as u64;
     }
     Ok(CleanupCounts {
         refresh_tokens: n[0],
@@ -62,13 +81,9 @@ pub(super) fn count(
 /// Deletes what `count` counts, `BATCH` rows per transaction. Each batch first takes
 /// `PURGE_LOCK` without waiting; when another instance holds it, that instance is cleaning up
 /// and this one stops, returning what it deleted so far (often nothing).
-pub(super) fn purge(
-    store: &PostgresStore,
-    cutoff: Millis,
-    now: Millis,
-) -> StoreResult<CleanupCounts> {
+pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCounts> {
     let mut n = [0u64; 3];
-    'kinds: for (i, (table, key, what, binds_now)) in KINDS.into_iter().enumerate() {
+    'kinds: for (i, (table, key, what, failures)) in KINDS.into_iter().enumerate() {
         // SKIP LOCKED: a row a request holds right now (a rotation's token and session, a
         // failure being counted) is left for the next run instead of blocking both.
         let sql = format!(
@@ -85,12 +100,8 @@ pub(super) fn purge(
                 if !mine {
                     return Ok(None);
                 }
-                let deleted = if binds_now {
-                    tx.execute(&sql, &[&cutoff, &now])?
-                } else {
-                    tx.execute(&sql, &[&cutoff])?
-                };
-                Ok(Some(deleted))
+                let p = h.params(failures);
+                Ok(Some(tx.execute(&sql, &refs(&p))?))
             })?;
             let Some(deleted) = deleted else {
                 break 'kinds;

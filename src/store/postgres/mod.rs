@@ -8,10 +8,13 @@
 //! The files mirror the SQLite backend's concerns: users, sessions, audit, limits, cleanup,
 //! migrations.
 
+mod accounts;
 mod audit;
 mod cleanup;
+mod keys;
 mod limits;
 mod migrations;
+mod passwords;
 mod sessions;
 mod users;
 
@@ -25,11 +28,13 @@ use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 use uuid::Uuid;
 
-use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
-    RotateOutcome, Rotation, Session, User, UserCredentials,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
+    RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
 };
 
 type Manager = PostgresConnectionManager<NoTls>;
@@ -49,8 +54,21 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// PostgreSQL behind an r2d2 pool of `database.pool_size` connections, each set up the same
 /// way (see `Setup`). Migrations run on a connection of their own (see `migrations.rs`).
 pub struct PostgresStore {
-    pool: Pool<Manager>,
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool<Manager>>,
     config: Config,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // A `postgres::Client` closes by blocking on its own runtime, which panics on a tokio
+        // worker thread: when the last handle goes away inside the server's runtime, the pool
+        // (and its idle connections) is dropped on a plain thread instead.
+        let Some(pool) = self.pool.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
 }
 
 /// Connection setup in one place: every pooled connection waits at most `database.busy_timeout`
@@ -73,26 +91,37 @@ impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
     }
 }
 
+/// Checks a `postgres://` URL as `open` will (for configuration validation): libpq's URL
+/// syntax and parameters, and no `sslmode=require` (this build has no TLS client).
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn parse_url(url: &str) -> StoreResult<Config> {
+    let config: Config = url.parse().map_err(|e: postgres::Error| {
+        StoreError::Other(format!("not a valid PostgreSQL URL: {}", cause(&e)))
+    })?;
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(StoreError::Other(
+            "sslmode=require, but this build of authd has no TLS client for PostgreSQL; use \
+             sslmode=disable or sslmode=prefer (plain TCP, e.g. on localhost or a private \
+             network) or reach the server through a TLS tunnel"
+                .into(),
+        ));
+    }
+    Ok(config)
+}
+
 impl PostgresStore {
     /// Parses `url` (libpq's URL form, query parameters such as `sslmode` included) and builds
     /// the pool without connecting: a database that is down at start is found by the first
     /// operation (`migrate` or `check_schema`), and one that goes away later is reconnected to
     /// when it returns.
     pub fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
-        let mut config: Config = url.parse().map_err(|e: postgres::Error| {
-            StoreError::Other(format!(
-                "database.url is not a valid PostgreSQL URL: {}",
-                cause(&e)
-            ))
+        let mut config = parse_url(url).map_err(|e| match e {
+            StoreError::Other(m) => StoreError::Other(format!("database.url: {m}")),
+            other => other,
         })?;
-        if config.get_ssl_mode() == SslMode::Require {
-            return Err(StoreError::Other(
-                "database.url asks for sslmode=require, but this build of authd has no TLS \
-                 client for PostgreSQL; use sslmode=disable or sslmode=prefer (plain TCP, e.g. \
-                 on localhost or a private network) or reach the server through a TLS tunnel"
-                    .into(),
-            ));
-        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -111,11 +140,16 @@ impl PostgresStore {
                 lock_timeout: options.busy_timeout,
             }))
             .build_unchecked(manager);
-        Ok(PostgresStore { pool, config })
+        Ok(PostgresStore {
+            pool: Some(pool),
+            config,
+        })
     }
 
     fn conn(&self) -> StoreResult<Conn> {
         self.pool
+            .as_ref()
+            .expect("the pool lives as long as the store")
             .get()
             .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
@@ -220,16 +254,40 @@ fn map_err(e: postgres::Error) -> StoreError {
     }
 }
 
-/// A `role` column: TEXT holding `user` or `admin`; anything else is a conversion error.
-struct RoleCol(Role);
+/// PostgreSQL's text cannot hold NUL (SQLite's can, and hostile input carries it). Free text
+/// authd records as it came (audit fields, a session's client info, failed-login keys) is
+/// stored with each NUL replaced by U+FFFD, so such input is neither an error (500) nor
+/// truncated into another value; lookups of keys that are never stored with a NUL (emails)
+/// simply find nothing (see `users::by_email`).
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
 
-impl<'a> FromSql<'a> for RoleCol {
+fn opt_text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    s.as_deref().map(text)
+}
+
+/// A TEXT column holding one of a closed set of names (a role, a key's use or state), parsed
+/// with `FromStr`; anything else is a conversion error naming the column.
+struct Parsed<T>(T);
+
+impl<'a, T> FromSql<'a> for Parsed<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
     fn from_sql(
         ty: &Type,
         raw: &'a [u8],
     ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         let text = <&str as FromSql>::from_sql(ty, raw)?;
-        Ok(RoleCol(text.parse::<Role>()?))
+        text.parse::<T>()
+            .map(Parsed)
+            .map_err(|e| format!("'{text}': {e}").into())
     }
 
     fn accepts(ty: &Type) -> bool {
@@ -237,8 +295,16 @@ impl<'a> FromSql<'a> for RoleCol {
     }
 }
 
+fn parsed<T>(row: &Row, idx: usize) -> PgResult<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    row.try_get::<_, Parsed<T>>(idx).map(|p| p.0)
+}
+
 fn role(row: &Row, idx: usize) -> PgResult<Role> {
-    row.try_get::<_, RoleCol>(idx).map(|r| r.0)
+    parsed(row, idx)
 }
 
 impl Store for PostgresStore {
@@ -277,6 +343,63 @@ impl Store for PostgresStore {
 
     fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>> {
         self.write(|tx| users::record_login(tx, user_id, at))
+    }
+
+    fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>> {
+        self.read(|c| accounts::list_users(c, filter, now))
+    }
+
+    fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(|tx| accounts::set_disabled(tx, user_id, disabled, now))
+    }
+
+    fn set_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(|tx| accounts::set_role(tx, user_id, role, now))
+    }
+
+    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>> {
+        self.write(|tx| accounts::delete_user(tx, user_id, now))
+    }
+
+    fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<usize> {
+        self.write(|tx| passwords::set_password_hash(tx, user_id, password_hash, keep_session, now))
+    }
+
+    fn upgrade_password_hash(
+        &self,
+        user_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool> {
+        self.write(|tx| passwords::upgrade_password_hash(tx, user_id, old_hash, new_hash))
+    }
+
+    fn import_users(
+        &self,
+        users: Vec<NewUser>,
+        skip_existing: bool,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome> {
+        if dry_run {
+            return self.read(|c| passwords::import_dry_run(c, &users, skip_existing));
+        }
+        self.write(|tx| passwords::import(tx, &users, skip_existing))
     }
 
     fn create_session(&self, new: &NewSession) -> StoreResult<()> {
@@ -333,11 +456,22 @@ impl Store for PostgresStore {
         self.read(|c| sessions::count_live(c, now))
     }
 
-    fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts> {
+    fn purge(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        failure_window: Millis,
+        dry_run: bool,
+    ) -> StoreResult<CleanupCounts> {
+        let horizon = cleanup::Horizon {
+            cutoff,
+            now,
+            failure_window,
+        };
         if dry_run {
-            return self.read(|c| cleanup::count(c, cutoff, now));
+            return self.read(|c| cleanup::count(c, horizon));
         }
-        cleanup::purge(self, cutoff, now)
+        cleanup::purge(self, horizon)
     }
 
     fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
@@ -364,5 +498,42 @@ impl Store for PostgresStore {
 
     fn clear_failures(&self, key: &str) -> StoreResult<()> {
         self.write(|tx| limits::clear(tx, key))
+    }
+
+    fn reserve_login_slots(&self, request: &SlotRequest) -> StoreResult<Admission> {
+        self.write(|tx| limits::reserve(tx, request))
+    }
+
+    fn settle_login_slots(&self, grant: &SlotGrant, failed: bool, now: Millis) -> StoreResult<()> {
+        self.write(|tx| limits::settle(tx, grant, failed, now))
+    }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.read(|c| keys::all(c))
+    }
+
+    fn key_set_version(&self) -> StoreResult<i64> {
+        self.read(|c| keys::generation(c))
+    }
+
+    fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool> {
+        self.write(|tx| keys::insert_if_none_active(tx, key))
+    }
+
+    fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        previous_retires_at: Millis,
+    ) -> StoreResult<Option<String>> {
+        self.write(|tx| keys::rotate(tx, key, previous_retires_at))
+    }
+
+    fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        replacement: Option<&StoredKey>,
+    ) -> StoreResult<KeyRevokeOutcome> {
+        self.write(|tx| keys::revoke(tx, kid, now, replacement))
     }
 }

@@ -6,7 +6,7 @@ use postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
 use super::users::user_at;
-use super::{role, PgResult};
+use super::{opt_text, role, PgResult};
 use crate::domain::time::Millis;
 use crate::domain::{NewRefreshToken, RotateOutcome, Rotation, Session, User};
 use crate::store::rotation::{self, Presented, Step};
@@ -44,9 +44,9 @@ pub(super) fn create(tx: &mut Transaction<'_>, new: &NewSession) -> PgResult<()>
             &s.created_at,
             &s.last_used_at,
             &s.expires_at,
-            &s.user_agent,
-            &s.ip,
-            &s.device_info,
+            &opt_text(&s.user_agent),
+            &opt_text(&s.ip),
+            &opt_text(&s.device_info),
         ],
     )?;
     insert_token(tx, t, false)

@@ -51,6 +51,9 @@ pub(super) fn by_email(
     c: &mut impl GenericClient,
     email: &str,
 ) -> PgResult<Option<UserCredentials>> {
+    if email.contains('\0') {
+        return Ok(None); // no stored email holds a NUL (nor could it, see `super::text`)
+    }
     c.query_opt(
         &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = $1"),
         &[&email],

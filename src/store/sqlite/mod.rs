@@ -1,8 +1,12 @@
 //! Store layer: the SQLite implementation of `Store` (rusqlite + r2d2), WAL mode,
 //! `BEGIN IMMEDIATE` for every read-then-write, migrations embedded with refinery.
 
+mod accounts;
 mod checkpoint;
+mod keys;
+mod limits;
 mod migrations;
+mod passwords;
 mod writer;
 
 use std::path::Path;
@@ -14,11 +18,14 @@ use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use uuid::Uuid;
 
 use super::rotation::{self, Presented, Step};
-use super::{AuditOf, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
-    AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewRefreshToken,
-    NewUser, RotateOutcome, Rotation, Session, User, UserCredentials,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
+    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
+    UserFilter,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
@@ -332,6 +339,24 @@ impl Store for SqliteStore {
         })
     }
 
+    fn upgrade_password_hash(
+        &self,
+        user_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool> {
+        passwords::upgrade_password_hash(self, user_id, old_hash, new_hash)
+    }
+
+    fn import_users(
+        &self,
+        users: Vec<NewUser>,
+        skip_existing: bool,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome> {
+        passwords::import_users(self, users, skip_existing, dry_run)
+    }
+
     fn create_session(&self, new: &NewSession) -> StoreResult<()> {
         let new = new.clone();
         self.write(move |tx| {
@@ -455,14 +480,24 @@ impl Store for SqliteStore {
         })
     }
 
-    fn purge(&self, cutoff: Millis, now: Millis, dry_run: bool) -> StoreResult<CleanupCounts> {
-        // A session's newest token expires with it; older ones were rotated away (or, within
-        // a reuse grace, go with their session).
-        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE rotated_at < ?1
-             OR session_id IN (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
+    fn purge(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        failure_window: Millis,
+        dry_run: bool,
+    ) -> StoreResult<CleanupCounts> {
+        // Tokens go with their session, and only with a dead one: a rotated-away token of a
+        // live session is what reuse detection finds (deleting it would turn a replayed stolen
+        // token from TOKEN_REVOKED, session revoked, into a harmless TOKEN_INVALID).
         const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
-        const STALE_FAILURES: &str =
-            "FROM login_failures WHERE window_start < ?1 AND (locked_until IS NULL OR locked_until < ?2)";
+        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE session_id IN
+             (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
+        // A counter goes once its window and its lock are over: deleting it earlier would
+        // reset a running failed-login budget or lift a lockout (held-slot rows alike).
+        const STALE_FAILURES: &str = "FROM login_failures WHERE window_start <= ?1
+             AND (locked_until IS NULL OR locked_until <= ?2)";
+        let window_ended_before = now - failure_window;
         self.write(move |tx| {
             let count = |what: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
                 tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| {
@@ -473,12 +508,15 @@ impl Store for SqliteStore {
             let counts = CleanupCounts {
                 refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
                 sessions: count(DEAD_SESSIONS, &[&cutoff])?,
-                login_failures: count(STALE_FAILURES, &[&cutoff, &now])?,
+                login_failures: count(STALE_FAILURES, &[&window_ended_before, &now])?,
             };
             if !dry_run {
                 tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;
                 tx.execute(&format!("DELETE {DEAD_SESSIONS}"), [cutoff])?;
-                tx.execute(&format!("DELETE {STALE_FAILURES}"), [cutoff, now])?;
+                tx.execute(
+                    &format!("DELETE {STALE_FAILURES}"),
+                    [window_ended_before, now],
+                )?;
             }
             Ok(counts)
         })
@@ -492,7 +530,7 @@ impl Store for SqliteStore {
     fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
         self.read(|c| {
             c.prepare_cached(
-                "SELECT at, event, user_id, email, ip, user_agent, outcome, reason
+                "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
                  FROM audit_events
                  WHERE (?1 IS NULL OR email = ?1 OR user_id = ?5)
                    AND (?2 IS NULL OR event = ?2)
@@ -518,6 +556,7 @@ impl Store for SqliteStore {
                         user_agent: r.get(5)?,
                         outcome: r.get(6)?,
                         reason: r.get(7)?,
+                        actor: r.get(8)?,
                     })
                 },
             )?
@@ -577,6 +616,85 @@ impl Store for SqliteStore {
                 .execute([key])
                 .map(|_| ())
         })
+    }
+
+    fn reserve_login_slots(&self, request: &SlotRequest) -> StoreResult<Admission> {
+        let request = request.clone();
+        self.write(move |tx| limits::reserve(tx, &request))
+    }
+
+    fn settle_login_slots(&self, grant: &SlotGrant, failed: bool, now: Millis) -> StoreResult<()> {
+        let grant = grant.clone();
+        self.write(move |tx| limits::settle(tx, &grant, failed, now))
+    }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.read(keys::all)
+    }
+
+    fn key_set_version(&self) -> StoreResult<i64> {
+        self.read(keys::generation)
+    }
+
+    fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool> {
+        let key = key.clone();
+        self.write(move |tx| keys::insert_if_none_active(tx, &key))
+    }
+
+    fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        previous_retires_at: Millis,
+    ) -> StoreResult<Option<String>> {
+        let key = key.clone();
+        self.write(move |tx| keys::rotate(tx, &key, previous_retires_at))
+    }
+
+    fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        replacement: Option<&StoredKey>,
+    ) -> StoreResult<KeyRevokeOutcome> {
+        let (kid, replacement) = (kid.to_owned(), replacement.cloned());
+        self.write(move |tx| keys::revoke(tx, &kid, now, replacement.as_ref()))
+    }
+
+    fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>> {
+        self.read(|c| accounts::list_users(c, filter, now))
+    }
+
+    fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(move |tx| accounts::set_disabled(tx, user_id, disabled, now))
+    }
+
+    fn set_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(move |tx| accounts::set_role(tx, user_id, role, now))
+    }
+
+    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>> {
+        self.write(move |tx| accounts::delete_user(tx, user_id, now))
+    }
+
+    fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<usize> {
+        let hash = password_hash.to_owned();
+        self.write(move |tx| accounts::set_password_hash(tx, user_id, &hash, keep_session, now))
     }
 }
 
@@ -696,8 +814,9 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
 
 fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     tx.prepare_cached(
-        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason,
+                                   actor)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         e.at,
@@ -707,7 +826,8 @@ fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
         e.ip,
         e.user_agent,
         e.outcome,
-        e.reason
+        e.reason,
+        e.actor
     ])
     .map(|_| ())
 }
@@ -820,6 +940,7 @@ mod tests {
             user_agent: None,
             outcome: "success".into(),
             reason: None,
+            actor: None,
         })
     }
 
@@ -852,7 +973,7 @@ mod tests {
         }
         let store = open(&path);
         let applied = store.migrate().unwrap();
-        assert_eq!(applied.last().map(|m| m.version), Some(4));
+        assert_eq!(applied.first().map(|m| m.version), Some(4));
 
         // What the service does: the hint is whatever the token's first 16 bytes are.
         let hint = keys.check(&legacy_token).unwrap().session;

@@ -1,0 +1,13 @@
+-- Accounts over their whole life (disable, enable, delete, role and password changes by an
+-- admin, over HTTP or from the CLI).
+--
+--  * audit_events.actor: who acted, for admin events: the acting admin's user id, or 'cli'
+--    for a command run on the server; NULL for everything else (a user acting on itself).
+--    audit_events.user_id has no foreign key (V3 rebuilt the table without one), so the
+--    events of a deleted user stay, with its id. Sessions cascade from users and refresh
+--    tokens from sessions (V1, V4): deleting a user deletes them with it.
+--  * users_created: the admin listing pages through users in creation order, keyed by
+--    (created_at, id).
+
+ALTER TABLE audit_events ADD COLUMN actor TEXT;
+CREATE INDEX users_created ON users (created_at, id);

@@ -1,0 +1,140 @@
+//! CLI: `authd keys list|rotate|revoke`: the signing keys kept in the database (the same
+//! service the server uses; running servers pick a change up within seconds).
+
+use std::sync::Arc;
+
+use super::{stdin_is_terminal, CliError};
+use crate::app::{self, Schema};
+use crate::config::Settings;
+use crate::domain::keys::KeyUse;
+use crate::error::AppError;
+use crate::service::keys::{KeyInfo, Revoked};
+use crate::service::Keys;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+/// What a key is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum UseArg {
+    /// Access tokens (JWTs; public keys in the JWKS)
+    Access,
+    /// Refresh tokens (HMAC)
+    Refresh,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// List every signing key: kid, algorithm, use, state (active, retiring, retired),
+    /// created, and when a retiring key leaves the JWKS (never any key material)
+    List {
+        /// Print a JSON array of {"kid", "algorithm", "use", "state", "createdAt", "retiresAt"}
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new active key; the previous one keeps verifying until every token it signed
+    /// has expired (access: jwt.access_ttl + jwt.leeway; refresh: jwt.refresh_ttl)
+    Rotate {
+        /// Which key to rotate
+        #[arg(long = "use", value_enum, default_value = "access", value_name = "USE")]
+        key_use: UseArg,
+    },
+    /// Revoke a key now (a leaked key): tokens it signed are refused within seconds;
+    /// revoking the active key makes a new one first
+    Revoke {
+        /// The key id (see `authd keys list`; a kid may begin with `-`)
+        #[arg(value_name = "KID", allow_hyphen_values = true)]
+        kid: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal)
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+fn service_error(e: AppError) -> CliError {
+    match e {
+        AppError::Validation(details) => CliError(
+            details
+                .iter()
+                .map(|d| format!("{} {}", d.field, d.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        other => other.into(),
+    }
+}
+
+fn line(k: &KeyInfo) -> String {
+    format!(
+        "{}  {:<5}  {:<7}  {:<8}  created {}  retires {}",
+        k.kid,
+        k.algorithm,
+        k.key_use,
+        k.state,
+        k.created_at.as_deref().unwrap_or("-"),
+        k.retires_at.as_deref().unwrap_or("-"),
+    )
+}
+
+pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
+    if let KeysCommand::Revoke { kid, yes: false } = &args.command {
+        if !stdin_is_terminal() {
+            return Err(CliError(
+                "refusing to revoke without confirmation: stdin is not a terminal; pass --yes"
+                    .into(),
+            ));
+        }
+        let confirmed = dialoguer::Confirm::new()
+            .with_prompt(format!(
+                "Revoke signing key {kid}? Every token it signed will be refused."
+            ))
+            .default(false)
+            .interact()
+            .map_err(|e| CliError(format!("prompt failed: {e}")))?;
+        if !confirmed {
+            return Err(CliError("aborted: nothing was revoked".into()));
+        }
+    }
+    let core = app::open_core(settings, Schema::Ready).await?;
+    let keys = Keys::new(core);
+    match args.command {
+        KeysCommand::List { json } => {
+            let list = keys.list().await.map_err(service_error)?;
+            if json {
+                let text = serde_json::to_string_pretty(&list)
+                    .map_err(|e| CliError(format!("cannot encode the list: {e}")))?;
+                println!("{text}");
+            } else {
+                for k in &list {
+                    println!("{}", line(k));
+                }
+            }
+        }
+        KeysCommand::Rotate { key_use } => {
+            let key_use = match key_use {
+                UseArg::Access => KeyUse::Access,
+                UseArg::Refresh => KeyUse::Refresh,
+            };
+            let new = keys.rotate(key_use).await.map_err(service_error)?;
+            println!(
+                "new active {} key {}; running servers use it within 10 seconds",
+                new.key_use, new.kid
+            );
+        }
+        KeysCommand::Revoke { kid, .. } => match keys.revoke(&kid).await {
+            Ok(Revoked::Now { replaced_by }) => {
+                println!("revoked key {kid}; running servers refuse its tokens within 10 seconds");
+                if let Some(new) = replaced_by {
+                    println!("new active key {new}");
+                }
+            }
+            Ok(Revoked::Already) => println!("key {kid} was already revoked"),
+            Err(AppError::NotFound) => return Err(CliError(format!("no such key: {kid}"))),
+            Err(e) => return Err(service_error(e)),
+        },
+    }
+    Ok(())
+}

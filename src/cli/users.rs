@@ -1,0 +1,272 @@
+//! CLI: `authd users ...`: an operator manages accounts from a shell on the server, through
+//! the same services as the admin HTTP API (`service::accounts`).
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::create_user::{prompt_password, read_password_stdin, RoleArg};
+use super::{stdin_is_terminal, CliError};
+use crate::app::{self, Schema};
+use crate::config::Settings;
+use crate::domain::time::rfc3339;
+use crate::domain::{Account, Role};
+use crate::error::AppError;
+use crate::http::dto::account_json;
+use crate::service::accounts::ListQuery;
+use crate::service::{Accounts, Acting};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: UsersCommand,
+}
+
+/// `<USER>` everywhere below is a user's email or its id.
+#[derive(Debug, clap::Subcommand)]
+pub enum UsersCommand {
+    /// List users in creation order: id, email, role, state (disabled, locked or active),
+    /// created, last login
+    List(ListArgs),
+    /// Show a user, its number of live sessions and its lockout state
+    Show {
+        /// The user's email or id
+        user: String,
+        /// Print `{"user": ..., "liveSessions": n}` as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable an account and revoke all its sessions (its access tokens stop working at once)
+    Disable {
+        /// The user's email or id
+        user: String,
+    },
+    /// Enable a disabled account (nothing else changes)
+    Enable {
+        /// The user's email or id
+        user: String,
+    },
+    /// Delete a user with its sessions and tokens (its audit events stay)
+    Delete {
+        /// The user's email or id
+        user: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal)
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Change a user's role and revoke its sessions (access tokens carry the role)
+    SetRole {
+        /// The user's email or id
+        user: String,
+        /// The new role
+        #[arg(value_enum)]
+        role: RoleArg,
+    },
+    /// Set a user's password (register's policy), revoke its sessions and clear its lockout
+    SetPassword {
+        /// The user's email or id
+        user: String,
+        /// Read the password from standard input (one trailing newline stripped), for scripts;
+        /// otherwise it is asked twice, hidden, on a terminal
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Clear the failed-login lockout of an email (whether or not an account has it)
+    Unlock {
+        /// The email (normalised like a login's)
+        email: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only users with this role
+    #[arg(long, value_enum, value_name = "R")]
+    pub role: Option<RoleArg>,
+    /// Only disabled users
+    #[arg(long)]
+    pub disabled: bool,
+    /// Only users whose email is locked out after failed logins
+    #[arg(long)]
+    pub locked: bool,
+    /// Print a JSON array of User objects with `disabled` and `lockedUntil`
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn role_of(arg: RoleArg) -> Role {
+    match arg {
+        RoleArg::User => Role::User,
+        RoleArg::Admin => Role::Admin,
+    }
+}
+
+/// `NotFound` is the contract's `no such user`; everything else as usual.
+fn cli_error(e: AppError) -> CliError {
+    match e {
+        AppError::NotFound => CliError("no such user".into()),
+        other => other.into(),
+    }
+}
+
+/// The state column: `disabled`, else `locked`, else `active`.
+fn state(a: &Account) -> &'static str {
+    if a.user.disabled {
+        "disabled"
+    } else if a.locked_until.is_some() {
+        "locked"
+    } else {
+        "active"
+    }
+}
+
+pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
+    // Read what only the terminal can give before opening the database.
+    let password = match &args.command {
+        UsersCommand::SetPassword { password_stdin, .. } => Some(if *password_stdin {
+            read_password_stdin()?
+        } else if stdin_is_terminal() {
+            prompt_password()?
+        } else {
+            return Err(CliError(
+                "no password: standard input is not a terminal; pass --password-stdin".into(),
+            ));
+        }),
+        _ => None,
+    };
+    let core = app::open_core(settings, Schema::Ready).await?;
+    let accounts = Accounts::new(core);
+    let by = Acting::cli();
+    match args.command {
+        UsersCommand::List(list) => {
+            let page = accounts
+                .list(
+                    &by,
+                    ListQuery {
+                        role: list.role.map(role_of),
+                        disabled: list.disabled,
+                        locked: list.locked,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(cli_error)?;
+            if list.json {
+                let users: Vec<_> = page.users.iter().map(account_json).collect();
+                println!("{}", serde_json::Value::Array(users));
+                return Ok(());
+            }
+            for a in &page.users {
+                let u = &a.user;
+                println!(
+                    "{}  {:<30}  {:<5}  {:<8}  {}  {}",
+                    u.id,
+                    u.email,
+                    u.role,
+                    state(a),
+                    rfc3339(u.created_at),
+                    u.last_login_at.map_or_else(|| "-".into(), rfc3339),
+                );
+            }
+        }
+        UsersCommand::Show { user, json } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let d = accounts.show(&by, id).await.map_err(cli_error)?;
+            if json {
+                println!(
+                    "{}",
+                    json!({"user": account_json(&d.account), "liveSessions": d.live_sessions})
+                );
+                return Ok(());
+            }
+            let (a, u) = (&d.account, &d.account.user);
+            let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+            println!("id             {}", u.id);
+            println!("email          {}", u.email);
+            println!("name           {}", dash(u.name.clone()));
+            println!("role           {}", u.role);
+            println!("state          {}", state(a));
+            println!("created        {}", rfc3339(u.created_at));
+            println!("last login     {}", dash(u.last_login_at.map(rfc3339)));
+            println!("locked until   {}", dash(a.locked_until.map(rfc3339)));
+            println!("live sessions  {}", d.live_sessions);
+        }
+        UsersCommand::Disable { user } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let (a, n) = accounts.disable(&by, id).await.map_err(cli_error)?;
+            println!("disabled {}; revoked {n} session(s)", a.user.email);
+        }
+        UsersCommand::Enable { user } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let a = accounts.enable(&by, id).await.map_err(cli_error)?;
+            println!("enabled {}", a.user.email);
+        }
+        UsersCommand::Delete { user, yes } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            if !yes {
+                confirm_delete(&user)?;
+            }
+            let (a, n) = accounts.delete(&by, id).await.map_err(cli_error)?;
+            println!(
+                "deleted {} ({}) with {n} live session(s)",
+                a.user.email, a.user.id
+            );
+        }
+        UsersCommand::SetRole { user, role } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let (a, n) = accounts
+                .set_role(&by, id, role_of(role))
+                .await
+                .map_err(cli_error)?;
+            println!(
+                "{} is now {}; revoked {n} session(s)",
+                a.user.email, a.user.role
+            );
+        }
+        UsersCommand::SetPassword { user, .. } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let password = password.unwrap_or_default();
+            let (a, n) = accounts
+                .set_password(&by, id, &password)
+                .await
+                .map_err(cli_error)?;
+            println!(
+                "password of {} changed; revoked {n} session(s)",
+                a.user.email
+            );
+        }
+        UsersCommand::Unlock { email } => {
+            let (email, was_locked) = accounts
+                .unlock_email(&by, &email)
+                .await
+                .map_err(cli_error)?;
+            if was_locked {
+                println!("unlocked {email}");
+            } else {
+                println!("{email} was not locked; its failed-login count is cleared");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks on a terminal; without one, `--yes` is required.
+fn confirm_delete(user: &str) -> Result<(), CliError> {
+    if !stdin_is_terminal() {
+        return Err(CliError(
+            "refusing to delete without confirmation: stdin is not a terminal; pass --yes".into(),
+        ));
+    }
+    let confirmed = dialoguer::Confirm::new()
+        .with_prompt(format!(
+            "Delete user {user} with its sessions and tokens? This cannot be undone"
+        ))
+        .default(false)
+        .interact()
+        .map_err(|e| CliError(format!("prompt failed: {e}")))?;
+    if confirmed {
+        Ok(())
+    } else {
+        Err(CliError("aborted: nothing was deleted".into()))
+    }
+}

@@ -1,0 +1,140 @@
+//! HTTP layer: `/api/admin/users...`, account management for admins. Each handler is one
+//! call of `service::accounts` (the same methods as `authd users ...`).
+
+use std::collections::HashMap;
+
+use http::StatusCode;
+use serde_json::json;
+use warp::reply::Response;
+use warp::Rejection;
+
+use super::{envelope, envelope_with_message};
+use crate::http::dto::{account_json, admin_session_json, EmptyBody, RoleBody};
+use crate::http::HttpState;
+use crate::service::accounts::ListQuery;
+use crate::service::{Accounts, Acting};
+
+/// `GET /api/admin/users?limit=&cursor=&email=`: one page of users in creation order.
+pub async fn list(
+    state: HttpState,
+    by: Acting,
+    query: HashMap<String, String>,
+) -> Result<Response, Rejection> {
+    let limit = Accounts::page_limit(query.get("limit").map(String::as_str))?;
+    let page = state
+        .accounts
+        .list(
+            &by,
+            ListQuery {
+                email: query.get("email").cloned(),
+                cursor: query.get("cursor").cloned().filter(|c| !c.is_empty()),
+                limit: Some(limit),
+                ..Default::default()
+            },
+        )
+        .await?;
+    let users: Vec<_> = page.users.iter().map(account_json).collect();
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "users": users, "nextCursor": page.next_cursor }),
+    ))
+}
+
+/// `GET /api/admin/users/{id}`: the user and its number of live sessions.
+pub async fn show(id: String, state: HttpState, by: Acting) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let d = state.accounts.show(&by, id).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "user": account_json(&d.account), "liveSessions": d.live_sessions }),
+    ))
+}
+
+/// `DELETE /api/admin/users/{id}`: deletes the user, its sessions and tokens.
+pub async fn delete(id: String, state: HttpState, by: Acting) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let (account, n) = state.accounts.delete(&by, id).await?;
+    let mut data = serde_json::Map::new();
+    data.insert("user".into(), account_json(&account));
+    data.insert("deletedSessions".into(), n.into());
+    Ok(envelope_with_message("user deleted", data))
+}
+
+/// `POST /api/admin/users/{id}/disable`: disables and revokes every session.
+pub async fn disable(
+    id: String,
+    state: HttpState,
+    by: Acting,
+    _body: EmptyBody,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let (account, n) = state.accounts.disable(&by, id).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "user": account_json(&account), "revokedSessions": n }),
+    ))
+}
+
+/// `POST /api/admin/users/{id}/enable`.
+pub async fn enable(
+    id: String,
+    state: HttpState,
+    by: Acting,
+    _body: EmptyBody,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let account = state.accounts.enable(&by, id).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "user": account_json(&account) }),
+    ))
+}
+
+/// `POST /api/admin/users/{id}/unlock`: clears the lockout of the user's email.
+pub async fn unlock(
+    id: String,
+    state: HttpState,
+    by: Acting,
+    _body: EmptyBody,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let account = state.accounts.unlock(&by, id).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "user": account_json(&account) }),
+    ))
+}
+
+/// `POST /api/admin/users/{id}/role` with `{"role"}`: changes the role, revokes sessions.
+pub async fn set_role(
+    id: String,
+    state: HttpState,
+    by: Acting,
+    body: RoleBody,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let (account, n) = state.accounts.set_role(&by, id, body.role).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "user": account_json(&account), "revokedSessions": n }),
+    ))
+}
+
+/// `GET /api/admin/users/{id}/sessions`: the user's live sessions, newest first.
+pub async fn sessions(id: String, state: HttpState, by: Acting) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let sessions = state.accounts.sessions(&by, id).await?;
+    let items: Vec<_> = sessions.iter().map(admin_session_json).collect();
+    Ok(envelope(StatusCode::OK, json!({ "sessions": items })))
+}
+
+/// `DELETE /api/admin/users/{id}/sessions`: revokes every live session of the user.
+pub async fn revoke_sessions(
+    id: String,
+    state: HttpState,
+    by: Acting,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let n = state.accounts.revoke_sessions(&by, id).await?;
+    Ok(envelope(StatusCode::OK, json!({ "revokedSessions": n })))
+}

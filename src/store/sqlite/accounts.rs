@@ -1,0 +1,153 @@
+//! Store layer (SQLite): accounts over their whole life, for admins: listing users in
+//! creation order with their lockout, disabling, role and password changes (each revoking
+//! sessions in the same transaction), deletion.
+
+use rusqlite::{params, Connection, OptionalExtension};
+use uuid::Uuid;
+
+use super::{revoke_where, user_at, user_row, USER_COLS};
+use crate::domain::time::Millis;
+use crate::domain::{Account, Role, User, UserFilter};
+
+/// `Store::list_users`: one statement, the lockout joined from the email's failure counter.
+pub(super) fn list_users(
+    c: &Connection,
+    f: &UserFilter,
+    now: Millis,
+) -> rusqlite::Result<Vec<Account>> {
+    let (after_created, after_id) = match f.after {
+        Some((at, id)) => (Some(at), Some(id.to_string())),
+        None => (None, None),
+    };
+    // SQLite reads a negative LIMIT as "no limit".
+    let limit = f.limit.map_or(-1, i64::from);
+    c.prepare_cached(
+        "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at,
+                f.locked_until
+         FROM users u
+         LEFT JOIN login_failures f ON f.key = 'email:' || u.email AND f.locked_until > ?7
+         WHERE (?1 IS NULL OR (u.created_at, u.id) > (?1, ?2))
+           AND (?3 IS NULL OR u.email = ?3)
+           AND (?4 IS NULL OR u.role = ?4)
+           AND (?5 = 0 OR u.disabled = 1)
+           AND (?6 = 0 OR f.locked_until IS NOT NULL)
+         ORDER BY u.created_at, u.id
+         LIMIT ?8",
+    )?
+    .query_map(
+        params![
+            after_created,
+            after_id,
+            f.email,
+            f.role.map(Role::as_str),
+            f.disabled,
+            f.locked,
+            now,
+            limit
+        ],
+        |r| {
+            Ok(Account {
+                user: user_at(r, 0)?,
+                locked_until: r.get(7)?,
+            })
+        },
+    )?
+    .collect()
+}
+
+/// `Store::set_disabled`, inside the caller's transaction.
+pub(super) fn set_disabled(
+    tx: &Connection,
+    user_id: Uuid,
+    disabled: bool,
+    now: Millis,
+) -> rusqlite::Result<Option<(User, usize)>> {
+    let id = user_id.to_string();
+    let Some(user) = tx
+        .prepare_cached(&format!(
+            "UPDATE users SET disabled = ?2 WHERE id = ?1 RETURNING {USER_COLS}"
+        ))?
+        .query_row(params![id, disabled], user_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    // In the same transaction as the flag: no refresh can rotate in between and leave a
+    // live session to a disabled account.
+    let revoked = if disabled {
+        revoke_where(tx, "user_id = ?1", &id, now, "disabled")?
+    } else {
+        0
+    };
+    Ok(Some((user, revoked)))
+}
+
+/// `Store::set_role`, inside the caller's transaction.
+pub(super) fn set_role(
+    tx: &Connection,
+    user_id: Uuid,
+    role: Role,
+    now: Millis,
+) -> rusqlite::Result<Option<(User, usize)>> {
+    let id = user_id.to_string();
+    let Some(user) = tx
+        .prepare_cached(&format!(
+            "UPDATE users SET role = ?2 WHERE id = ?1 RETURNING {USER_COLS}"
+        ))?
+        .query_row(params![id, role.as_str()], user_row)
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    // Same transaction: no session outlives the role its access tokens carry.
+    let revoked = revoke_where(tx, "user_id = ?1", &id, now, "role_change")?;
+    Ok(Some((user, revoked)))
+}
+
+/// `Store::delete_user`, inside the caller's transaction: the sessions cascade from the
+/// user and the refresh tokens from the sessions; audit events have no foreign key and stay.
+pub(super) fn delete_user(
+    tx: &Connection,
+    user_id: Uuid,
+    now: Millis,
+) -> rusqlite::Result<Option<(User, usize)>> {
+    let id = user_id.to_string();
+    let live: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM sessions
+             WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2",
+        )?
+        .query_row(params![id, now], |r| r.get(0))?;
+    let user = tx
+        .prepare_cached(&format!(
+            "DELETE FROM users WHERE id = ?1 RETURNING {USER_COLS}"
+        ))?
+        .query_row([&id], user_row)
+        .optional()?;
+    Ok(user.map(|u| (u, live as usize)))
+}
+
+/// `Store::set_password_hash`, inside the caller's transaction.
+pub(super) fn set_password_hash(
+    tx: &Connection,
+    user_id: Uuid,
+    password_hash: &str,
+    keep_session: Option<Uuid>,
+    now: Millis,
+) -> rusqlite::Result<usize> {
+    let id = user_id.to_string();
+    let changed = tx
+        .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+        .execute(params![id, password_hash])?;
+    if changed == 0 {
+        return Ok(0);
+    }
+    // Same transaction as the new hash: a session opened with the old password cannot
+    // survive the change (except the one the caller keeps).
+    tx.prepare_cached(
+        "UPDATE sessions SET revoked_at = ?2, revoke_reason = 'password_change'
+         WHERE user_id = ?1 AND (?3 IS NULL OR id <> ?3)
+           AND revoked_at IS NULL AND expires_at > ?2",
+    )?
+    .execute(params![id, now, keep_session.map(|s| s.to_string())])
+}
