@@ -146,6 +146,7 @@ fn migrate_data_moves_a_sqlite_installation_to_postgres_and_tokens_keep_working(
         "refresh_tokens",
         "audit_events",
         "login_failures",
+        "signing_keys",
     ] {
         assert!(
             stdout.contains(&format!("into {table}")),
