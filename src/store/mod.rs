@@ -145,7 +145,8 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize>;
     /// Live sessions in the whole database.
     fn count_live_sessions(&self, now: Millis) -> StoreResult<u64>;
-    /// Deletes, in one transaction (with `dry_run` only counts):
+    /// Deletes, in one transaction (PostgreSQL: in batches of short transactions, one instance
+    /// at a time; see docs/DESIGN.md) (with `dry_run` only counts):
     /// - sessions that expired or were revoked before `cutoff`, with all their refresh tokens;
     ///   a live, unexpired session keeps every token, rotated-away ones included (reuse
     ///   detection needs them, whatever the retention);

@@ -262,13 +262,9 @@ fn a_change_is_audited() {
         200
     );
     change(&s, &access(&data), WRONG, PASSWORD).assert_error(401, "INVALID_CREDENTIALS");
-    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
-    let outcomes: Vec<String> = conn
-        .prepare("SELECT outcome FROM audit_events WHERE event = 'password_change' ORDER BY id")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let outcomes = s.query_column(
+        "SELECT outcome FROM audit_events WHERE event = 'password_change' ORDER BY id",
+        &[],
+    );
     assert_eq!(outcomes, ["success", "failure"]);
 }

@@ -59,7 +59,11 @@ fn cleanup_tokens_keeps_rotated_away_tokens_of_live_sessions_at_any_retention() 
         // Past a retention of one second.
         thread::sleep(Duration::from_millis(1100));
 
-        let sessions = || count(&s.db_path(), "SELECT COUNT(*) FROM sessions");
+        let sessions = || -> i64 {
+            s.query_column("SELECT COUNT(*) FROM sessions", &[])[0]
+                .parse()
+                .unwrap()
+        };
         let before = sessions();
         let printed = cleanup_tokens(s.dir.path(), retention);
         if retention.is_some() {

@@ -91,11 +91,8 @@ pub fn authd(dir: &Path) -> Command {
 /// `authd` on `<dir>/authd.db` and `<dir>/keys`, the files `TestServer::in_dir(dir)` uses.
 pub fn authd_on(dir: &Path) -> Command {
     let mut cmd = authd(dir);
-    cmd.env(
-        "AUTHD_DATABASE__URL",
-        format!("sqlite://{}", dir.join("authd.db").display()),
-    )
-    .env("AUTHD_JWT__KEY_DIR", dir.join("keys"));
+    cmd.env("AUTHD_DATABASE__URL", crate::support::database_url_in(dir))
+        .env("AUTHD_JWT__KEY_DIR", dir.join("keys"));
     cmd
 }
 

@@ -47,16 +47,12 @@ fn session_ips(s: &TestServer, base: &str, r: &Resp) -> BTreeSet<String> {
 
 /// Every IP recorded in the audit trail.
 fn audit_ips(s: &TestServer) -> BTreeSet<String> {
-    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT DISTINCT ip FROM audit_events WHERE ip IS NOT NULL")
-        .unwrap();
-    let ips = stmt
-        .query_map([], |r| r.get::<_, String>(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    ips
+    s.query_column(
+        "SELECT DISTINCT ip FROM audit_events WHERE ip IS NOT NULL",
+        &[],
+    )
+    .into_iter()
+    .collect()
 }
 
 fn dual_stack(extra: &[(&str, &str)]) -> (TestServer, String) {

@@ -402,7 +402,8 @@ fn private_parts_are_sealed_with_the_key_encryption_secret() {
         uuid::Uuid::new_v4().simple()
     );
     let env = [("AUTHD_JWT__KEY_ENCRYPTION_SECRET", secret.as_str())];
-    let s = TestServer::with(&env);
+    // SQLite-only: reads the key rows from the SQLite file.
+    let s = TestServer::sqlite_only(&env);
     let email = unique_email("keys-sealed");
     let data = s.register(&email);
     let access = data["accessToken"].as_str().unwrap().to_string();

@@ -85,13 +85,12 @@ fn assert_refused(r: &Resp, status: u16, code: &str, max_secs: u64) {
 
 /// Login audit rows with this reason (every refusal and every check is audited).
 fn audited(s: &TestServer, reason: &str) -> usize {
-    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
-    conn.query_row(
+    s.query_column(
         "SELECT COUNT(*) FROM audit_events WHERE event = 'login' AND reason = ?1",
-        [reason],
-        |r| r.get::<_, i64>(0),
-    )
-    .unwrap() as usize
+        &[reason],
+    )[0]
+    .parse()
+    .unwrap()
 }
 
 #[test]

@@ -45,13 +45,10 @@ fn assert_wrong_password(s: &TestServer, email: &str, password: &str, wrong: &Re
 /// from another system would.
 fn store_hash_of(s: &TestServer, email: &str, password: &[u8]) {
     let hash = bcrypt::hash(password, 10).unwrap();
-    let conn = rusqlite::Connection::open(s.db_path()).unwrap();
-    let n = conn
-        .execute(
-            "UPDATE users SET password_hash = ?1 WHERE email = ?2",
-            rusqlite::params![hash, email],
-        )
-        .unwrap();
+    let n = s.execute_sql(
+        "UPDATE users SET password_hash = ?1 WHERE email = ?2",
+        &[&hash, email],
+    );
     assert_eq!(n, 1);
 }
 

@@ -65,6 +65,34 @@ pub struct TestServer {
     postgres: Option<PgDatabase>,
 }
 
+/// The PostgreSQL URL of each directory whose server runs (or ran) on PostgreSQL, for the CLI
+/// commands a test runs "on the server's database" (`database_url_in`).
+static POSTGRES_URLS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The `database.url` of the server whose directory is `dir`: its PostgreSQL database under
+/// `AUTHD_TEST_DATABASE=postgres`, else the SQLite file in `dir`.
+pub fn database_url_in(dir: &Path) -> String {
+    let urls = POSTGRES_URLS.lock().unwrap_or_else(|e| e.into_inner());
+    match urls.iter().find(|(d, _)| d == dir) {
+        Some((_, url)) => url.clone(),
+        None => format!("sqlite://{}", dir.join("authd.db").display()),
+    }
+}
+
+/// `?1` placeholders as PostgreSQL's `$1`.
+fn dollar_params(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(ch) = chars.next() {
+        if ch == '?' && chars.peek().is_some_and(|c| c.is_ascii_digit()) {
+            out.push('$');
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 /// PostgreSQL databases of stopped servers, by their directory, until a server restarts there.
 static PARKED: std::sync::Mutex<Vec<(PathBuf, PgDatabase)>> = std::sync::Mutex::new(Vec::new());
 
@@ -129,6 +157,11 @@ impl TestServer {
         extra: &[(&str, &str)],
     ) -> Self {
         let url = postgres.as_ref().map(|db| db.url.as_str());
+        if let Some(url) = url {
+            let mut urls = POSTGRES_URLS.lock().unwrap_or_else(|e| e.into_inner());
+            urls.retain(|(d, _)| d != dir.path());
+            urls.push((dir.path().to_path_buf(), url.to_string()));
+        }
         let settings = Arc::new(settings_on(dir.path(), url, extra));
         let listener = std::net::TcpListener::bind(bind).unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -180,6 +213,66 @@ impl TestServer {
     /// True when this server runs on PostgreSQL (`AUTHD_TEST_DATABASE=postgres`).
     pub fn on_postgres(&self) -> bool {
         self.postgres.is_some()
+    }
+
+    /// Runs `sql` on the server's database, SQLite or PostgreSQL, with text parameters written
+    /// `?1`, `?2`, ...; returns the first column of every row as text (numbers formatted).
+    pub fn query_column(&self, sql: &str, params: &[&str]) -> Vec<String> {
+        match &self.postgres {
+            None => {
+                let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+                let mut stmt = conn.prepare(sql).unwrap();
+                let rows = stmt
+                    .query_map(rusqlite::params_from_iter(params.iter()), |r| {
+                        Ok(match r.get::<_, rusqlite::types::Value>(0)? {
+                            rusqlite::types::Value::Text(t) => t,
+                            rusqlite::types::Value::Integer(n) => n.to_string(),
+                            rusqlite::types::Value::Null => "NULL".into(),
+                            other => format!("{other:?}"),
+                        })
+                    })
+                    .unwrap()
+                    .collect::<Result<Vec<_>, _>>()
+                    .unwrap();
+                rows
+            }
+            Some(db) => {
+                let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+                let p: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                c.query(&dollar_params(sql), &p)
+                    .unwrap()
+                    .iter()
+                    .map(|r| {
+                        r.try_get::<_, Option<String>>(0)
+                            .map(|v| v.unwrap_or_else(|| "NULL".into()))
+                            .or_else(|_| r.try_get::<_, i64>(0).map(|n| n.to_string()))
+                            .unwrap()
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    /// Runs a statement on the server's database (see `query_column`); returns the rows changed.
+    pub fn execute_sql(&self, sql: &str, params: &[&str]) -> u64 {
+        match &self.postgres {
+            None => {
+                let conn = rusqlite::Connection::open(self.db_path()).unwrap();
+                conn.execute(sql, rusqlite::params_from_iter(params.iter()))
+                    .unwrap() as u64
+            }
+            Some(db) => {
+                let mut c = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+                let p: Vec<&(dyn postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p as &(dyn postgres::types::ToSql + Sync))
+                    .collect();
+                c.execute(&dollar_params(sql), &p).unwrap()
+            }
+        }
     }
 
     /// The server's `database.url`.
@@ -266,6 +359,10 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.shutdown_now();
+        if self.postgres.is_some() {
+            let mut urls = POSTGRES_URLS.lock().unwrap_or_else(|e| e.into_inner());
+            urls.retain(|(d, _)| d != self.dir.path());
+        }
     }
 }
 

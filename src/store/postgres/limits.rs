@@ -37,9 +37,11 @@ pub(super) fn record_failure(
     window_start_after: Millis,
     lock: Option<(u32, Millis)>,
 ) -> PgResult<FailureCounter> {
-    // Row lock (the upsert's, held to commit): two failures for one key at once would
-    // otherwise both read count n and both write n + 1, and a lockout threshold would be
-    // crossed late or twice; the second upsert waits and counts on the first one's row.
+    // The key's lock, as every writer of these rows takes it (see `lock_keys`); then the
+    // upsert's row lock, held to commit: two failures for one key at once would otherwise both
+    // read count n and both write n + 1, and a lockout threshold would be crossed late or
+    // twice; the second waits and counts on the first one's row.
+    lock_keys(tx, [key])?;
     let row = tx.query_one(
         "INSERT INTO login_failures AS f (key, count, window_start, locked_until)
          VALUES ($1, 1, $2, NULL)
@@ -67,7 +69,14 @@ pub(super) fn record_failure(
     }
 }
 
-pub(super) fn clear(c: &mut impl GenericClient, key: &str) -> PgResult<()> {
+/// `Store::clear_failures` (an admin lifting a lockout), under the key's lock: a settlement
+/// running meanwhile would otherwise write back the count it read before the delete.
+pub(super) fn clear(tx: &mut Transaction<'_>, key: &str) -> PgResult<()> {
+    lock_keys(tx, [key])?;
+    delete_row(tx, key)
+}
+
+fn delete_row(c: &mut impl GenericClient, key: &str) -> PgResult<()> {
     c.execute("DELETE FROM login_failures WHERE key = $1", &[&text(key)])
         .map(|_| ())
 }
@@ -84,7 +93,7 @@ impl Counters for Rows<'_, '_> {
 
     fn put(&mut self, key: &str, c: FailureCounter) -> PgResult<()> {
         if c.count == 0 && c.locked_until.is_none() {
-            return clear(self.0, key);
+            return delete_row(self.0, key);
         }
         self.0
             .execute(
