@@ -933,8 +933,9 @@ fn check_database_url(url: &str) -> Result<(), String> {
     match url.split_once(':') {
         Some(("sqlite", rest)) if !rest.trim_start_matches("//").is_empty() => Ok(()),
         Some(("sqlite", _)) => Err("sqlite URL has no path (e.g. sqlite://data/authd.db)".into()),
+        Some(("postgres" | "postgresql", _)) => crate::store::postgres::check_url(url),
         Some((scheme, _)) => Err(format!(
-            "unsupported database scheme '{scheme}' (this build supports sqlite://)"
+            "unsupported database scheme '{scheme}' (this build supports sqlite:// and postgres://)"
         )),
         None => Err(format!(
             "'{url}' is not a URL such as sqlite://data/authd.db"

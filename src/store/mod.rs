@@ -1,6 +1,9 @@
 //! Store layer: the `Store` trait (whole operations, synchronous, each backend owning its
 //! transactions), the backend-neutral `StoreError`, and `open(url)`.
 
+pub(crate) mod migrations;
+pub mod postgres;
+pub(crate) mod rotation;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -36,8 +39,9 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Makes the audit row of a rotation from its outcome (run inside the rotation's transaction).
-pub type AuditOf = Box<dyn FnOnce(&RotateOutcome) -> AuditEvent + Send>;
+/// Makes the audit row of a rotation from its outcome (run inside the rotation's transaction;
+/// a backend that retries the transaction calls it again for the new outcome).
+pub type AuditOf = Box<dyn Fn(&RotateOutcome) -> AuditEvent + Send>;
 
 /// A session to create together with its first refresh token.
 #[derive(Debug, Clone)]
@@ -140,7 +144,8 @@ pub trait Store: Send + Sync + 'static {
     fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize>;
     /// Live sessions in the whole database.
     fn count_live_sessions(&self, now: Millis) -> StoreResult<u64>;
-    /// Deletes, in one transaction (with `dry_run` only counts):
+    /// Deletes, in one transaction (PostgreSQL: in batches of short transactions, one instance
+    /// at a time; see docs/DESIGN.md) (with `dry_run` only counts):
     /// - sessions that expired or were revoked before `cutoff`, with all their refresh tokens;
     ///   a live, unexpired session keeps every token, rotated-away ones included (reuse
     ///   detection needs them, whatever the retention);
@@ -248,15 +253,19 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
 }
 
-/// Opens the backend named by the URL's scheme.
+/// Opens the backend named by the URL's scheme: `sqlite://PATH`, or `postgres://` /
+/// `postgresql://` (libpq's URL form, with its query parameters).
 pub fn open(url: &str, options: &StoreOptions) -> StoreResult<DynStore> {
     match url.split_once(':') {
         Some(("sqlite", rest)) => {
             let path = rest.strip_prefix("//").unwrap_or(rest);
             Ok(Arc::new(sqlite::SqliteStore::open(path, options)?))
         }
+        Some(("postgres" | "postgresql", _)) => {
+            Ok(Arc::new(postgres::PostgresStore::open(url, options)?))
+        }
         Some((scheme, _)) => Err(StoreError::Other(format!(
-            "unsupported database scheme '{scheme}' (this build supports sqlite://)"
+            "unsupported database scheme '{scheme}' (this build supports sqlite:// and postgres://)"
         ))),
         None => Err(StoreError::Other(format!("'{url}' is not a database URL"))),
     }

@@ -633,8 +633,8 @@ fn revoke_sessions_for_an_unknown_or_malformed_target_fails() {
 fn cleanup_tokens_dry_run_counts_then_cleanup_deletes_past_retention() {
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (unique_email("cli-clean-a"), unique_email("cli-clean-b"));
-    // Two sessions of A that expire after a second.
-    let short = TestServer::in_dir(dir, &[("AUTHD_JWT__REFRESH_TTL", "1s")]);
+    // Two sessions of A that expire after a second. SQLite-only: counts rows in the file.
+    let short = TestServer::sqlite_only_in(dir, &[("AUTHD_JWT__REFRESH_TTL", "1s")]);
     short.register(&a);
     short.login(&a);
     let dir = short.stop();
@@ -700,7 +700,8 @@ fn cleanup_tokens_dry_run_counts_then_cleanup_deletes_past_retention() {
 /// `cleanup::` for the reuse checks.
 #[test]
 fn cleanup_tokens_keeps_refresh_tokens_rotated_away_in_a_live_session() {
-    let s = TestServer::start();
+    // SQLite-only: counts rows in the SQLite file.
+    let s = TestServer::sqlite_only(&[]);
     let email = unique_email("cli-rotated");
     let data = s.register(&email);
     let rotated = s.refresh(&refresh_token(&data));

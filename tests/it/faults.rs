@@ -48,7 +48,8 @@ fn login_body(email: &str) -> Value {
 
 #[test]
 fn locked_database_answers_503_and_recovers_by_itself() {
-    let s = TestServer::with(&[("AUTHD_DATABASE__BUSY_TIMEOUT", "500ms")]);
+    // SQLite-only: locks the SQLite file (PostgreSQL's faults: store_conformance, pg_faults).
+    let s = TestServer::sqlite_only(&[("AUTHD_DATABASE__BUSY_TIMEOUT", "500ms")]);
     let known = unique_email("lock-known");
     let data = s.register(&known);
     let refresh = data["refreshToken"].as_str().unwrap().to_string();
@@ -124,7 +125,8 @@ impl Drop for Immutable {
 
 #[test]
 fn read_only_database_answers_503_and_writes_nothing() {
-    let s = TestServer::start();
+    // SQLite-only: makes the SQLite file read-only.
+    let s = TestServer::sqlite_only(&[]);
     let email = unique_email("ro");
     let data = s.register(&email);
     let refresh = data["refreshToken"].as_str().unwrap().to_string();

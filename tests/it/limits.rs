@@ -208,7 +208,7 @@ fn lockout_lives_in_the_store_and_is_seen_by_a_second_server() {
     }
     assert_locked(&login_with(&a, &email, PASSWORD), 15 * 60);
 
-    let url = format!("sqlite://{}", a.db_path().display());
+    let url = a.database_url();
     let keys = a.dir.path().join("keys").display().to_string();
     let mut settings = limits.to_vec();
     settings.push(("AUTHD_DATABASE__URL", &url));

@@ -1,11 +1,14 @@
-//! Test support for external services (Redis): where to find them, a private `redis-server`
-//! a test may stop and restart, and cleanup of the keys a test wrote. A service that is not
+//! Test support for external services (Redis, PostgreSQL): where to find them, a private
+//! `redis-server` a test may stop and restart, cleanup of the keys a test wrote, and a fresh,
+//! self-dropping PostgreSQL database per test (`AUTHD_TEST_POSTGRES_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, a role allowed to create databases). A service that is not
 //! there is a LOUD skip (`SKIPPED` on stderr) on a developer machine and a failure when the
 //! `CI` environment variable is set.
 #![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// The shared Redis the tests use: `AUTHD_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`.
@@ -164,4 +167,151 @@ impl Drop for PrivateRedis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+// ---- PostgreSQL ----
+
+/// The default administrative URL of the test PostgreSQL.
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// `url` without its password (for messages).
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => url.to_string(),
+        },
+        _ => url.to_string(),
+    }
+}
+
+/// The administrative URL of the test PostgreSQL.
+pub fn postgres_admin_url() -> String {
+    std::env::var("AUTHD_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|u| !u.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_POSTGRES_URL.into())
+}
+
+/// `url` with its database name replaced by `db` (query parameters kept).
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let base = match base[authority_start..].find('/') {
+        Some(slash) => format!("{}/{db}", &base[..authority_start + slash]),
+        None => format!("{base}/{db}"),
+    };
+    match query {
+        Some(q) => format!("{base}?{q}"),
+        None => base,
+    }
+}
+
+fn admin_client(url: &str) -> Result<postgres::Client, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    config.connect_timeout(Duration::from_secs(3));
+    config.connect(postgres::NoTls)
+}
+
+/// A fresh database `authd_test_<pid>_<random>` on the test PostgreSQL, dropped (with
+/// `WITH (FORCE)`, closing whatever connections are left) when this guard drops, also when
+/// the test panics.
+pub struct PgDatabase {
+    /// The URL of the new database.
+    pub url: String,
+    pub name: String,
+    admin_url: String,
+}
+
+impl PgDatabase {
+    /// Creates the database, or `None` (loudly) when PostgreSQL does not answer outside CI.
+    pub fn create() -> Option<Self> {
+        let admin_url = postgres_admin_url();
+        let mut admin = match admin_client(&admin_url) {
+            Ok(c) => c,
+            Err(e) => {
+                skip_or_fail(&format!(
+                    "PostgreSQL at {} is unreachable ({}); start one or set \
+                     AUTHD_TEST_POSTGRES_URL",
+                    redact(&admin_url),
+                    describe(&e)
+                ));
+                return None;
+            }
+        };
+        static SWEEP: Once = Once::new();
+        SWEEP.call_once(|| sweep_orphans(&mut admin));
+        let name = format!(
+            "authd_test_{}_{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {}", describe(&e)));
+        Some(PgDatabase {
+            url: with_database(&admin_url, &name),
+            name,
+            admin_url,
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let dropped = admin_client(&self.admin_url).and_then(|mut c| {
+            c.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+        });
+        if let Err(e) = dropped {
+            eprintln!(
+                "could not drop test database {}: {}",
+                self.name,
+                describe(&e)
+            );
+        }
+    }
+}
+
+/// Drops the test databases of test processes that no longer run (killed before their guards
+/// dropped), so a crashed run leaves nothing behind for long.
+fn sweep_orphans(admin: &mut postgres::Client) {
+    let Ok(rows) = admin.query(
+        "SELECT datname FROM pg_database WHERE datname LIKE 'authd\\_test\\_%'",
+        &[],
+    ) else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name
+            .strip_prefix("authd_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        let alive = pid.is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if pid.is_some() && !alive {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+        }
+    }
+}
+
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => match std::error::Error::source(e) {
+            Some(s) => format!("{e}: {s}"),
+            None => e.to_string(),
+        },
+    }
+}
+
+/// `AUTHD_TEST_DATABASE=postgres`: every `TestServer` runs on a fresh PostgreSQL database
+/// instead of a SQLite file.
+pub fn servers_on_postgres() -> bool {
+    std::env::var("AUTHD_TEST_DATABASE").is_ok_and(|v| v == "postgres" || v == "postgresql")
 }

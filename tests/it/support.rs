@@ -1,5 +1,6 @@
 //! Test support: `TestServer` runs the real server in-process on 127.0.0.1:0 with a SQLite
-//! file in a temp dir; `Resp` and the request helpers drive it over real HTTP.
+//! file in a temp dir (or, with `AUTHD_TEST_DATABASE=postgres`, a fresh PostgreSQL database
+//! dropped with the server); `Resp` and the request helpers drive it over real HTTP.
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
@@ -13,11 +14,19 @@ use reqwest::blocking::{Client, RequestBuilder};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 
+use crate::services::{self, PgDatabase};
+
 /// A strong password that satisfies the default policy.
 pub const PASSWORD: &str = "Correct-horse-9";
 
 /// Settings every test server starts from (fast bcrypt, limits off), then `extra`.
 pub fn test_settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
+    settings_on(dir, None, extra)
+}
+
+/// `test_settings` with `database_url` (when given) in place of the SQLite file in `dir`;
+/// `extra` still wins.
+fn settings_on(dir: &Path, database_url: Option<&str>, extra: &[(&str, &str)]) -> Settings {
     let mut vars: Vec<(String, String)> = vec![
         (
             "AUTHD_DATABASE__URL".into(),
@@ -32,6 +41,9 @@ pub fn test_settings(dir: &Path, extra: &[(&str, &str)]) -> Settings {
         ("AUTHD_SERVER__BIND".into(), "127.0.0.1:0".into()),
         ("AUTHD_SERVER__SHUTDOWN_GRACE".into(), "5s".into()),
     ];
+    if let Some(url) = database_url {
+        vars.push(("AUTHD_DATABASE__URL".into(), url.into()));
+    }
     vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     config::load(&Sources {
         base_dir: dir.to_path_buf(),
@@ -48,6 +60,32 @@ pub struct TestServer {
     pub client: Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
+    /// With `AUTHD_TEST_DATABASE=postgres`: this server's database (dropped after the server
+    /// stops; parked over `stop()` for the `in_dir` that restarts on the same data).
+    postgres: Option<PgDatabase>,
+}
+
+/// PostgreSQL databases of stopped servers, by their directory, until a server restarts there.
+static PARKED: std::sync::Mutex<Vec<(PathBuf, PgDatabase)>> = std::sync::Mutex::new(Vec::new());
+
+/// The PostgreSQL database for a server in `dir` when `AUTHD_TEST_DATABASE=postgres`: the one
+/// a stopped server there left, or a fresh one; none when `dir` already holds a SQLite
+/// database (a SQLite-only server restarting, or data the CLI prepared there).
+fn postgres_for(dir: &Path) -> Option<PgDatabase> {
+    if !services::servers_on_postgres() {
+        return None;
+    }
+    let mut parked = PARKED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = parked.iter().position(|(d, _)| d == dir) {
+        return Some(parked.swap_remove(i).1);
+    }
+    drop(parked);
+    if dir.join("authd.db").exists() {
+        return None;
+    }
+    Some(PgDatabase::create().expect(
+        "AUTHD_TEST_DATABASE=postgres, but PostgreSQL does not answer (AUTHD_TEST_POSTGRES_URL)",
+    ))
 }
 
 impl TestServer {
@@ -69,7 +107,29 @@ impl TestServer {
     /// Starts a server listening on `bind` (e.g. `[::]:0` for a dual-stack socket); `addr`
     /// is the bound address as the listener reports it.
     pub fn listening_on(bind: &str, dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
-        let settings = Arc::new(test_settings(dir.path(), extra));
+        let postgres = postgres_for(dir.path());
+        Self::launch(bind, dir, postgres, extra)
+    }
+
+    /// A server on a SQLite file whatever `AUTHD_TEST_DATABASE` says: for the tests that read
+    /// the SQLite file itself (SQLite-only by nature).
+    pub fn sqlite_only(extra: &[(&str, &str)]) -> Self {
+        Self::sqlite_only_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    /// `sqlite_only` in `dir` (`in_dir` restarts there on SQLite too: the file exists).
+    pub fn sqlite_only_in(dir: tempfile::TempDir, extra: &[(&str, &str)]) -> Self {
+        Self::launch("127.0.0.1:0", dir, None, extra)
+    }
+
+    fn launch(
+        bind: &str,
+        dir: tempfile::TempDir,
+        postgres: Option<PgDatabase>,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        let url = postgres.as_ref().map(|db| db.url.as_str());
+        let settings = Arc::new(settings_on(dir.path(), url, extra));
         let listener = std::net::TcpListener::bind(bind).unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
@@ -113,7 +173,18 @@ impl TestServer {
                 .unwrap(),
             shutdown: Some(tx),
             thread: Some(thread),
+            postgres,
         }
+    }
+
+    /// True when this server runs on PostgreSQL (`AUTHD_TEST_DATABASE=postgres`).
+    pub fn on_postgres(&self) -> bool {
+        self.postgres.is_some()
+    }
+
+    /// The server's `database.url`.
+    pub fn database_url(&self) -> String {
+        self.settings.database.url.clone()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -127,6 +198,10 @@ impl TestServer {
     /// Stops the server (finishing in-flight requests) and hands back its directory.
     pub fn stop(mut self) -> tempfile::TempDir {
         self.shutdown_now();
+        if let Some(db) = self.postgres.take() {
+            let mut parked = PARKED.lock().unwrap_or_else(|e| e.into_inner());
+            parked.push((self.dir.path().to_path_buf(), db));
+        }
         let dir = tempfile::tempdir().unwrap();
         std::mem::replace(&mut self.dir, dir)
     }

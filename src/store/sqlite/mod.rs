@@ -17,6 +17,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
 use uuid::Uuid;
 
+use super::rotation::{self, Presented, Step};
 use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
@@ -752,20 +753,8 @@ fn find_token<T>(
         .optional()
 }
 
-/// A presented token about to be rotated, with its session and user.
-struct ToRotate {
-    session_id: Uuid,
-    expires_at: Millis,
-    rotated_at: Option<Millis>,
-    /// Issued before migration V4 (or rotated from such a token): found by hash alone.
-    legacy: bool,
-    user_id: Uuid,
-    revoked_at: Option<Millis>,
-    role: Role,
-    disabled: bool,
-}
-
-/// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction.
+/// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction:
+/// find the token, let `rotation::decide`, write what it says.
 fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
     let found = find_token(
         tx,
@@ -773,7 +762,7 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
         r.presented_session,
         &r.presented_hash,
         |row| {
-            Ok(ToRotate {
+            Ok(Presented {
                 session_id: uuid_col(row, 0)?,
                 expires_at: row.get(1)?,
                 rotated_at: row.get(2)?,
@@ -785,46 +774,27 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
             })
         },
     )?;
-    let Some(ToRotate {
-        session_id,
-        expires_at,
-        rotated_at,
-        legacy,
-        user_id,
-        revoked_at,
-        role,
-        disabled,
-    }) = found
-    else {
-        return Ok(RotateOutcome::Unknown);
-    };
-    if revoked_at.is_some() {
-        return Ok(RotateOutcome::Revoked {
-            user_id,
+    let (session_id, mark_rotated, legacy, outcome) = match rotation::decide(found.as_ref(), r) {
+        Step::Refuse(outcome) => return Ok(outcome),
+        Step::RevokeSession {
             session_id,
-        });
-    }
-    if expires_at <= r.now {
-        return Ok(RotateOutcome::Expired {
-            user_id,
-            session_id,
-        });
-    }
-    match rotated_at {
-        Some(at) if r.now - at > r.reuse_grace || r.reuse_grace == 0 => {
+            outcome,
+        } => {
             revoke_where(tx, "id = ?1", &session_id.to_string(), r.now, "reuse")?;
-            return Ok(RotateOutcome::Reused {
-                user_id,
-                session_id,
-            });
+            return Ok(outcome);
         }
-        Some(_) => {} // within the grace: issue another token, keep the first rotation time
-        None => {
-            tx.prepare_cached(
-                "UPDATE refresh_tokens SET rotated_at = ?3 WHERE session_id = ?1 AND token_hash = ?2",
-            )?
-            .execute(params![session_id.to_string(), r.presented_hash, r.now])?;
-        }
+        Step::Rotate {
+            session_id,
+            mark_rotated,
+            legacy,
+            outcome,
+        } => (session_id, mark_rotated, legacy, outcome),
+    };
+    if mark_rotated {
+        tx.prepare_cached(
+            "UPDATE refresh_tokens SET rotated_at = ?3 WHERE session_id = ?1 AND token_hash = ?2",
+        )?
+        .execute(params![session_id.to_string(), r.presented_hash, r.now])?;
     }
     // The replacement names the same session as the presented token: a legacy chain stays
     // findable by hash.
@@ -839,12 +809,7 @@ fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
         "UPDATE sessions SET last_used_at = ?2, expires_at = MAX(expires_at, ?3) WHERE id = ?1",
     )?
     .execute(params![session_id.to_string(), r.now, r.expires_at])?;
-    Ok(RotateOutcome::Rotated {
-        user_id,
-        session_id,
-        role,
-        disabled,
-    })
+    Ok(outcome)
 }
 
 fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
@@ -903,6 +868,7 @@ fn revoke_where(
 mod tests {
     use super::*;
     use crate::crypto::refresh::{self, RefreshTokens};
+    use crate::domain::Role;
 
     fn rotation(
         presented_session: Uuid,

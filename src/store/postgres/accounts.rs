@@ -1,0 +1,136 @@
+//! Store layer (PostgreSQL): accounts over their whole life, for admins: listing users in
+//! creation order with their lockout, disabling, role and password changes (each revoking
+//! sessions in the same transaction), deletion.
+
+use postgres::{GenericClient, Transaction};
+use uuid::Uuid;
+
+use super::sessions::revoke_of_user;
+use super::users::{user_at, USER_COLS};
+use super::PgResult;
+use crate::domain::time::Millis;
+use crate::domain::{Account, Role, User, UserFilter};
+
+/// `Store::list_users`: one statement, the lockout joined from the email's failure counter.
+pub(super) fn list_users(
+    c: &mut impl GenericClient,
+    f: &UserFilter,
+    now: Millis,
+) -> PgResult<Vec<Account>> {
+    let (after_created, after_id) = match f.after {
+        Some((at, id)) => (Some(at), Some(id)),
+        None => (None, None),
+    };
+    let limit = f.limit.map(i64::from);
+    c.query(
+        "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at,
+                f.locked_until
+         FROM users u
+         LEFT JOIN login_failures f ON f.key = 'email:' || u.email AND f.locked_until > $7
+         WHERE ($1::BIGINT IS NULL OR (u.created_at, u.id) > ($1, $2::UUID))
+           AND ($3::TEXT IS NULL OR u.email = $3)
+           AND ($4::TEXT IS NULL OR u.role = $4)
+           AND (NOT $5 OR u.disabled)
+           AND (NOT $6 OR f.locked_until IS NOT NULL)
+         ORDER BY u.created_at, u.id
+         LIMIT $8",
+        &[
+            &after_created,
+            &after_id,
+            &f.email,
+            &f.role.map(Role::as_str),
+            &f.disabled,
+            &f.locked,
+            &now,
+            &limit,
+        ],
+    )?
+    .iter()
+    .map(|r| {
+        Ok(Account {
+            user: user_at(r, 0)?,
+            locked_until: r.try_get(7)?,
+        })
+    })
+    .collect()
+}
+
+/// `Store::set_disabled`, inside the caller's transaction.
+pub(super) fn set_disabled(
+    tx: &mut Transaction<'_>,
+    user_id: Uuid,
+    disabled: bool,
+    now: Millis,
+) -> PgResult<Option<(User, usize)>> {
+    // The UPDATE's row lock on the user is held to commit; the revocation below is in the
+    // same transaction, so no refresh can rotate in between and leave a live session to a
+    // disabled account (a rotation that got its session lock first commits before it, and
+    // its session is then revoked here).
+    let Some(row) = tx.query_opt(
+        &format!("UPDATE users SET disabled = $2 WHERE id = $1 RETURNING {USER_COLS}"),
+        &[&user_id, &disabled],
+    )?
+    else {
+        return Ok(None);
+    };
+    let user = user_at(&row, 0)?;
+    let revoked = if disabled {
+        revoke_of_user(tx, user_id, now, "disabled")?
+    } else {
+        0
+    };
+    Ok(Some((user, revoked)))
+}
+
+/// `Store::set_role`, inside the caller's transaction.
+pub(super) fn set_role(
+    tx: &mut Transaction<'_>,
+    user_id: Uuid,
+    role: Role,
+    now: Millis,
+) -> PgResult<Option<(User, usize)>> {
+    let Some(row) = tx.query_opt(
+        &format!("UPDATE users SET role = $2 WHERE id = $1 RETURNING {USER_COLS}"),
+        &[&user_id, &role.as_str()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let user = user_at(&row, 0)?;
+    // Same transaction: no session outlives the role its access tokens carry.
+    let revoked = revoke_of_user(tx, user_id, now, "role_change")?;
+    Ok(Some((user, revoked)))
+}
+
+/// `Store::delete_user`, inside the caller's transaction: the sessions cascade from the
+/// user and the refresh tokens from the sessions; audit events have no foreign key and stay.
+pub(super) fn delete_user(
+    tx: &mut Transaction<'_>,
+    user_id: Uuid,
+    now: Millis,
+) -> PgResult<Option<(User, usize)>> {
+    // Lock: a login creating a session between the count and the delete would make the count
+    // wrong; with the user row locked FOR UPDATE, its session insert (whose foreign-key check
+    // takes KEY SHARE on the user) waits, then fails on the deleted user.
+    if tx
+        .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])?
+        .is_none()
+    {
+        return Ok(None);
+    }
+    let live: i64 = tx
+        .query_one(
+            "SELECT COUNT(*) FROM sessions
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2",
+            &[&user_id, &now],
+        )?
+        .try_get(0)?;
+    let user = tx
+        .query_opt(
+            &format!("DELETE FROM users WHERE id = $1 RETURNING {USER_COLS}"),
+            &[&user_id],
+        )?
+        .map(|r| user_at(&r, 0))
+        .transpose()?;
+    Ok(user.map(|u| (u, live as usize)))
+}

@@ -1,0 +1,539 @@
+//! Store layer: the PostgreSQL implementation of `Store` (the synchronous `postgres` crate
+//! behind r2d2), for any number of authd instances on one database.
+//!
+//! PostgreSQL has no single writer to lean on: transactions run at READ COMMITTED, and every
+//! read-then-write locks the rows it decides on (`SELECT ... FOR NO KEY UPDATE`) or is one
+//! conditional statement whose row count decides; deadlocks and serialization failures are
+//! retried here a few times. docs/DESIGN.md ("Locking on PostgreSQL") lists every write.
+//! The files mirror the SQLite backend's concerns: users, sessions, audit, limits, cleanup,
+//! migrations.
+
+mod accounts;
+mod audit;
+mod cleanup;
+mod keys;
+mod limits;
+mod migrations;
+mod passwords;
+mod sessions;
+mod users;
+
+use std::time::Duration;
+
+use postgres::config::SslMode;
+use postgres::error::SqlState;
+use postgres::types::{FromSql, Type};
+use postgres::{Client, Config, NoTls, Row, Transaction};
+use r2d2::{Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+use uuid::Uuid;
+
+use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
+use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
+use crate::domain::time::Millis;
+use crate::domain::{
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
+    RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
+};
+
+type Manager = PostgresConnectionManager<NoTls>;
+type Conn = PooledConnection<Manager>;
+type PgResult<T> = Result<T, postgres::Error>;
+
+/// How many times a transaction that failed on a deadlock or a serialization failure is run
+/// again before the caller gets `Unavailable` (503).
+const MAX_ATTEMPTS: u32 = 4;
+
+/// The longest one statement may run before PostgreSQL cancels it (then 503).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connection attempt may take when the URL sets no `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// PostgreSQL behind an r2d2 pool of `database.pool_size` connections, each set up the same
+/// way (see `Setup`). Migrations run on a connection of their own (see `migrations.rs`).
+pub struct PostgresStore {
+    /// Always `Some` until dropped (see `Drop`).
+    pool: Option<Pool<Manager>>,
+    config: Config,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // A `postgres::Client` closes by blocking on its own runtime, which panics on a tokio
+        // worker thread: when the last handle goes away inside the server's runtime, the pool
+        // (and its idle connections) is dropped on a plain thread instead.
+        let Some(pool) = self.pool.take() else { return };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+/// Connection setup in one place: every pooled connection waits at most `database.busy_timeout`
+/// for a row lock (then 503 instead of queueing forever behind a stuck transaction), runs no
+/// statement longer than `STATEMENT_TIMEOUT`, and is cut if it idles inside a transaction.
+#[derive(Debug)]
+struct Setup {
+    lock_timeout: Duration,
+}
+
+impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
+    fn on_acquire(&self, conn: &mut Client) -> PgResult<()> {
+        conn.batch_execute(&format!(
+            "SET lock_timeout = {}; SET statement_timeout = {};
+             SET idle_in_transaction_session_timeout = {};",
+            self.lock_timeout.as_millis().max(1),
+            STATEMENT_TIMEOUT.as_millis(),
+            STATEMENT_TIMEOUT.as_millis() * 2,
+        ))
+    }
+}
+
+/// Checks a `postgres://` URL as `open` will (for configuration validation): libpq's URL
+/// syntax and parameters, and no `sslmode=require` (this build has no TLS client).
+pub fn check_url(url: &str) -> Result<(), String> {
+    parse_url(url).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn parse_url(url: &str) -> StoreResult<Config> {
+    let config: Config = url.parse().map_err(|e: postgres::Error| {
+        StoreError::Other(format!("not a valid PostgreSQL URL: {}", cause(&e)))
+    })?;
+    if config.get_ssl_mode() == SslMode::Require {
+        return Err(StoreError::Other(
+            "sslmode=require, but this build of authd has no TLS client for PostgreSQL; use \
+             sslmode=disable or sslmode=prefer (plain TCP, e.g. on localhost or a private \
+             network) or reach the server through a TLS tunnel"
+                .into(),
+        ));
+    }
+    Ok(config)
+}
+
+impl PostgresStore {
+    /// Parses `url` (libpq's URL form, query parameters such as `sslmode` included) and builds
+    /// the pool without connecting: a database that is down at start is found by the first
+    /// operation (`migrate` or `check_schema`), and one that goes away later is reconnected to
+    /// when it returns.
+    pub fn open(url: &str, options: &StoreOptions) -> StoreResult<Self> {
+        let mut config = parse_url(url).map_err(|e| match e {
+            StoreError::Other(m) => StoreError::Other(format!("database.url: {m}")),
+            other => other,
+        })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("authd");
+        }
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let pool = Pool::builder()
+            .max_size(options.pool_size)
+            .min_idle(Some(0))
+            // A connection the server closed (restart, admin shutdown, network cut) is found
+            // at check-out and replaced, so a database that comes back serves at once.
+            .test_on_check_out(true)
+            .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
+            .connection_customizer(Box::new(Setup {
+                lock_timeout: options.busy_timeout,
+            }))
+            .build_unchecked(manager);
+        Ok(PostgresStore {
+            pool: Some(pool),
+            config,
+        })
+    }
+
+    fn conn(&self) -> StoreResult<Conn> {
+        self.pool
+            .as_ref()
+            .expect("the pool lives as long as the store")
+            .get()
+            .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
+    }
+
+    /// Runs `f` on a pooled connection, outside any explicit transaction.
+    fn read<T>(&self, f: impl FnOnce(&mut Client) -> PgResult<T>) -> StoreResult<T> {
+        let mut conn = self.conn()?;
+        f(&mut conn).map_err(map_err)
+    }
+
+    /// Runs `f` in a READ COMMITTED transaction and commits it; a deadlock or serialization
+    /// failure rolls it back and runs `f` again (up to `MAX_ATTEMPTS` in all), so `f` must
+    /// decide everything from what it reads inside the transaction.
+    fn write<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> PgResult<T>) -> StoreResult<T> {
+        let mut attempt = 1;
+        loop {
+            let mut conn = self.conn()?;
+            let result = conn.transaction().and_then(|mut tx| {
+                let value = f(&mut tx)?;
+                tx.commit()?;
+                Ok(value)
+            });
+            match result {
+                Ok(value) => return Ok(value),
+                Err(e) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %cause(&e), "retrying a transaction");
+                    std::thread::sleep(backoff(attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+    }
+}
+
+/// A few milliseconds, growing and jittered, so that retried transactions do not collide
+/// again in lockstep.
+fn backoff(attempt: u32) -> Duration {
+    let jitter = u64::from(Uuid::new_v4().as_bytes()[0] % 8);
+    Duration::from_millis(u64::from(attempt) * 5 + jitter)
+}
+
+/// A deadlock (40P01) or serialization failure (40001): the transaction was rolled back and
+/// can simply run again.
+fn is_retryable(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED || *c == SqlState::T_R_SERIALIZATION_FAILURE
+    )
+}
+
+/// The error's own words: the server's message for a database error, else the driver's with
+/// its cause. Never includes the URL (and so no password).
+fn cause(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    match std::error::Error::source(e) {
+        Some(source) => format!("{e}: {source}"),
+        None => e.to_string(),
+    }
+}
+
+/// Converts the driver's errors into the backend-neutral `StoreError`: anything that goes away
+/// by waiting (lost or refused connection, lock or statement timeout, shutdown, too many
+/// connections, a read-only standby, retries used up) is `Unavailable`; integrity violations
+/// are `Conflict`.
+fn map_err(e: postgres::Error) -> StoreError {
+    let text = cause(&e);
+    let Some(code) = e.code() else {
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        let lost = e.is_closed()
+            || io
+            || [
+                "error communicating",
+                "error connecting",
+                "connection closed",
+                "timeout",
+            ]
+            .iter()
+            .any(|m| text.contains(m));
+        return if lost {
+            StoreError::Unavailable(text)
+        } else {
+            StoreError::Other(text)
+        };
+    };
+    let class = &code.code()[..2];
+    match class {
+        // connection exception, transaction rollback (retries used up), insufficient
+        // resources, operator intervention (shutdown, statement timeout), system error
+        "08" | "40" | "53" | "57" | "58" => StoreError::Unavailable(text),
+        // integrity constraint violation
+        "23" => StoreError::Conflict(text),
+        _ if *code == SqlState::LOCK_NOT_AVAILABLE
+            || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+            || *code == SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT =>
+        {
+            StoreError::Unavailable(text)
+        }
+        _ => StoreError::Other(text),
+    }
+}
+
+/// PostgreSQL's text cannot hold NUL (SQLite's can, and hostile input carries it). Free text
+/// authd records as it came (audit fields, a session's client info, failed-login keys) is
+/// stored with each NUL replaced by U+FFFD, so such input is neither an error (500) nor
+/// truncated into another value; lookups of keys that are never stored with a NUL (emails)
+/// simply find nothing (see `users::by_email`).
+fn text(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains('\0') {
+        std::borrow::Cow::Owned(s.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(s)
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Option<std::borrow::Cow<'_, str>> {
+    s.as_deref().map(text)
+}
+
+/// A TEXT column holding one of a closed set of names (a role, a key's use or state), parsed
+/// with `FromStr`; anything else is a conversion error naming the column.
+struct Parsed<T>(T);
+
+impl<'a, T> FromSql<'a> for Parsed<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        let text = <&str as FromSql>::from_sql(ty, raw)?;
+        text.parse::<T>()
+            .map(Parsed)
+            .map_err(|e| format!("'{text}': {e}").into())
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <&str as FromSql>::accepts(ty)
+    }
+}
+
+fn parsed<T>(row: &Row, idx: usize) -> PgResult<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    row.try_get::<_, Parsed<T>>(idx).map(|p| p.0)
+}
+
+fn role(row: &Row, idx: usize) -> PgResult<Role> {
+    parsed(row, idx)
+}
+
+impl Store for PostgresStore {
+    fn migrate(&self) -> StoreResult<Vec<MigrationEntry>> {
+        migrations::apply(&self.config)
+    }
+
+    fn migration_status(&self) -> StoreResult<Vec<MigrationEntry>> {
+        migrations::status(&self.config)
+    }
+
+    fn check_schema(&self) -> StoreResult<()> {
+        migrations::check(&self.config)
+    }
+
+    fn ping(&self) -> StoreResult<()> {
+        self.read(|c| c.simple_query("SELECT 1").map(|_| ()))
+    }
+
+    fn close(&self) {
+        // Every commit is durable when it returns and pooled connections close with the
+        // pool: nothing to flush.
+    }
+
+    fn insert_user(&self, u: &NewUser) -> StoreResult<User> {
+        self.write(|tx| users::insert(tx, u))
+    }
+
+    fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
+        self.read(|c| users::by_email(c, email))
+    }
+
+    fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        self.read(|c| users::by_id(c, id))
+    }
+
+    fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>> {
+        self.write(|tx| users::record_login(tx, user_id, at))
+    }
+
+    fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>> {
+        self.read(|c| accounts::list_users(c, filter, now))
+    }
+
+    fn set_disabled(
+        &self,
+        user_id: Uuid,
+        disabled: bool,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(|tx| accounts::set_disabled(tx, user_id, disabled, now))
+    }
+
+    fn set_role(
+        &self,
+        user_id: Uuid,
+        role: Role,
+        now: Millis,
+    ) -> StoreResult<Option<(User, usize)>> {
+        self.write(|tx| accounts::set_role(tx, user_id, role, now))
+    }
+
+    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>> {
+        self.write(|tx| accounts::delete_user(tx, user_id, now))
+    }
+
+    fn set_password_hash(
+        &self,
+        user_id: Uuid,
+        password_hash: &str,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<usize> {
+        self.write(|tx| passwords::set_password_hash(tx, user_id, password_hash, keep_session, now))
+    }
+
+    fn upgrade_password_hash(
+        &self,
+        user_id: Uuid,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> StoreResult<bool> {
+        self.write(|tx| passwords::upgrade_password_hash(tx, user_id, old_hash, new_hash))
+    }
+
+    fn import_users(
+        &self,
+        users: Vec<NewUser>,
+        skip_existing: bool,
+        dry_run: bool,
+    ) -> StoreResult<ImportOutcome> {
+        if dry_run {
+            return self.read(|c| passwords::import_dry_run(c, &users, skip_existing));
+        }
+        self.write(|tx| passwords::import(tx, &users, skip_existing))
+    }
+
+    fn create_session(&self, new: &NewSession) -> StoreResult<()> {
+        self.write(|tx| sessions::create(tx, new))
+    }
+
+    fn rotate_refresh_token(&self, r: Rotation, audit: AuditOf) -> StoreResult<RotateOutcome> {
+        self.write(|tx| {
+            let outcome = sessions::rotate(tx, &r)?;
+            audit::insert(tx, &audit(&outcome))?;
+            Ok(outcome)
+        })
+    }
+
+    fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        self.read(|c| sessions::by_id(c, id))
+    }
+
+    fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>> {
+        self.read(|c| sessions::with_user(c, id))
+    }
+
+    fn session_by_token(
+        &self,
+        session_hint: Uuid,
+        token_hash: &str,
+    ) -> StoreResult<Option<Session>> {
+        self.read(|c| sessions::by_token(c, session_hint, token_hash))
+    }
+
+    fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>> {
+        self.read(|c| sessions::live(c, user_id, now))
+    }
+
+    fn revoke_session(
+        &self,
+        user_id: Uuid,
+        session_id: Uuid,
+        now: Millis,
+        reason: &str,
+    ) -> StoreResult<bool> {
+        self.write(|tx| sessions::revoke_one(tx, user_id, session_id, now, reason))
+    }
+
+    fn revoke_user_sessions(&self, user_id: Uuid, now: Millis, reason: &str) -> StoreResult<usize> {
+        self.write(|tx| sessions::revoke_of_user(tx, user_id, now, reason))
+    }
+
+    fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize> {
+        self.write(|tx| sessions::revoke_all(tx, now, reason))
+    }
+
+    fn count_live_sessions(&self, now: Millis) -> StoreResult<u64> {
+        self.read(|c| sessions::count_live(c, now))
+    }
+
+    fn purge(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        failure_window: Millis,
+        dry_run: bool,
+    ) -> StoreResult<CleanupCounts> {
+        let horizon = cleanup::Horizon {
+            cutoff,
+            now,
+            failure_window,
+        };
+        if dry_run {
+            return self.read(|c| cleanup::count(c, horizon));
+        }
+        cleanup::purge(self, horizon)
+    }
+
+    fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        self.write(|tx| audit::insert(tx, e))
+    }
+
+    fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        self.read(|c| audit::events(c, q))
+    }
+
+    fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>> {
+        self.read(|c| limits::counter(c, key))
+    }
+
+    fn record_failure(
+        &self,
+        key: &str,
+        now: Millis,
+        window_start_after: Millis,
+        lock: Option<(u32, Millis)>,
+    ) -> StoreResult<FailureCounter> {
+        self.write(|tx| limits::record_failure(tx, key, now, window_start_after, lock))
+    }
+
+    fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        self.write(|tx| limits::clear(tx, key))
+    }
+
+    fn reserve_login_slots(&self, request: &SlotRequest) -> StoreResult<Admission> {
+        self.write(|tx| limits::reserve(tx, request))
+    }
+
+    fn settle_login_slots(&self, grant: &SlotGrant, failed: bool, now: Millis) -> StoreResult<()> {
+        self.write(|tx| limits::settle(tx, grant, failed, now))
+    }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
+        self.read(|c| keys::all(c))
+    }
+
+    fn key_set_version(&self) -> StoreResult<i64> {
+        self.read(|c| keys::generation(c))
+    }
+
+    fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool> {
+        self.write(|tx| keys::insert_if_none_active(tx, key))
+    }
+
+    fn rotate_signing_key(
+        &self,
+        key: &StoredKey,
+        previous_retires_at: Millis,
+    ) -> StoreResult<Option<String>> {
+        self.write(|tx| keys::rotate(tx, key, previous_retires_at))
+    }
+
+    fn revoke_signing_key(
+        &self,
+        kid: &str,
+        now: Millis,
+        replacement: Option<&StoredKey>,
+    ) -> StoreResult<KeyRevokeOutcome> {
+        self.write(|tx| keys::revoke(tx, kid, now, replacement))
+    }
+}
