@@ -509,11 +509,11 @@ impl Store for PostgresStore {
     }
 
     fn signing_keys(&self) -> StoreResult<Vec<StoredKey>> {
-        self.read(|c| keys::all(c))
+        self.read(keys::all)
     }
 
     fn key_set_version(&self) -> StoreResult<i64> {
-        self.read(|c| keys::generation(c))
+        self.read(keys::generation)
     }
 
     fn insert_signing_key_if_none_active(&self, key: &StoredKey) -> StoreResult<bool> {
