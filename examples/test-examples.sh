@@ -120,7 +120,11 @@ status() { curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $2" 
 expect() { # name token expected-status what
     local got
     got=$(status "$1" "$2")
-    [ "$got" = "$3" ] || { cat "$WORK/$1.log" >&2; fail "$1 verifier: $4: expected $3, got $got"; }
+    if [ "$got" != "$3" ]; then
+        curl -s -H "Authorization: Bearer $2" "${VERIFIER[$1]}/whoami" >&2; echo >&2
+        cat "$WORK/$1.log" >&2
+        fail "$1 verifier: $4: expected $3, got $got"
+    fi
     echo "ok   $1: $4 -> $3"
 }
 # Polls until the verifier answers $3 (bounded), for changes that take a cache refresh.

@@ -11,7 +11,8 @@ JWKS_CACHE_SECONDS), and checks the signature, the algorithm (EdDSA only), `typ`
 
 Configuration (environment): AUTHD_JWKS_URL (default
 http://127.0.0.1:8080/.well-known/jwks.json), AUTHD_ISSUER and AUTHD_AUDIENCE (default
-authd), JWKS_CACHE_SECONDS (default 300), PORT (default 9001, on 127.0.0.1).
+authd), JWKS_CACHE_SECONDS (default 300), JWKS_COOLDOWN_SECONDS (the least time between two
+refetches for unknown key ids; default 30), PORT (default 9001, on 127.0.0.1).
 """
 
 import json
@@ -24,11 +25,19 @@ JWKS_URL = os.environ.get("AUTHD_JWKS_URL", "http://127.0.0.1:8080/.well-known/j
 ISSUER = os.environ.get("AUTHD_ISSUER", "authd")
 AUDIENCE = os.environ.get("AUTHD_AUDIENCE", "authd")
 CACHE_SECONDS = int(os.environ.get("JWKS_CACHE_SECONDS", "300"))
+COOLDOWN_SECONDS = int(os.environ.get("JWKS_COOLDOWN_SECONDS", "30"))
 PORT = int(os.environ.get("PORT", "9001"))
 
 # The stock client: caches the whole key set for `lifespan` seconds and refetches it once
-# when a token's `kid` is not in the cached set (how a rotation is picked up).
-jwks = jwt.PyJWKClient(JWKS_URL, cache_jwk_set=True, lifespan=CACHE_SECONDS, cache_keys=False)
+# when a token's `kid` is not in the cached set (how a rotation is picked up), at most once
+# per `cooldown_duration` seconds.
+jwks = jwt.PyJWKClient(
+    JWKS_URL,
+    cache_jwk_set=True,
+    lifespan=CACHE_SECONDS,
+    cache_keys=False,
+    cooldown_duration=COOLDOWN_SECONDS,
+)
 
 
 def verify(token: str) -> dict:

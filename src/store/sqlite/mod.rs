@@ -9,7 +9,7 @@ mod migrations;
 mod passwords;
 mod writer;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
@@ -40,6 +40,8 @@ type Conn = PooledConnection<SqliteConnectionManager>;
 pub struct SqliteStore {
     pool: Pool<SqliteConnectionManager>,
     writer: writer::Writer,
+    /// The database file's directory: `migrate` locks it (see `migration_lock`).
+    dir: PathBuf,
 }
 
 /// Prepared statements kept per connection (rusqlite's default, 16, is fewer than the
@@ -101,9 +103,14 @@ impl SqliteStore {
             .connection_timeout(busy + Duration::from_secs(5))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
+        let dir = Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
         Ok(SqliteStore {
             pool,
             writer: writer::Writer::new(probe, busy, checkpointer),
+            dir,
         })
     }
 
@@ -131,6 +138,19 @@ impl SqliteStore {
 }
 
 #[cfg(unix)]
+/// Serialises `migrate` between processes (and stores) on one database: refinery takes no
+/// lock, so two instances starting together on a new database would both apply V1 and one
+/// would fail. An exclusive `flock` on the database's directory, held while migrating,
+/// makes the second wait and then find nothing pending (the SQLite twin of PostgreSQL's
+/// advisory lock). Not a lock on the database file itself: closing any descriptor of that
+/// file drops every POSIX lock SQLite holds on it in this process. Best effort: without the
+/// lock (an unreadable directory), migrating goes on as before.
+fn migration_lock(dir: &Path) -> Option<std::fs::File> {
+    let handle = std::fs::File::open(dir).ok()?;
+    handle.lock().ok()?;
+    Some(handle)
+}
+
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     std::fs::DirBuilder::new()
@@ -255,6 +275,7 @@ fn failure_row(row: &Row<'_>) -> rusqlite::Result<FailureCounter> {
 
 impl Store for SqliteStore {
     fn migrate(&self) -> StoreResult<Vec<MigrationEntry>> {
+        let _lock = migration_lock(&self.dir);
         let mut conn = self.conn()?;
         migrations::apply(&mut conn)
     }
@@ -928,6 +949,31 @@ mod tests {
             busy_timeout: Duration::from_secs(5),
         };
         SqliteStore::open(path.to_str().unwrap(), &options).unwrap()
+    }
+
+    #[test]
+    fn stores_migrating_one_new_database_together_all_succeed() {
+        // Without the migration lock, two of these apply V1 at once and one fails.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("race.db");
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let racers: Vec<_> = (0..4)
+            .map(|_| {
+                let (path, start) = (path.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let store = open(&path);
+                    start.wait();
+                    store.migrate().map(|applied| applied.len())
+                })
+            })
+            .collect();
+        let applied: Vec<usize> = racers
+            .into_iter()
+            .map(|r| r.join().unwrap().expect("every migrate succeeds"))
+            .collect();
+        // Exactly one of them applied the migrations; the others found nothing pending.
+        assert_eq!(applied.iter().filter(|n| **n > 0).count(), 1, "{applied:?}");
+        open(&path).check_schema().unwrap();
     }
 
     fn audit() -> AuditOf {
