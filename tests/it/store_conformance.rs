@@ -1391,3 +1391,38 @@ fn concurrent_hash_upgrades_land_once(store: &dyn Store) {
     });
     assert_eq!(landed, 1);
 }
+
+/// A row lock held longer than `database.busy_timeout` (a stuck transaction elsewhere) is
+/// `Unavailable` (503) for the write that waits on it, and the store works again once it ends.
+#[test]
+fn postgres_lock_timeouts_are_unavailable() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let store = store::open(
+        &db.url,
+        &StoreOptions {
+            pool_size: 2,
+            busy_timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap();
+    store.migrate().unwrap();
+    let user = new_user(&*store, "stuck@example.com");
+    let (session, _) = new_session(&*store, user, 1_000, FAR);
+    let mut holder = ::postgres::Client::connect(&db.url, ::postgres::NoTls).unwrap();
+    let mut tx = holder.transaction().unwrap();
+    tx.execute(
+        "SELECT 1 FROM sessions WHERE id = $1 FOR UPDATE",
+        &[&session],
+    )
+    .unwrap();
+    let err = store
+        .revoke_session(user, session, 2_000, "logout")
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    tx.rollback().unwrap();
+    assert!(store
+        .revoke_session(user, session, 2_000, "logout")
+        .unwrap());
+}
