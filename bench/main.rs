@@ -8,6 +8,7 @@
 mod child;
 mod fixture;
 mod load;
+mod pgdb;
 mod report;
 mod scenarios;
 
@@ -34,6 +35,11 @@ struct Args {
     /// Seconds measured per run (after the warm-up); default 10, or 0.3 with --smoke
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
+    /// Run on PostgreSQL: each scenario creates a scratch database `authd_bench_*` on the
+    /// server this URL names (connecting with it to create and drop it) and drops it after.
+    /// Default scenarios then: login, profile, refresh, scale (scale at 10k, 50k, 100k users)
+    #[arg(long, value_name = "URL")]
+    database: Option<String>,
 }
 
 /// The scenarios, in the order they run.
@@ -100,7 +106,22 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         config.duration = Duration::from_secs_f64(secs);
     }
-    let selected: Vec<Scenario> = if args.scenario.is_empty() {
+    if let Some(url) = &args.database {
+        pgdb::with_database(url, "check")?;
+        if !args.smoke {
+            // Seeding goes through the Store trait (a transaction per session): 1M sessions
+            // would take many minutes on PostgreSQL.
+            config.scale_users = [10_000, 50_000, 100_000];
+        }
+    }
+    let selected: Vec<Scenario> = if args.scenario.is_empty() && args.database.is_some() {
+        vec![
+            Scenario::Login,
+            Scenario::Profile,
+            Scenario::Refresh,
+            Scenario::Scale,
+        ]
+    } else if args.scenario.is_empty() {
         Scenario::ALL.to_vec()
     } else {
         Scenario::ALL
@@ -121,7 +142,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut bench = scenarios::Bench::new(config, runtime);
+    let mut bench = scenarios::Bench::new(config, runtime, args.database);
     let mut report = report::Report::new(&bench.config);
     for scenario in selected {
         eprintln!("authd-bench: running {} ...", scenario.name());

@@ -97,16 +97,25 @@ pub struct Bench {
     hashes: HashMap<u32, String>,
     /// Users and server memory after the middle scale step, once `scale` ran.
     scale_memory: Option<(usize, Memory)>,
+    /// `--database`: the PostgreSQL server each fixture makes its scratch database on
+    /// (`None`: SQLite).
+    database: Option<String>,
 }
 
 impl Bench {
-    pub fn new(config: Config, runtime: tokio::runtime::Runtime) -> Self {
+    pub fn new(config: Config, runtime: tokio::runtime::Runtime, database: Option<String>) -> Self {
         Bench {
             config,
             runtime,
             hashes: HashMap::new(),
             scale_memory: None,
+            database,
         }
+    }
+
+    /// A fixture on this run's backend.
+    fn fixture(&self, tag: &str) -> anyhow::Result<Fixture> {
+        Fixture::new(tag, self.config.bcrypt_cost, self.database.as_deref())
     }
 
     pub fn run(&mut self, scenario: Scenario) -> anyhow::Result<Outcome> {
@@ -146,7 +155,7 @@ impl Bench {
     fn login(&mut self) -> anyhow::Result<Outcome> {
         let c = self.config.clone();
         let hash = self.password_hash()?;
-        let mut fx = Fixture::new("login", c.bcrypt_cost)?;
+        let mut fx = self.fixture("login")?;
         let users = fx.seed(c.base_users, c.login_connections, &hash)?;
         // Timed before the server starts, on a quiet machine.
         let verify_s = median_verify(&hash, c.bcrypt_samples)?;
@@ -191,7 +200,7 @@ impl Bench {
     fn profile(&mut self) -> anyhow::Result<Outcome> {
         let c = self.config.clone();
         let hash = self.password_hash()?;
-        let mut fx = Fixture::new("profile", c.bcrypt_cost)?;
+        let mut fx = self.fixture("profile")?;
         let sessions = fx.seed(c.base_users, c.profile_connections, &hash)?;
         let server = fx.start()?;
         let authd = self.load(server.addr, profile_plans(&fx, &sessions));
@@ -253,8 +262,26 @@ impl Bench {
     fn refresh(&mut self) -> anyhow::Result<Outcome> {
         let c = self.config.clone();
         let hash = self.password_hash()?;
-        let mut fx = Fixture::new("refresh", c.bcrypt_cost)?;
+        let mut fx = self.fixture("refresh")?;
         let chains = fx.seed(c.base_users, c.refresh_connections, &hash)?;
+        if fx.pg.is_some() {
+            // PostgreSQL: the reference is pgbench's simple-update on the same server, which
+            // bench/postgres.sh runs and compares.
+            let server = fx.start()?;
+            let http = self.load(server.addr, refresh_plans(&chains));
+            server.stop();
+            return Ok(Outcome {
+                json: json!({ "throughput_rps": http.throughput_rps, "run": http }),
+                checks: vec![Check::at_least(
+                    "refresh rotations/s over HTTP",
+                    http.throughput_rps,
+                    Unit::PerSec,
+                    10_000.0,
+                    format!("{}; C={}", latencies(&http), c.refresh_connections),
+                )],
+                errors: http.errors,
+            });
+        }
         let raw_db = fx.dir.path().join("raw.db");
         fx.copy_db(&raw_db)?;
         let server = fx.start()?;
@@ -298,7 +325,7 @@ impl Bench {
         let c = self.config.clone();
         let n = c.isolation_connections;
         let hash = self.password_hash()?;
-        let mut fx = Fixture::new("isolation", c.bcrypt_cost)?;
+        let mut fx = self.fixture("isolation")?;
         let seeded = fx.seed(c.base_users, 2 * n, &hash)?;
         let (readers, loggers) = seeded.split_at(n);
         let server = fx.start()?;
@@ -350,7 +377,7 @@ impl Bench {
     fn scale(&mut self) -> anyhow::Result<Outcome> {
         let c = self.config.clone();
         let hash = self.password_hash()?;
-        let mut fx = Fixture::new("scale", c.bcrypt_cost)?;
+        let mut fx = self.fixture("scale")?;
         let mut steps = Vec::new();
         for &users in &c.scale_users {
             eprintln!("authd-bench:   scale step: {users} users");
@@ -429,6 +456,10 @@ impl Bench {
 
     fn memory(&mut self) -> anyhow::Result<Outcome> {
         let c = self.config.clone();
+        anyhow::ensure!(
+            self.database.is_none(),
+            "the memory scenario runs on SQLite only (start-up creates its own database)"
+        );
         // A first start on an empty directory: database, migrations and keys are created.
         let dir = TempDir::new("memory")?;
         let env = server_env(dir.path(), c.bcrypt_cost);
@@ -443,7 +474,7 @@ impl Bench {
             Some(m) => m,
             None => {
                 let hash = self.password_hash()?;
-                let mut fx = Fixture::new("memory-scale", c.bcrypt_cost)?;
+                let mut fx = self.fixture("memory-scale")?;
                 let step = self.scale_step(&mut fx, c.scale_users[1], &hash)?;
                 (step.users, step.memory)
             }
@@ -502,7 +533,7 @@ impl Bench {
         let c = self.config.clone();
         let per_kind = if c.smoke { 5 } else { 60 };
         let hash = self.password_hash()?;
-        let mut fx = Fixture::new("enumeration", c.bcrypt_cost)?;
+        let mut fx = self.fixture("enumeration")?;
         let users = fx.seed(per_kind, 1, &hash)?;
         let server = fx.start()?;
         let host = server.addr.to_string();
