@@ -6,6 +6,7 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 
@@ -18,6 +19,12 @@ struct Cable {
     port: u16,
     up: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+    /// When set, the next `COMMIT` a client sends reaches PostgreSQL and then its connection
+    /// is cut before the answer comes back (see `lose_the_next_commit_answer`).
+    lose_commit_answer: Arc<AtomicBool>,
+    /// While set, nothing is passed either way and every connection stays open: a database
+    /// server that froze (its host still acknowledges packets).
+    frozen: Arc<AtomicBool>,
 }
 
 impl Cable {
@@ -26,7 +33,10 @@ impl Cable {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let open = Arc::new(Mutex::new(Vec::<TcpStream>::new()));
-        let (up2, open2) = (up.clone(), open.clone());
+        let lose_commit_answer = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(AtomicBool::new(false));
+        let (up2, open2, lose2) = (up.clone(), open.clone(), lose_commit_answer.clone());
+        let frozen2 = frozen.clone();
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { continue };
@@ -41,11 +51,42 @@ impl Cable {
                 open.push(client.try_clone().unwrap());
                 open.push(server.try_clone().unwrap());
                 drop(open);
-                pipe(client.try_clone().unwrap(), server.try_clone().unwrap());
-                pipe(server, client);
+                let answers = Arc::new(AtomicBool::new(true));
+                let to_server = Direction {
+                    lose_commit_answer: Some(lose2.clone()),
+                    answers: answers.clone(),
+                    frozen: frozen2.clone(),
+                };
+                pipe_both(
+                    client.try_clone().unwrap(),
+                    server.try_clone().unwrap(),
+                    to_server,
+                );
+                let to_client = Direction {
+                    lose_commit_answer: None,
+                    answers,
+                    frozen: frozen2.clone(),
+                };
+                pipe_both(server, client, to_client);
             }
         });
-        Cable { port, up, open }
+        Cable {
+            port,
+            up,
+            open,
+            lose_commit_answer,
+            frozen,
+        }
+    }
+
+    fn freeze(&self, frozen: bool) {
+        self.frozen.store(frozen, Ordering::SeqCst);
+    }
+
+    /// The next `COMMIT` reaches PostgreSQL (which commits), but the connection it came on is
+    /// cut before PostgreSQL's answer is passed back: a commit whose answer was lost.
+    fn lose_the_next_commit_answer(&self) {
+        self.lose_commit_answer.store(true, Ordering::SeqCst);
     }
 
     fn cut(&self) {
@@ -60,17 +101,50 @@ impl Cable {
     }
 }
 
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// One direction of a forwarded connection: whether it watches for a `COMMIT` to cut after
+/// (client to server), and whether answers still pass (shared by both directions).
+struct Direction {
+    lose_commit_answer: Option<Arc<AtomicBool>>,
+    answers: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
+}
+
+/// A simple-protocol query message holding `COMMIT` (how the driver commits).
+const COMMIT_MESSAGE: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+
+fn pipe_both(mut from: TcpStream, mut to: TcpStream, d: Direction) {
     std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         loop {
-            match from.read(&mut buf) {
+            let n = match from.read(&mut buf) {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
+                Ok(n) => n,
+            };
+            if !d.answers.load(Ordering::SeqCst) {
+                break; // this connection's commit answer is being lost
+            }
+            while d.frozen.load(Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let commit = buf[..n]
+                .windows(COMMIT_MESSAGE.len())
+                .any(|w| w == COMMIT_MESSAGE);
+            let lose = commit
+                && d.lose_commit_answer
+                    .as_ref()
+                    .is_some_and(|l| l.swap(false, Ordering::SeqCst));
+            if lose {
+                d.answers.store(false, Ordering::SeqCst);
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+            if lose {
+                // PostgreSQL reads the COMMIT before the end of the stream and commits; the
+                // client sees its connection closed without an answer.
+                let _ = to.shutdown(Shutdown::Write);
+                let _ = from.shutdown(Shutdown::Both);
+                return;
             }
         }
         let _ = to.shutdown(Shutdown::Both);
@@ -139,8 +213,47 @@ fn postgres_going_away_is_503_with_retry_after_and_authd_recovers_by_itself() {
     assert_eq!(s.get("/readyz").send().unwrap().status(), 200);
 }
 
+/// A rotation whose COMMIT reached PostgreSQL but whose answer was lost with the connection
+/// is the success it was (its replacement token is stored), not a 503: the client's retry of
+/// the old token would be reuse and revoke the session.
+#[test]
+fn a_rotation_whose_commit_answer_was_lost_still_succeeds() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let cable = Cable::to(postgres_addr());
+    let url = services::with_database(
+        &db.url
+            .replacen(&postgres_addr(), &format!("127.0.0.1:{}", cable.port), 1),
+        &db.name,
+    );
+    let s = TestServer::with(&[("AUTHD_DATABASE__URL", &url)]);
+    let data = s.register(&unique_email("pg-lost-commit"));
+    let first = data["refreshToken"].as_str().unwrap().to_string();
+    let r = s.refresh(&first);
+    assert_eq!(r.status, 200, "{}", r.text);
+    let second = r.body["data"]["refreshToken"].as_str().unwrap().to_string();
+
+    cable.lose_the_next_commit_answer();
+    let r = s.refresh(&second);
+    assert_eq!(r.status, 200, "the rotation committed: {}", r.text);
+    assert!(
+        !cable.lose_commit_answer.load(Ordering::SeqCst),
+        "the rotation's COMMIT went through the cable"
+    );
+    let third = r.body["data"]["refreshToken"].as_str().unwrap().to_string();
+    let r = s.refresh(&third);
+    assert_eq!(
+        r.status, 200,
+        "the token it answered with works: {}",
+        r.text
+    );
+}
+
 /// The server closing every connection (a restart, `pg_terminate_backend`, a failover) costs
-/// no request: pooled connections are checked when taken.
+/// no request, whether the next request comes at once (a pooled connection used less than a
+/// second ago is handed out untested: the read is run again, the write's `BEGIN` finds the
+/// connection closed and takes another) or after the connections idled (checked when taken).
 #[test]
 fn connections_the_server_closed_are_replaced_without_an_error() {
     let Some(db) = PgDatabase::create() else {
@@ -149,22 +262,37 @@ fn connections_the_server_closed_are_replaced_without_an_error() {
     let s = TestServer::with(&[("AUTHD_DATABASE__URL", &db.url)]);
     let email = unique_email("pg-terminated");
     s.register(&email);
-    for _ in 0..3 {
-        assert_eq!(login(&s, &email).status, 200);
-    }
     let mut admin =
         postgres::Client::connect(&services::postgres_admin_url(), postgres::NoTls).unwrap();
-    let killed = admin
-        .query(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
-            &[&db.name],
-        )
-        .unwrap()
-        .len();
-    assert!(killed > 0);
-    for _ in 0..3 {
-        let r = login(&s, &email);
-        assert_eq!(r.status, 200, "{}", r.text);
+    let mut terminate = || {
+        admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&db.name],
+            )
+            .unwrap()
+            .len()
+    };
+    for idle in [Duration::ZERO, Duration::from_millis(1500)] {
+        // Several connections in the pool, all used just now.
+        let mut access = String::new();
+        std::thread::scope(|scope| {
+            let logins: Vec<_> = (0..4).map(|_| scope.spawn(|| login(&s, &email))).collect();
+            for l in logins {
+                let r = l.join().unwrap();
+                assert_eq!(r.status, 200, "{}", r.text);
+                access = r.body["data"]["accessToken"].as_str().unwrap().to_string();
+            }
+        });
+        assert!(terminate() > 0);
+        std::thread::sleep(idle);
+        for _ in 0..3 {
+            let r = s.get_auth("/api/auth/profile", &access);
+            assert_eq!(r.status, 200, "after {idle:?}: {}", r.text);
+            let r = login(&s, &email);
+            assert_eq!(r.status, 200, "after {idle:?}: {}", r.text);
+        }
     }
 }
 
@@ -255,4 +383,78 @@ fn sslmode_require_is_a_configuration_error_at_start() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A migration that changes a column's type under a running server (here `users.email`)
+/// makes PostgreSQL refuse the plans each connection cached ("cached plan must not change
+/// result type"): authd prepares afresh and answers, never 500.
+#[test]
+fn a_column_type_change_under_a_running_server_costs_no_request() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let s = TestServer::with(&[("AUTHD_DATABASE__URL", &db.url)]);
+    let email = unique_email("pg-alter");
+    s.register(&email);
+    let burst = |what: &str| {
+        std::thread::scope(|scope| {
+            let all: Vec<_> = (0..6).map(|_| scope.spawn(|| login(&s, &email))).collect();
+            for r in all {
+                let r = r.join().unwrap();
+                assert_eq!(r.status, 200, "{what}: {}", r.text);
+                let access = r.body["data"]["accessToken"].as_str().unwrap();
+                let p = s.get_auth("/api/auth/profile", access);
+                assert_eq!(p.status, 200, "{what}: {}", p.text);
+            }
+        })
+    };
+    burst("before");
+    let mut admin = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute("ALTER TABLE users ALTER COLUMN email TYPE varchar(320)")
+        .unwrap();
+    burst("after ALTER TABLE");
+}
+
+/// A database server that stops answering without closing anything (frozen, its host still
+/// acknowledging packets): `/readyz` still answers 503 within `database.busy_timeout`, so a
+/// load balancer takes the instance out, and 200 once the database answers again.
+#[test]
+fn readyz_answers_503_in_time_when_the_database_freezes() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let cable = Cable::to(postgres_addr());
+    let url = services::with_database(
+        &db.url
+            .replacen(&postgres_addr(), &format!("127.0.0.1:{}", cable.port), 1),
+        &db.name,
+    );
+    let s = TestServer::with(&[
+        ("AUTHD_DATABASE__URL", &url),
+        ("AUTHD_DATABASE__BUSY_TIMEOUT", "1s"),
+    ]);
+    s.register(&unique_email("pg-frozen"));
+    assert_eq!(crate::support::send(s.get("/readyz")).status, 200);
+
+    cable.freeze(true);
+    for _ in 0..2 {
+        let started = std::time::Instant::now();
+        let r = crate::support::send(s.get("/readyz"));
+        assert_eq!(r.status, 503, "{}", r.text);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    cable.freeze(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while crate::support::send(s.get("/readyz")).status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still not ready after the thaw"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -5,6 +5,7 @@
 use postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
+use super::db::Db;
 use super::sessions::revoke_of_user;
 use super::users::{user_at, USER_COLS};
 use super::PgResult;
@@ -13,7 +14,7 @@ use crate::domain::{Account, Role, User, UserFilter};
 
 /// `Store::list_users`: one statement, the lockout joined from the email's failure counter.
 pub(super) fn list_users(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     f: &UserFilter,
     now: Millis,
 ) -> PgResult<Vec<Account>> {
@@ -57,7 +58,7 @@ pub(super) fn list_users(
 
 /// `Store::set_disabled`, inside the caller's transaction.
 pub(super) fn set_disabled(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     user_id: Uuid,
     disabled: bool,
     now: Millis,
@@ -84,7 +85,7 @@ pub(super) fn set_disabled(
 
 /// `Store::set_role`, inside the caller's transaction.
 pub(super) fn set_role(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     user_id: Uuid,
     role: Role,
     now: Millis,
@@ -105,7 +106,7 @@ pub(super) fn set_role(
 /// `Store::delete_user`, inside the caller's transaction: the sessions cascade from the
 /// user and the refresh tokens from the sessions; audit events have no foreign key and stay.
 pub(super) fn delete_user(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     user_id: Uuid,
     now: Millis,
 ) -> PgResult<Option<(User, usize)>> {

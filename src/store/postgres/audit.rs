@@ -2,10 +2,11 @@
 
 use postgres::GenericClient;
 
+use super::db::Db;
 use super::{opt_text, text, PgResult};
 use crate::domain::{AuditEvent, AuditQuery};
 
-pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()> {
+pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, e: &AuditEvent) -> PgResult<()> {
     c.execute(
         "INSERT INTO audit_events
              (at, event, user_id, email, ip, user_agent, outcome, reason, actor)
@@ -26,7 +27,10 @@ pub(super) fn insert(c: &mut impl GenericClient, e: &AuditEvent) -> PgResult<()>
 }
 
 /// Newest first (ids are handed out in commit-ish order; ties in `at` keep insertion order).
-pub(super) fn events(c: &mut impl GenericClient, q: &AuditQuery) -> PgResult<Vec<AuditEvent>> {
+pub(super) fn events(
+    c: &mut Db<'_, impl GenericClient>,
+    q: &AuditQuery,
+) -> PgResult<Vec<AuditEvent>> {
     c.query(
         "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
          FROM audit_events

@@ -3,6 +3,7 @@
 
 use postgres::GenericClient;
 
+use super::db::Db;
 use super::{PgResult, PostgresStore};
 use crate::domain::time::Millis;
 use crate::domain::CleanupCounts;
@@ -64,7 +65,7 @@ fn refs(p: &[i64]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
 }
 
 /// What a purge would delete now (a dry run).
-pub(super) fn count(c: &mut impl GenericClient, h: Horizon) -> PgResult<CleanupCounts> {
+pub(super) fn count(c: &mut Db<'_, impl GenericClient>, h: Horizon) -> PgResult<CleanupCounts> {
     let mut n = [0u64; 3];
     for (i, (_, _, what, failures)) in KINDS.into_iter().enumerate() {
         let sql = format!("SELECT COUNT(*) {what}");
@@ -75,6 +76,7 @@ pub(super) fn count(c: &mut impl GenericClient, h: Horizon) -> PgResult<CleanupC
         refresh_tokens: n[0],
         sessions: n[1],
         login_failures: n[2],
+        stopped_early: false,
     })
 }
 
@@ -83,6 +85,7 @@ pub(super) fn count(c: &mut impl GenericClient, h: Horizon) -> PgResult<CleanupC
 /// and this one stops, returning what it deleted so far (often nothing).
 pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCounts> {
     let mut n = [0u64; 3];
+    let mut stopped_early = false;
     'kinds: for (i, (table, key, what, failures)) in KINDS.into_iter().enumerate() {
         // SKIP LOCKED: a row a request holds right now (a rotation's token and session, a
         // failure being counted) is left for the next run instead of blocking both.
@@ -104,6 +107,7 @@ pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCou
                 Ok(Some(tx.execute(&sql, &refs(&p))?))
             })?;
             let Some(deleted) = deleted else {
+                stopped_early = true;
                 break 'kinds;
             };
             n[i] += deleted;
@@ -116,5 +120,6 @@ pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCou
         refresh_tokens: n[0],
         sessions: n[1],
         login_failures: n[2],
+        stopped_early,
     })
 }

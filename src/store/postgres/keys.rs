@@ -4,6 +4,7 @@
 
 use postgres::{GenericClient, Row, Transaction};
 
+use super::db::Db;
 use super::{parsed, PgResult};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey, StoredKeyState};
 use crate::domain::time::Millis;
@@ -27,7 +28,7 @@ fn key_row(row: &Row) -> PgResult<StoredKey> {
 }
 
 /// Every key, oldest first.
-pub(super) fn all(c: &mut impl GenericClient) -> PgResult<Vec<StoredKey>> {
+pub(super) fn all(c: &mut Db<'_, impl GenericClient>) -> PgResult<Vec<StoredKey>> {
     c.query(
         &format!("SELECT {KEY_COLS} FROM signing_keys ORDER BY created_at, kid"),
         &[],
@@ -38,7 +39,7 @@ pub(super) fn all(c: &mut impl GenericClient) -> PgResult<Vec<StoredKey>> {
 }
 
 /// The key set's generation.
-pub(super) fn generation(c: &mut impl GenericClient) -> PgResult<i64> {
+pub(super) fn generation(c: &mut Db<'_, impl GenericClient>) -> PgResult<i64> {
     c.query_one(
         "SELECT generation FROM signing_key_generation WHERE id = 1",
         &[],
@@ -50,7 +51,7 @@ pub(super) fn generation(c: &mut impl GenericClient) -> PgResult<i64> {
 /// Lock: two instances (or an instance and the CLI) changing keys at once would both see the
 /// same active key and both act on it: a first start inserting two active keys, two rotations
 /// retiring one key twice, a revocation replacing a key another rotation just replaced.
-fn lock(tx: &mut Transaction<'_>) -> PgResult<()> {
+fn lock(tx: &mut Db<'_, Transaction<'_>>) -> PgResult<()> {
     tx.query_one(
         "SELECT generation FROM signing_key_generation WHERE id = 1 FOR UPDATE",
         &[],
@@ -59,7 +60,7 @@ fn lock(tx: &mut Transaction<'_>) -> PgResult<()> {
 }
 
 /// Bumps the generation, committed with the change it announces.
-fn bump(tx: &mut Transaction<'_>) -> PgResult<()> {
+fn bump(tx: &mut Db<'_, Transaction<'_>>) -> PgResult<()> {
     tx.execute(
         "UPDATE signing_key_generation SET generation = generation + 1 WHERE id = 1",
         &[],
@@ -67,7 +68,7 @@ fn bump(tx: &mut Transaction<'_>) -> PgResult<()> {
     .map(|_| ())
 }
 
-fn insert_row(tx: &mut Transaction<'_>, k: &StoredKey) -> PgResult<()> {
+fn insert_row(tx: &mut Db<'_, Transaction<'_>>, k: &StoredKey) -> PgResult<()> {
     tx.execute(
         &format!(
             "INSERT INTO signing_keys ({KEY_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
@@ -88,7 +89,7 @@ fn insert_row(tx: &mut Transaction<'_>, k: &StoredKey) -> PgResult<()> {
     .map(|_| ())
 }
 
-fn active_of(tx: &mut Transaction<'_>, k: &StoredKey) -> PgResult<Option<String>> {
+fn active_of(tx: &mut Db<'_, Transaction<'_>>, k: &StoredKey) -> PgResult<Option<String>> {
     tx.query_opt(
         "SELECT kid FROM signing_keys WHERE key_use = $1 AND state = 'active'",
         &[&k.key_use.as_str()],
@@ -98,7 +99,10 @@ fn active_of(tx: &mut Transaction<'_>, k: &StoredKey) -> PgResult<Option<String>
 }
 
 /// Inserts `k` as active unless its use has an active key.
-pub(super) fn insert_if_none_active(tx: &mut Transaction<'_>, k: &StoredKey) -> PgResult<bool> {
+pub(super) fn insert_if_none_active(
+    tx: &mut Db<'_, Transaction<'_>>,
+    k: &StoredKey,
+) -> PgResult<bool> {
     lock(tx)?;
     if active_of(tx, k)?.is_some() {
         return Ok(false);
@@ -110,7 +114,7 @@ pub(super) fn insert_if_none_active(tx: &mut Transaction<'_>, k: &StoredKey) -> 
 
 /// Retires the active key of `k`'s use until `retires_at` and inserts `k` as active.
 pub(super) fn rotate(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     k: &StoredKey,
     retires_at: Millis,
 ) -> PgResult<Option<String>> {
@@ -133,7 +137,7 @@ pub(super) fn rotate(
 
 /// Revokes `kid`; replaces it with `replacement` when it was the active key.
 pub(super) fn revoke(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     kid: &str,
     now: Millis,
     replacement: Option<&StoredKey>,

@@ -3,6 +3,7 @@
 
 use postgres::{GenericClient, Row, Transaction};
 
+use super::db::Db;
 use super::{text, PgResult};
 use crate::domain::limits::{self, Admission, Counters, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
@@ -20,7 +21,10 @@ fn counter_row(row: &Row) -> PgResult<FailureCounter> {
     })
 }
 
-pub(super) fn counter(c: &mut impl GenericClient, key: &str) -> PgResult<Option<FailureCounter>> {
+pub(super) fn counter(
+    c: &mut Db<'_, impl GenericClient>,
+    key: &str,
+) -> PgResult<Option<FailureCounter>> {
     c.query_opt(
         "SELECT count, window_start, locked_until FROM login_failures WHERE key = $1",
         &[&text(key)],
@@ -31,7 +35,7 @@ pub(super) fn counter(c: &mut impl GenericClient, key: &str) -> PgResult<Option<
 
 /// See `Store::record_failure`.
 pub(super) fn record_failure(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     key: &str,
     now: Millis,
     window_start_after: Millis,
@@ -71,20 +75,20 @@ pub(super) fn record_failure(
 
 /// `Store::clear_failures` (an admin lifting a lockout), under the key's lock: a settlement
 /// running meanwhile would otherwise write back the count it read before the delete.
-pub(super) fn clear(tx: &mut Transaction<'_>, key: &str) -> PgResult<()> {
+pub(super) fn clear(tx: &mut Db<'_, Transaction<'_>>, key: &str) -> PgResult<()> {
     lock_keys(tx, [key])?;
     delete_row(tx, key)
 }
 
-fn delete_row(c: &mut impl GenericClient, key: &str) -> PgResult<()> {
+fn delete_row(c: &mut Db<'_, impl GenericClient>, key: &str) -> PgResult<()> {
     c.execute("DELETE FROM login_failures WHERE key = $1", &[&text(key)])
         .map(|_| ())
 }
 
 /// `login_failures` rows seen through one open transaction that holds the keys' locks.
-struct Rows<'a, 'b>(&'a mut Transaction<'b>);
+struct Rows<'a, 'b, 'c>(&'a mut Db<'b, Transaction<'c>>);
 
-impl Counters for Rows<'_, '_> {
+impl Counters for Rows<'_, '_, '_> {
     type Error = postgres::Error;
 
     fn get(&mut self, key: &str) -> PgResult<Option<FailureCounter>> {
@@ -118,7 +122,7 @@ impl Counters for Rows<'_, '_> {
 /// fresh key would both read "no failures" and both pass the check (the check-then-act race
 /// of issue 10); every writer of these rows takes the key's advisory lock first.
 fn lock_keys<'k>(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     keys: impl IntoIterator<Item = &'k str>,
 ) -> PgResult<()> {
     let mut keys: Vec<&str> = keys.into_iter().collect();
@@ -135,7 +139,10 @@ fn lock_keys<'k>(
 
 /// `Store::reserve_login_slots`: the check and the increment in one transaction holding every
 /// key's lock, so concurrent attempts cannot all pass the check before any of them counts.
-pub(super) fn reserve(tx: &mut Transaction<'_>, request: &SlotRequest) -> PgResult<Admission> {
+pub(super) fn reserve(
+    tx: &mut Db<'_, Transaction<'_>>,
+    request: &SlotRequest,
+) -> PgResult<Admission> {
     let keys: Vec<String> = request
         .counters
         .iter()
@@ -147,7 +154,7 @@ pub(super) fn reserve(tx: &mut Transaction<'_>, request: &SlotRequest) -> PgResu
 
 /// `Store::settle_login_slots`, under the same locks.
 pub(super) fn settle(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     grant: &SlotGrant,
     failed: bool,
     now: Millis,

@@ -11,6 +11,7 @@
 mod accounts;
 mod audit;
 mod cleanup;
+mod db;
 mod keys;
 mod limits;
 mod migrations;
@@ -26,6 +27,8 @@ use postgres::types::{FromSql, Type};
 use postgres::{Client, Config, NoTls, Row, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
+
+use db::{Db, Manager, PgConn};
 use uuid::Uuid;
 
 use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
@@ -37,7 +40,6 @@ use crate::domain::{
     RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
 };
 
-type Manager = PostgresConnectionManager<NoTls>;
 type Conn = PooledConnection<Manager>;
 type PgResult<T> = Result<T, postgres::Error>;
 
@@ -50,6 +52,15 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a connection attempt may take when the URL sets no `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// When the URL sets none: how long sent data may stay unacknowledged before the connection
+/// is dropped (`tcp_user_timeout`), and when an idle connection starts sending TCP keepalives
+/// (`keepalives_idle`, then every `KEEPALIVE_INTERVAL`). Together they find a database host
+/// that died or a network that dropped the connection in about half a minute, where the
+/// system defaults (two hours) would leave requests waiting on it.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// PostgreSQL behind an r2d2 pool of `database.pool_size` connections, each set up the same
 /// way (see `Setup`). Migrations run on a connection of their own (see `migrations.rs`).
@@ -79,9 +90,9 @@ struct Setup {
     lock_timeout: Duration,
 }
 
-impl r2d2::CustomizeConnection<Client, postgres::Error> for Setup {
-    fn on_acquire(&self, conn: &mut Client) -> PgResult<()> {
-        conn.batch_execute(&format!(
+impl r2d2::CustomizeConnection<PgConn, postgres::Error> for Setup {
+    fn on_acquire(&self, conn: &mut PgConn) -> PgResult<()> {
+        conn.client.batch_execute(&format!(
             "SET lock_timeout = {}; SET statement_timeout = {};
              SET idle_in_transaction_session_timeout = {};",
             self.lock_timeout.as_millis().max(1),
@@ -128,12 +139,23 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("authd");
         }
-        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
+        }
+        // libpq's default idle time is two hours: only a URL that set another one keeps it.
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(KEEPALIVES_IDLE);
+        }
+        if config.get_keepalives_interval().is_none() {
+            config.keepalives_interval(KEEPALIVE_INTERVAL);
+        }
+        let manager = Manager(PostgresConnectionManager::new(config.clone(), NoTls));
         let pool = Pool::builder()
             .max_size(options.pool_size)
             .min_idle(Some(0))
-            // A connection the server closed (restart, admin shutdown, network cut) is found
-            // at check-out and replaced, so a database that comes back serves at once.
+            // A connection the server closed (restart, admin shutdown, network cut) while it
+            // sat idle is found at check-out and replaced, so a database that comes back
+            // serves at once; see `db` for which connections are checked.
             .test_on_check_out(true)
             .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
             .connection_customizer(Box::new(Setup {
@@ -146,6 +168,12 @@ impl PostgresStore {
         })
     }
 
+    /// How many pooled connections in a row an operation may find closed before it gives up
+    /// (503): every idle one, after a restart of PostgreSQL, then a new one.
+    fn max_closed_in_a_row(&self) -> u32 {
+        self.pool.as_ref().map_or(1, |p| p.max_size()) + 1
+    }
+
     fn conn(&self) -> StoreResult<Conn> {
         self.pool
             .as_ref()
@@ -154,35 +182,109 @@ impl PostgresStore {
             .map_err(|e| StoreError::Unavailable(format!("no database connection: {e}")))
     }
 
-    /// Runs `f` on a pooled connection, outside any explicit transaction.
-    fn read<T>(&self, f: impl FnOnce(&mut Client) -> PgResult<T>) -> StoreResult<T> {
-        let mut conn = self.conn()?;
-        f(&mut conn).map_err(map_err)
+    /// Runs `f` on a pooled connection, outside any explicit transaction. A read that finds
+    /// its connection closed under it (the database restarted since the connection's last
+    /// use) runs again on another one, until a live one or a new one answers: reads can
+    /// simply be repeated, and each closed connection leaves the pool when it fails.
+    fn read<T>(&self, mut f: impl FnMut(&mut Db<'_, Client>) -> PgResult<T>) -> StoreResult<T> {
+        let mut closed_found = 0;
+        let mut stale_retried = false;
+        loop {
+            let mut conn = self.conn()?;
+            let PgConn {
+                client, statements, ..
+            } = &mut *conn;
+            match f(&mut Db::new(client, statements)) {
+                Ok(value) => {
+                    conn.used_at = std::time::Instant::now();
+                    return Ok(value);
+                }
+                Err(e) => {
+                    if forget_statements_after(&e, &mut conn) && !stale_retried {
+                        stale_retried = true;
+                        continue;
+                    }
+                    if conn.client.is_closed() && closed_found < self.max_closed_in_a_row() {
+                        closed_found += 1;
+                        continue;
+                    }
+                    return Err(map_err(e));
+                }
+            }
+        }
     }
 
     /// Runs `f` in a READ COMMITTED transaction and commits it; a deadlock or serialization
     /// failure rolls it back and runs `f` again (up to `MAX_ATTEMPTS` in all), so `f` must
-    /// decide everything from what it reads inside the transaction.
-    fn write<T>(&self, mut f: impl FnMut(&mut Transaction<'_>) -> PgResult<T>) -> StoreResult<T> {
+    /// decide everything from what it reads inside the transaction. A `BEGIN` that fails (the
+    /// connection died while it sat in the pool; nothing of `f` ran) is tried again on another
+    /// connection, as a read is; a connection lost later is never retried, since the commit
+    /// may have reached the database.
+    fn write<T>(
+        &self,
+        mut f: impl FnMut(&mut Db<'_, Transaction<'_>>) -> PgResult<T>,
+    ) -> StoreResult<T> {
         let mut attempt = 1;
+        let mut closed_found = 0;
+        let mut stale_retried = false;
         loop {
             let mut conn = self.conn()?;
-            let result = conn.transaction().and_then(|mut tx| {
-                let value = f(&mut tx)?;
+            let PgConn {
+                client, statements, ..
+            } = &mut *conn;
+            let mut tx = match client.transaction() {
+                Ok(tx) => tx,
+                // Nothing ran yet: a `BEGIN` can only fail on the connection itself.
+                Err(e) if closed_found < self.max_closed_in_a_row() => {
+                    tracing::debug!(error = %cause(&e), "BEGIN failed on a pooled connection; taking another");
+                    closed_found += 1;
+                    continue;
+                }
+                Err(e) => return Err(map_err(e)),
+            };
+            let result = f(&mut Db::new(&mut tx, statements)).and_then(|value| {
                 tx.commit()?;
                 Ok(value)
             });
             match result {
-                Ok(value) => return Ok(value),
-                Err(e) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, error = %cause(&e), "retrying a transaction");
-                    std::thread::sleep(backoff(attempt));
-                    attempt += 1;
+                Ok(value) => {
+                    conn.used_at = std::time::Instant::now();
+                    return Ok(value);
                 }
-                Err(e) => return Err(map_err(e)),
+                Err(e) => {
+                    // A stale prepared statement failed before anything was written (the
+                    // transaction is rolled back): once more with freshly prepared ones.
+                    if forget_statements_after(&e, &mut conn) && !stale_retried {
+                        stale_retried = true;
+                        continue;
+                    }
+                    if is_retryable(&e) && attempt < MAX_ATTEMPTS {
+                        tracing::debug!(attempt, error = %cause(&e), "retrying a transaction");
+                        drop(conn);
+                        std::thread::sleep(backoff(attempt));
+                        attempt += 1;
+                        continue;
+                    }
+                    return Err(map_err(e));
+                }
             }
         }
     }
+}
+
+/// Drops the connection's prepared statements after an error that may come from one of them
+/// going stale (a migration changed a table under it: PostgreSQL refuses a cached plan whose
+/// result type changed, 0A000, or names a column or table that is gone, class 42) or from
+/// one that vanished (26000). True when it did: the operation can run once more, preparing
+/// afresh (0A000 and 26000 then succeed; a real schema mismatch fails again).
+fn forget_statements_after(e: &postgres::Error, conn: &mut PgConn) -> bool {
+    let stale = e
+        .code()
+        .is_some_and(|code| matches!(&code.code()[..2], "0A" | "26" | "42"));
+    if stale {
+        conn.statements.clear();
+    }
+    stale
 }
 
 /// A few milliseconds, growing and jittered, so that retried transactions do not collide
@@ -406,12 +508,28 @@ impl Store for PostgresStore {
         self.write(|tx| sessions::create(tx, new))
     }
 
+    /// A rotation whose `COMMIT` got no answer (the connection was lost while committing) may
+    /// have committed: the replacement token's row decides. Answering 503 for a rotation that
+    /// did commit would make the client's retry a reuse and revoke its session.
     fn rotate_refresh_token(&self, r: Rotation, audit: AuditOf) -> StoreResult<RotateOutcome> {
-        self.write(|tx| {
+        let mut decided = None;
+        let result = self.write(|tx| {
+            decided = None;
             let outcome = sessions::rotate(tx, &r)?;
             audit::insert(tx, &audit(&outcome))?;
+            decided = Some(outcome.clone());
             Ok(outcome)
-        })
+        });
+        match (result, decided) {
+            (
+                Err(StoreError::Unavailable(m)),
+                Some(outcome @ RotateOutcome::Rotated { session_id, .. }),
+            ) => match self.read(|c| sessions::token_stored(c, session_id, &r.replacement_hash)) {
+                Ok(true) => Ok(outcome),
+                _ => Err(StoreError::Unavailable(m)),
+            },
+            (result, _) => result,
+        }
     }
 
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use postgres::{GenericClient, Transaction};
 use uuid::Uuid;
 
+use super::db::Db;
 use super::PgResult;
 use crate::domain::time::Millis;
 use crate::domain::NewUser;
@@ -13,7 +14,7 @@ use crate::store::ImportOutcome;
 
 /// See `Store::set_password_hash`.
 pub(super) fn set_password_hash(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     user_id: Uuid,
     password_hash: &str,
     keep_session: Option<Uuid>,
@@ -40,7 +41,7 @@ pub(super) fn set_password_hash(
 
 /// See `Store::upgrade_password_hash`.
 pub(super) fn upgrade_password_hash(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     user_id: Uuid,
     old_hash: &str,
     new_hash: &str,
@@ -56,7 +57,7 @@ pub(super) fn upgrade_password_hash(
 }
 
 /// The positions in `users` of emails that already belong to a user.
-fn existing(c: &mut impl GenericClient, users: &[NewUser]) -> PgResult<HashSet<usize>> {
+fn existing(c: &mut Db<'_, impl GenericClient>, users: &[NewUser]) -> PgResult<HashSet<usize>> {
     let emails: Vec<&str> = users.iter().map(|u| u.email.as_str()).collect();
     let found: HashSet<String> = c
         .query("SELECT email FROM users WHERE email = ANY($1)", &[&emails])?
@@ -88,7 +89,7 @@ fn outcome(users: &[NewUser], existing: &HashSet<usize>, skip_existing: bool) ->
 
 /// A dry run: what `import` would answer now.
 pub(super) fn import_dry_run(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     users: &[NewUser],
     skip_existing: bool,
 ) -> PgResult<ImportOutcome> {
@@ -98,7 +99,7 @@ pub(super) fn import_dry_run(
 
 /// See `Store::import_users`: one transaction, one INSERT for all the rows.
 pub(super) fn import(
-    tx: &mut Transaction<'_>,
+    tx: &mut Db<'_, Transaction<'_>>,
     users: &[NewUser],
     skip_existing: bool,
 ) -> PgResult<ImportOutcome> {

@@ -5,6 +5,7 @@
 use postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
+use super::db::Db;
 use super::users::user_at;
 use super::{opt_text, role, PgResult};
 use crate::domain::time::Millis;
@@ -32,7 +33,7 @@ fn session_row(row: &Row) -> PgResult<Session> {
 
 /// Creates a session and its first token in the caller's transaction (no read: nothing to lock;
 /// a user deleted meanwhile fails the foreign key, `Conflict`).
-pub(super) fn create(tx: &mut Transaction<'_>, new: &NewSession) -> PgResult<()> {
+pub(super) fn create(tx: &mut Db<'_, Transaction<'_>>, new: &NewSession) -> PgResult<()> {
     let (s, t) = (&new.session, &new.token);
     tx.execute(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at,
@@ -52,7 +53,11 @@ pub(super) fn create(tx: &mut Transaction<'_>, new: &NewSession) -> PgResult<()>
     insert_token(tx, t, false)
 }
 
-fn insert_token(tx: &mut Transaction<'_>, t: &NewRefreshToken, legacy: bool) -> PgResult<()> {
+fn insert_token(
+    tx: &mut Db<'_, Transaction<'_>>,
+    t: &NewRefreshToken,
+    legacy: bool,
+) -> PgResult<()> {
     tx.execute(
         "INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at, legacy)
          VALUES ($1, $2, $3, $4, $5)",
@@ -109,7 +114,7 @@ const TOKEN_TO_ROTATE: TokenLookup = token_lookup!(
 );
 
 fn find_token(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     lookup: &TokenLookup,
     session_hint: Uuid,
     hash: &str,
@@ -122,7 +127,7 @@ fn find_token(
 
 /// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction:
 /// find and lock the token and its session, let `rotation::decide`, write what it says.
-pub(super) fn rotate(tx: &mut Transaction<'_>, r: &Rotation) -> PgResult<RotateOutcome> {
+pub(super) fn rotate(tx: &mut Db<'_, Transaction<'_>>, r: &Rotation) -> PgResult<RotateOutcome> {
     let found = find_token(tx, &TOKEN_TO_ROTATE, r.presented_session, &r.presented_hash)?
         .map(|row| {
             Ok::<_, postgres::Error>(Presented {
@@ -173,7 +178,21 @@ pub(super) fn rotate(tx: &mut Transaction<'_>, r: &Rotation) -> PgResult<RotateO
     Ok(outcome)
 }
 
-pub(super) fn by_id(c: &mut impl GenericClient, id: Uuid) -> PgResult<Option<Session>> {
+/// Whether the session holds a refresh token with this hash (a rotation's replacement: a
+/// fresh random token's hash, so finding it means that rotation committed).
+pub(super) fn token_stored(
+    c: &mut Db<'_, impl GenericClient>,
+    session_id: Uuid,
+    hash: &str,
+) -> PgResult<bool> {
+    Ok(c.query_opt(
+        "SELECT 1 FROM refresh_tokens WHERE session_id = $1 AND token_hash = $2",
+        &[&session_id, &hash],
+    )?
+    .is_some())
+}
+
+pub(super) fn by_id(c: &mut Db<'_, impl GenericClient>, id: Uuid) -> PgResult<Option<Session>> {
     c.query_opt(
         &format!("SELECT {SESSION_COLS} FROM sessions WHERE id = $1"),
         &[&id],
@@ -182,7 +201,10 @@ pub(super) fn by_id(c: &mut impl GenericClient, id: Uuid) -> PgResult<Option<Ses
     .transpose()
 }
 
-pub(super) fn with_user(c: &mut impl GenericClient, id: Uuid) -> PgResult<Option<(Session, User)>> {
+pub(super) fn with_user(
+    c: &mut Db<'_, impl GenericClient>,
+    id: Uuid,
+) -> PgResult<Option<(Session, User)>> {
     c.query_opt(
         "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
                 s.user_agent, s.ip, s.device_info,
@@ -196,7 +218,7 @@ pub(super) fn with_user(c: &mut impl GenericClient, id: Uuid) -> PgResult<Option
 }
 
 pub(super) fn by_token(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     session_hint: Uuid,
     token_hash: &str,
 ) -> PgResult<Option<Session>> {
@@ -206,7 +228,7 @@ pub(super) fn by_token(
 }
 
 pub(super) fn live(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     user_id: Uuid,
     now: Millis,
 ) -> PgResult<Vec<Session>> {
@@ -228,7 +250,7 @@ pub(super) fn live(
 /// any concurrent writer commits, so two revocations (or a revocation racing a reuse
 /// detection) count each session once and never overwrite the first reason and time.
 fn revoke_where(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     filter: &str,
     arg: &(dyn postgres::types::ToSql + Sync),
     now: Millis,
@@ -245,7 +267,7 @@ fn revoke_where(
 }
 
 pub(super) fn revoke_one(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     user_id: Uuid,
     session_id: Uuid,
     now: Millis,
@@ -261,7 +283,7 @@ pub(super) fn revoke_one(
 }
 
 pub(super) fn revoke_of_user(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     user_id: Uuid,
     now: Millis,
     reason: &str,
@@ -269,11 +291,15 @@ pub(super) fn revoke_of_user(
     revoke_where(c, "user_id = $1", &user_id, now, reason)
 }
 
-pub(super) fn revoke_all(c: &mut impl GenericClient, now: Millis, reason: &str) -> PgResult<usize> {
+pub(super) fn revoke_all(
+    c: &mut Db<'_, impl GenericClient>,
+    now: Millis,
+    reason: &str,
+) -> PgResult<usize> {
     revoke_where(c, "$1::BOOLEAN", &true, now, reason)
 }
 
-pub(super) fn count_live(c: &mut impl GenericClient, now: Millis) -> PgResult<u64> {
+pub(super) fn count_live(c: &mut Db<'_, impl GenericClient>, now: Millis) -> PgResult<u64> {
     c.query_one(
         "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > $1",
         &[&now],

@@ -3,6 +3,7 @@
 use postgres::{GenericClient, Row};
 use uuid::Uuid;
 
+use super::db::Db;
 use super::{role, PgResult};
 use crate::domain::time::Millis;
 use crate::domain::{NewUser, User, UserCredentials};
@@ -23,7 +24,7 @@ pub(super) fn user_at(row: &Row, at: usize) -> PgResult<User> {
 }
 
 /// Inserts a user; a taken email is a unique violation (`Conflict`).
-pub(super) fn insert(c: &mut impl GenericClient, u: &NewUser) -> PgResult<User> {
+pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, u: &NewUser) -> PgResult<User> {
     c.execute(
         "INSERT INTO users (id, email, name, role, password_hash, created_at)
          VALUES ($1, $2, $3, $4, $5, $6)",
@@ -48,7 +49,7 @@ pub(super) fn insert(c: &mut impl GenericClient, u: &NewUser) -> PgResult<User> 
 }
 
 pub(super) fn by_email(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     email: &str,
 ) -> PgResult<Option<UserCredentials>> {
     if email.contains('\0') {
@@ -67,7 +68,7 @@ pub(super) fn by_email(
     .transpose()
 }
 
-pub(super) fn by_id(c: &mut impl GenericClient, id: Uuid) -> PgResult<Option<User>> {
+pub(super) fn by_id(c: &mut Db<'_, impl GenericClient>, id: Uuid) -> PgResult<Option<User>> {
     c.query_opt(
         &format!("SELECT {USER_COLS} FROM users WHERE id = $1"),
         &[&id],
@@ -77,7 +78,7 @@ pub(super) fn by_id(c: &mut impl GenericClient, id: Uuid) -> PgResult<Option<Use
 }
 
 pub(super) fn record_login(
-    c: &mut impl GenericClient,
+    c: &mut Db<'_, impl GenericClient>,
     user_id: Uuid,
     at: Millis,
 ) -> PgResult<Option<User>> {
