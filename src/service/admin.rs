@@ -123,9 +123,19 @@ impl Admin {
         self.core.db(move |s| s.audit_events(&query)).await
     }
 
-    /// Ok when the database answers.
+    /// Ok when the database answers within `database.busy_timeout`; `Unavailable` otherwise,
+    /// also when it does not answer at all (a frozen database server that still accepts
+    /// packets: a load balancer's health check must get its 503 in time).
     pub async fn ready(&self) -> AppResult<()> {
-        self.core.db(|s| s.ping()).await
+        let wait = self.core.settings.database.busy_timeout;
+        tokio::time::timeout(wait, self.core.db(|s| s.ping()))
+            .await
+            .unwrap_or_else(|_| {
+                Err(AppError::Unavailable(format!(
+                    "the database did not answer within {} ms",
+                    wait.as_millis()
+                )))
+            })
     }
 
     /// Updates the active-sessions gauge (keeping its last value if the database does not
