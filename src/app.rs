@@ -107,6 +107,12 @@ async fn background_cleanup(state: HttpState) {
         ticker.tick().await;
         state.prune_limiter();
         match state.admin.cleanup(false).await {
+            Ok(c) if c.stopped_early => tracing::info!(
+                refresh_tokens = c.refresh_tokens,
+                sessions = c.sessions,
+                login_failures = c.login_failures,
+                "background cleanup stopped early: another instance is cleaning up"
+            ),
             Ok(c) => tracing::info!(
                 refresh_tokens = c.refresh_tokens,
                 sessions = c.sessions,

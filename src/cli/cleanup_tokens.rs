@@ -26,5 +26,11 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         "{verb} {} refresh token(s), {} session(s), {} login-failure counter(s)",
         c.refresh_tokens, c.sessions, c.login_failures
     );
+    if c.stopped_early {
+        eprintln!(
+            "note: another authd was cleaning up the same database; this run stopped early \
+             and the rest is left to that one (run again later to be sure)"
+        );
+    }
     Ok(())
 }

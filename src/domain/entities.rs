@@ -145,6 +145,9 @@ pub struct CleanupCounts {
     pub refresh_tokens: u64,
     pub sessions: u64,
     pub login_failures: u64,
+    /// The run stopped early because another process was cleaning up the same database
+    /// (PostgreSQL's purge lock, see docs/DESIGN.md); the counts are what it did until then.
+    pub stopped_early: bool,
 }
 
 /// One row of the audit trail.

@@ -382,6 +382,47 @@ fn users_disable_bites_on_both_instances_at_once() {
     }
 }
 
+/// One cleanup at a time: while another process holds the purge lock, `cleanup-tokens` stops
+/// at once and says so on stderr (exit 0); once the lock is free it deletes.
+#[test]
+fn cleanup_tokens_says_when_another_instance_is_cleaning_up() {
+    let Some(p) = pair(Keys::Generated, &[]) else {
+        return;
+    };
+    let email = unique_email("multi-cleanup");
+    logged_in_at_both(&p, &email);
+    assert_cli_ok(&p.cli(&["users", "disable", &email]), "users disable");
+    let mut env = p.env.clone();
+    env.push(("AUTHD_CLEANUP__RETENTION".into(), "0s".into()));
+    let cleanup = || run_cli(p.cli_dir.path(), &env, &["cleanup-tokens"]);
+
+    // The key of the purge lock (store/postgres/cleanup.rs), held the way an instance would.
+    const PURGE_LOCK: i64 = 0x6175_7468_645f_7031;
+    let mut other = postgres::Client::connect(&p._db.url, postgres::NoTls).unwrap();
+    other
+        .execute("SELECT pg_advisory_lock($1)", &[&PURGE_LOCK])
+        .unwrap();
+    let out = cleanup();
+    let stdout = assert_cli_ok(&out, "cleanup-tokens while another cleans up");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.starts_with("deleted 0 refresh token(s), 0 session(s)"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("stopped early"), "{stderr}");
+
+    other
+        .execute("SELECT pg_advisory_unlock($1)", &[&PURGE_LOCK])
+        .unwrap();
+    let out = cleanup();
+    let stdout = assert_cli_ok(&out, "cleanup-tokens");
+    assert!(
+        !stdout.starts_with("deleted 0 refresh token(s), 0 session(s)"),
+        "{stdout}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("stopped early"));
+}
+
 // ---------------------------------------------------------------------------------------------
 // The lockout of an email is counted across instances.
 

@@ -530,6 +530,7 @@ impl Store for SqliteStore {
                 refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
                 sessions: count(DEAD_SESSIONS, &[&cutoff])?,
                 login_failures: count(STALE_FAILURES, &[&window_ended_before, &now])?,
+                stopped_early: false,
             };
             if !dry_run {
                 tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;
