@@ -319,15 +319,21 @@ impl Settings {
 }
 
 /// Hides a password in a database or Redis URL (`scheme://user:pass@host` ->
-/// `scheme://user:***@host`), for `check-config` and logs.
+/// `scheme://user:***@host`), for `check-config`, logs and error messages. The user info
+/// ends at the last `@` before the query, so a password holding an unencoded `@` or `/` is
+/// hidden whole.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    match rest.split_once('@') {
+    let (before_query, query) = match rest.find('?') {
+        Some(i) => rest.split_at(i),
+        None => (rest, ""),
+    };
+    match before_query.rsplit_once('@') {
         Some((creds, host)) if creds.contains(':') => {
             let user = creds.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}")
+            format!("{scheme}://{user}:***@{host}{query}")
         }
         _ => url.to_string(),
     }
@@ -1106,6 +1112,28 @@ mod tests {
         assert_eq!(again.server.cors_origins, s.server.cors_origins);
         assert_eq!(again.jwt.refresh_ttl, s.jwt.refresh_ttl);
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+    }
+
+    #[test]
+    fn redact_url_hides_the_whole_password_whatever_it_holds() {
+        for (url, shown) in [
+            ("postgres://u:p@ss@h:5432/db", "postgres://u:***@h:5432/db"),
+            (
+                "postgres://u:p/w@h/db?sslmode=disable",
+                "postgres://u:***@h/db?sslmode=disable",
+            ),
+            ("redis://:s3cret@r:6379/0", "redis://:***@r:6379/0"),
+            (
+                "postgres://u@h/db?application_name=a@b",
+                "postgres://u@h/db?application_name=a@b",
+            ),
+            (
+                "sqlite:///var/lib/authd/authd.db",
+                "sqlite:///var/lib/authd/authd.db",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub fn sqlite_to_postgres(
         Some(("sqlite", rest)) => rest.strip_prefix("//").unwrap_or(rest),
         _ => {
             return Err(StoreError::Other(format!(
-                "--from must be a sqlite:// URL, not '{sqlite_url}'"
+                "--from must be a sqlite:// URL, not '{}'",
+                crate::config::redact_url(sqlite_url)
             )))
         }
     };

@@ -228,7 +228,12 @@ fn migrate_data_refuses_wrong_urls_and_a_missing_source() {
             "no SQLite database",
         ),
         (
-            &["--from", "postgres://u@h/x", "--to", "postgres://u@h/y"],
+            &[
+                "--from",
+                "postgres://u:SeCrEt@h/x",
+                "--to",
+                "postgres://u@h/y",
+            ],
             "sqlite://",
         ),
         (&["--from", &missing, "--to", "mysql://h/x"], "postgres://"),
@@ -240,6 +245,7 @@ fn migrate_data_refuses_wrong_urls_and_a_missing_source() {
         assert_eq!(out.status.code(), Some(1), "{all:?}");
         let err = text(&out.stderr);
         assert!(err.contains(expected), "{all:?}: {err}");
+        assert!(!err.contains("SeCrEt"), "a password is never echoed: {err}");
         assert!(
             !dir.path().join("nope.db").exists(),
             "the source is never created"
