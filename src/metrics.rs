@@ -43,7 +43,8 @@ pub struct Metrics {
     pub rate_limited: IntCounterVec,
     pub active_sessions: IntGauge,
     /// `authd_rate_limit_backend_errors_total`: calls to the shared rate-limit backend
-    /// (Redis) that failed or timed out; each such request was counted per process instead.
+    /// (Redis) that failed or timed out (not the requests counted per process meanwhile: the
+    /// circuit breaker skips Redis for 5 s after a failure).
     pub rate_limit_backend_errors: IntCounter,
 }
 
@@ -115,8 +116,8 @@ impl Metrics {
         .expect("valid metric");
         let rate_limit_backend_errors = IntCounter::new(
             "authd_rate_limit_backend_errors_total",
-            "Calls to the shared rate-limit backend (Redis) that failed or timed out; \
-             those requests were counted per process",
+            "Calls to the shared rate-limit backend (Redis) that failed or timed out; while it \
+             is down, requests are counted per process and Redis is tried again every 5 s",
         )
         .expect("valid metric");
         for c in [
