@@ -7,6 +7,7 @@
 //! threads), so it needs no backend-specific SQL.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{ensure, Context};
@@ -32,9 +33,23 @@ const PG_BATCH: usize = 10_000;
 /// Threads calling `create_session` while seeding PostgreSQL.
 const PG_SEED_THREADS: usize = 8;
 
-/// The `AUTHD_*` environment of a bench server whose state lives in `dir`.
+/// `--server-env` settings, added after (and so over) the bench's own.
+static EXTRA_SERVER_ENV: OnceLock<Vec<(String, String)>> = OnceLock::new();
+
+/// Sets the `--server-env` settings for every server started from now on (once).
+pub fn set_extra_server_env(env: Vec<(String, String)>) {
+    let _ = EXTRA_SERVER_ENV.set(env);
+}
+
+/// The `--server-env` settings (empty unless given).
+pub fn extra_server_env() -> &'static [(String, String)] {
+    EXTRA_SERVER_ENV.get().map(Vec::as_slice).unwrap_or(&[])
+}
+
+/// The `AUTHD_*` environment of a bench server whose state lives in `dir`, then the
+/// `--server-env` settings.
 pub fn server_env(dir: &Path, bcrypt_cost: u32) -> Vec<(String, String)> {
-    [
+    let base = [
         (
             "AUTHD_DATABASE__URL",
             format!("sqlite://{}", dir.join("authd.db").display()),
@@ -47,10 +62,11 @@ pub fn server_env(dir: &Path, bcrypt_cost: u32) -> Vec<(String, String)> {
         ("AUTHD_COOKIE__SECURE", "false".into()),
         // warn, but keep the "listening" line that carries the port.
         ("AUTHD_LOG__LEVEL", "warn,authd::cli::serve=info".into()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+    ];
+    base.into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .chain(extra_server_env().iter().cloned())
+        .collect()
 }
 
 /// One seeded user with its session and the live refresh token of that session.

@@ -40,6 +40,21 @@ struct Args {
     /// Default scenarios then: login, profile, refresh, scale (scale at 10k, 50k, 100k users)
     #[arg(long, value_name = "URL")]
     database: Option<String>,
+    /// An extra setting for every authd server the bench starts (repeatable), to measure what
+    /// a setting changes, e.g. `--server-env AUTHD_DATABASE__POOL_SIZE=16`; the results name
+    /// it under `server_env`
+    #[arg(long, value_name = "AUTHD_KEY=VALUE", value_parser = parse_server_env)]
+    server_env: Vec<(String, String)>,
+}
+
+/// `AUTHD_KEY=VALUE` into its two halves.
+fn parse_server_env(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((key, value)) if key.starts_with("AUTHD_") && key.len() > "AUTHD_".len() => {
+            Ok((key.to_string(), value.to_string()))
+        }
+        _ => Err(format!("expected AUTHD_KEY=VALUE, got '{s}'")),
+    }
 }
 
 /// The scenarios, in the order they run.
@@ -106,6 +121,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         config.duration = Duration::from_secs_f64(secs);
     }
+    fixture::set_extra_server_env(args.server_env.clone());
     if let Some(url) = &args.database {
         pgdb::with_database(url, "check")?;
         if !args.smoke {

@@ -197,6 +197,10 @@ impl Report {
             "machine": machine(),
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "config": self.config,
+            "server_env": crate::fixture::extra_server_env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
             "scenarios": scenarios,
         });
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
