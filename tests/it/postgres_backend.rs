@@ -162,6 +162,22 @@ fn postgres_addr() -> String {
     format!("{host}:{port}")
 }
 
+/// A server on `db` reached through a new `Cable`, with `database.busy_timeout = busy`.
+fn behind_a_cable(db: &PgDatabase, busy: &str) -> (Cable, TestServer) {
+    let cable = Cable::to(postgres_addr());
+    let url = services::with_database(
+        &db.url
+            .replacen(&postgres_addr(), &format!("127.0.0.1:{}", cable.port), 1),
+        &db.name,
+    );
+    assert!(url.contains(&cable.port.to_string()), "{url}");
+    let s = TestServer::with(&[
+        ("AUTHD_DATABASE__URL", &url),
+        ("AUTHD_DATABASE__BUSY_TIMEOUT", busy),
+    ]);
+    (cable, s)
+}
+
 fn login(s: &TestServer, email: &str) -> Resp {
     s.post_json(
         "/api/auth/login",
@@ -179,17 +195,7 @@ fn postgres_going_away_is_503_with_retry_after_and_authd_recovers_by_itself() {
     let Some(db) = PgDatabase::create() else {
         return;
     };
-    let cable = Cable::to(postgres_addr());
-    let url = services::with_database(
-        &db.url
-            .replacen(&postgres_addr(), &format!("127.0.0.1:{}", cable.port), 1),
-        &db.name,
-    );
-    assert!(url.contains(&cable.port.to_string()), "{url}");
-    let s = TestServer::with(&[
-        ("AUTHD_DATABASE__URL", &url),
-        ("AUTHD_DATABASE__BUSY_TIMEOUT", "1s"),
-    ]);
+    let (cable, s) = behind_a_cable(&db, "1s");
     let email = unique_email("pg-away");
     let data = s.register(&email);
     let refresh = data["refreshToken"].as_str().unwrap().to_string();
@@ -221,13 +227,7 @@ fn a_rotation_whose_commit_answer_was_lost_still_succeeds() {
     let Some(db) = PgDatabase::create() else {
         return;
     };
-    let cable = Cable::to(postgres_addr());
-    let url = services::with_database(
-        &db.url
-            .replacen(&postgres_addr(), &format!("127.0.0.1:{}", cable.port), 1),
-        &db.name,
-    );
-    let s = TestServer::with(&[("AUTHD_DATABASE__URL", &url)]);
+    let (cable, s) = behind_a_cable(&db, "5s");
     let data = s.register(&unique_email("pg-lost-commit"));
     let first = data["refreshToken"].as_str().unwrap().to_string();
     let r = s.refresh(&first);
@@ -424,16 +424,7 @@ fn readyz_answers_503_in_time_when_the_database_freezes() {
     let Some(db) = PgDatabase::create() else {
         return;
     };
-    let cable = Cable::to(postgres_addr());
-    let url = services::with_database(
-        &db.url
-            .replacen(&postgres_addr(), &format!("127.0.0.1:{}", cable.port), 1),
-        &db.name,
-    );
-    let s = TestServer::with(&[
-        ("AUTHD_DATABASE__URL", &url),
-        ("AUTHD_DATABASE__BUSY_TIMEOUT", "1s"),
-    ]);
+    let (cable, s) = behind_a_cable(&db, "1s");
     s.register(&unique_email("pg-frozen"));
     assert_eq!(crate::support::send(s.get("/readyz")).status, 200);
 
