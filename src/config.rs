@@ -319,24 +319,41 @@ impl Settings {
 }
 
 /// Hides a password in a database or Redis URL (`scheme://user:pass@host` ->
-/// `scheme://user:***@host`), for `check-config`, logs and error messages. The user info
-/// ends at the last `@` before the query, so a password holding an unencoded `@` or `/` is
-/// hidden whole.
+/// `scheme://user:***@host`, and a `password=` query parameter), for `check-config`, logs and
+/// error messages. The user info ends at the last `@` before the query (or, when no `@`
+/// comes before a `?`, at the last `@` of all), so a password holding an unencoded `@`, `/`
+/// or `?` is hidden whole.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
-    let (before_query, query) = match rest.find('?') {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
+    let before_query = rest.split('?').next().unwrap_or(rest);
+    let at = if before_query.contains('@') {
+        before_query.rfind('@')
+    } else {
+        rest.rfind('@')
     };
-    match before_query.rsplit_once('@') {
+    let rest = match at.map(|i| rest.split_at(i)) {
         Some((creds, host)) if creds.contains(':') => {
             let user = creds.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{host}{query}")
+            format!("{user}:***{host}")
         }
-        _ => url.to_string(),
-    }
+        _ => rest.to_string(),
+    };
+    let redacted = match rest.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => rest,
+    };
+    format!("{scheme}://{redacted}")
 }
 
 /// Every problem found in the configuration, each naming its key.
@@ -1130,6 +1147,11 @@ mod tests {
             (
                 "sqlite:///var/lib/authd/authd.db",
                 "sqlite:///var/lib/authd/authd.db",
+            ),
+            ("postgres://u:p?ss@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u@h/db?password=s3cret&sslmode=disable",
+                "postgres://u@h/db?password=***&sslmode=disable",
             ),
         ] {
             assert_eq!(redact_url(url), shown, "{url}");

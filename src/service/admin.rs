@@ -123,11 +123,18 @@ impl Admin {
         self.core.db(move |s| s.audit_events(&query)).await
     }
 
-    /// Ok when the database answers within `database.busy_timeout`; `Unavailable` otherwise,
+    /// Ok when the database answers within `database.busy_timeout` (at least 1 s);
+    /// `Unavailable` otherwise,
     /// also when it does not answer at all (a frozen database server that still accepts
     /// packets: a load balancer's health check must get its 503 in time).
     pub async fn ready(&self) -> AppResult<()> {
-        let wait = self.core.settings.database.busy_timeout;
+        // At least a second: a ping may need a new connection (and `busy_timeout` may be 0).
+        let wait = self
+            .core
+            .settings
+            .database
+            .busy_timeout
+            .max(std::time::Duration::from_secs(1));
         tokio::time::timeout(wait, self.core.db(|s| s.ping()))
             .await
             .unwrap_or_else(|_| {

@@ -8,7 +8,9 @@
 //! - **A connection is checked at check-out only after it idled** (`VALIDATE_AFTER_IDLE`): one
 //!   just given back by a request that used it is handed out as it is, while one that sat in
 //!   the pool (through a database restart or a network cut, say) first answers an empty query.
-//!   A connection that broke in use is dropped when it returns (`has_broken`).
+//!   A connection the driver found closed is dropped when it returns (`has_broken`); one
+//!   that broke unnoticed fails its next use and is dropped then (`super::PostgresStore::read`
+//!   and `write` pass over such connections where that is safe).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

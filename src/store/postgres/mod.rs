@@ -54,10 +54,11 @@ const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// When the URL sets none: how long sent data may stay unacknowledged before the connection
-/// is dropped (`tcp_user_timeout`), and when an idle connection starts sending TCP keepalives
-/// (`keepalives_idle`, then every `KEEPALIVE_INTERVAL`). Together they find a database host
-/// that died or a network that dropped the connection in about half a minute, where the
-/// system defaults (two hours) would leave requests waiting on it.
+/// is dropped (`tcp_user_timeout`, Linux only), and when an idle connection starts sending
+/// TCP keepalives (`keepalives_idle`, then every `KEEPALIVE_INTERVAL`). Together they find a
+/// database host that died or a network that dropped the connection within about 30 to 60
+/// seconds, where the driver's default (keepalives after two hours) would leave requests
+/// waiting on it.
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
@@ -142,7 +143,8 @@ impl PostgresStore {
         if config.get_tcp_user_timeout().is_none() {
             config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
-        // libpq's default idle time is two hours: only a URL that set another one keeps it.
+        // The driver's default idle time is two hours: a URL that sets another keeps it (one
+        // that sets exactly 7200 s gets 30 s too).
         if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
             config.keepalives_idle(KEEPALIVES_IDLE);
         }
@@ -184,89 +186,94 @@ impl PostgresStore {
 
     /// Runs `f` on a pooled connection, outside any explicit transaction. A read that finds
     /// its connection closed under it (the database restarted since the connection's last
-    /// use) runs again on another one, until a live one or a new one answers: reads can
-    /// simply be repeated, and each closed connection leaves the pool when it fails.
+    /// use) runs again on another one, until a live one or a new one answers (at most
+    /// `pool_size + 1` times): reads can simply be repeated. A stale prepared statement
+    /// (see `forget_statements_after`) runs it once more on the same connection.
     fn read<T>(&self, mut f: impl FnMut(&mut Db<'_, Client>) -> PgResult<T>) -> StoreResult<T> {
         let mut closed_found = 0;
-        let mut stale_retried = false;
         loop {
             let mut conn = self.conn()?;
-            let PgConn {
-                client, statements, ..
-            } = &mut *conn;
-            match f(&mut Db::new(client, statements)) {
+            let mut stale_retried = false;
+            let result = loop {
+                let PgConn {
+                    client, statements, ..
+                } = &mut *conn;
+                match f(&mut Db::new(client, statements)) {
+                    Err(e) if !stale_retried && forget_statements_after(&e, &mut conn) => {
+                        stale_retried = true;
+                    }
+                    other => break other,
+                }
+            };
+            match result {
                 Ok(value) => {
                     conn.used_at = std::time::Instant::now();
                     return Ok(value);
                 }
-                Err(e) => {
-                    if forget_statements_after(&e, &mut conn) && !stale_retried {
-                        stale_retried = true;
-                        continue;
-                    }
-                    if conn.client.is_closed() && closed_found < self.max_closed_in_a_row() {
-                        closed_found += 1;
-                        continue;
-                    }
-                    return Err(map_err(e));
+                Err(_) if conn.client.is_closed() && closed_found < self.max_closed_in_a_row() => {
+                    closed_found += 1;
                 }
+                Err(e) => return Err(map_err(e)),
             }
         }
     }
 
     /// Runs `f` in a READ COMMITTED transaction and commits it; a deadlock or serialization
     /// failure rolls it back and runs `f` again (up to `MAX_ATTEMPTS` in all), so `f` must
-    /// decide everything from what it reads inside the transaction. A `BEGIN` that fails (the
-    /// connection died while it sat in the pool; nothing of `f` ran) is tried again on another
-    /// connection, as a read is; a connection lost later is never retried, since the commit
-    /// may have reached the database.
+    /// decide everything from what it reads inside the transaction. A failed `BEGIN` (most
+    /// often: the connection died while it sat in the pool; nothing of `f` ran) is tried again
+    /// on another connection, at most `pool_size + 1` times; a stale prepared statement runs
+    /// the transaction once more on the same connection (the failed one rolled back). A
+    /// connection lost after `BEGIN` is never retried, since the commit may have reached the
+    /// database.
     fn write<T>(
         &self,
         mut f: impl FnMut(&mut Db<'_, Transaction<'_>>) -> PgResult<T>,
     ) -> StoreResult<T> {
         let mut attempt = 1;
         let mut closed_found = 0;
-        let mut stale_retried = false;
         loop {
             let mut conn = self.conn()?;
-            let PgConn {
-                client, statements, ..
-            } = &mut *conn;
-            let mut tx = match client.transaction() {
-                Ok(tx) => tx,
-                // Nothing ran yet: a `BEGIN` can only fail on the connection itself.
-                Err(e) if closed_found < self.max_closed_in_a_row() => {
-                    tracing::debug!(error = %cause(&e), "BEGIN failed on a pooled connection; taking another");
-                    closed_found += 1;
-                    continue;
+            let mut stale_retried = false;
+            let mut begun = true;
+            let result = loop {
+                let PgConn {
+                    client, statements, ..
+                } = &mut *conn;
+                let mut tx = match client.transaction() {
+                    Ok(tx) => tx,
+                    Err(e) => {
+                        begun = false;
+                        break Err(e);
+                    }
+                };
+                let result = f(&mut Db::new(&mut tx, statements)).and_then(|value| {
+                    tx.commit()?;
+                    Ok(value)
+                });
+                match result {
+                    Err(e) if !stale_retried && forget_statements_after(&e, &mut conn) => {
+                        stale_retried = true;
+                    }
+                    other => break other,
                 }
-                Err(e) => return Err(map_err(e)),
             };
-            let result = f(&mut Db::new(&mut tx, statements)).and_then(|value| {
-                tx.commit()?;
-                Ok(value)
-            });
             match result {
                 Ok(value) => {
                     conn.used_at = std::time::Instant::now();
                     return Ok(value);
                 }
-                Err(e) => {
-                    // A stale prepared statement failed before anything was written (the
-                    // transaction is rolled back): once more with freshly prepared ones.
-                    if forget_statements_after(&e, &mut conn) && !stale_retried {
-                        stale_retried = true;
-                        continue;
-                    }
-                    if is_retryable(&e) && attempt < MAX_ATTEMPTS {
-                        tracing::debug!(attempt, error = %cause(&e), "retrying a transaction");
-                        drop(conn);
-                        std::thread::sleep(backoff(attempt));
-                        attempt += 1;
-                        continue;
-                    }
-                    return Err(map_err(e));
+                Err(e) if !begun && closed_found < self.max_closed_in_a_row() => {
+                    tracing::debug!(error = %cause(&e), "BEGIN failed; taking another connection");
+                    closed_found += 1;
                 }
+                Err(e) if is_retryable(&e) && attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, error = %cause(&e), "retrying a transaction");
+                    drop(conn);
+                    std::thread::sleep(backoff(attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(map_err(e)),
             }
         }
     }
@@ -509,8 +516,9 @@ impl Store for PostgresStore {
     }
 
     /// A rotation whose `COMMIT` got no answer (the connection was lost while committing) may
-    /// have committed: the replacement token's row decides. Answering 503 for a rotation that
-    /// did commit would make the client's retry a reuse and revoke its session.
+    /// have committed: the replacement token's row decides, read once the lost transaction
+    /// has ended (see `sessions::token_stored`). Answering 503 for a rotation that did commit
+    /// would make the client's retry a reuse and revoke its session.
     fn rotate_refresh_token(&self, r: Rotation, audit: AuditOf) -> StoreResult<RotateOutcome> {
         let mut decided = None;
         let result = self.write(|tx| {
@@ -524,7 +532,8 @@ impl Store for PostgresStore {
             (
                 Err(StoreError::Unavailable(m)),
                 Some(outcome @ RotateOutcome::Rotated { session_id, .. }),
-            ) => match self.read(|c| sessions::token_stored(c, session_id, &r.replacement_hash)) {
+            ) => match self.write(|tx| sessions::token_stored(tx, session_id, &r.replacement_hash))
+            {
                 Ok(true) => Ok(outcome),
                 _ => Err(StoreError::Unavailable(m)),
             },

@@ -179,17 +179,25 @@ pub(super) fn rotate(tx: &mut Db<'_, Transaction<'_>>, r: &Rotation) -> PgResult
 }
 
 /// Whether the session holds a refresh token with this hash (a rotation's replacement: a
-/// fresh random token's hash, so finding it means that rotation committed).
+/// fresh random token's hash, so finding it means that rotation committed). First waits for
+/// any transaction still holding the session's row (a rotation whose `COMMIT` may still be on
+/// its way in): `FOR SHARE` conflicts with the rotation's `FOR NO KEY UPDATE`, so the look-up
+/// runs once that transaction has committed or rolled back (or after `lock_timeout`: 503).
 pub(super) fn token_stored(
-    c: &mut Db<'_, impl GenericClient>,
+    tx: &mut Db<'_, Transaction<'_>>,
     session_id: Uuid,
     hash: &str,
 ) -> PgResult<bool> {
-    Ok(c.query_opt(
-        "SELECT 1 FROM refresh_tokens WHERE session_id = $1 AND token_hash = $2",
-        &[&session_id, &hash],
-    )?
-    .is_some())
+    tx.query_opt(
+        "SELECT 1 FROM sessions WHERE id = $1 FOR SHARE",
+        &[&session_id],
+    )?;
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM refresh_tokens WHERE session_id = $1 AND token_hash = $2",
+            &[&session_id, &hash],
+        )?
+        .is_some())
 }
 
 pub(super) fn by_id(c: &mut Db<'_, impl GenericClient>, id: Uuid) -> PgResult<Option<Session>> {
