@@ -61,6 +61,29 @@ pub enum ImportOutcome {
     Existing(Vec<String>),
 }
 
+impl ImportOutcome {
+    /// The answer for `users` when those at the indexes in `existing` already have accounts:
+    /// `Existing` with their emails (in input order) unless `skip_existing`, else `Imported`.
+    pub fn of(
+        users: &[NewUser],
+        existing: &std::collections::HashSet<usize>,
+        skip_existing: bool,
+    ) -> Self {
+        if !existing.is_empty() && !skip_existing {
+            let mut emails: Vec<(usize, String)> = existing
+                .iter()
+                .map(|&i| (i, users[i].email.clone()))
+                .collect();
+            emails.sort();
+            return ImportOutcome::Existing(emails.into_iter().map(|(_, e)| e).collect());
+        }
+        ImportOutcome::Imported {
+            imported: users.len() - existing.len(),
+            skipped: existing.len(),
+        }
+    }
+}
+
 /// Everything authd keeps. Implementations must be safe to share between threads and between
 /// processes using the same database.
 pub trait Store: Send + Sync + 'static {

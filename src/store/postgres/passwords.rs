@@ -72,21 +72,6 @@ fn existing(c: &mut Db<'_, impl GenericClient>, users: &[NewUser]) -> PgResult<H
         .collect())
 }
 
-fn outcome(users: &[NewUser], existing: &HashSet<usize>, skip_existing: bool) -> ImportOutcome {
-    if !existing.is_empty() && !skip_existing {
-        let mut emails: Vec<(usize, String)> = existing
-            .iter()
-            .map(|&i| (i, users[i].email.clone()))
-            .collect();
-        emails.sort();
-        return ImportOutcome::Existing(emails.into_iter().map(|(_, e)| e).collect());
-    }
-    ImportOutcome::Imported {
-        imported: users.len() - existing.len(),
-        skipped: existing.len(),
-    }
-}
-
 /// A dry run: what `import` would answer now.
 pub(super) fn import_dry_run(
     c: &mut Db<'_, impl GenericClient>,
@@ -94,7 +79,7 @@ pub(super) fn import_dry_run(
     skip_existing: bool,
 ) -> PgResult<ImportOutcome> {
     let existing = existing(c, users)?;
-    Ok(outcome(users, &existing, skip_existing))
+    Ok(ImportOutcome::of(users, &existing, skip_existing))
 }
 
 /// See `Store::import_users`: one transaction, one INSERT for all the rows.
@@ -104,7 +89,7 @@ pub(super) fn import(
     skip_existing: bool,
 ) -> PgResult<ImportOutcome> {
     let mut existing = existing(tx, users)?;
-    let first = outcome(users, &existing, skip_existing);
+    let first = ImportOutcome::of(users, &existing, skip_existing);
     if !matches!(first, ImportOutcome::Imported { .. }) {
         return Ok(first);
     }
@@ -144,7 +129,7 @@ pub(super) fn import(
             existing.insert(i);
         }
     }
-    let answer = outcome(users, &existing, skip_existing);
+    let answer = ImportOutcome::of(users, &existing, skip_existing);
     if !matches!(answer, ImportOutcome::Imported { .. }) {
         // Raced: an email appeared meanwhile and skipping was not asked for. Nothing stays.
         tx.batch_execute("ROLLBACK TO SAVEPOINT import_users")?;

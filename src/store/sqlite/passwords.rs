@@ -43,12 +43,12 @@ pub(super) fn import_users(
     if dry_run {
         return store.read(|c| {
             let existing = existing(c, &users)?;
-            Ok(outcome(&users, &existing, skip_existing))
+            Ok(ImportOutcome::of(&users, &existing, skip_existing))
         });
     }
     store.write(move |tx| {
         let existing = existing(tx, &users)?;
-        let outcome = outcome(&users, &existing, skip_existing);
+        let outcome = ImportOutcome::of(&users, &existing, skip_existing);
         if matches!(outcome, ImportOutcome::Imported { .. }) {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO users (id, email, name, role, password_hash, created_at)
@@ -86,21 +86,6 @@ fn existing(c: &Connection, users: &[NewUser]) -> rusqlite::Result<HashSet<usize
         }
     }
     Ok(found)
-}
-
-fn outcome(users: &[NewUser], existing: &HashSet<usize>, skip_existing: bool) -> ImportOutcome {
-    if !existing.is_empty() && !skip_existing {
-        let mut emails: Vec<(usize, String)> = existing
-            .iter()
-            .map(|&i| (i, users[i].email.clone()))
-            .collect();
-        emails.sort();
-        return ImportOutcome::Existing(emails.into_iter().map(|(_, e)| e).collect());
-    }
-    ImportOutcome::Imported {
-        imported: users.len() - existing.len(),
-        skipped: existing.len(),
-    }
 }
 
 #[cfg(test)]
