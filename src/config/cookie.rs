@@ -1,0 +1,48 @@
+//! Configuration section `[cookie]`: the refresh cookie.
+
+use super::reader::Reader;
+use super::render::q;
+
+/// The keys of `[cookie]`.
+pub(super) const KEYS: &[&str] = &["name", "secure"];
+
+#[derive(Debug, Clone)]
+pub struct CookieSettings {
+    pub name: String,
+    pub secure: bool,
+}
+
+impl CookieSettings {
+    pub(super) fn read(r: &mut Reader, warnings: &mut Vec<String>) -> Self {
+        let cookie_name = r.string("cookie.name");
+        if cookie_name.is_empty()
+            || !cookie_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+        {
+            r.fail::<()>(
+                "cookie.name",
+                format!("'{cookie_name}' is not a valid cookie name"),
+            );
+        }
+        let cookie = CookieSettings {
+            name: cookie_name,
+            secure: r.boolean("cookie.secure"),
+        };
+        if !cookie.secure {
+            warnings.push(
+                "cookie.secure is false: the refresh cookie will also be sent over plain HTTP"
+                    .into(),
+            );
+        }
+        cookie
+    }
+
+    pub(super) fn to_toml(&self) -> String {
+        format!(
+            "[cookie]\nname = {}\nsecure = {}\n",
+            q(&self.name),
+            self.secure
+        )
+    }
+}

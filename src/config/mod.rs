@@ -1,0 +1,326 @@
+//! Configuration: layered raw sources -> one validation pass -> typed `Settings`.
+//!
+//! Layers, later wins: built-in defaults (`config/default.toml`, embedded), `config/default.toml`
+//! in the working directory, `config/<AUTHD_ENV>.toml`, the `--config` file, then `AUTHD_*`
+//! environment variables (a `.env` file is read into the environment first).
+//!
+//! This file only layers the sources and gathers the sections: each section (`[server]`,
+//! `[database]`, ...) is its own file holding its keys, its validated settings type, how it
+//! is read and checked, and how it is rendered back. A new section is a new file, listed in
+//! `SECTIONS`, `Settings`, `Settings::read` and `Settings::to_redacted_toml`.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use config::{Config, File, FileFormat};
+
+mod cleanup;
+mod cookie;
+mod database;
+mod jwt;
+mod log;
+mod password;
+mod rate_limit;
+mod reader;
+mod redact;
+mod render;
+mod secret;
+mod secret_strength;
+mod server;
+
+pub use cleanup::CleanupSettings;
+pub use cookie::CookieSettings;
+pub use database::DatabaseSettings;
+pub use jwt::{JwtAlgorithm, JwtSettings};
+pub use log::{LogFormat, LogSettings};
+pub use password::PasswordSettings;
+pub use rate_limit::RateLimitSettings;
+pub use redact::redact_url;
+pub use secret::{check_secret_strength, Secret, SECRET_MIN_BITS};
+pub use server::ServerSettings;
+
+use reader::Reader;
+
+/// The built-in defaults: the commented file shipped in the repository.
+pub const DEFAULTS_TOML: &str = include_str!("../../config/default.toml");
+
+/// Every known key, by section. Anything else in a file is an error.
+const KNOWN_KEYS: &[(&str, &[&str])] = &[
+    ("server", server::KEYS),
+    ("database", database::KEYS),
+    ("jwt", jwt::KEYS),
+    ("password", password::KEYS),
+    ("cookie", cookie::KEYS),
+    ("rate_limit", rate_limit::KEYS),
+    ("cleanup", cleanup::KEYS),
+    ("log", log::KEYS),
+];
+
+/// Keys whose environment value is a comma-separated list.
+const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS];
+
+/// Environment variables with the `AUTHD_` prefix that are not configuration keys.
+const NON_KEY_VARS: &[&str] = &["AUTHD_ENV", "AUTHD_CONFIG"];
+
+/// The validated configuration. Everything the program does flows from one of these.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub jwt: JwtSettings,
+    pub password: PasswordSettings,
+    pub cookie: CookieSettings,
+    pub rate_limit: RateLimitSettings,
+    pub cleanup: CleanupSettings,
+    pub log: LogSettings,
+    /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
+    pub warnings: Vec<String>,
+}
+
+impl Settings {
+    /// Reads and checks every section, in order, then gathers them.
+    fn read(r: &mut Reader, mut warnings: Vec<String>) -> Settings {
+        let server = ServerSettings::read(r);
+        let database = DatabaseSettings::read(r);
+        let jwt = JwtSettings::read(r);
+        let password = PasswordSettings::read(r);
+        let cookie = CookieSettings::read(r, &mut warnings);
+        let rate_limit = RateLimitSettings::read(r);
+        let cleanup = CleanupSettings::read(r);
+        let log = LogSettings::read(r);
+        Settings {
+            server,
+            database,
+            jwt,
+            password,
+            cookie,
+            rate_limit,
+            cleanup,
+            log,
+            warnings,
+        }
+    }
+
+    /// The effective configuration as TOML, every key present, secrets shown as `"***"`.
+    pub fn to_redacted_toml(&self) -> String {
+        [
+            self.server.to_toml(),
+            self.database.to_toml(),
+            self.jwt.to_toml(),
+            self.password.to_toml(),
+            self.cookie.to_toml(),
+            self.rate_limit.to_toml(),
+            self.cleanup.to_toml(),
+            self.log.to_toml(),
+        ]
+        .join("\n")
+    }
+}
+
+/// Every problem found in the configuration, each naming its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<String>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}", self.0.join("; "))
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where configuration comes from. `Sources::from_process` reads the real environment.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// Directory holding `config/default.toml` and `config/<env>.toml` (usually the cwd).
+    pub base_dir: PathBuf,
+    /// The value of `AUTHD_ENV`.
+    pub env_name: Option<String>,
+    /// The `--config` file.
+    pub config_file: Option<PathBuf>,
+    /// `AUTHD_*` environment variables.
+    pub env_vars: Vec<(String, String)>,
+}
+
+impl Sources {
+    /// Reads `.env` from the working directory (only there: never a parent's) into the
+    /// environment, then the environment. Variables already set win over the file.
+    ///
+    /// A `.env` that cannot even be looked for, because the working directory itself is not
+    /// searchable (a service user started from `/root`), is skipped with a warning: the
+    /// configuration may well be elsewhere (`--config`, `AUTHD_*`). A `.env` that exists but
+    /// cannot be read or parsed is an error. Returns the sources and the warnings for
+    /// `Settings::warnings`.
+    pub fn from_process(config_file: Option<PathBuf>) -> Result<(Self, Vec<String>), ConfigError> {
+        let mut warnings = Vec::new();
+        match dotenvy::from_path(".env") {
+            Ok(_) => {}
+            Err(e) if e.not_found() => {}
+            Err(e) => match unsearchable_dir(Path::new(".env")) {
+                Some(why) => warnings.push(format!(
+                    "not reading .env: cannot look into the working directory ({why})"
+                )),
+                None => return Err(ConfigError(vec![format!(".env: {e}")])),
+            },
+        }
+        let env_vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .filter(|(k, _)| k.starts_with("AUTHD_"))
+            .collect();
+        let sources = Sources {
+            base_dir: PathBuf::from("."),
+            env_name: std::env::var("AUTHD_ENV").ok().filter(|s| !s.is_empty()),
+            config_file,
+            env_vars,
+        };
+        Ok((sources, warnings))
+    }
+}
+
+/// `Some(reason)` when `path` cannot be looked up at all because a directory on the way is
+/// not searchable (`EACCES` from `stat`): whether the file exists is then unknown. `None` when
+/// the lookup itself works (the file exists, or does not).
+fn unsearchable_dir(path: &Path) -> Option<String> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => Some(e.to_string()),
+        _ => None,
+    }
+}
+
+/// Loads and validates the configuration from its layers.
+pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+
+    let mut files: Vec<(String, String)> = vec![("built-in defaults".into(), DEFAULTS_TOML.into())];
+    let mut optional = vec![sources.base_dir.join("config/default.toml")];
+    if let Some(env) = &sources.env_name {
+        optional.push(sources.base_dir.join(format!("config/{env}.toml")));
+    }
+    for path in optional {
+        // Optional files: absent is fine; one that cannot be looked for (its directory is
+        // not searchable) is skipped with a warning, like `.env`; one that exists but cannot
+        // be read is an error.
+        if path.is_file() {
+            read_file(&path, &mut files, &mut errors);
+        } else if let Some(why) = unsearchable_dir(&path) {
+            warnings.push(format!("not reading {}: {why}", path.display()));
+        }
+    }
+    if let Some(path) = &sources.config_file {
+        if path.is_file() {
+            read_file(path, &mut files, &mut errors);
+        } else if let Some(why) = unsearchable_dir(path) {
+            errors.push(format!("cannot read config file {}: {why}", path.display()));
+        } else {
+            errors.push(format!("config file {} not found", path.display()));
+        }
+    }
+
+    let mut builder = Config::builder();
+    for (label, text) in &files {
+        match Config::builder()
+            .add_source(File::from_str(text, FileFormat::Toml))
+            .build()
+        {
+            Ok(single) => {
+                check_unknown_keys(&single, label, &mut errors);
+                builder = builder.add_source(File::from_str(text, FileFormat::Toml));
+            }
+            Err(e) => errors.push(format!("{label}: {e}")),
+        }
+    }
+    for (var, value) in &sources.env_vars {
+        if NON_KEY_VARS.contains(&var.as_str()) {
+            continue;
+        }
+        match env_key(var) {
+            Some(key) if LIST_KEYS.iter().any(|keys| keys.contains(&key.as_str())) => {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect();
+                builder = builder
+                    .set_override(key, items)
+                    .expect("override of a known key");
+            }
+            Some(key) => {
+                builder = builder
+                    .set_override(key, value.as_str())
+                    .expect("override of a known key");
+            }
+            None => warnings.push(format!(
+                "ignoring unknown environment variable {var} (expected AUTHD_<SECTION>__<KEY>)"
+            )),
+        }
+    }
+    // Files that did not parse were left out; everything else is still checked, so one
+    // error line names every bad key at once.
+    let cfg = builder.build().map_err(|e| {
+        errors.push(e.to_string());
+        ConfigError(errors.clone())
+    })?;
+    let mut r = Reader {
+        cfg: &cfg,
+        errors: Vec::new(),
+    };
+    let settings = Settings::read(&mut r, warnings);
+    errors.extend(r.errors);
+    if errors.is_empty() {
+        Ok(settings)
+    } else {
+        Err(ConfigError(errors))
+    }
+}
+
+fn read_file(path: &Path, files: &mut Vec<(String, String)>, errors: &mut Vec<String>) {
+    match std::fs::read_to_string(path) {
+        Ok(text) => files.push((path.display().to_string(), text)),
+        Err(e) => errors.push(format!("cannot read config file {}: {e}", path.display())),
+    }
+}
+
+/// `AUTHD_RATE_LIMIT__MAX_REQUESTS` -> `rate_limit.max_requests`, if that key exists.
+fn env_key(var: &str) -> Option<String> {
+    let rest = var.strip_prefix("AUTHD_")?;
+    let (section, key) = rest.split_once("__")?;
+    let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+    is_known(&section, &key).then(|| format!("{section}.{key}"))
+}
+
+fn is_known(section: &str, key: &str) -> bool {
+    KNOWN_KEYS
+        .iter()
+        .any(|(s, keys)| *s == section && keys.contains(&key))
+}
+
+fn check_unknown_keys(cfg: &Config, label: &str, errors: &mut Vec<String>) {
+    let Ok(table) = cfg
+        .clone()
+        .try_deserialize::<config::Map<String, config::Value>>()
+    else {
+        errors.push(format!("{label}: not a table of sections"));
+        return;
+    };
+    for (section, value) in table {
+        if !KNOWN_KEYS.iter().any(|(s, _)| *s == section) {
+            errors.push(format!("{label}: unknown section [{section}]"));
+            continue;
+        }
+        match value.into_table() {
+            Ok(keys) => {
+                for key in keys.keys() {
+                    if !is_known(&section, key) {
+                        errors.push(format!("{label}: unknown key {section}.{key}"));
+                    }
+                }
+            }
+            Err(_) => errors.push(format!("{label}: {section} must be a table")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
