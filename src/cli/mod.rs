@@ -23,6 +23,7 @@ use clap::{Parser, Subcommand};
 use crate::app::StartError;
 use crate::config::{self, LogFormat, Settings, Sources};
 use crate::error::AppError;
+use crate::store;
 
 /// authd: a self-hosted authentication server (JWT access tokens, rotating refresh tokens).
 #[derive(Debug, Parser)]
@@ -131,6 +132,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
     };
     let (sources, source_warnings) = Sources::from_process(cli.config.clone())?;
     let mut settings = config::load(&sources)?;
+    // The store judges its own URL (configuration knows no backend), before any command
+    // (`check-config` included) touches anything: a bad one is refused like any bad key.
+    store::check_url(&settings.database.url)
+        .map_err(|why| config::ConfigError(vec![format!("database.url: {why}")]))?;
     settings.warnings.splice(0..0, source_warnings);
     let settings = Arc::new(settings);
     let serving = matches!(cli.command, Command::Serve);

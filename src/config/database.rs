@@ -11,7 +11,9 @@ pub(super) const KEYS: &[&str] = &["url", "pool_size", "auto_migrate", "busy_tim
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
-    /// `database.url`, default `sqlite://data/authd.db`.
+    /// `database.url`, default `sqlite://data/authd.db`. Checked by the store, not here
+    /// (configuration knows no backend): `store::check_url`, which the CLI runs before any
+    /// command.
     pub url: String,
     /// `database.pool_size`, default 8.
     pub pool_size: u32,
@@ -23,12 +25,8 @@ pub struct DatabaseSettings {
 
 impl DatabaseSettings {
     pub(super) fn read(r: &mut Reader) -> Self {
-        let url = r.string("database.url");
-        if let Err(why) = check_database_url(&url) {
-            r.fail::<()>("database.url", why);
-        }
         DatabaseSettings {
-            url,
+            url: r.string("database.url"),
             pool_size: r.uint("database.pool_size", 1, 256) as u32,
             auto_migrate: r.boolean("database.auto_migrate"),
             busy_timeout: r.duration("database.busy_timeout", true),
@@ -43,19 +41,5 @@ impl DatabaseSettings {
             self.auto_migrate,
             d(self.busy_timeout),
         )
-    }
-}
-
-fn check_database_url(url: &str) -> Result<(), String> {
-    match url.split_once(':') {
-        Some(("sqlite", rest)) if !rest.trim_start_matches("//").is_empty() => Ok(()),
-        Some(("sqlite", _)) => Err("sqlite URL has no path (e.g. sqlite://data/authd.db)".into()),
-        Some(("postgres" | "postgresql", _)) => crate::store::postgres::check_url(url),
-        Some((scheme, _)) => Err(format!(
-            "unsupported database scheme '{scheme}' (this build supports sqlite:// and postgres://)"
-        )),
-        None => Err(format!(
-            "'{url}' is not a URL such as sqlite://data/authd.db"
-        )),
     }
 }

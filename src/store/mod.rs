@@ -277,8 +277,30 @@ pub struct StoreOptions {
     pub busy_timeout: Duration,
 }
 
+/// Checks a `database.url` as `open` will, without opening anything (for `check-config` and
+/// every command before it touches the database): a known scheme (`sqlite://PATH`, or
+/// `postgres://` / `postgresql://` in libpq's URL form), a SQLite path, and a PostgreSQL URL
+/// this build can serve.
+///
+/// # Errors
+/// Why the URL is refused, one line that never repeats a password; callers prefix the key.
+pub fn check_url(url: &str) -> Result<(), String> {
+    match url.split_once(':') {
+        Some(("sqlite", rest)) if !rest.trim_start_matches("//").is_empty() => Ok(()),
+        Some(("sqlite", _)) => Err("sqlite URL has no path (e.g. sqlite://data/authd.db)".into()),
+        Some(("postgres" | "postgresql", _)) => postgres::check_url(url),
+        Some((scheme, _)) => Err(format!(
+            "unsupported database scheme '{scheme}' (this build supports sqlite:// and postgres://)"
+        )),
+        None => Err(format!(
+            "'{url}' is not a URL such as sqlite://data/authd.db"
+        )),
+    }
+}
+
 /// Opens the backend named by the URL's scheme: `sqlite://PATH`, or `postgres://` /
-/// `postgresql://` (libpq's URL form, with its query parameters).
+/// `postgresql://` (libpq's URL form, with its query parameters). Refuses what `check_url`
+/// refuses.
 pub fn open(url: &str, options: &StoreOptions) -> StoreResult<DynStore> {
     match url.split_once(':') {
         Some(("sqlite", rest)) => {
