@@ -613,16 +613,6 @@ impl Store for PostgresStore {
         self.read(|c| limits::counter(c, key))
     }
 
-    fn record_failure(
-        &self,
-        key: &str,
-        now: Millis,
-        window_start_after: Millis,
-        lock: Option<(u32, Millis)>,
-    ) -> StoreResult<FailureCounter> {
-        self.write(|tx| limits::record_failure(tx, key, now, window_start_after, lock))
-    }
-
     fn clear_failures(&self, key: &str) -> StoreResult<()> {
         self.write(|tx| limits::clear(tx, key))
     }

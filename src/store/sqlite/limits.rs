@@ -22,37 +22,6 @@ pub(super) fn counter(c: &Connection, key: &str) -> rusqlite::Result<Option<Fail
         .optional()
 }
 
-pub(super) fn record_failure(
-    tx: &Connection,
-    key: &str,
-    now: Millis,
-    window_start_after: Millis,
-    lock: Option<(u32, Millis)>,
-) -> rusqlite::Result<FailureCounter> {
-    let (threshold, lock_until) = match lock {
-        Some((t, until)) => (Some(t), Some(until)),
-        None => (None, None),
-    };
-    tx.prepare_cached(
-        "INSERT INTO login_failures (key, count, window_start, locked_until)
-         VALUES (?1, 1, ?2, NULL)
-         ON CONFLICT (key) DO UPDATE SET
-           count = CASE WHEN window_start < ?3 THEN 1 ELSE count + 1 END,
-           window_start = CASE WHEN window_start < ?3 THEN ?2 ELSE window_start END,
-           locked_until = CASE WHEN locked_until < ?2 THEN NULL ELSE locked_until END",
-    )?
-    .execute(params![key, now, window_start_after])?;
-    tx.prepare_cached(
-        "UPDATE login_failures SET locked_until = ?3, count = 0, window_start = ?4
-         WHERE key = ?1 AND ?2 IS NOT NULL AND count >= ?2",
-    )?
-    .execute(params![key, threshold, lock_until, now])?;
-    tx.prepare_cached(
-        "SELECT count, window_start, locked_until FROM login_failures WHERE key = ?1",
-    )?
-    .query_row([key], failure_row)
-}
-
 pub(super) fn clear(tx: &Connection, key: &str) -> rusqlite::Result<()> {
     tx.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?
         .execute([key])

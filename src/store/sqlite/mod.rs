@@ -375,17 +375,6 @@ impl Store for SqliteStore {
         self.read(|c| limits::counter(c, key))
     }
 
-    fn record_failure(
-        &self,
-        key: &str,
-        now: Millis,
-        window_start_after: Millis,
-        lock: Option<(u32, Millis)>,
-    ) -> StoreResult<FailureCounter> {
-        let key = key.to_owned();
-        self.write(move |tx| limits::record_failure(tx, &key, now, window_start_after, lock))
-    }
-
     fn clear_failures(&self, key: &str) -> StoreResult<()> {
         let key = key.to_owned();
         self.write(move |tx| limits::clear(tx, &key))
