@@ -188,16 +188,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// The failed-login counter for a key, if any.
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>>;
-    /// Counts one failure in the window starting at or after `window_start_after`
-    /// (an older window restarts at `now`); locks the key until `lock_until` once
-    /// the count reaches `lock_threshold`. Returns the new counter.
-    fn record_failure(
-        &self,
-        key: &str,
-        now: Millis,
-        window_start_after: Millis,
-        lock_threshold: Option<(u32, Millis)>,
-    ) -> StoreResult<FailureCounter>;
     fn clear_failures(&self, key: &str) -> StoreResult<()>;
 
     /// Reserves one slot on every counter of `request` (for a login: the client's per-IP

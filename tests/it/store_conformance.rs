@@ -101,10 +101,8 @@ conformance!(
     revocation_counts_each_live_session_once,
     purge_deletes_what_the_dry_run_counts,
     audit_events_filter_and_come_newest_first,
-    failures_count_restart_with_the_window_and_lock_out,
     text_with_nul_bytes_is_recorded_not_refused,
     concurrent_rotations_of_one_token_give_exactly_one_success,
-    concurrent_failures_are_all_counted_and_lock_out_exactly_at_the_threshold,
     concurrent_revocations_of_one_session_give_exactly_one_true,
     concurrent_purges_delete_each_row_once,
     signing_keys_insert_rotate_revoke_and_bump_the_generation,
@@ -446,9 +444,7 @@ fn dead_and_live_rows(store: &dyn Store, sessions: usize) {
         let (r, _) = rotation(live, &token, 1_500 + i as Millis, 0);
         assert!(matches!(rotate(store, r), RotateOutcome::Rotated { .. }));
         let _ = expired;
-        store
-            .record_failure(&format!("ip:192.0.2.{i}"), 1_000, 0, None)
-            .unwrap();
+        count_failure(store, &format!("ip:192.0.2.{i}"), None, 1_000);
     }
 }
 
@@ -552,33 +548,6 @@ fn audit_events_filter_and_come_newest_first(store: &dyn Store) {
     assert_eq!(limited.len(), 2);
 }
 
-fn failures_count_restart_with_the_window_and_lock_out(store: &dyn Store) {
-    let key = "email:f@example.com";
-    assert!(store.failure_counter(key).unwrap().is_none());
-    let c = store.record_failure(key, 1_000, 0, None).unwrap();
-    assert_eq!((c.count, c.window_start, c.locked_until), (1, 1_000, None));
-    let c = store.record_failure(key, 2_000, 0, None).unwrap();
-    assert_eq!((c.count, c.window_start), (2, 1_000));
-    // A window that started before `window_start_after` restarts at now.
-    let c = store.record_failure(key, 3_000, 1_500, None).unwrap();
-    assert_eq!((c.count, c.window_start), (1, 3_000));
-    // Reaching the threshold locks the key and starts counting again.
-    let c = store
-        .record_failure(key, 4_000, 0, Some((2, 9_000)))
-        .unwrap();
-    assert_eq!(
-        (c.count, c.window_start, c.locked_until),
-        (0, 4_000, Some(9_000))
-    );
-    assert_eq!(store.failure_counter(key).unwrap(), Some(c));
-    // A lock that has run out is dropped by the next failure.
-    let c = store.record_failure(key, 10_000, 0, None).unwrap();
-    assert_eq!((c.count, c.locked_until), (1, None));
-    store.clear_failures(key).unwrap();
-    assert!(store.failure_counter(key).unwrap().is_none());
-    store.clear_failures(key).unwrap();
-}
-
 /// Hostile input carries NUL bytes; recording it (audit, client info, failed-login keys) never
 /// fails, and a lookup never truncates it into another value.
 fn text_with_nul_bytes_is_recorded_not_refused(store: &dyn Store) {
@@ -589,8 +558,8 @@ fn text_with_nul_bytes_is_recorded_not_refused(store: &dyn Store) {
         .unwrap()
         .is_none());
     let key = "email:nul@example.com\0";
-    assert_eq!(store.record_failure(key, 1_000, 0, None).unwrap().count, 1);
-    assert_eq!(store.record_failure(key, 1_000, 0, None).unwrap().count, 2);
+    count_failure(store, key, None, 1_000);
+    count_failure(store, key, None, 1_000);
     assert_eq!(
         store.failure_counter(key).unwrap().map(|c| c.count),
         Some(2)
@@ -688,47 +657,6 @@ fn concurrent_rotations_of_one_token_give_exactly_one_success(store: &dyn Store)
             .revoked_at
             .is_some());
     }
-}
-
-fn concurrent_failures_are_all_counted_and_lock_out_exactly_at_the_threshold(store: &dyn Store) {
-    const EACH: usize = 5;
-    let barrier = Barrier::new(THREADS);
-    std::thread::scope(|scope| {
-        for _ in 0..THREADS {
-            scope.spawn(|| {
-                barrier.wait();
-                for _ in 0..EACH {
-                    store
-                        .record_failure("ip:198.51.100.7", 1_000, 0, None)
-                        .unwrap();
-                }
-            });
-        }
-    });
-    let c = store.failure_counter("ip:198.51.100.7").unwrap().unwrap();
-    assert_eq!(c.count as usize, THREADS * EACH, "no failure lost");
-
-    // With a threshold of 5, 60 failures lock the key exactly 12 times, each counted once.
-    let barrier = Barrier::new(THREADS);
-    let lockouts: usize = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..THREADS)
-            .map(|_| {
-                scope.spawn(|| {
-                    barrier.wait();
-                    (0..EACH)
-                        .filter(|_| {
-                            let c = store
-                                .record_failure("email:c@example.com", 1_000, 0, Some((5, 50_000)))
-                                .unwrap();
-                            c.count == 0 && c.locked_until == Some(50_000)
-                        })
-                        .count()
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).sum()
-    });
-    assert_eq!(lockouts, THREADS * EACH / 5);
 }
 
 fn concurrent_revocations_of_one_session_give_exactly_one_true(store: &dyn Store) {
@@ -1102,6 +1030,24 @@ fn slot_request(key: &str, max: u32, now: Millis) -> SlotRequest {
     }
 }
 
+/// One failed login on `key` at `now`, as the service counts it (a slot reserved, then
+/// settled as failed); `lock` is the limit and how long reaching it locks.
+fn count_failure(store: &dyn Store, key: &str, lock: Option<(u32, Millis)>, now: Millis) {
+    let request = SlotRequest {
+        now,
+        window: 60_000,
+        counters: vec![CounterLimit {
+            key: key.into(),
+            max: lock.map_or(u32::MAX, |(max, _)| max),
+            lock_for: lock.map(|(_, lock_for)| lock_for),
+        }],
+    };
+    let Admission::Granted(grant) = store.reserve_login_slots(&request).unwrap() else {
+        panic!("{key} has room")
+    };
+    store.settle_login_slots(&grant, true, now).unwrap();
+}
+
 /// However many attempts on a fresh key arrive at once, no more than the limit are admitted
 /// (held slots count until settled); settling failures locks the key.
 fn concurrent_login_reservations_admit_exactly_the_limit(store: &dyn Store) {
@@ -1165,9 +1111,7 @@ fn accounts_list_disable_role_and_delete(store: &dyn Store) {
     let (a1, _) = new_session(store, a, 1_000, FAR);
     let (_a2, _) = new_session(store, a, 1_000, FAR);
     let (_b1, _) = new_session(store, b, 1_000, FAR);
-    store
-        .record_failure("email:acc-b@example.com", 2_000, 0, Some((1, 50_000)))
-        .unwrap();
+    count_failure(store, "email:acc-b@example.com", Some((1, 48_000)), 2_000);
 
     let all = store.list_users(&UserFilter::default(), 3_000).unwrap();
     let ids: Vec<Uuid> = all.iter().map(|x| x.user.id).collect();

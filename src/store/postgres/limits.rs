@@ -33,46 +33,6 @@ pub(super) fn counter(
     .transpose()
 }
 
-/// See `Store::record_failure`.
-pub(super) fn record_failure(
-    tx: &mut Db<'_, Transaction<'_>>,
-    key: &str,
-    now: Millis,
-    window_start_after: Millis,
-    lock: Option<(u32, Millis)>,
-) -> PgResult<FailureCounter> {
-    // The key's lock, as every writer of these rows takes it (see `lock_keys`); then the
-    // upsert's row lock, held to commit: two failures for one key at once would otherwise both
-    // read count n and both write n + 1, and a lockout threshold would be crossed late or
-    // twice; the second waits and counts on the first one's row.
-    lock_keys(tx, [key])?;
-    let row = tx.query_one(
-        "INSERT INTO login_failures AS f (key, count, window_start, locked_until)
-         VALUES ($1, 1, $2, NULL)
-         ON CONFLICT (key) DO UPDATE SET
-           count = CASE WHEN f.window_start < $3 THEN 1 ELSE f.count + 1 END,
-           window_start = CASE WHEN f.window_start < $3 THEN $2 ELSE f.window_start END,
-           locked_until = CASE WHEN f.locked_until < $2 THEN NULL ELSE f.locked_until END
-         RETURNING count, window_start, locked_until",
-        &[&text(key), &now, &window_start_after],
-    )?;
-    let counted = counter_row(&row)?;
-    match lock {
-        Some((threshold, until)) if counted.count >= threshold => {
-            // Same transaction, same row lock: the count that crossed the threshold is the one
-            // this transaction wrote.
-            let row = tx.query_one(
-                "UPDATE login_failures SET locked_until = $2, count = 0, window_start = $3
-                 WHERE key = $1
-                 RETURNING count, window_start, locked_until",
-                &[&text(key), &until, &now],
-            )?;
-            counter_row(&row)
-        }
-        _ => Ok(counted),
-    }
-}
-
 /// `Store::clear_failures` (an admin lifting a lockout), under the key's lock: a settlement
 /// running meanwhile would otherwise write back the count it read before the delete.
 pub(super) fn clear(tx: &mut Db<'_, Transaction<'_>>, key: &str) -> PgResult<()> {

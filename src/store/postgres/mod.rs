@@ -193,23 +193,10 @@ impl PostgresStore {
         let mut closed_found = 0;
         loop {
             let mut conn = self.conn()?;
-            let mut stale_retried = false;
-            let result = loop {
-                let PgConn {
-                    client, statements, ..
-                } = &mut *conn;
-                match f(&mut Db::new(client, statements)) {
-                    Err(e) if !stale_retried && forget_statements_after(&e, &mut conn) => {
-                        stale_retried = true;
-                    }
-                    other => break other,
-                }
-            };
-            match result {
-                Ok(value) => {
-                    conn.used_at = std::time::Instant::now();
-                    return Ok(value);
-                }
+            match run_on(&mut conn, |c| {
+                f(&mut Db::new(&mut c.client, &mut c.statements))
+            }) {
+                Ok(value) => return Ok(value),
                 Err(_) if conn.client.is_closed() && closed_found < self.max_closed_in_a_row() => {
                     closed_found += 1;
                 }
@@ -234,35 +221,17 @@ impl PostgresStore {
         let mut closed_found = 0;
         loop {
             let mut conn = self.conn()?;
-            let mut stale_retried = false;
-            let mut begun = true;
-            let result = loop {
-                let PgConn {
-                    client, statements, ..
-                } = &mut *conn;
-                let mut tx = match client.transaction() {
-                    Ok(tx) => tx,
-                    Err(e) => {
-                        begun = false;
-                        break Err(e);
-                    }
-                };
-                let result = f(&mut Db::new(&mut tx, statements)).and_then(|value| {
-                    tx.commit()?;
-                    Ok(value)
-                });
-                match result {
-                    Err(e) if !stale_retried && forget_statements_after(&e, &mut conn) => {
-                        stale_retried = true;
-                    }
-                    other => break other,
-                }
-            };
+            let mut begun = false;
+            let result = run_on(&mut conn, |c| {
+                begun = false;
+                let mut tx = c.client.transaction()?;
+                begun = true;
+                let value = f(&mut Db::new(&mut tx, &mut c.statements))?;
+                tx.commit()?;
+                Ok(value)
+            });
             match result {
-                Ok(value) => {
-                    conn.used_at = std::time::Instant::now();
-                    return Ok(value);
-                }
+                Ok(value) => return Ok(value),
                 Err(e) if !begun && closed_found < self.max_closed_in_a_row() => {
                     tracing::debug!(error = %cause(&e), "BEGIN failed; taking another connection");
                     closed_found += 1;
@@ -277,6 +246,21 @@ impl PostgresStore {
             }
         }
     }
+}
+
+/// Runs `op` on `conn`, and once more if its error may come from a stale prepared statement
+/// (see `forget_statements_after`); a success marks the connection as just used (see
+/// `db::VALIDATE_AFTER_IDLE`). What a failure means for the caller (another connection,
+/// another attempt, an error) is `read`'s and `write`'s to decide.
+fn run_on<T>(conn: &mut PgConn, mut op: impl FnMut(&mut PgConn) -> PgResult<T>) -> PgResult<T> {
+    let result = match op(conn) {
+        Err(e) if forget_statements_after(&e, conn) => op(conn),
+        other => other,
+    };
+    if result.is_ok() {
+        conn.used_at = std::time::Instant::now();
+    }
+    result
 }
 
 /// Drops the connection's prepared statements after an error that may come from one of them
@@ -611,16 +595,6 @@ impl Store for PostgresStore {
 
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>> {
         self.read(|c| limits::counter(c, key))
-    }
-
-    fn record_failure(
-        &self,
-        key: &str,
-        now: Millis,
-        window_start_after: Millis,
-        lock: Option<(u32, Millis)>,
-    ) -> StoreResult<FailureCounter> {
-        self.write(|tx| limits::record_failure(tx, key, now, window_start_after, lock))
     }
 
     fn clear_failures(&self, key: &str) -> StoreResult<()> {

@@ -5,7 +5,8 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
-use super::{revoke_where, user_at, user_row, USER_COLS};
+use super::sessions::revoke_where;
+use super::users::{user_at, user_row, USER_COLS};
 use crate::domain::time::Millis;
 use crate::domain::{Account, Role, User, UserFilter};
 

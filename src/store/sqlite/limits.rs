@@ -2,12 +2,31 @@
 //! reads and writes the `login_failures` rows inside the caller's `BEGIN IMMEDIATE`
 //! transaction, so a reservation and a settlement never interleave with another writer).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::failure_row;
 use crate::domain::limits::{self, Admission, Counters, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::FailureCounter;
+
+fn failure_row(row: &Row<'_>) -> rusqlite::Result<FailureCounter> {
+    Ok(FailureCounter {
+        count: row.get(0)?,
+        window_start: row.get(1)?,
+        locked_until: row.get(2)?,
+    })
+}
+
+pub(super) fn counter(c: &Connection, key: &str) -> rusqlite::Result<Option<FailureCounter>> {
+    c.prepare_cached("SELECT count, window_start, locked_until FROM login_failures WHERE key = ?1")?
+        .query_row([key], failure_row)
+        .optional()
+}
+
+pub(super) fn clear(tx: &Connection, key: &str) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?
+        .execute([key])
+        .map(|_| ())
+}
 
 /// `login_failures` rows seen through one open write transaction.
 struct Rows<'a>(&'a Connection);

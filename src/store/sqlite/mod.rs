@@ -1,12 +1,18 @@
 //! Store layer: the SQLite implementation of `Store` (rusqlite + r2d2), WAL mode,
 //! `BEGIN IMMEDIATE` for every read-then-write, migrations embedded with refinery.
+//! The files mirror the PostgreSQL backend's concerns: users, sessions, audit, limits,
+//! cleanup, migrations.
 
 mod accounts;
+mod audit;
 mod checkpoint;
+mod cleanup;
 mod keys;
 mod limits;
 mod migrations;
 mod passwords;
+mod sessions;
+mod users;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -14,18 +20,16 @@ use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Row};
+use rusqlite::{Connection, ErrorCode, Row};
 use uuid::Uuid;
 
-use super::rotation::{self, Presented, Step};
 use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
-    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
-    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
-    UserFilter,
+    Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
+    RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
@@ -229,50 +233,6 @@ fn opt_uuid_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<Option<Uuid>> {
     s.map(|s| parse_text(idx, &s)).transpose()
 }
 
-const USER_COLS: &str = "id, email, name, role, disabled, created_at, last_login_at";
-
-fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
-    user_at(row, 0)
-}
-
-/// A user from the `USER_COLS` columns starting at column `at`.
-fn user_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
-    Ok(User {
-        id: uuid_col(row, at)?,
-        email: row.get(at + 1)?,
-        name: row.get(at + 2)?,
-        role: parsed_col(row, at + 3)?,
-        disabled: row.get::<_, i64>(at + 4)? != 0,
-        created_at: row.get(at + 5)?,
-        last_login_at: row.get(at + 6)?,
-    })
-}
-
-const SESSION_COLS: &str =
-    "id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, device_info";
-
-fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
-    Ok(Session {
-        id: uuid_col(row, 0)?,
-        user_id: uuid_col(row, 1)?,
-        created_at: row.get(2)?,
-        last_used_at: row.get(3)?,
-        expires_at: row.get(4)?,
-        revoked_at: row.get(5)?,
-        user_agent: row.get(6)?,
-        ip: row.get(7)?,
-        device_info: row.get(8)?,
-    })
-}
-
-fn failure_row(row: &Row<'_>) -> rusqlite::Result<FailureCounter> {
-    Ok(FailureCounter {
-        count: row.get(0)?,
-        window_start: row.get(1)?,
-        locked_until: row.get(2)?,
-    })
-}
-
 impl Store for SqliteStore {
     fn migrate(&self) -> StoreResult<Vec<MigrationEntry>> {
         let _lock = migration_lock(&self.dir);
@@ -300,64 +260,20 @@ impl Store for SqliteStore {
     }
 
     fn insert_user(&self, u: &NewUser) -> StoreResult<User> {
-        let row = u.clone();
-        self.write(move |tx| {
-            let u = &row;
-            tx.execute(
-                "INSERT INTO users (id, email, name, role, password_hash, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    u.id.to_string(),
-                    u.email,
-                    u.name,
-                    u.role.as_str(),
-                    u.password_hash,
-                    u.created_at
-                ],
-            )
-        })?;
-        Ok(User {
-            id: u.id,
-            email: u.email.clone(),
-            name: u.name.clone(),
-            role: u.role,
-            disabled: false,
-            created_at: u.created_at,
-            last_login_at: None,
-        })
+        let u = u.clone();
+        self.write(move |tx| users::insert(tx, &u))
     }
 
     fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1"
-            ))?
-            .query_row([email], |r| {
-                Ok(UserCredentials {
-                    user: user_row(r)?,
-                    password_hash: r.get(7)?,
-                })
-            })
-            .optional()
-        })
+        self.read(|c| users::by_email(c, email))
     }
 
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
-        self.read(|c| {
-            c.prepare_cached(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"))?
-                .query_row([id.to_string()], user_row)
-                .optional()
-        })
+        self.read(|c| users::by_id(c, id))
     }
 
     fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>> {
-        self.write(move |tx| {
-            tx.prepare_cached(&format!(
-                "UPDATE users SET last_login_at = ?2 WHERE id = ?1 RETURNING {USER_COLS}"
-            ))?
-            .query_row(params![user_id.to_string(), at], user_row)
-            .optional()
-        })
+        self.write(move |tx| users::record_login(tx, user_id, at))
     }
 
     fn upgrade_password_hash(
@@ -380,61 +296,23 @@ impl Store for SqliteStore {
 
     fn create_session(&self, new: &NewSession) -> StoreResult<()> {
         let new = new.clone();
-        self.write(move |tx| {
-            let (s, t) = (&new.session, &new.token);
-            tx.prepare_cached(
-                "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at,
-                                       user_agent, ip, device_info)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )?
-            .execute(params![
-                s.id.to_string(),
-                s.user_id.to_string(),
-                s.created_at,
-                s.last_used_at,
-                s.expires_at,
-                s.user_agent,
-                s.ip,
-                s.device_info
-            ])?;
-            insert_token(tx, t, false)
-        })
+        self.write(move |tx| sessions::create(tx, &new))
     }
 
     fn rotate_refresh_token(&self, r: Rotation, audit: AuditOf) -> StoreResult<RotateOutcome> {
         self.write(move |tx| {
-            let outcome = rotate(tx, &r)?;
-            insert_audit(tx, &audit(&outcome))?;
+            let outcome = sessions::rotate(tx, &r)?;
+            audit::insert(tx, &audit(&outcome))?;
             Ok(outcome)
         })
     }
 
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {SESSION_COLS} FROM sessions WHERE id = ?1"
-            ))?
-            .query_row([id.to_string()], session_row)
-            .optional()
-        })
+        self.read(|c| sessions::by_id(c, id))
     }
 
     fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
-                        s.user_agent, s.ip, s.device_info,
-                        u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at
-                 FROM sessions s JOIN users u ON u.id = s.user_id
-                 WHERE s.id = ?1",
-            )?
-            .query_row([id.to_string()], |r| {
-                let session = session_row(r)?;
-                let user = user_at(r, 9)?;
-                Ok((session, user))
-            })
-            .optional()
-        })
+        self.read(|c| sessions::with_user(c, id))
     }
 
     fn session_by_token(
@@ -442,19 +320,11 @@ impl Store for SqliteStore {
         session_hint: Uuid,
         token_hash: &str,
     ) -> StoreResult<Option<Session>> {
-        self.read(|c| find_token(c, &SESSION_OF_TOKEN, session_hint, token_hash, session_row))
+        self.read(|c| sessions::by_token(c, session_hint, token_hash))
     }
 
     fn live_sessions(&self, user_id: Uuid, now: Millis) -> StoreResult<Vec<Session>> {
-        self.read(|c| {
-            c.prepare_cached(&format!(
-                "SELECT {SESSION_COLS} FROM sessions
-                 WHERE user_id = ?1 AND revoked_at IS NULL AND expires_at > ?2
-                 ORDER BY created_at DESC"
-            ))?
-            .query_map(params![user_id.to_string(), now], session_row)?
-            .collect()
-        })
+        self.read(|c| sessions::live(c, user_id, now))
     }
 
     fn revoke_session(
@@ -465,40 +335,21 @@ impl Store for SqliteStore {
         reason: &str,
     ) -> StoreResult<bool> {
         let reason = reason.to_owned();
-        self.write(move |tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE sessions SET revoked_at = ?3, revoke_reason = ?4
-                     WHERE id = ?1 AND user_id = ?2 AND revoked_at IS NULL AND expires_at > ?3",
-                )?
-                .execute(params![
-                    session_id.to_string(),
-                    user_id.to_string(),
-                    now,
-                    reason
-                ])?;
-            Ok(n > 0)
-        })
+        self.write(move |tx| sessions::revoke_one(tx, user_id, session_id, now, &reason))
     }
 
     fn revoke_user_sessions(&self, user_id: Uuid, now: Millis, reason: &str) -> StoreResult<usize> {
         let reason = reason.to_owned();
-        self.write(move |tx| revoke_where(tx, "user_id = ?1", &user_id.to_string(), now, &reason))
+        self.write(move |tx| sessions::revoke_of_user(tx, user_id, now, &reason))
     }
 
     fn revoke_all_sessions(&self, now: Millis, reason: &str) -> StoreResult<usize> {
         let reason = reason.to_owned();
-        self.write(move |tx| revoke_where(tx, "?1 = ?1", "", now, &reason))
+        self.write(move |tx| sessions::revoke_all(tx, now, &reason))
     }
 
     fn count_live_sessions(&self, now: Millis) -> StoreResult<u64> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT COUNT(*) FROM sessions WHERE revoked_at IS NULL AND expires_at > ?1",
-            )?
-            .query_row([now], |r| r.get::<_, i64>(0))
-            .map(|n| n as u64)
-        })
+        self.read(|c| sessions::count_live(c, now))
     }
 
     fn purge(
@@ -508,136 +359,25 @@ impl Store for SqliteStore {
         failure_window: Millis,
         dry_run: bool,
     ) -> StoreResult<CleanupCounts> {
-        // Tokens go with their session, and only with a dead one: a rotated-away token of a
-        // live session is what reuse detection finds (deleting it would turn a replayed stolen
-        // token from TOKEN_REVOKED, session revoked, into a harmless TOKEN_INVALID).
-        const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
-        const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE session_id IN
-             (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
-        // A counter goes once its window and its lock are over: deleting it earlier would
-        // reset a running failed-login budget or lift a lockout (held-slot rows alike).
-        const STALE_FAILURES: &str = "FROM login_failures WHERE window_start <= ?1
-             AND (locked_until IS NULL OR locked_until <= ?2)";
-        let window_ended_before = now - failure_window;
-        self.write(move |tx| {
-            let count = |what: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
-                tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| {
-                    r.get::<_, i64>(0)
-                })
-                .map(|n| n as u64)
-            };
-            let counts = CleanupCounts {
-                refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
-                sessions: count(DEAD_SESSIONS, &[&cutoff])?,
-                login_failures: count(STALE_FAILURES, &[&window_ended_before, &now])?,
-                stopped_early: false,
-            };
-            if !dry_run {
-                tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;
-                tx.execute(&format!("DELETE {DEAD_SESSIONS}"), [cutoff])?;
-                tx.execute(
-                    &format!("DELETE {STALE_FAILURES}"),
-                    [window_ended_before, now],
-                )?;
-            }
-            Ok(counts)
-        })
+        self.write(move |tx| cleanup::purge(tx, cutoff, now, failure_window, dry_run))
     }
 
     fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
         let e = e.clone();
-        self.write(move |tx| insert_audit(tx, &e))
+        self.write(move |tx| audit::insert(tx, &e))
     }
 
     fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
-                 FROM audit_events
-                 WHERE (?1 IS NULL OR email = ?1 OR user_id = ?5)
-                   AND (?2 IS NULL OR event = ?2)
-                   AND (?3 IS NULL OR at >= ?3)
-                 ORDER BY id DESC
-                 LIMIT ?4",
-            )?
-            .query_map(
-                params![
-                    q.email,
-                    q.event,
-                    q.since,
-                    q.limit,
-                    q.user_id.map(|u| u.to_string())
-                ],
-                |r| {
-                    Ok(AuditEvent {
-                        at: r.get(0)?,
-                        event: r.get(1)?,
-                        user_id: opt_uuid_col(r, 2)?,
-                        email: r.get(3)?,
-                        ip: r.get(4)?,
-                        user_agent: r.get(5)?,
-                        outcome: r.get(6)?,
-                        reason: r.get(7)?,
-                        actor: r.get(8)?,
-                    })
-                },
-            )?
-            .collect()
-        })
+        self.read(|c| audit::events(c, q))
     }
 
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>> {
-        self.read(|c| {
-            c.prepare_cached(
-                "SELECT count, window_start, locked_until FROM login_failures WHERE key = ?1",
-            )?
-            .query_row([key], failure_row)
-            .optional()
-        })
-    }
-
-    fn record_failure(
-        &self,
-        key: &str,
-        now: Millis,
-        window_start_after: Millis,
-        lock: Option<(u32, Millis)>,
-    ) -> StoreResult<FailureCounter> {
-        let (threshold, lock_until) = match lock {
-            Some((t, until)) => (Some(t), Some(until)),
-            None => (None, None),
-        };
-        let key = key.to_owned();
-        self.write(move |tx| {
-            let key = key.as_str();
-            tx.prepare_cached(
-                "INSERT INTO login_failures (key, count, window_start, locked_until)
-                 VALUES (?1, 1, ?2, NULL)
-                 ON CONFLICT (key) DO UPDATE SET
-                   count = CASE WHEN window_start < ?3 THEN 1 ELSE count + 1 END,
-                   window_start = CASE WHEN window_start < ?3 THEN ?2 ELSE window_start END,
-                   locked_until = CASE WHEN locked_until < ?2 THEN NULL ELSE locked_until END",
-            )?
-            .execute(params![key, now, window_start_after])?;
-            tx.prepare_cached(
-                "UPDATE login_failures SET locked_until = ?3, count = 0, window_start = ?4
-                 WHERE key = ?1 AND ?2 IS NOT NULL AND count >= ?2",
-            )?
-            .execute(params![key, threshold, lock_until, now])?;
-            tx.prepare_cached(
-                "SELECT count, window_start, locked_until FROM login_failures WHERE key = ?1",
-            )?
-            .query_row([key], failure_row)
-        })
+        self.read(|c| limits::counter(c, key))
     }
 
     fn clear_failures(&self, key: &str) -> StoreResult<()> {
         let key = key.to_owned();
-        self.write(move |tx| {
-            tx.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?
-                .execute([key])
-                .map(|_| ())
-        })
+        self.write(move |tx| limits::clear(tx, &key))
     }
 
     fn reserve_login_slots(&self, request: &SlotRequest) -> StoreResult<Admission> {
@@ -720,177 +460,11 @@ impl Store for SqliteStore {
     }
 }
 
-/// One way to find a presented refresh token: by the session it names and its hash, or,
-/// failing that, by hash alone among legacy tokens (see migration V4). Both statements
-/// select the same columns, joined with whatever the caller needs.
-struct TokenLookup {
-    keyed: &'static str,
-    legacy: &'static str,
-}
-
-/// A `TokenLookup` from one `SELECT ... FROM refresh_tokens t ...` (parameters: ?1 the
-/// session hint, ?2 the hash).
-macro_rules! token_lookup {
-    ($select:literal) => {
-        TokenLookup {
-            keyed: concat!($select, " WHERE t.session_id = ?1 AND t.token_hash = ?2"),
-            legacy: concat!($select, " WHERE t.token_hash = ?2 AND t.legacy = 1"),
-        }
-    };
-}
-
-/// The session a token belongs to (logout).
-const SESSION_OF_TOKEN: TokenLookup = token_lookup!(
-    "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
-            s.user_agent, s.ip, s.device_info
-     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
-);
-
-/// Everything a rotation decides on, in one statement.
-const TOKEN_TO_ROTATE: TokenLookup = token_lookup!(
-    "SELECT t.session_id, t.expires_at, t.rotated_at, t.legacy,
-            s.user_id, s.revoked_at, u.role, u.disabled
-     FROM refresh_tokens t
-     JOIN sessions s ON s.id = t.session_id
-     JOIN users u ON u.id = s.user_id"
-);
-
-fn find_token<T>(
-    c: &Connection,
-    lookup: &TokenLookup,
-    session_hint: Uuid,
-    hash: &str,
-    row: impl Fn(&Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<Option<T>> {
-    let hint = session_hint.to_string();
-    let keyed = c
-        .prepare_cached(lookup.keyed)?
-        .query_row(params![hint, hash], &row)
-        .optional()?;
-    if keyed.is_some() {
-        return Ok(keyed);
-    }
-    c.prepare_cached(lookup.legacy)?
-        .query_row(params![hint, hash], row)
-        .optional()
-}
-
-/// The rotation itself (see `Store::rotate_refresh_token`), inside the caller's transaction:
-/// find the token, let `rotation::decide`, write what it says.
-fn rotate(tx: &Connection, r: &Rotation) -> rusqlite::Result<RotateOutcome> {
-    let found = find_token(
-        tx,
-        &TOKEN_TO_ROTATE,
-        r.presented_session,
-        &r.presented_hash,
-        |row| {
-            Ok(Presented {
-                session_id: uuid_col(row, 0)?,
-                expires_at: row.get(1)?,
-                rotated_at: row.get(2)?,
-                legacy: row.get::<_, Option<i64>>(3)?.is_some_and(|l| l != 0),
-                user_id: uuid_col(row, 4)?,
-                revoked_at: row.get(5)?,
-                role: parsed_col(row, 6)?,
-                disabled: row.get::<_, i64>(7)? != 0,
-            })
-        },
-    )?;
-    let (session_id, mark_rotated, legacy, outcome) = match rotation::decide(found.as_ref(), r) {
-        Step::Refuse(outcome) => return Ok(outcome),
-        Step::RevokeSession {
-            session_id,
-            outcome,
-        } => {
-            revoke_where(tx, "id = ?1", &session_id.to_string(), r.now, "reuse")?;
-            return Ok(outcome);
-        }
-        Step::Rotate {
-            session_id,
-            mark_rotated,
-            legacy,
-            outcome,
-        } => (session_id, mark_rotated, legacy, outcome),
-    };
-    if mark_rotated {
-        tx.prepare_cached(
-            "UPDATE refresh_tokens SET rotated_at = ?3 WHERE session_id = ?1 AND token_hash = ?2",
-        )?
-        .execute(params![session_id.to_string(), r.presented_hash, r.now])?;
-    }
-    // The replacement names the same session as the presented token: a legacy chain stays
-    // findable by hash.
-    let new = NewRefreshToken {
-        hash: r.replacement_hash.clone(),
-        session_id,
-        created_at: r.now,
-        expires_at: r.expires_at,
-    };
-    insert_token(tx, &new, legacy)?;
-    tx.prepare_cached(
-        "UPDATE sessions SET last_used_at = ?2, expires_at = MAX(expires_at, ?3) WHERE id = ?1",
-    )?
-    .execute(params![session_id.to_string(), r.now, r.expires_at])?;
-    Ok(outcome)
-}
-
-fn insert_audit(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO audit_events (at, event, user_id, email, ip, user_agent, outcome, reason,
-                                   actor)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        e.at,
-        e.event,
-        e.user_id.map(|u| u.to_string()),
-        e.email,
-        e.ip,
-        e.user_agent,
-        e.outcome,
-        e.reason,
-        e.actor
-    ])
-    .map(|_| ())
-}
-
-fn insert_token(tx: &Connection, t: &NewRefreshToken, legacy: bool) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at, legacy)
-         VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        t.session_id.to_string(),
-        t.hash,
-        t.created_at,
-        t.expires_at,
-        legacy.then_some(1)
-    ])?;
-    Ok(())
-}
-
-/// Revokes the live sessions matching `filter` (which binds `?1`); returns how many.
-fn revoke_where(
-    tx: &Connection,
-    filter: &str,
-    arg: &str,
-    now: Millis,
-    reason: &str,
-) -> rusqlite::Result<usize> {
-    tx.execute(
-        &format!(
-            "UPDATE sessions SET revoked_at = ?2, revoke_reason = ?3
-             WHERE {filter} AND revoked_at IS NULL AND expires_at > ?2"
-        ),
-        params![arg, now, reason],
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crypto::refresh::{self, RefreshTokens};
-    use crate::domain::Role;
+    use crate::domain::{NewRefreshToken, Role};
 
     fn rotation(
         presented_session: Uuid,

@@ -1,0 +1,51 @@
+//! Store layer (SQLite): the cleanup of expired and revoked sessions, rotated-away refresh
+//! tokens and stale failed-login counters, in one write transaction.
+
+use rusqlite::Connection;
+
+use crate::domain::time::Millis;
+use crate::domain::CleanupCounts;
+
+// Tokens go with their session, and only with a dead one: a rotated-away token of a live
+// session is what reuse detection finds (deleting it would turn a replayed stolen token from
+// TOKEN_REVOKED, session revoked, into a harmless TOKEN_INVALID).
+const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1";
+const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE session_id IN
+     (SELECT id FROM sessions WHERE revoked_at < ?1 OR expires_at < ?1)";
+// A counter goes once its window and its lock are over: deleting it earlier would reset a
+// running failed-login budget or lift a lockout (held-slot rows alike).
+const STALE_FAILURES: &str = "FROM login_failures WHERE window_start <= ?1
+     AND (locked_until IS NULL OR locked_until <= ?2)";
+
+/// `Store::purge` inside the caller's write transaction: counts what is dead and, unless
+/// `dry_run`, deletes it.
+pub(super) fn purge(
+    tx: &Connection,
+    cutoff: Millis,
+    now: Millis,
+    failure_window: Millis,
+    dry_run: bool,
+) -> rusqlite::Result<CleanupCounts> {
+    let window_ended_before = now - failure_window;
+    let count = |what: &str, p: &[&dyn rusqlite::ToSql]| -> rusqlite::Result<u64> {
+        tx.query_row(&format!("SELECT COUNT(*) {what}"), p, |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|n| n as u64)
+    };
+    let counts = CleanupCounts {
+        refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
+        sessions: count(DEAD_SESSIONS, &[&cutoff])?,
+        login_failures: count(STALE_FAILURES, &[&window_ended_before, &now])?,
+        stopped_early: false,
+    };
+    if !dry_run {
+        tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;
+        tx.execute(&format!("DELETE {DEAD_SESSIONS}"), [cutoff])?;
+        tx.execute(
+            &format!("DELETE {STALE_FAILURES}"),
+            [window_ended_before, now],
+        )?;
+    }
+    Ok(counts)
+}
