@@ -24,12 +24,13 @@
 # plus AUTHD_PASSWORD__BCRYPT_COST=10 (a debug build hashes slowly; 10 is the lowest allowed)
 # and AUTHD_COOKIE__SECURE=false, as the README advises for local HTTP. Inherited AUTHD_*
 # variables are cleared. Environment (optional): AUTHD_BIN, the binary to use (default: a
-# debug build, `cargo build --locked --bin authd`). Removes everything it created on exit.
+# debug build, `cargo build --locked --bin authd`); README_FILE, another file to walk through
+# (to try this script on a broken README). Removes everything it created on exit.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 repo="$(pwd)"
-readme="$repo/README.md"
+readme="${README_FILE:-$repo/README.md}"
 
 log() { printf '== %s\n' "$*"; }
 fail() {
