@@ -226,7 +226,7 @@ drop_pg() {
 trap 'drop_pg; rm -rf "$tmp"' EXIT
 if [ "$sandbox_ok" = 1 ]; then
     log "the cleanup unit's sandbox reaches the database (SQLite, PostgreSQL)"
-    while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^AUTHD_' || true)
+    while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^AUTHD_' | grep -vx AUTHD_BIN || true)
     cleanup_unit="$units_dir/authd-cleanup.service"
     mkdir -p "$tmp/sqlite"
     cleanup_reaches "$cleanup_unit" "sqlite://$tmp/sqlite/authd.db" ||
