@@ -166,3 +166,101 @@ fn the_helpers_see_what_they_should() {
     assert_eq!(section(doc, "## A"), "## A\na\n### A1\nb");
     assert!(Path::new(&repo()).join("docs/API.md").exists());
 }
+
+/// `authd man-pages DIR`: the page names written (`authd-users-list`, without `.1`), and the
+/// `authd...(N)` references in their text (roff's `\-` read as `-`).
+fn man_pages() -> (BTreeSet<String>, Vec<(String, String)>) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(authd_bin())
+        .arg("man-pages")
+        .arg(dir.path())
+        .output()
+        .expect("authd man-pages runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut pages = BTreeSet::new();
+    let mut refs = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let page = name
+            .strip_suffix(".1")
+            .unwrap_or_else(|| panic!("{name}"))
+            .to_string();
+        let text = std::fs::read_to_string(&path).unwrap().replace("\\-", "-");
+        for (i, _) in text.match_indices("authd") {
+            let rest = &text[i..];
+            let word_end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                .unwrap_or(rest.len());
+            if rest[word_end..].starts_with("(1)") {
+                refs.push((page.clone(), rest[..word_end].to_string()));
+            }
+        }
+        pages.insert(page);
+    }
+    (pages, refs)
+}
+
+#[test]
+fn every_man_page_reference_has_a_page() {
+    let (pages, refs) = man_pages();
+    for expected in [
+        "authd",
+        "authd-serve",
+        "authd-users",
+        "authd-users-list",
+        "authd-keys-rotate",
+    ] {
+        assert!(pages.contains(expected), "no page {expected}: {pages:?}");
+    }
+    assert!(!refs.is_empty(), "authd(1) names no command pages");
+    let dangling: Vec<&(String, String)> =
+        refs.iter().filter(|(_, r)| !pages.contains(r)).collect();
+    assert!(
+        dangling.is_empty(),
+        "(page, reference to no page): {dangling:?}"
+    );
+    // What the units and the docs send readers to: `man:authd-...(1)` and `man authd-...`.
+    for file in [
+        "packaging/systemd/authd.service",
+        "packaging/systemd/authd-cleanup.service",
+        "packaging/systemd/authd-cleanup.timer",
+        "README.md",
+        "docs/PACKAGING.md",
+    ] {
+        let text = read(file);
+        for prefix in ["man:", "man "] {
+            for (i, _) in text.match_indices(&format!("{prefix}authd")) {
+                let rest = &text[i + prefix.len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+                    .unwrap_or(rest.len());
+                let page = &rest[..end];
+                assert!(
+                    pages.contains(page),
+                    "{file} names the man page {page}, which does not exist"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn serve_help_names_the_address_variable() {
+    let out = Command::new(authd_bin())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success());
+    for needle in ["AUTHD_SERVER__BIND", "server.bind", "127.0.0.1:8080"] {
+        assert!(
+            help.contains(needle),
+            "serve --help lacks {needle}:\n{help}"
+        );
+    }
+}
