@@ -264,3 +264,37 @@ fn serve_help_names_the_address_variable() {
         );
     }
 }
+
+#[test]
+fn one_version_in_the_binary_the_changelog_and_the_api_description() {
+    // The .deb takes its version from Cargo.toml too (cargo-deb: `<version>-1`);
+    // packaging/test-deb.sh checks the built package against `authd --version`.
+    let version = env!("CARGO_PKG_VERSION");
+    let out = Command::new(authd_bin()).arg("--version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("authd {version}")
+    );
+    let changelog = read("CHANGELOG.md");
+    let newest = changelog
+        .lines()
+        .find(|l| l.starts_with("## ["))
+        .expect("CHANGELOG.md has a release heading");
+    assert!(
+        newest.starts_with(&format!("## [{version}]")),
+        "CHANGELOG.md's newest release is '{newest}', the crate's version {version}"
+    );
+    assert!(
+        changelog.contains("## [0.1.0]"),
+        "CHANGELOG.md starts at 0.1.0"
+    );
+    let openapi = read("docs/openapi.yaml");
+    assert!(
+        openapi.contains(&format!("\n  version: {version}\n")),
+        "docs/openapi.yaml's info.version is not {version}"
+    );
+    for licence in ["LICENSE-MIT", "LICENSE-APACHE"] {
+        assert!(repo().join(licence).is_file(), "{licence} is missing");
+    }
+}
