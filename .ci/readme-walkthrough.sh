@@ -8,6 +8,7 @@
 # which GitHub ignores when it renders the block:
 #
 #   ```sh walkthrough               run by this script
+#   ```sh walkthrough postgres      run when a PostgreSQL server answers (always under CI)
 #   ```sh skip: <why>               not run here (root, Docker, systemd, ...); listed with its why
 #
 # A shell block with no tag is an error, so a new section cannot slip past the walk-through.
@@ -20,6 +21,9 @@
 #
 #   A               the server's base URL (the README's default is http://127.0.0.1:8080)
 #   ADMIN_PASSWORD  the first admin's password ("From a script, pipe the password")
+#   DB, A1, A2      for `postgres` blocks: a fresh database on AUTHD_TEST_POSTGRES_URL's server
+#                   (default postgres://postgres@127.0.0.1:5432/postgres; dropped on exit), and
+#                   two free loopback ports for instances
 #
 # plus AUTHD_PASSWORD__BCRYPT_COST=10 (a debug build hashes slowly; 10 is the lowest allowed)
 # and AUTHD_COOKIE__SECURE=false, as the README advises for local HTTP. Inherited AUTHD_*
@@ -41,28 +45,50 @@ fail() {
 # --- 1. the blocks ----------------------------------------------------------------------------
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/authd-readme.XXXXXX")"
 server_pid=""
+pg_url="${AUTHD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+pg_db=""
 cleanup() {
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         kill -TERM "$server_pid" 2>/dev/null || true
         wait "$server_pid" 2>/dev/null || true
     fi
+    # Instances a failed block left running: only children of this script's walk-through.
+    if [ -f "$tmp/walkthrough.pid" ]; then
+        pkill -TERM -P "$(cat "$tmp/walkthrough.pid")" 2>/dev/null || true
+    fi
+    if [ -n "$pg_db" ]; then
+        psql "$pg_url" -qAtc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+
+# PostgreSQL for the `postgres` blocks: required under CI, else they are skipped loudly.
+pg=0
+if command -v psql >/dev/null 2>&1 && psql "$pg_url" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+    pg=1
+elif [ -n "${CI:-}" ]; then
+    fail "PostgreSQL at $pg_url does not answer (CI is set; .ci/services.sh starts it)"
+fi
 
 # extract.awk writes the walk-through script (each block preceded by the README line it starts
 # at, so a failure names it) and lists the skipped blocks; untagged blocks are errors.
 script="$tmp/walkthrough.sh"
 skipped="$tmp/skipped"
 untagged="$tmp/untagged"
-awk -v script="$script" -v skipped="$skipped" -v untagged="$untagged" '
+awk -v script="$script" -v skipped="$skipped" -v untagged="$untagged" -v pg="$pg" '
     BEGIN { state = "out"; printf "" >script; printf "" >skipped; printf "" >untagged }
     state == "out" && /^```/ {
         info = substr($0, 4)
         lang = info; sub(/[ \t].*$/, "", lang)
         tag = info; sub(/^[^ \t]*[ \t]*/, "", tag)
         if (lang != "sh" && lang != "bash" && lang != "shell") { state = "other"; next }
-        if (tag == "walkthrough") {
+        if (tag == "walkthrough postgres" && pg != 1) {
+            printf "README.md:%d  needs PostgreSQL (none answers at AUTHD_TEST_POSTGRES_URL)\n", NR >>skipped
+            state = "skip"
+            next
+        }
+        if (tag == "walkthrough" || tag == "walkthrough postgres") {
             state = "run"
             n++
             printf "__block=%d; __off=%d\n", NR + 1, NR - lines - 4 >>script
@@ -131,6 +157,15 @@ for _ in $(seq 1 300); do
 done
 [ -n "$port" ] || fail "serve did not log 'listening' within 30s: $(cat "$tmp/serve.log")"
 export A="http://127.0.0.1:$port"
+if [ "$pg" = 1 ]; then
+    pg_db="authd_test_readme_$$"
+    psql "$pg_url" -qAtc "CREATE DATABASE $pg_db" >/dev/null
+    export DB="${pg_url%/*}/$pg_db"
+    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+    A1="http://127.0.0.1:$(free_port)"
+    A2="http://127.0.0.1:$(free_port)"
+    export A1 A2
+fi
 # Random, and certain to hold a letter, a digit and a symbol (the password rules).
 ADMIN_PASSWORD="$(openssl rand -base64 30)-a9"
 export ADMIN_PASSWORD
@@ -145,7 +180,9 @@ log "running the walkthrough blocks"
     cat "$script"
 } >"$tmp/run.sh"
 rc=0
-bash "$tmp/run.sh" || rc=$?
+bash "$tmp/run.sh" &
+echo $! >"$tmp/walkthrough.pid"
+wait "$(cat "$tmp/walkthrough.pid")" || rc=$?
 if [ "$rc" != 0 ]; then
     echo "--- the server's log (last 30 lines)" >&2
     tail -n 30 "$tmp/serve.log" >&2
