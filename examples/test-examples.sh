@@ -5,7 +5,8 @@
 #   bash examples/test-examples.sh      (from anywhere; .ci/run runs it)
 #
 # 1. installs what the examples need: PyJWT[crypto] from PyPI into .venv-examples, jose from
-#    npm into examples/node/node_modules, and builds the Rust example (cargo);
+#    npm into examples/node/node_modules (`npm ci`: exactly the committed package-lock.json),
+#    and builds the Rust example (cargo);
 # 2. starts authd (target/debug/authd, built when missing) in a temp directory on a free
 #    loopback port, creates a user and logs in: access token A, signed by key K1;
 # 3. starts the three verifiers (Python, Node, Rust), each with a 3-second JWKS cache, and
@@ -47,10 +48,8 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     fi
     command -v node >/dev/null || fail "node is missing (Debian: nodejs npm)"
 fi
-if [ ! -d examples/node/node_modules/jose ]; then
-    say "npm install (examples/node)"
-    (cd examples/node && npm install --no-package-lock --no-audit --no-fund --silent)
-fi
+say "npm ci (examples/node: exactly the committed package-lock.json)"
+(cd examples/node && npm ci --no-audit --no-fund --silent)
 [ -x "$BIN" ] || cargo build --locked --bin authd
 cargo build --locked --quiet --example verify_service
 RUST_EXAMPLE="$TARGET/debug/examples/verify_service"

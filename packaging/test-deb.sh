@@ -5,7 +5,9 @@
 #
 # 1. packaging/build-deb.sh (release build, man pages, completions, cargo deb);
 # 2. the package's metadata and contents (dpkg-deb --info / --contents): every expected path,
-#    modes, the conffile, the maintainer scripts, and no authd-bench;
+#    modes, the conffile, the maintainer scripts, and no authd-bench; the version is the
+#    binary's; a man page for every command the binary has; the documentation under
+#    /usr/share/doc/authd, laid out so that every relative link in it resolves;
 # 3. systemd-analyze verify of the units AS PACKAGED (packaging/verify-units.sh pointed at the
 #    extracted tree);
 # 4. the EXTRACTED binary with the EXTRACTED /etc/authd/authd.toml against a temp state
@@ -99,29 +101,59 @@ expect -rw-r----- /etc/authd/authd.toml
 for u in authd.service authd-cleanup.service authd-cleanup.timer; do
     expect -rw-r--r-- "/usr/lib/systemd/system/$u"
 done
-man_pages=(authd authd-serve authd-migrate authd-create-user authd-revoke-sessions
-    authd-cleanup-tokens authd-audit authd-check-config authd-healthcheck authd-completions)
+# One man page per command, nested ones included, exactly as the packaged binary writes them.
+root="$tmp/root"
+dpkg-deb -x "$deb" "$root"
+"$root/usr/bin/authd" man-pages "$tmp/man-expected" >/dev/null
+man_pages=()
+while IFS= read -r page; do man_pages+=("$page"); done < <(ls "$tmp/man-expected" | sed 's/\.1$//' | sort)
+[ "${#man_pages[@]}" -ge 20 ] || fail "authd man-pages wrote only ${#man_pages[*]} pages"
 for m in "${man_pages[@]}"; do
     expect -rw-r--r-- "/usr/share/man/man1/$m.1.gz"
 done
+packaged_pages="$(awk '$3 ~ /^\/usr\/share\/man\/man1\// {print $3}' "$tmp/files" | sed 's|.*/||; s/\.1\.gz$//' | sort)"
+[ "$packaged_pages" = "$(printf '%s\n' "${man_pages[@]}")" ] ||
+    fail "the packaged man pages differ from the binary's: $(diff <(echo "$packaged_pages") <(printf '%s\n' "${man_pages[@]}") | tr '\n' ' ')"
 expect -rw-r--r-- /usr/share/bash-completion/completions/authd
 expect -rw-r--r-- /usr/share/zsh/vendor-completions/_authd
 expect -rw-r--r-- /usr/share/fish/vendor_completions.d/authd.fish
-expect -rw-r--r-- /usr/share/doc/authd/README.md
-expect -rw-r--r-- /usr/share/doc/authd/copyright
+# The documentation, as in the repository (README.md's links are relative to it).
+docs=(README.md CHANGELOG.md LICENSE-MIT LICENSE-APACHE copyright .env.example
+    config/default.toml docs/openapi.yaml
+    examples/README.md examples/verify_service.rs examples/node/package.json
+    examples/node/package-lock.json examples/node/verify-service.mjs
+    examples/python/requirements.txt examples/python/verify_service.py)
+for f in docs/*.md; do docs+=("$f"); done
+for f in "${docs[@]}"; do
+    expect -rw-r--r-- "/usr/share/doc/authd/$f"
+    if [ "$f" != copyright ]; then
+        cmp -s "$root/usr/share/doc/authd/$f" "$f" || fail "/usr/share/doc/authd/$f differs from $f"
+    fi
+done
 if grep -q 'authd-bench' "$tmp/contents"; then
     fail "the package ships authd-bench: $(grep authd-bench "$tmp/contents")"
 fi
 if awk '$2 != "0/0"' "$tmp/files" | grep -q .; then
     fail "files not owned by root in the package: $(awk '$2 != "0/0"' "$tmp/files")"
 fi
-unexpected="$(awk '{print $3}' "$tmp/files" | grep -vxE '/usr/bin/authd|/etc/authd/authd\.toml|/usr/lib/systemd/system/authd(-cleanup)?\.(service|timer)|/usr/share/man/man1/authd[a-z-]*\.1\.gz|/usr/share/bash-completion/completions/authd|/usr/share/zsh/vendor-completions/_authd|/usr/share/fish/vendor_completions\.d/authd\.fish|/usr/share/doc/authd/(README\.md|copyright)' || true)"
+unexpected="$(awk '{print $3}' "$tmp/files" | grep -vxE '/usr/bin/authd|/etc/authd/authd\.toml|/usr/lib/systemd/system/authd(-cleanup)?\.(service|timer)|/usr/share/man/man1/authd[a-z-]*\.1\.gz|/usr/share/bash-completion/completions/authd|/usr/share/zsh/vendor-completions/_authd|/usr/share/fish/vendor_completions\.d/authd\.fish|/usr/share/doc/authd/.*' || true)"
+unexpected_docs="$(awk '$3 ~ /^\/usr\/share\/doc\/authd\// {sub(/^\/usr\/share\/doc\/authd\//, "", $3); print $3}' "$tmp/files" | grep -vxF -f <(printf '%s\n' "${docs[@]}") || true)"
+[ -z "$unexpected_docs" ] || fail "unexpected files in /usr/share/doc/authd: $unexpected_docs"
 [ -z "$unexpected" ] || fail "unexpected files in the package: $unexpected"
 echo "   ok: $(wc -l <"$tmp/files") files, all expected, no authd-bench"
 
+log "version: the package's is the binary's"
+bin_version="$("$root/usr/bin/authd" --version | awk '{print $2}')"
+[ "$(field Version)" = "$bin_version-1" ] ||
+    fail "the package is version $(field Version), the binary says $bin_version"
+grep -q "^## \[$bin_version\]" "$root/usr/share/doc/authd/CHANGELOG.md" ||
+    fail "CHANGELOG.md has no entry for $bin_version"
+echo "   ok: $bin_version (package $(field Version))"
+
+log "the installed documentation's links (packaging/check-doc-links.sh)"
+bash packaging/check-doc-links.sh "$root/usr/share/doc/authd"
+
 # --- 3. the units as packaged ------------------------------------------------------------------
-root="$tmp/root"
-dpkg-deb -x "$deb" "$root"
 log "the packaged units (packaging/verify-units.sh on the extracted tree)"
 # Only the packaged man pages may satisfy Documentation=.
 AUTHD_BIN="$root/usr/bin/authd" UNITS_DIR="$root/usr/lib/systemd/system" \

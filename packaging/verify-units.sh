@@ -41,9 +41,10 @@ fail() {
 units=(authd.service authd-cleanup.service authd-cleanup.timer)
 units_dir="${UNITS_DIR:-$repo/packaging/systemd}"
 # Highest accepted `systemd-analyze security` exposure, in tenths (10 = 1.0). Measured:
-# authd.service 1.1, authd-cleanup.service 0.2. A regression in hardening fails here.
+# authd.service 1.1, authd-cleanup.service 1.1 (both need IP sockets: the cleanup job reaches
+# PostgreSQL like the server). A regression in hardening fails here.
 max_exposure_authd=20
-max_exposure_cleanup=10
+max_exposure_cleanup=15
 
 # --- tools ------------------------------------------------------------------------------
 apt_updated=0
@@ -166,6 +167,84 @@ if [ -z "$stop_timeout" ] || [ "$stop_timeout" -le 30 ] || [ "$stop_timeout" -gt
 fi
 echo "   ok"
 
+# --- the cleanup unit reaches the database, on both backends ----------------------------
+# systemd is not PID 1 here, so the unit cannot be started; its network sandbox is emulated
+# instead. Each of PrivateNetwork=yes, IPAddressDeny=any (with no IPAddressAllow=) and a
+# RestrictAddressFamilies= without AF_INET and AF_INET6 leaves the job no way to reach a
+# PostgreSQL server over TCP; `unshare -n` (a network namespace with only its own loopback)
+# has the same effect, so the job's ExecStart runs under it when the unit sets any of them.
+# The job must then succeed on SQLite and on PostgreSQL (AUTHD_TEST_POSTGRES_URL, default
+# postgres://postgres@127.0.0.1:5432/postgres; a throwaway database, dropped on exit; without a
+# server, skipped loudly, or a failure when CI is set).
+cuts_network() { # UNIT_FILE: 0 when the unit's sandbox leaves no IP network
+    local f="$1" families
+    grep -qxE 'PrivateNetwork=(yes|true|1|on)' "$f" && return 0
+    if grep -qx 'IPAddressDeny=any' "$f" && ! grep -q '^IPAddressAllow=' "$f"; then return 0; fi
+    # Several RestrictAddressFamilies= lines merge (an empty one resets the list).
+    families="$(sed -n 's/^RestrictAddressFamilies=//p' "$f" | awk '$0 == "" {l = ""; next} {l = l " " $0} END {print l}')"
+    case " $families " in
+    "  " | *" ~"*) ;; # no list, or a deny list (not used by these units)
+    *) case " $families " in *" AF_INET "*) ;; *) return 0 ;; esac
+       case " $families " in *" AF_INET6 "*) ;; *) return 0 ;; esac ;;
+    esac
+    return 1
+}
+# run_as_unit UNIT_FILE CMD...: CMD inside the unit's network sandbox (emulated as above).
+run_as_unit() {
+    local f="$1"
+    shift
+    if cuts_network "$f"; then
+        unshare -n sh -c 'ip link set lo up 2>/dev/null || true; exec "$@"' sh "$@"
+    else
+        "$@"
+    fi
+}
+# cleanup_reaches UNIT_FILE URL: migrate (outside the sandbox, as `serve` does), then the
+# unit's cleanup-tokens inside it.
+cleanup_reaches() {
+    local f="$1" url="$2" out
+    AUTHD_DATABASE__URL="$url" "$AUTHD_BIN" migrate >/dev/null 2>&1 || return 2
+    out="$(cd "$tmp" && AUTHD_DATABASE__URL="$url" run_as_unit "$f" "$AUTHD_BIN" cleanup-tokens 2>&1)" || {
+        printf '%s\n' "$out" | sed 's/^/    cleanup-tokens: /'
+        return 1
+    }
+}
+if ! unshare -n true 2>/dev/null; then
+    [ -z "${CI:-}" ] || fail "unshare -n is not allowed here; the cleanup unit's sandbox cannot be emulated"
+    echo "SKIPPED: unshare -n is not allowed here; the cleanup unit's network is not tested"
+    sandbox_ok=0
+else
+    sandbox_ok=1
+fi
+pg_url="${AUTHD_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+pg_db=""
+drop_pg() {
+    if [ -n "$pg_db" ]; then
+        psql "$pg_url" -qAtc "DROP DATABASE IF EXISTS $pg_db WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+}
+trap 'drop_pg; rm -rf "$tmp"' EXIT
+if [ "$sandbox_ok" = 1 ]; then
+    log "the cleanup unit's sandbox reaches the database (SQLite, PostgreSQL)"
+    while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^AUTHD_' | grep -vx AUTHD_BIN || true)
+    cleanup_unit="$units_dir/authd-cleanup.service"
+    mkdir -p "$tmp/sqlite"
+    cleanup_reaches "$cleanup_unit" "sqlite://$tmp/sqlite/authd.db" ||
+        fail "authd-cleanup.service cannot run cleanup-tokens on SQLite in its sandbox"
+    echo "   SQLite: ok"
+    if command -v psql >/dev/null 2>&1 && psql "$pg_url" -qAtc 'SELECT 1' >/dev/null 2>&1; then
+        pg_db="authd_test_units_$$"
+        psql "$pg_url" -qAtc "CREATE DATABASE $pg_db" >/dev/null
+        pg_test_url="${pg_url%/*}/$pg_db"
+        cleanup_reaches "$cleanup_unit" "$pg_test_url" ||
+            fail "authd-cleanup.service cannot reach PostgreSQL in its sandbox (network cut off?)"
+        echo "   PostgreSQL: ok"
+    else
+        [ -z "${CI:-}" ] || fail "PostgreSQL at $pg_url does not answer (CI is set)"
+        echo "SKIPPED: PostgreSQL at $pg_url does not answer; the cleanup unit was tested on SQLite only"
+    fi
+fi
+
 # --- self-test: the checker must catch real mistakes -------------------------------------
 log "self-test: broken units must fail the check"
 selftest() {
@@ -188,5 +267,17 @@ selftest "unknown syscall group" authd.service 's/^SystemCallFilter=@system-serv
 selftest "missing binary" authd-cleanup.service 's|^ExecStart=/usr/bin/authd |ExecStart=/usr/bin/authd-missing |'
 selftest "missing man page" authd-cleanup.timer 's|man:authd-cleanup-tokens(1)|man:authd-no-such-page(1)|'
 selftest "bad calendar" authd-cleanup.timer 's/^OnCalendar=daily$/OnCalendar=dayly/'
+if [ "$sandbox_ok" = 1 ] && [ -n "$pg_db" ]; then
+    # The sandbox check must fail a cleanup unit that cannot reach PostgreSQL.
+    for cut in 'PrivateNetwork=yes' 'IPAddressDeny=any' 'RestrictAddressFamilies=AF_UNIX'; do
+        mkdir -p "$tmp/cut"
+        grep -v "^${cut%%=*}=" "$units_dir/authd-cleanup.service" >"$tmp/cut/authd-cleanup.service"
+        echo "$cut" >>"$tmp/cut/authd-cleanup.service"
+        if cleanup_reaches "$tmp/cut/authd-cleanup.service" "$pg_test_url" >/dev/null 2>&1; then
+            fail "self-test '$cut': a cleanup unit without network reached PostgreSQL"
+        fi
+        echo "   caught: cleanup unit with $cut on PostgreSQL"
+    done
+fi
 
 log "verify-units.sh: OK (${units[*]})"

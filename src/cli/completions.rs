@@ -34,27 +34,31 @@ pub fn completions(args: Args) -> Result<(), CliError> {
     }
 }
 
+/// Writes one page per command and nested command (`authd.1`, `authd-users.1`,
+/// `authd-users-list.1`, ...), so that every `authd-...(1)` a page names exists. Built first, as
+/// `clap_mangen::generate_to` does, so that each page carries its full name, its usage
+/// (`authd users list`) and the version; without the `help` subcommands, which have no page.
 pub fn man_pages(args: ManArgs) -> Result<(), CliError> {
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| CliError(format!("cannot create {}: {e}", args.dir.display())))?;
-    let cmd = Cli::command();
-    write_page(&args.dir, "authd", cmd.clone())?;
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
-        let name = format!("authd-{}", sub.get_name());
-        let page = sub.clone().name(name.clone());
-        write_page(&args.dir, &name, page)?;
-    }
-    Ok(())
+    let mut cmd = Cli::command().disable_help_subcommand(true);
+    cmd.build();
+    write_pages(&args.dir, cmd)
 }
 
-fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> Result<(), CliError> {
-    let path = dir.join(format!("{name}.1"));
+fn write_pages(dir: &Path, cmd: clap::Command) -> Result<(), CliError> {
+    let man = clap_mangen::Man::new(cmd.clone())
+        .source(format!("authd {}", env!("CARGO_PKG_VERSION")))
+        .manual("authd manual");
+    let path = dir.join(man.get_filename());
     let mut buf = Vec::new();
-    clap_mangen::Man::new(cmd)
-        .render(&mut buf)
-        .map_err(|e| CliError(format!("cannot render {name}: {e}")))?;
+    man.render(&mut buf)
+        .map_err(|e| CliError(format!("cannot render {}: {e}", path.display())))?;
     std::fs::write(&path, buf)
         .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?;
     println!("{}", path.display());
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        write_pages(dir, sub.clone())?;
+    }
     Ok(())
 }

@@ -25,9 +25,23 @@ use crate::config::{self, LogFormat, Settings, Sources};
 use crate::error::AppError;
 use crate::store;
 
+/// How every command finds its configuration, shown under `authd --help` and `serve --help`.
+const CONFIG_HELP: &str = "\
+Configuration, later wins: built-in defaults, config/default.toml and config/$AUTHD_ENV.toml in \
+the working directory, --config PATH, then AUTHD_<SECTION>__<KEY> variables (a .env file in the \
+working directory is read first), e.g. AUTHD_SERVER__BIND=127.0.0.1:9000, \
+AUTHD_DATABASE__URL=postgres://... `authd check-config` prints the effective values.";
+
 /// authd: a self-hosted authentication server (JWT access tokens, rotating refresh tokens).
 #[derive(Debug, Parser)]
-#[command(name = "authd", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "authd",
+    version,
+    about,
+    long_about = None,
+    propagate_version = true,
+    after_help = CONFIG_HELP
+)]
 pub struct Cli {
     /// Configuration file (TOML), layered over config/default.toml
     #[arg(
@@ -46,6 +60,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the HTTP server (applies pending migrations first when database.auto_migrate is true)
+    #[command(after_help = SERVE_HELP)]
     Serve,
     /// Apply pending database migrations (embedded in the binary)
     Migrate(migrate::Args),
@@ -75,6 +90,14 @@ pub enum Command {
     #[command(hide = true)]
     ManPages(completions::ManArgs),
 }
+
+/// `serve --help`: where the address comes from, and how it stops.
+const SERVE_HELP: &str = "\
+Listens on server.bind (default 127.0.0.1:8080; set it with AUTHD_SERVER__BIND=IP:PORT or in the \
+[server] section of a configuration file) and logs `authd listening on http://ADDR` when ready. \
+SIGTERM or SIGINT: stops accepting, lets in-flight requests finish (server.shutdown_grace), \
+closes the database, exits 0. Every other key: AUTHD_<SECTION>__<KEY>; see `authd --help` and \
+`authd check-config`.";
 
 /// A command's failure: one line for stderr.
 #[derive(Debug)]

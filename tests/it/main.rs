@@ -15,6 +15,7 @@ mod cleanup;
 mod cli;
 mod client_ip;
 mod config;
+mod docs_reference;
 mod edge;
 mod faults;
 mod flows;
