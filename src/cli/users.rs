@@ -10,9 +10,9 @@ use super::{stdin_is_terminal, CliError};
 use crate::app::{self, Schema};
 use crate::config::Settings;
 use crate::domain::time::rfc3339;
+use crate::domain::views::account_json;
 use crate::domain::{Account, Role};
 use crate::error::AppError;
-use crate::http::dto::account_json;
 use crate::service::accounts::ListQuery;
 use crate::service::{Accounts, Acting};
 

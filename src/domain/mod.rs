@@ -6,5 +6,6 @@ pub mod keys;
 pub mod limits;
 pub mod time;
 pub mod validate;
+pub mod views;
 
 pub use entities::*;
