@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 
 use super::{Cli, CliError};
+use crate::domain::terminal::Shown;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,6 +56,6 @@ fn write_page(dir: &Path, name: &str, cmd: clap::Command) -> Result<(), CliError
         .map_err(|e| CliError(format!("cannot render {name}: {e}")))?;
     std::fs::write(&path, buf)
         .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?;
-    println!("{}", path.display());
+    println!("{}", Shown(&path.display().to_string()));
     Ok(())
 }
