@@ -7,6 +7,7 @@ use serde_json::json;
 use super::CliError;
 use crate::app::{self, Schema};
 use crate::config::Settings;
+use crate::domain::terminal::{or_dash, Shown};
 use crate::domain::time::{duration_ms, now_ms, parse_rfc3339, rfc3339, Millis};
 use crate::domain::AuditQuery;
 use crate::service::Admin;
@@ -59,7 +60,6 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             limit: args.limit,
         })
         .await?;
-    let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     if args.json {
         let events: Vec<_> = events
             .iter()
@@ -85,19 +85,20 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         "TIME", "EVENT", "OUTCOME", "REASON", "USER ID", "ACTOR", "EMAIL", "IP"
     );
     for e in &events {
+        // Every column may hold what a client sent (an email, a User-Agent): escaped.
         println!(
             "{:<20}  {:<18}  {:<7}  {:<16}  {:<36}  {:<36}  {:<30}  {:<15}  {}",
             rfc3339(e.at),
-            e.event,
-            e.outcome,
-            dash(&e.reason),
+            Shown(&e.event),
+            Shown(&e.outcome),
+            or_dash(e.reason.as_deref()),
             e.user_id
                 .map(|u| u.to_string())
                 .unwrap_or_else(|| "-".into()),
-            dash(&e.actor),
-            dash(&e.email),
-            dash(&e.ip),
-            dash(&e.user_agent),
+            or_dash(e.actor.as_deref()),
+            or_dash(e.email.as_deref()),
+            or_dash(e.ip.as_deref()),
+            or_dash(e.user_agent.as_deref()),
         );
     }
     Ok(())

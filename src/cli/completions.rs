@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::CommandFactory;
 
 use super::{Cli, CliError};
+use crate::domain::terminal::Shown;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -56,7 +57,7 @@ fn write_pages(dir: &Path, cmd: clap::Command) -> Result<(), CliError> {
         .map_err(|e| CliError(format!("cannot render {}: {e}", path.display())))?;
     std::fs::write(&path, buf)
         .map_err(|e| CliError(format!("cannot write {}: {e}", path.display())))?;
-    println!("{}", path.display());
+    println!("{}", Shown(&path.display().to_string()));
     for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
         write_pages(dir, sub.clone())?;
     }

@@ -7,6 +7,7 @@ use super::{stdin_is_terminal, CliError};
 use crate::app::{self, Schema};
 use crate::config::Settings;
 use crate::domain::keys::KeyUse;
+use crate::domain::terminal::{or_dash, Shown};
 use crate::error::AppError;
 use crate::service::keys::{KeyInfo, Revoked};
 use crate::service::Keys;
@@ -70,12 +71,12 @@ fn service_error(e: AppError) -> CliError {
 fn line(k: &KeyInfo) -> String {
     format!(
         "{}  {:<5}  {:<7}  {:<8}  created {}  retires {}",
-        k.kid,
-        k.algorithm,
+        Shown(&k.kid),
+        Shown(&k.algorithm),
         k.key_use,
         k.state,
-        k.created_at.as_deref().unwrap_or("-"),
-        k.retires_at.as_deref().unwrap_or("-"),
+        or_dash(k.created_at.as_deref()),
+        or_dash(k.retires_at.as_deref()),
     )
 }
 
@@ -89,7 +90,8 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         }
         let confirmed = dialoguer::Confirm::new()
             .with_prompt(format!(
-                "Revoke signing key {kid}? Every token it signed will be refused."
+                "Revoke signing key {}? Every token it signed will be refused.",
+                Shown(kid)
             ))
             .default(false)
             .interact()
@@ -121,17 +123,21 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             let new = keys.rotate(key_use).await.map_err(service_error)?;
             println!(
                 "new active {} key {}; running servers use it within 10 seconds",
-                new.key_use, new.kid
+                new.key_use,
+                Shown(&new.kid)
             );
         }
         KeysCommand::Revoke { kid, .. } => match keys.revoke(&kid).await {
             Ok(Revoked::Now { replaced_by }) => {
-                println!("revoked key {kid}; running servers refuse its tokens within 10 seconds");
+                println!(
+                    "revoked key {}; running servers refuse its tokens within 10 seconds",
+                    Shown(&kid)
+                );
                 if let Some(new) = replaced_by {
-                    println!("new active key {new}");
+                    println!("new active key {}", Shown(&new));
                 }
             }
-            Ok(Revoked::Already) => println!("key {kid} was already revoked"),
+            Ok(Revoked::Already) => println!("key {} was already revoked", Shown(&kid)),
             Err(AppError::NotFound) => return Err(CliError(format!("no such key: {kid}"))),
             Err(e) => return Err(service_error(e)),
         },

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::CliError;
 use crate::app::{self, Schema};
 use crate::config::Settings;
+use crate::domain::terminal::Shown;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,12 +21,21 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         let mut refused = None;
         for m in &rows {
             match (&m.applied_on, &m.problem) {
-                (Some(at), None) => println!("applied  V{}__{}  {at}", m.version, m.name),
+                // Names and times come from the database's history table: escaped.
+                (Some(at), None) => {
+                    println!("applied  V{}__{}  {}", m.version, Shown(&m.name), Shown(at))
+                }
                 (Some(at), Some(problem)) => {
-                    println!("applied  V{}__{}  {at}  ({problem})", m.version, m.name);
+                    println!(
+                        "applied  V{}__{}  {}  ({})",
+                        m.version,
+                        Shown(&m.name),
+                        Shown(at),
+                        Shown(problem)
+                    );
                     refused.get_or_insert(format!("V{}__{}: {problem}", m.version, m.name));
                 }
-                (None, _) => println!("pending  V{}__{}", m.version, m.name),
+                (None, _) => println!("pending  V{}__{}", m.version, Shown(&m.name)),
             }
         }
         // Listed, but the other commands would refuse this database: say so, and exit 1.
@@ -41,7 +51,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         println!("nothing to apply: the database is up to date");
     }
     for m in applied {
-        println!("applied V{}__{}", m.version, m.name);
+        println!("applied V{}__{}", m.version, Shown(&m.name));
     }
     Ok(())
 }

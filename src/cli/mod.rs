@@ -22,6 +22,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::StartError;
 use crate::config::{self, LogFormat, Settings, Sources};
+use crate::domain::terminal::Shown;
 use crate::error::AppError;
 use crate::store;
 
@@ -99,13 +100,14 @@ SIGTERM or SIGINT: stops accepting, lets in-flight requests finish (server.shutd
 closes the database, exits 0. Every other key: AUTHD_<SECTION>__<KEY>; see `authd --help` and \
 `authd check-config`.";
 
-/// A command's failure: one line for stderr.
+/// A command's failure: one line for stderr. Shown escaped (`domain::terminal`): a message
+/// may echo what an operator typed, a config file or the database holds, or a client sent.
 #[derive(Debug)]
 pub struct CliError(pub String);
 
 impl std::fmt::Display for CliError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0.replace(['\n', '\r'], " "))
+        Shown(&self.0).fmt(f)
     }
 }
 
@@ -215,18 +217,44 @@ fn init_logging(settings: &Settings, serving: bool) -> tracing_appender::non_blo
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
         .with_ansi(false);
     let _ = match settings.log.format {
         LogFormat::Json => builder
+            .with_writer(writer)
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
             .try_init(),
-        LogFormat::Pretty => builder.compact().try_init(),
+        LogFormat::Pretty => builder
+            .with_writer(move || TerminalSafe(writer.clone()))
+            .compact()
+            .try_init(),
     };
     guard
+}
+
+/// The pretty log's writer: each event arrives as one write ending in a newline, and every
+/// character before that newline that a terminal must not receive (a CR or LF that would
+/// forge another line, ESC, a C1 control, a bidi override: `domain::terminal`) is written
+/// escaped. tracing's own escaping covers only some of them, and only in the message.
+struct TerminalSafe<W>(W);
+
+impl<W: std::io::Write> std::io::Write for TerminalSafe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        let (line, end) = match text.strip_suffix('\n') {
+            Some(line) => (line, "\n"),
+            None => (&*text, ""),
+        };
+        let safe = crate::domain::terminal::escape_unsafe(line);
+        self.0.write_all(format!("{safe}{end}").as_bytes())?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Whether standard input is an interactive terminal.

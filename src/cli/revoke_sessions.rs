@@ -5,6 +5,7 @@ use std::sync::Arc;
 use super::{stdin_is_terminal, CliError};
 use crate::app::{self, Schema};
 use crate::config::Settings;
+use crate::domain::terminal::Shown;
 use crate::error::AppError;
 use crate::service::{Admin, RevokeTarget};
 
@@ -26,10 +27,11 @@ pub struct Args {
 }
 
 pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
-    let (target, who) = match (args.email, args.user_id, args.all) {
-        (Some(e), _, _) => (RevokeTarget::Email(e.clone()), format!("user {e}")),
-        (_, Some(id), _) => (RevokeTarget::UserId(id.clone()), format!("user {id}")),
-        _ => (RevokeTarget::All, "EVERY user".to_string()),
+    // `named`: the user as the operator named it (email or id), for the messages below.
+    let (target, named) = match (args.email, args.user_id, args.all) {
+        (Some(e), _, _) => (RevokeTarget::Email(e.clone()), Some(e)),
+        (_, Some(id), _) => (RevokeTarget::UserId(id.clone()), Some(id)),
+        _ => (RevokeTarget::All, None),
     };
     if !args.yes {
         if !stdin_is_terminal() {
@@ -39,7 +41,10 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             ));
         }
         let confirmed = dialoguer::Confirm::new()
-            .with_prompt(format!("Revoke all sessions of {who}?"))
+            .with_prompt(match &named {
+                Some(user) => format!("Revoke all sessions of user {}?", Shown(user)),
+                None => "Revoke all sessions of EVERY user?".to_string(),
+            })
             .default(false)
             .interact()
             .map_err(|e| CliError(format!("prompt failed: {e}")))?;
@@ -53,7 +58,10 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             println!("revoked {n} session(s)");
             Ok(())
         }
-        Err(AppError::NotFound) => Err(CliError(format!("no such user: {who}"))),
+        Err(AppError::NotFound) => Err(CliError(match named {
+            Some(user) => format!("no such user: {user}"),
+            None => "no such user".into(),
+        })),
         Err(e) => Err(e.into()),
     }
 }

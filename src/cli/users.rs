@@ -9,10 +9,11 @@ use super::create_user::{prompt_password, read_password_stdin, RoleArg};
 use super::{stdin_is_terminal, CliError};
 use crate::app::{self, Schema};
 use crate::config::Settings;
+use crate::domain::terminal::{or_dash, Shown};
 use crate::domain::time::rfc3339;
+use crate::domain::views::account_json;
 use crate::domain::{Account, Role};
 use crate::error::AppError;
-use crate::http::dto::account_json;
 use crate::service::accounts::ListQuery;
 use crate::service::{Accounts, Acting};
 
@@ -161,7 +162,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 println!(
                     "{}  {:<30}  {:<5}  {:<8}  {}  {}",
                     u.id,
-                    u.email,
+                    Shown(&u.email),
                     u.role,
                     state(a),
                     rfc3339(u.created_at),
@@ -182,8 +183,8 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             let (a, u) = (&d.account, &d.account.user);
             let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             println!("id             {}", u.id);
-            println!("email          {}", u.email);
-            println!("name           {}", dash(u.name.clone()));
+            println!("email          {}", Shown(&u.email));
+            println!("name           {}", or_dash(u.name.as_deref()));
             println!("role           {}", u.role);
             println!("state          {}", state(a));
             println!("created        {}", rfc3339(u.created_at));
@@ -194,12 +195,12 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         UsersCommand::Disable { user } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
             let (a, n) = accounts.disable(&by, id).await.map_err(cli_error)?;
-            println!("disabled {}; revoked {n} session(s)", a.user.email);
+            println!("disabled {}; revoked {n} session(s)", Shown(&a.user.email));
         }
         UsersCommand::Enable { user } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
             let a = accounts.enable(&by, id).await.map_err(cli_error)?;
-            println!("enabled {}", a.user.email);
+            println!("enabled {}", Shown(&a.user.email));
         }
         UsersCommand::Delete { user, yes } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
@@ -209,7 +210,8 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             let (a, n) = accounts.delete(&by, id).await.map_err(cli_error)?;
             println!(
                 "deleted {} ({}) with {n} live session(s)",
-                a.user.email, a.user.id
+                Shown(&a.user.email),
+                a.user.id
             );
         }
         UsersCommand::SetRole { user, role } => {
@@ -220,7 +222,8 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 .map_err(cli_error)?;
             println!(
                 "{} is now {}; revoked {n} session(s)",
-                a.user.email, a.user.role
+                Shown(&a.user.email),
+                a.user.role
             );
         }
         UsersCommand::SetPassword { user, .. } => {
@@ -232,7 +235,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 .map_err(cli_error)?;
             println!(
                 "password of {} changed; revoked {n} session(s)",
-                a.user.email
+                Shown(&a.user.email)
             );
         }
         UsersCommand::Unlock { email } => {
@@ -241,9 +244,12 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 .await
                 .map_err(cli_error)?;
             if was_locked {
-                println!("unlocked {email}");
+                println!("unlocked {}", Shown(&email));
             } else {
-                println!("{email} was not locked; its failed-login count is cleared");
+                println!(
+                    "{} was not locked; its failed-login count is cleared",
+                    Shown(&email)
+                );
             }
         }
     }
@@ -259,7 +265,8 @@ fn confirm_delete(user: &str) -> Result<(), CliError> {
     }
     let confirmed = dialoguer::Confirm::new()
         .with_prompt(format!(
-            "Delete user {user} with its sessions and tokens? This cannot be undone"
+            "Delete user {} with its sessions and tokens? This cannot be undone",
+            Shown(user)
         ))
         .default(false)
         .interact()

@@ -4,7 +4,9 @@ pub mod entities;
 pub mod ip;
 pub mod keys;
 pub mod limits;
+pub mod terminal;
 pub mod time;
 pub mod validate;
+pub mod views;
 
 pub use entities::*;

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::domain::time::rfc3339;
-use crate::domain::{Account, Role, Session, User};
+use crate::domain::{Role, Session};
 use crate::error::{AppError, FieldError};
 use crate::service::{IssuedTokens, LoginInput, NewUserInput, PasswordChange};
 
@@ -182,26 +182,6 @@ impl FromJson for EmptyBody {
     fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
         obj.fields([]).finish(EmptyBody)
     }
-}
-
-pub fn user_json(u: &User) -> Value {
-    json!({
-        "id": u.id.to_string(),
-        "email": u.email,
-        "name": u.name,
-        "role": u.role.as_str(),
-        "createdAt": rfc3339(u.created_at),
-        "lastLoginAt": u.last_login_at.map(rfc3339),
-    })
-}
-
-/// The admin's view of a user: the `User` object with `disabled` and `lockedUntil`
-/// (RFC 3339, or null when the email is not locked out).
-pub fn account_json(a: &Account) -> Value {
-    let mut v = user_json(&a.user);
-    v["disabled"] = a.user.disabled.into();
-    v["lockedUntil"] = a.locked_until.map(rfc3339).into();
-    v
 }
 
 /// A session as an admin sees it: as in `/api/auth/sessions`, without `current`.

@@ -108,7 +108,7 @@ pub async fn recover(r: Rejection) -> Result<Response, Infallible> {
         || r.find::<warp::reject::MissingHeader>().is_some()
         || r.find::<warp::reject::InvalidQuery>().is_some()
     {
-        AppError::validation("request", "malformed request header or query")
+        AppError::validation("request", "has a malformed header or query")
     } else {
         AppError::Internal(format!("unhandled rejection: {r:?}"))
     };

@@ -230,7 +230,11 @@ impl Accounts {
     /// Disables the account and revokes its sessions (one transaction); returns the account
     /// and how many sessions were revoked. An admin cannot disable itself.
     pub async fn disable(&self, by: &Acting, id: Uuid) -> AppResult<(Account, usize)> {
-        refuse_self(by, id, "an admin cannot disable its own account")?;
+        refuse_self(
+            by,
+            id,
+            "names the acting admin: an admin cannot disable itself",
+        )?;
         let (user, n) = self
             .core
             .db(move |s| s.set_disabled(id, true, now_ms()))
@@ -258,7 +262,11 @@ impl Accounts {
     /// returns the account as it was and how many live sessions it had. An admin cannot
     /// delete itself.
     pub async fn delete(&self, by: &Acting, id: Uuid) -> AppResult<(Account, usize)> {
-        refuse_self(by, id, "an admin cannot delete its own account")?;
+        refuse_self(
+            by,
+            id,
+            "names the acting admin: an admin cannot delete itself",
+        )?;
         let (user, n) = self
             .core
             .db(move |s| s.delete_user(id, now_ms()))

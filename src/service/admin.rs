@@ -43,9 +43,8 @@ impl Admin {
         let (user_id, label) = match &target {
             RevokeTarget::All => (None, "all users".to_string()),
             RevokeTarget::UserId(raw) => {
-                let id = Uuid::parse_str(raw.trim()).map_err(|_| {
-                    AppError::validation("user-id", "is not a valid user id (UUID)")
-                })?;
+                let id = Uuid::parse_str(raw.trim())
+                    .map_err(|_| AppError::validation("user-id", "must be a user id (a UUID)"))?;
                 let user = self.core.db(move |s| s.user_by_id(id)).await?;
                 let user = user.ok_or(AppError::NotFound)?;
                 (Some(user.id), user.email)
@@ -116,7 +115,7 @@ impl Admin {
                 let known: Vec<_> = Event::ALL.iter().map(|e| e.as_str()).collect();
                 return Err(AppError::validation(
                     "event",
-                    &format!("unknown event '{event}' (known: {})", known.join(", ")),
+                    &format!("must be one of {} (not '{event}')", known.join(", ")),
                 ));
             }
         }

@@ -39,4 +39,5 @@ mod props;
 mod redis_budget;
 mod secrets;
 mod store_conformance;
+mod terminal;
 mod tokens;

@@ -9,7 +9,8 @@ use warp::reply::Response;
 use warp::Rejection;
 
 use super::{envelope, envelope_with_message};
-use crate::http::dto::{account_json, admin_session_json, EmptyBody, RoleBody};
+use crate::domain::views::account_json;
+use crate::http::dto::{admin_session_json, EmptyBody, RoleBody};
 use crate::http::HttpState;
 use crate::service::accounts::ListQuery;
 use crate::service::{Accounts, Acting};

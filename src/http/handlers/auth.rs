@@ -6,8 +6,9 @@ use warp::reply::Response;
 use warp::Rejection;
 
 use super::{envelope, envelope_with_message, with_cookie};
+use crate::domain::views::user_json;
 use crate::domain::ClientInfo;
-use crate::http::dto::{tokens_json, user_json, EmptyBody, RefreshBody};
+use crate::http::dto::{tokens_json, EmptyBody, RefreshBody};
 use crate::http::HttpState;
 use crate::service::{AuthOutcome, LoginInput, NewUserInput, Principal};
 

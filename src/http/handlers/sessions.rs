@@ -6,8 +6,9 @@ use warp::reply::Response;
 use warp::Rejection;
 
 use super::{envelope, envelope_with_message};
+use crate::domain::views::user_json;
 use crate::domain::ClientInfo;
-use crate::http::dto::{session_json, user_json};
+use crate::http::dto::session_json;
 use crate::http::HttpState;
 use crate::service::Principal;
 
