@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::audit::{Event, Record};
 use super::{Core, Principal};
+use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::time::{now_ms, Millis};
 use crate::domain::{validate, Account, ClientInfo, Role, Session, User, UserFilter};
 use crate::error::{AppError, AppResult};
@@ -84,6 +85,18 @@ pub struct UserPage {
 pub struct AccountDetails {
     pub account: Account,
     pub live_sessions: usize,
+}
+
+/// What disabling, deleting or changing the role of an account did.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The account as changed (a deleted one: as it was).
+    pub account: Account,
+    /// How many live sessions the change revoked (a deletion: deleted).
+    pub sessions: usize,
+    /// The change took away the last enabled admin: only ever from the CLI (over HTTP such a
+    /// change is refused), which warns the operator.
+    pub leaves_no_admin: bool,
 }
 
 /// The admin's account operations (see the module comment).
@@ -227,62 +240,75 @@ impl Accounts {
         Ok(n)
     }
 
-    /// Disables the account and revokes its sessions (one transaction); returns the account
-    /// and how many sessions were revoked. An admin cannot disable itself.
-    pub async fn disable(&self, by: &Acting, id: Uuid) -> AppResult<(Account, usize)> {
+    /// Disables the account and revokes its sessions (one transaction). An admin cannot
+    /// disable itself, and over HTTP not the last enabled admin (see `last_admin`).
+    pub async fn disable(&self, by: &Acting, id: Uuid) -> AppResult<Changed> {
         refuse_self(by, id, "an admin cannot disable its own account")?;
-        let (user, n) = self
-            .core
-            .db(move |s| s.set_disabled(id, true, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let reason = format!("revoked {n} session(s)");
+        let policy = last_admin(by);
+        let (user, n, last) = done(
+            self.core
+                .db(move |s| s.set_disabled(id, true, now_ms(), policy))
+                .await?,
+            "id",
+        )?;
+        let reason = format!("revoked {n} session(s){}", left_no_admin(last));
         self.record(by, Event::AdminDisable, Some(&user), Some(&reason), None)
             .await;
-        Ok((self.account(user).await?, n))
+        self.changed(user, n, last).await
     }
 
     /// Clears the disabled flag; nothing else changes.
     pub async fn enable(&self, by: &Acting, id: Uuid) -> AppResult<Account> {
-        let (user, _) = self
-            .core
-            .db(move |s| s.set_disabled(id, false, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
+        let policy = last_admin(by);
+        let (user, _, _) = done(
+            self.core
+                .db(move |s| s.set_disabled(id, false, now_ms(), policy))
+                .await?,
+            "id",
+        )?;
         self.record(by, Event::AdminEnable, Some(&user), None, None)
             .await;
         self.account(user).await
     }
 
     /// Deletes the user with its sessions and refresh tokens (its audit events stay);
-    /// returns the account as it was and how many live sessions it had. An admin cannot
-    /// delete itself.
-    pub async fn delete(&self, by: &Acting, id: Uuid) -> AppResult<(Account, usize)> {
+    /// `sessions` is how many live sessions it had, `account` as it was. An admin cannot
+    /// delete itself, and over HTTP not the last enabled admin.
+    pub async fn delete(&self, by: &Acting, id: Uuid) -> AppResult<Changed> {
         refuse_self(by, id, "an admin cannot delete its own account")?;
-        let (user, n) = self
-            .core
-            .db(move |s| s.delete_user(id, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let reason = format!("deleted with {n} live session(s)");
+        let policy = last_admin(by);
+        let (user, n, last) = done(
+            self.core
+                .db(move |s| s.delete_user(id, now_ms(), policy))
+                .await?,
+            "id",
+        )?;
+        let reason = format!("deleted with {n} live session(s){}", left_no_admin(last));
         self.record(by, Event::AdminDelete, Some(&user), Some(&reason), None)
             .await;
-        Ok((self.account(user).await?, n))
+        self.changed(user, n, last).await
     }
 
     /// Changes the role and revokes the user's sessions (their access tokens carry the old
-    /// role); returns the account and how many sessions were revoked.
-    pub async fn set_role(&self, by: &Acting, id: Uuid, role: Role) -> AppResult<(Account, usize)> {
+    /// role). Over HTTP, demoting the last enabled admin (itself included) is refused.
+    pub async fn set_role(&self, by: &Acting, id: Uuid, role: Role) -> AppResult<Changed> {
         let before = self.user(id).await?;
-        let (user, n) = self
-            .core
-            .db(move |s| s.set_role(id, role, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let reason = format!("{} -> {}; revoked {n} session(s)", before.role, user.role);
+        let policy = last_admin(by);
+        let (user, n, last) = done(
+            self.core
+                .db(move |s| s.set_role(id, role, now_ms(), policy))
+                .await?,
+            "role",
+        )?;
+        let reason = format!(
+            "{} -> {}; revoked {n} session(s){}",
+            before.role,
+            user.role,
+            left_no_admin(last)
+        );
         self.record(by, Event::AdminSetRole, Some(&user), Some(&reason), None)
             .await;
-        Ok((self.account(user).await?, n))
+        self.changed(user, n, last).await
     }
 
     /// Sets a new password under register's policy (errors on the field `password`),
@@ -385,6 +411,19 @@ impl Accounts {
         Ok((email, was_locked))
     }
 
+    async fn changed(
+        &self,
+        user: User,
+        sessions: usize,
+        leaves_no_admin: bool,
+    ) -> AppResult<Changed> {
+        Ok(Changed {
+            account: self.account(user).await?,
+            sessions,
+            leaves_no_admin,
+        })
+    }
+
     async fn user(&self, id: Uuid) -> AppResult<User> {
         self.core
             .db(move |s| s.user_by_id(id))
@@ -424,6 +463,42 @@ impl Accounts {
                 },
             )
             .await;
+    }
+}
+
+/// The last-admin rule for an action (`domain::admins`): an admin over HTTP may not leave the
+/// database without an enabled admin; an operator at the server's shell may (and is warned),
+/// since it can always make one again there.
+fn last_admin(by: &Acting) -> LastAdmin {
+    match by.actor {
+        Actor::Admin(_) => LastAdmin::Keep,
+        Actor::Cli => LastAdmin::Allow,
+    }
+}
+
+/// The user, session count and last-admin flag of a written change; `NotFound`, or a
+/// validation error on `field` when the last-admin rule refused it.
+fn done(outcome: ChangeOutcome, field: &str) -> AppResult<(User, usize, bool)> {
+    match outcome {
+        ChangeOutcome::Done {
+            user,
+            sessions,
+            leaves_no_admin,
+        } => Ok((user, sessions, leaves_no_admin)),
+        ChangeOutcome::NotFound => Err(AppError::NotFound),
+        ChangeOutcome::LastAdmin => Err(AppError::validation(
+            field,
+            "would leave no enabled admin; promote or enable another admin first",
+        )),
+    }
+}
+
+/// The audit reason's note when a change took away the last enabled admin.
+fn left_no_admin(leaves_no_admin: bool) -> &'static str {
+    if leaves_no_admin {
+        "; no enabled admin left"
+    } else {
+        ""
     }
 }
 
