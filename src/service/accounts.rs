@@ -110,18 +110,36 @@ fn lockout_key(email: &str) -> String {
     format!("email:{email}")
 }
 
-/// An opaque cursor: the position `(created_at, id)` of the last user of a page.
+/// A page's cursor: the position `(created_at, id)` of its last user, written as base64url
+/// (no padding) of `<created_at ms>:<id, hyphenated lower-case>`. Not authenticated: it is
+/// only a position, which any admin may ask for (every user is listed to it anyway) and which
+/// stays valid across restarts, instances and the deletion of that user (docs/API.md).
 fn encode_cursor(user: &User) -> String {
-    B64.encode(format!("{}:{}", user.created_at, user.id))
+    cursor_at(user.created_at, user.id)
 }
 
+fn cursor_at(created_at: Millis, id: Uuid) -> String {
+    B64.encode(format!("{created_at}:{}", id.hyphenated()))
+}
+
+/// The position of a cursor. Well-formed means exactly what `encode_cursor` writes for some
+/// position with `created_at` 0 or more: anything else (not base64url, padding, whitespace,
+/// another form of the same number or id) is a validation error on `cursor`.
 fn decode_cursor(raw: &str) -> AppResult<(Millis, Uuid)> {
-    let bad = || AppError::validation("cursor", "is not a cursor this server issued");
-    let bytes = B64.decode(raw.trim()).map_err(|_| bad())?;
+    let bad = || {
+        AppError::validation(
+            "cursor",
+            "is not a well-formed cursor (pass a nextCursor back unchanged)",
+        )
+    };
+    let bytes = B64.decode(raw).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (at, id) = text.split_once(':').ok_or_else(bad)?;
-    let at: Millis = at.parse().map_err(|_| bad())?;
+    let at: Millis = at.parse().ok().filter(|at| *at >= 0).ok_or_else(bad)?;
     let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    if cursor_at(at, id) != raw {
+        return Err(bad());
+    }
     Ok((at, id))
 }
 
@@ -515,7 +533,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
+    fn cursors_round_trip_and_anything_else_is_refused() {
         let user = User {
             id: Uuid::new_v4(),
             email: "a@example.com".into(),
@@ -527,10 +545,32 @@ mod tests {
         };
         let cursor = encode_cursor(&user);
         assert_eq!(decode_cursor(&cursor).unwrap(), (user.created_at, user.id));
-        for bad in ["", "x", "!!!", &B64.encode("12:nope"), &B64.encode("x:y")] {
+        // Any well-formed position is accepted, whoever wrote it.
+        let nil = B64.encode("0:00000000-0000-0000-0000-000000000000");
+        assert_eq!(decode_cursor(&nil).unwrap(), (0, Uuid::nil()));
+        let (at, id) = (user.created_at, user.id);
+        let other_forms = [
+            format!("{at}:{}", id.simple()),
+            format!("{at}:{}", id.urn()),
+            format!("{at}:{}", id.braced()),
+            format!("{at}:{}", id.hyphenated().to_string().to_uppercase()),
+            format!("+{at}:{id}"),
+            format!("0{at}:{id}"),
+            format!("-1:{id}"),
+            format!("{at}:{id}:"),
+        ];
+        // 50 bytes: the padded form ends in one `=`.
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(format!("{at}:{id}"));
+        assert!(padded.ends_with('='));
+        for bad in ["", "x", "!!!", &B64.encode("12:nope"), &B64.encode("x:y")]
+            .into_iter()
+            .map(String::from)
+            .chain(other_forms.iter().map(|f| B64.encode(f)))
+            .chain([format!(" {cursor}"), format!("{cursor}\n"), padded])
+        {
             assert!(
-                matches!(decode_cursor(bad), Err(AppError::Validation(_))),
-                "{bad}"
+                matches!(decode_cursor(&bad), Err(AppError::Validation(_))),
+                "{bad:?}"
             );
         }
     }
