@@ -14,7 +14,7 @@ use crate::domain::time::rfc3339;
 use crate::domain::views::account_json;
 use crate::domain::{Account, Role};
 use crate::error::AppError;
-use crate::service::accounts::ListQuery;
+use crate::service::accounts::{Changed, ListQuery};
 use crate::service::{Accounts, Acting};
 
 #[derive(Debug, clap::Args)]
@@ -194,8 +194,13 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         }
         UsersCommand::Disable { user } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
-            let (a, n) = accounts.disable(&by, id).await.map_err(cli_error)?;
-            println!("disabled {}; revoked {n} session(s)", Shown(&a.user.email));
+            let done = accounts.disable(&by, id).await.map_err(cli_error)?;
+            println!(
+                "disabled {}; revoked {} session(s)",
+                Shown(&done.account.user.email),
+                done.sessions
+            );
+            warn_if_no_admin(&done);
         }
         UsersCommand::Enable { user } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
@@ -207,24 +212,29 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             if !yes {
                 confirm_delete(&user)?;
             }
-            let (a, n) = accounts.delete(&by, id).await.map_err(cli_error)?;
+            let done = accounts.delete(&by, id).await.map_err(cli_error)?;
+            let u = &done.account.user;
             println!(
-                "deleted {} ({}) with {n} live session(s)",
-                Shown(&a.user.email),
-                a.user.id
+                "deleted {} ({}) with {} live session(s)",
+                Shown(&u.email),
+                u.id,
+                done.sessions
             );
+            warn_if_no_admin(&done);
         }
         UsersCommand::SetRole { user, role } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
-            let (a, n) = accounts
+            let done = accounts
                 .set_role(&by, id, role_of(role))
                 .await
                 .map_err(cli_error)?;
             println!(
-                "{} is now {}; revoked {n} session(s)",
-                Shown(&a.user.email),
-                a.user.role
+                "{} is now {}; revoked {} session(s)",
+                Shown(&done.account.user.email),
+                done.account.user.role,
+                done.sessions
             );
+            warn_if_no_admin(&done);
         }
         UsersCommand::SetPassword { user, .. } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
@@ -254,6 +264,18 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         }
     }
     Ok(())
+}
+
+/// One warning line on stderr when the change took away the last enabled admin (allowed from
+/// the shell, refused over HTTP): nobody can use the admin API until an admin is made again.
+fn warn_if_no_admin(done: &Changed) {
+    if done.leaves_no_admin {
+        eprintln!(
+            "warning: no enabled admin is left, so nobody can use the admin API; make one with \
+             `authd users set-role <USER> admin`, `authd users enable <USER>` or \
+             `authd create-user --role admin`"
+        );
+    }
 }
 
 /// Asks on a terminal; without one, `--yes` is required.

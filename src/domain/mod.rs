@@ -1,5 +1,6 @@
 //! Domain layer: entities, newtypes and pure validation shared by every other layer.
 
+pub mod admins;
 pub mod entities;
 pub mod ip;
 pub mod keys;

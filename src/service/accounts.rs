@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::audit::{Event, Record};
 use super::{Core, Principal};
+use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::time::{now_ms, Millis};
 use crate::domain::{validate, Account, ClientInfo, Role, Session, User, UserFilter};
 use crate::error::{AppError, AppResult};
@@ -86,6 +87,18 @@ pub struct AccountDetails {
     pub live_sessions: usize,
 }
 
+/// What disabling, deleting or changing the role of an account did.
+#[derive(Debug, Clone)]
+pub struct Changed {
+    /// The account as changed (a deleted one: as it was).
+    pub account: Account,
+    /// How many live sessions the change revoked (a deletion: deleted).
+    pub sessions: usize,
+    /// The change took away the last enabled admin: only ever from the CLI (over HTTP such a
+    /// change is refused), which warns the operator.
+    pub leaves_no_admin: bool,
+}
+
 /// The admin's account operations (see the module comment).
 #[derive(Clone)]
 pub struct Accounts {
@@ -97,18 +110,36 @@ fn lockout_key(email: &str) -> String {
     format!("email:{email}")
 }
 
-/// An opaque cursor: the position `(created_at, id)` of the last user of a page.
+/// A page's cursor: the position `(created_at, id)` of its last user, written as base64url
+/// (no padding) of `<created_at ms>:<id, hyphenated lower-case>`. Not authenticated: it is
+/// only a position, which any admin may ask for (every user is listed to it anyway) and which
+/// stays valid across restarts, instances and the deletion of that user (docs/API.md).
 fn encode_cursor(user: &User) -> String {
-    B64.encode(format!("{}:{}", user.created_at, user.id))
+    cursor_at(user.created_at, user.id)
 }
 
+fn cursor_at(created_at: Millis, id: Uuid) -> String {
+    B64.encode(format!("{created_at}:{}", id.hyphenated()))
+}
+
+/// The position of a cursor. Well-formed means exactly what `encode_cursor` writes for some
+/// position with `created_at` 0 or more: anything else (not base64url, padding, whitespace,
+/// another form of the same number or id) is a validation error on `cursor`.
 fn decode_cursor(raw: &str) -> AppResult<(Millis, Uuid)> {
-    let bad = || AppError::validation("cursor", "is not a cursor this server issued");
-    let bytes = B64.decode(raw.trim()).map_err(|_| bad())?;
+    let bad = || {
+        AppError::validation(
+            "cursor",
+            "is not a well-formed cursor (pass a nextCursor back unchanged)",
+        )
+    };
+    let bytes = B64.decode(raw).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
     let (at, id) = text.split_once(':').ok_or_else(bad)?;
-    let at: Millis = at.parse().map_err(|_| bad())?;
+    let at: Millis = at.parse().ok().filter(|at| *at >= 0).ok_or_else(bad)?;
     let id = Uuid::parse_str(id).map_err(|_| bad())?;
+    if cursor_at(at, id) != raw {
+        return Err(bad());
+    }
     Ok((at, id))
 }
 
@@ -227,70 +258,75 @@ impl Accounts {
         Ok(n)
     }
 
-    /// Disables the account and revokes its sessions (one transaction); returns the account
-    /// and how many sessions were revoked. An admin cannot disable itself.
-    pub async fn disable(&self, by: &Acting, id: Uuid) -> AppResult<(Account, usize)> {
-        refuse_self(
-            by,
-            id,
-            "names the acting admin: an admin cannot disable itself",
+    /// Disables the account and revokes its sessions (one transaction). An admin cannot
+    /// disable itself, and over HTTP not the last enabled admin (see `last_admin`).
+    pub async fn disable(&self, by: &Acting, id: Uuid) -> AppResult<Changed> {
+        refuse_self(by, id, "names the acting admin: an admin cannot disable itself")?;
+        let policy = last_admin(by);
+        let (user, n, last) = done(
+            self.core
+                .db(move |s| s.set_disabled(id, true, now_ms(), policy))
+                .await?,
+            "id",
         )?;
-        let (user, n) = self
-            .core
-            .db(move |s| s.set_disabled(id, true, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let reason = format!("revoked {n} session(s)");
+        let reason = format!("revoked {n} session(s){}", left_no_admin(last));
         self.record(by, Event::AdminDisable, Some(&user), Some(&reason), None)
             .await;
-        Ok((self.account(user).await?, n))
+        self.changed(user, n, last).await
     }
 
     /// Clears the disabled flag; nothing else changes.
     pub async fn enable(&self, by: &Acting, id: Uuid) -> AppResult<Account> {
-        let (user, _) = self
-            .core
-            .db(move |s| s.set_disabled(id, false, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
+        let policy = last_admin(by);
+        let (user, _, _) = done(
+            self.core
+                .db(move |s| s.set_disabled(id, false, now_ms(), policy))
+                .await?,
+            "id",
+        )?;
         self.record(by, Event::AdminEnable, Some(&user), None, None)
             .await;
         self.account(user).await
     }
 
     /// Deletes the user with its sessions and refresh tokens (its audit events stay);
-    /// returns the account as it was and how many live sessions it had. An admin cannot
-    /// delete itself.
-    pub async fn delete(&self, by: &Acting, id: Uuid) -> AppResult<(Account, usize)> {
-        refuse_self(
-            by,
-            id,
-            "names the acting admin: an admin cannot delete itself",
+    /// `sessions` is how many live sessions it had, `account` as it was. An admin cannot
+    /// delete itself, and over HTTP not the last enabled admin.
+    pub async fn delete(&self, by: &Acting, id: Uuid) -> AppResult<Changed> {
+        refuse_self(by, id, "names the acting admin: an admin cannot delete itself")?;
+        let policy = last_admin(by);
+        let (user, n, last) = done(
+            self.core
+                .db(move |s| s.delete_user(id, now_ms(), policy))
+                .await?,
+            "id",
         )?;
-        let (user, n) = self
-            .core
-            .db(move |s| s.delete_user(id, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let reason = format!("deleted with {n} live session(s)");
+        let reason = format!("deleted with {n} live session(s){}", left_no_admin(last));
         self.record(by, Event::AdminDelete, Some(&user), Some(&reason), None)
             .await;
-        Ok((self.account(user).await?, n))
+        self.changed(user, n, last).await
     }
 
     /// Changes the role and revokes the user's sessions (their access tokens carry the old
-    /// role); returns the account and how many sessions were revoked.
-    pub async fn set_role(&self, by: &Acting, id: Uuid, role: Role) -> AppResult<(Account, usize)> {
+    /// role). Over HTTP, demoting the last enabled admin (itself included) is refused.
+    pub async fn set_role(&self, by: &Acting, id: Uuid, role: Role) -> AppResult<Changed> {
         let before = self.user(id).await?;
-        let (user, n) = self
-            .core
-            .db(move |s| s.set_role(id, role, now_ms()))
-            .await?
-            .ok_or(AppError::NotFound)?;
-        let reason = format!("{} -> {}; revoked {n} session(s)", before.role, user.role);
+        let policy = last_admin(by);
+        let (user, n, last) = done(
+            self.core
+                .db(move |s| s.set_role(id, role, now_ms(), policy))
+                .await?,
+            "role",
+        )?;
+        let reason = format!(
+            "{} -> {}; revoked {n} session(s){}",
+            before.role,
+            user.role,
+            left_no_admin(last)
+        );
         self.record(by, Event::AdminSetRole, Some(&user), Some(&reason), None)
             .await;
-        Ok((self.account(user).await?, n))
+        self.changed(user, n, last).await
     }
 
     /// Sets a new password under register's policy (errors on the field `password`),
@@ -393,6 +429,19 @@ impl Accounts {
         Ok((email, was_locked))
     }
 
+    async fn changed(
+        &self,
+        user: User,
+        sessions: usize,
+        leaves_no_admin: bool,
+    ) -> AppResult<Changed> {
+        Ok(Changed {
+            account: self.account(user).await?,
+            sessions,
+            leaves_no_admin,
+        })
+    }
+
     async fn user(&self, id: Uuid) -> AppResult<User> {
         self.core
             .db(move |s| s.user_by_id(id))
@@ -435,6 +484,42 @@ impl Accounts {
     }
 }
 
+/// The last-admin rule for an action (`domain::admins`): an admin over HTTP may not leave the
+/// database without an enabled admin; an operator at the server's shell may (and is warned),
+/// since it can always make one again there.
+fn last_admin(by: &Acting) -> LastAdmin {
+    match by.actor {
+        Actor::Admin(_) => LastAdmin::Keep,
+        Actor::Cli => LastAdmin::Allow,
+    }
+}
+
+/// The user, session count and last-admin flag of a written change; `NotFound`, or a
+/// validation error on `field` when the last-admin rule refused it.
+fn done(outcome: ChangeOutcome, field: &str) -> AppResult<(User, usize, bool)> {
+    match outcome {
+        ChangeOutcome::Done {
+            user,
+            sessions,
+            leaves_no_admin,
+        } => Ok((user, sessions, leaves_no_admin)),
+        ChangeOutcome::NotFound => Err(AppError::NotFound),
+        ChangeOutcome::LastAdmin => Err(AppError::validation(
+            field,
+            "would leave no enabled admin; promote or enable another admin first",
+        )),
+    }
+}
+
+/// The audit reason's note when a change took away the last enabled admin.
+fn left_no_admin(leaves_no_admin: bool) -> &'static str {
+    if leaves_no_admin {
+        "; no enabled admin left"
+    } else {
+        ""
+    }
+}
+
 /// An admin over HTTP may not lock itself out (disable or delete its own account).
 fn refuse_self(by: &Acting, target: Uuid, message: &str) -> AppResult<()> {
     match by.actor {
@@ -448,7 +533,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cursors_round_trip_and_garbage_is_refused() {
+    fn cursors_round_trip_and_anything_else_is_refused() {
         let user = User {
             id: Uuid::new_v4(),
             email: "a@example.com".into(),
@@ -460,10 +545,32 @@ mod tests {
         };
         let cursor = encode_cursor(&user);
         assert_eq!(decode_cursor(&cursor).unwrap(), (user.created_at, user.id));
-        for bad in ["", "x", "!!!", &B64.encode("12:nope"), &B64.encode("x:y")] {
+        // Any well-formed position is accepted, whoever wrote it.
+        let nil = B64.encode("0:00000000-0000-0000-0000-000000000000");
+        assert_eq!(decode_cursor(&nil).unwrap(), (0, Uuid::nil()));
+        let (at, id) = (user.created_at, user.id);
+        let other_forms = [
+            format!("{at}:{}", id.simple()),
+            format!("{at}:{}", id.urn()),
+            format!("{at}:{}", id.braced()),
+            format!("{at}:{}", id.hyphenated().to_string().to_uppercase()),
+            format!("+{at}:{id}"),
+            format!("0{at}:{id}"),
+            format!("-1:{id}"),
+            format!("{at}:{id}:"),
+        ];
+        // 50 bytes: the padded form ends in one `=`.
+        let padded = base64::engine::general_purpose::URL_SAFE.encode(format!("{at}:{id}"));
+        assert!(padded.ends_with('='));
+        for bad in ["", "x", "!!!", &B64.encode("12:nope"), &B64.encode("x:y")]
+            .into_iter()
+            .map(String::from)
+            .chain(other_forms.iter().map(|f| B64.encode(f)))
+            .chain([format!(" {cursor}"), format!("{cursor}\n"), padded])
+        {
             assert!(
-                matches!(decode_cursor(bad), Err(AppError::Validation(_))),
-                "{bad}"
+                matches!(decode_cursor(&bad), Err(AppError::Validation(_))),
+                "{bad:?}"
             );
         }
     }

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
@@ -237,25 +238,35 @@ pub trait Store: Send + Sync + 'static {
     /// lockout of its email (`login_failures` key `email:<email>`) as of `now`.
     fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>>;
     /// Sets the user's `disabled` flag; disabling also revokes every live session of the
-    /// user in the same transaction. Returns the updated user and how many sessions were
-    /// revoked, or `None` for an unknown user.
+    /// user in the same transaction (`sessions`: how many). Disabling the only enabled admin
+    /// is `ChangeOutcome::LastAdmin` under `LastAdmin::Keep`: the enabled admins are read
+    /// (and, where needed, locked) in the same transaction and `domain::admins::decide`
+    /// rules, so two concurrent changes cannot both take one of the last two admins away.
     fn set_disabled(
         &self,
         user_id: Uuid,
         disabled: bool,
         now: Millis,
-    ) -> StoreResult<Option<(User, usize)>>;
+        last_admin: LastAdmin,
+    ) -> StoreResult<ChangeOutcome>;
     /// Changes the user's role and revokes every live session of the user (access tokens
-    /// carry the role) in one transaction. `None` for an unknown user.
+    /// carry the role) in one transaction. The last-admin rule as for `set_disabled`.
     fn set_role(
         &self,
         user_id: Uuid,
         role: Role,
         now: Millis,
-    ) -> StoreResult<Option<(User, usize)>>;
-    /// Deletes the user with its sessions and refresh tokens (audit events stay). Returns
-    /// the deleted user and how many of its sessions were live, or `None` for an unknown user.
-    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>>;
+        last_admin: LastAdmin,
+    ) -> StoreResult<ChangeOutcome>;
+    /// Deletes the user with its sessions and refresh tokens (audit events stay); `user` is
+    /// the deleted user, `sessions` how many of its sessions were live. The last-admin rule
+    /// as for `set_disabled`.
+    fn delete_user(
+        &self,
+        user_id: Uuid,
+        now: Millis,
+        last_admin: LastAdmin,
+    ) -> StoreResult<ChangeOutcome>;
 }
 
 pub type DynStore = Arc<dyn Store>;

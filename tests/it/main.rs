@@ -7,6 +7,7 @@ mod support;
 
 mod admin_api;
 mod admin_cli;
+mod admin_cursors;
 mod audit;
 mod bench_smoke;
 mod browser;
@@ -26,6 +27,7 @@ mod jws_header;
 mod jwt_attacks;
 mod keys;
 mod keys_upgrade;
+mod last_admin;
 mod limits;
 mod limits_race;
 mod logs;

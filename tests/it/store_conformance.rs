@@ -6,11 +6,13 @@
 use std::sync::Barrier;
 use std::time::Duration;
 
+use authd::domain::admins::ChangeOutcome;
+use authd::domain::admins::LastAdmin::{Allow, Keep};
 use authd::domain::keys::{KeyRevokeOutcome, KeyUse, StoredKey, StoredKeyState};
 use authd::domain::limits::{Admission, CounterLimit, SlotGrant, SlotRequest};
 use authd::domain::time::Millis;
 use authd::domain::{
-    AuditEvent, AuditQuery, NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session,
+    AuditEvent, AuditQuery, NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User,
     UserFilter,
 };
 use authd::store::{
@@ -109,6 +111,7 @@ conformance!(
     concurrent_key_set_writes_leave_one_active_key,
     concurrent_login_reservations_admit_exactly_the_limit,
     accounts_list_disable_role_and_delete,
+    concurrent_changes_to_the_last_two_admins_leave_one,
     password_hashes_change_upgrade_and_import,
     concurrent_hash_upgrades_land_once,
 );
@@ -1162,7 +1165,7 @@ fn accounts_list_disable_role_and_delete(store: &dyn Store) {
         .unwrap();
     assert_eq!(by_email.iter().map(|x| x.user.id).collect::<Vec<_>>(), [a]);
 
-    let (user, revoked) = store.set_disabled(a, true, 4_000).unwrap().unwrap();
+    let (user, revoked) = done(store.set_disabled(a, true, 4_000, Keep).unwrap());
     assert!(user.disabled);
     assert_eq!(revoked, 2);
     assert_eq!(store.session(a1).unwrap().unwrap().revoked_at, Some(4_000));
@@ -1176,15 +1179,17 @@ fn accounts_list_disable_role_and_delete(store: &dyn Store) {
         )
         .unwrap();
     assert_eq!(disabled.iter().map(|x| x.user.id).collect::<Vec<_>>(), [a]);
-    let (user, revoked) = store.set_disabled(a, false, 4_500).unwrap().unwrap();
+    let (user, revoked) = done(store.set_disabled(a, false, 4_500, Keep).unwrap());
     assert!(!user.disabled);
     assert_eq!(revoked, 0);
-    assert!(store
-        .set_disabled(Uuid::new_v4(), true, 4_500)
-        .unwrap()
-        .is_none());
+    assert_eq!(
+        store
+            .set_disabled(Uuid::new_v4(), true, 4_500, Keep)
+            .unwrap(),
+        ChangeOutcome::NotFound
+    );
 
-    let (user, revoked) = store.set_role(b, Role::Admin, 5_000).unwrap().unwrap();
+    let (user, revoked) = done(store.set_role(b, Role::Admin, 5_000, Keep).unwrap());
     assert_eq!((user.role, revoked), (Role::Admin, 1));
     assert_eq!(
         store
@@ -1199,17 +1204,117 @@ fn accounts_list_disable_role_and_delete(store: &dyn Store) {
             .len(),
         1
     );
-    assert!(store
-        .set_role(Uuid::new_v4(), Role::User, 5_000)
-        .unwrap()
-        .is_none());
+    assert_eq!(
+        store
+            .set_role(Uuid::new_v4(), Role::User, 5_000, Keep)
+            .unwrap(),
+        ChangeOutcome::NotFound
+    );
 
+    // b is the only enabled admin: under `Keep` nothing takes it away, and nothing is written.
     let (_b2, _) = new_session(store, b, 6_000, FAR);
-    let (user, live) = store.delete_user(b, 6_500).unwrap().unwrap();
+    assert_eq!(
+        store.set_role(b, Role::User, 6_100, Keep).unwrap(),
+        ChangeOutcome::LastAdmin
+    );
+    assert_eq!(
+        store.set_disabled(b, true, 6_100, Keep).unwrap(),
+        ChangeOutcome::LastAdmin
+    );
+    assert_eq!(
+        store.delete_user(b, 6_100, Keep).unwrap(),
+        ChangeOutcome::LastAdmin
+    );
+    let still = store.user_by_id(b).unwrap().unwrap();
+    assert_eq!((still.role, still.disabled), (Role::Admin, false));
+    assert_eq!(store.live_sessions(b, 6_100).unwrap().len(), 1);
+    // `Allow` does it, and says so.
+    let (user, live) = match store.delete_user(b, 6_500, Allow).unwrap() {
+        ChangeOutcome::Done {
+            user,
+            sessions,
+            leaves_no_admin: true,
+        } => (user, sessions),
+        other => panic!("{other:?}"),
+    };
     assert_eq!((user.id, live), (b, 1));
     assert!(store.user_by_id(b).unwrap().is_none());
     assert!(store.live_sessions(b, 6_500).unwrap().is_empty());
-    assert!(store.delete_user(b, 7_000).unwrap().is_none());
+    assert_eq!(
+        store.delete_user(b, 7_000, Keep).unwrap(),
+        ChangeOutcome::NotFound
+    );
+}
+
+/// The user and session count of a change that was written and left an enabled admin.
+fn done(outcome: ChangeOutcome) -> (User, usize) {
+    match outcome {
+        ChangeOutcome::Done {
+            user,
+            sessions,
+            leaves_no_admin: false,
+        } => (user, sessions),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Two admins, each taking the other away (demoting, disabling or deleting) from its own
+/// thread at the same moment, round after round: under `Keep` at most one change is written
+/// and an enabled admin always remains.
+fn concurrent_changes_to_the_last_two_admins_leave_one(store: &dyn Store) {
+    type Change = fn(&dyn Store, Uuid) -> ChangeOutcome;
+    let changes: [(&str, Change); 3] = [
+        ("demote", |s, id| {
+            s.set_role(id, Role::User, 2_000, Keep).unwrap()
+        }),
+        ("disable", |s, id| {
+            s.set_disabled(id, true, 2_000, Keep).unwrap()
+        }),
+        ("delete", |s, id| s.delete_user(id, 2_000, Keep).unwrap()),
+    ];
+    for round in 0..30 {
+        let admins: Vec<Uuid> = (0..2)
+            .map(|i| {
+                let id = new_user(store, &format!("last-{round}-{i}@example.com"));
+                done(store.set_role(id, Role::Admin, 1_000, Keep).unwrap());
+                id
+            })
+            .collect();
+        let (first, second) = (changes[round % 3], changes[(round / 3) % 3]);
+        let barrier = Barrier::new(2);
+        let outcomes: Vec<ChangeOutcome> = std::thread::scope(|scope| {
+            let handles: Vec<_> = [(first, admins[1]), (second, admins[0])]
+                .into_iter()
+                .map(|((_, change), target)| {
+                    let barrier = &barrier;
+                    scope.spawn(move || {
+                        barrier.wait();
+                        change(store, target)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let written = outcomes
+            .iter()
+            .filter(|o| matches!(o, ChangeOutcome::Done { .. }))
+            .count();
+        assert_eq!(
+            written, 1,
+            "round {round} {} / {}: {outcomes:?}",
+            first.0, second.0
+        );
+        let enabled_admins = admins
+            .iter()
+            .filter_map(|id| store.user_by_id(*id).unwrap())
+            .filter(|u| u.role == Role::Admin && !u.disabled)
+            .count();
+        assert_eq!(enabled_admins, 1, "round {round}: {outcomes:?}");
+        // Next round: these two are no longer the only enabled admins.
+        for id in admins {
+            let _ = store.set_role(id, Role::User, 3_000, Allow).unwrap();
+        }
+    }
 }
 
 fn password_hashes_change_upgrade_and_import(store: &dyn Store) {

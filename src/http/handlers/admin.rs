@@ -51,17 +51,19 @@ pub async fn show(id: String, state: HttpState, by: Acting) -> Result<Response, 
     ))
 }
 
-/// `DELETE /api/admin/users/{id}`: deletes the user, its sessions and tokens.
+/// `DELETE /api/admin/users/{id}`: deletes the user, its sessions and tokens (not itself, not
+/// the last enabled admin: 400).
 pub async fn delete(id: String, state: HttpState, by: Acting) -> Result<Response, Rejection> {
     let id = Accounts::parse_id(&id)?;
-    let (account, n) = state.accounts.delete(&by, id).await?;
+    let done = state.accounts.delete(&by, id).await?;
     let mut data = serde_json::Map::new();
-    data.insert("user".into(), account_json(&account));
-    data.insert("deletedSessions".into(), n.into());
+    data.insert("user".into(), account_json(&done.account));
+    data.insert("deletedSessions".into(), done.sessions.into());
     Ok(envelope_with_message("user deleted", data))
 }
 
-/// `POST /api/admin/users/{id}/disable`: disables and revokes every session.
+/// `POST /api/admin/users/{id}/disable`: disables and revokes every session (not itself, not
+/// the last enabled admin: 400).
 pub async fn disable(
     id: String,
     state: HttpState,
@@ -69,10 +71,10 @@ pub async fn disable(
     _body: EmptyBody,
 ) -> Result<Response, Rejection> {
     let id = Accounts::parse_id(&id)?;
-    let (account, n) = state.accounts.disable(&by, id).await?;
+    let done = state.accounts.disable(&by, id).await?;
     Ok(envelope(
         StatusCode::OK,
-        json!({ "user": account_json(&account), "revokedSessions": n }),
+        json!({ "user": account_json(&done.account), "revokedSessions": done.sessions }),
     ))
 }
 
@@ -106,7 +108,8 @@ pub async fn unlock(
     ))
 }
 
-/// `POST /api/admin/users/{id}/role` with `{"role"}`: changes the role, revokes sessions.
+/// `POST /api/admin/users/{id}/role` with `{"role"}`: changes the role, revokes sessions
+/// (demoting the last enabled admin: 400).
 pub async fn set_role(
     id: String,
     state: HttpState,
@@ -114,10 +117,10 @@ pub async fn set_role(
     body: RoleBody,
 ) -> Result<Response, Rejection> {
     let id = Accounts::parse_id(&id)?;
-    let (account, n) = state.accounts.set_role(&by, id, body.role).await?;
+    let done = state.accounts.set_role(&by, id, body.role).await?;
     Ok(envelope(
         StatusCode::OK,
-        json!({ "user": account_json(&account), "revokedSessions": n }),
+        json!({ "user": account_json(&done.account), "revokedSessions": done.sessions }),
     ))
 }
 

@@ -1,6 +1,6 @@
 //! Store layer (PostgreSQL): accounts over their whole life, for admins: listing users in
 //! creation order with their lockout, disabling, role and password changes (each revoking
-//! sessions in the same transaction), deletion.
+//! sessions in the same transaction), deletion; the last enabled admin kept (`last_admin_verdict`).
 
 use postgres::{GenericClient, Transaction};
 use uuid::Uuid;
@@ -9,8 +9,9 @@ use super::db::Db;
 use super::sessions::revoke_of_user;
 use super::users::{user_at, USER_COLS};
 use super::PgResult;
+use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
 use crate::domain::time::Millis;
-use crate::domain::{Account, Role, User, UserFilter};
+use crate::domain::{Account, Role, UserFilter};
 
 /// `Store::list_users`: one statement, the lockout joined from the email's failure counter.
 pub(super) fn list_users(
@@ -56,13 +57,48 @@ pub(super) fn list_users(
     .collect()
 }
 
+/// The last-admin rule for `change` to `user_id` (`domain::admins::decide`), read inside the
+/// caller's transaction with every enabled admin's row locked until it commits.
+fn last_admin_verdict(
+    tx: &mut Db<'_, Transaction<'_>>,
+    user_id: Uuid,
+    change: AccountChange,
+    policy: LastAdmin,
+) -> PgResult<Verdict> {
+    if !change.can_remove_admin() {
+        return Ok(Verdict::Proceed {
+            leaves_no_admin: false,
+        });
+    }
+    // Lock: two admins demoting, disabling or deleting each other at once would each read the
+    // other as an enabled admin and both commit, leaving none. With every enabled admin's row
+    // locked (in id order: two such changes cannot deadlock), the second waits, then re-reads
+    // the rows the first changed and counts one admin left. `NO KEY UPDATE`: logins inserting
+    // sessions (a foreign-key check) are not blocked.
+    tx.query(
+        "SELECT id FROM users WHERE role = 'admin' AND NOT disabled
+         ORDER BY id FOR NO KEY UPDATE",
+        &[],
+    )?
+    .iter()
+    .map(|r| r.try_get::<_, Uuid>(0))
+    .collect::<PgResult<Vec<Uuid>>>()
+    .map(|admins| admins::decide(change, user_id, &admins, policy))
+}
+
 /// `Store::set_disabled`, inside the caller's transaction.
 pub(super) fn set_disabled(
     tx: &mut Db<'_, Transaction<'_>>,
     user_id: Uuid,
     disabled: bool,
     now: Millis,
-) -> PgResult<Option<(User, usize)>> {
+    policy: LastAdmin,
+) -> PgResult<ChangeOutcome> {
+    let change = AccountChange::SetDisabled(disabled);
+    let Verdict::Proceed { leaves_no_admin } = last_admin_verdict(tx, user_id, change, policy)?
+    else {
+        return Ok(ChangeOutcome::LastAdmin);
+    };
     // The UPDATE's row lock on the user is held to commit; the revocation below is in the
     // same transaction, so no refresh can rotate in between and leave a live session to a
     // disabled account (a rotation that got its session lock first commits before it, and
@@ -72,15 +108,19 @@ pub(super) fn set_disabled(
         &[&user_id, &disabled],
     )?
     else {
-        return Ok(None);
+        return Ok(ChangeOutcome::NotFound);
     };
     let user = user_at(&row, 0)?;
-    let revoked = if disabled {
+    let sessions = if disabled {
         revoke_of_user(tx, user_id, now, "disabled")?
     } else {
         0
     };
-    Ok(Some((user, revoked)))
+    Ok(ChangeOutcome::Done {
+        user,
+        sessions,
+        leaves_no_admin,
+    })
 }
 
 /// `Store::set_role`, inside the caller's transaction.
@@ -89,18 +129,28 @@ pub(super) fn set_role(
     user_id: Uuid,
     role: Role,
     now: Millis,
-) -> PgResult<Option<(User, usize)>> {
+    policy: LastAdmin,
+) -> PgResult<ChangeOutcome> {
+    let change = AccountChange::SetRole(role);
+    let Verdict::Proceed { leaves_no_admin } = last_admin_verdict(tx, user_id, change, policy)?
+    else {
+        return Ok(ChangeOutcome::LastAdmin);
+    };
     let Some(row) = tx.query_opt(
         &format!("UPDATE users SET role = $2 WHERE id = $1 RETURNING {USER_COLS}"),
         &[&user_id, &role.as_str()],
     )?
     else {
-        return Ok(None);
+        return Ok(ChangeOutcome::NotFound);
     };
     let user = user_at(&row, 0)?;
     // Same transaction: no session outlives the role its access tokens carry.
-    let revoked = revoke_of_user(tx, user_id, now, "role_change")?;
-    Ok(Some((user, revoked)))
+    let sessions = revoke_of_user(tx, user_id, now, "role_change")?;
+    Ok(ChangeOutcome::Done {
+        user,
+        sessions,
+        leaves_no_admin,
+    })
 }
 
 /// `Store::delete_user`, inside the caller's transaction: the sessions cascade from the
@@ -109,7 +159,13 @@ pub(super) fn delete_user(
     tx: &mut Db<'_, Transaction<'_>>,
     user_id: Uuid,
     now: Millis,
-) -> PgResult<Option<(User, usize)>> {
+    policy: LastAdmin,
+) -> PgResult<ChangeOutcome> {
+    let change = AccountChange::Delete;
+    let Verdict::Proceed { leaves_no_admin } = last_admin_verdict(tx, user_id, change, policy)?
+    else {
+        return Ok(ChangeOutcome::LastAdmin);
+    };
     // Lock: a login creating a session between the count and the delete would make the count
     // wrong; with the user row locked FOR UPDATE, its session insert (whose foreign-key check
     // takes KEY SHARE on the user) waits, then fails on the deleted user.
@@ -117,7 +173,7 @@ pub(super) fn delete_user(
         .query_opt("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&user_id])?
         .is_none()
     {
-        return Ok(None);
+        return Ok(ChangeOutcome::NotFound);
     }
     let live: i64 = tx
         .query_one(
@@ -126,12 +182,16 @@ pub(super) fn delete_user(
             &[&user_id, &now],
         )?
         .try_get(0)?;
-    let user = tx
-        .query_opt(
-            &format!("DELETE FROM users WHERE id = $1 RETURNING {USER_COLS}"),
-            &[&user_id],
-        )?
-        .map(|r| user_at(&r, 0))
-        .transpose()?;
-    Ok(user.map(|u| (u, live as usize)))
+    let Some(row) = tx.query_opt(
+        &format!("DELETE FROM users WHERE id = $1 RETURNING {USER_COLS}"),
+        &[&user_id],
+    )?
+    else {
+        return Ok(ChangeOutcome::NotFound);
+    };
+    Ok(ChangeOutcome::Done {
+        user: user_at(&row, 0)?,
+        sessions: live as usize,
+        leaves_no_admin,
+    })
 }

@@ -32,6 +32,7 @@ use db::{Db, Manager, PgConn};
 use uuid::Uuid;
 
 use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
@@ -447,8 +448,9 @@ impl Store for PostgresStore {
         user_id: Uuid,
         disabled: bool,
         now: Millis,
-    ) -> StoreResult<Option<(User, usize)>> {
-        self.write(|tx| accounts::set_disabled(tx, user_id, disabled, now))
+        last_admin: LastAdmin,
+    ) -> StoreResult<ChangeOutcome> {
+        self.write(|tx| accounts::set_disabled(tx, user_id, disabled, now, last_admin))
     }
 
     fn set_role(
@@ -456,12 +458,18 @@ impl Store for PostgresStore {
         user_id: Uuid,
         role: Role,
         now: Millis,
-    ) -> StoreResult<Option<(User, usize)>> {
-        self.write(|tx| accounts::set_role(tx, user_id, role, now))
+        last_admin: LastAdmin,
+    ) -> StoreResult<ChangeOutcome> {
+        self.write(|tx| accounts::set_role(tx, user_id, role, now, last_admin))
     }
 
-    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>> {
-        self.write(|tx| accounts::delete_user(tx, user_id, now))
+    fn delete_user(
+        &self,
+        user_id: Uuid,
+        now: Millis,
+        last_admin: LastAdmin,
+    ) -> StoreResult<ChangeOutcome> {
+        self.write(|tx| accounts::delete_user(tx, user_id, now, last_admin))
     }
 
     fn set_password_hash(

@@ -1,14 +1,16 @@
 //! Store layer (SQLite): accounts over their whole life, for admins: listing users in
 //! creation order with their lockout, disabling, role and password changes (each revoking
-//! sessions in the same transaction), deletion.
+//! sessions in the same transaction), deletion; the last enabled admin kept (`last_admin_verdict`).
 
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::sessions::revoke_where;
 use super::users::{user_at, user_row, USER_COLS};
+use super::uuid_col;
+use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
 use crate::domain::time::Millis;
-use crate::domain::{Account, Role, User, UserFilter};
+use crate::domain::{Account, Role, UserFilter};
 
 /// `Store::list_users`: one statement, the lockout joined from the email's failure counter.
 pub(super) fn list_users(
@@ -56,13 +58,41 @@ pub(super) fn list_users(
     .collect()
 }
 
+/// The last-admin rule for `change` to `user_id` (`domain::admins::decide`), read inside the
+/// caller's `BEGIN IMMEDIATE` transaction: that transaction holds SQLite's write lock, so no
+/// other change (from this process or another) can take an admin away between this read and
+/// the commit; two admins demoting each other at once run one after the other.
+fn last_admin_verdict(
+    tx: &Connection,
+    user_id: Uuid,
+    change: AccountChange,
+    policy: LastAdmin,
+) -> rusqlite::Result<Verdict> {
+    if !change.can_remove_admin() {
+        return Ok(Verdict::Proceed {
+            leaves_no_admin: false,
+        });
+    }
+    let admins = tx
+        .prepare_cached("SELECT id FROM users WHERE role = 'admin' AND disabled = 0")?
+        .query_map([], |r| uuid_col(r, 0))?
+        .collect::<rusqlite::Result<Vec<Uuid>>>()?;
+    Ok(admins::decide(change, user_id, &admins, policy))
+}
+
 /// `Store::set_disabled`, inside the caller's transaction.
 pub(super) fn set_disabled(
     tx: &Connection,
     user_id: Uuid,
     disabled: bool,
     now: Millis,
-) -> rusqlite::Result<Option<(User, usize)>> {
+    policy: LastAdmin,
+) -> rusqlite::Result<ChangeOutcome> {
+    let change = AccountChange::SetDisabled(disabled);
+    let Verdict::Proceed { leaves_no_admin } = last_admin_verdict(tx, user_id, change, policy)?
+    else {
+        return Ok(ChangeOutcome::LastAdmin);
+    };
     let id = user_id.to_string();
     let Some(user) = tx
         .prepare_cached(&format!(
@@ -71,16 +101,20 @@ pub(super) fn set_disabled(
         .query_row(params![id, disabled], user_row)
         .optional()?
     else {
-        return Ok(None);
+        return Ok(ChangeOutcome::NotFound);
     };
     // In the same transaction as the flag: no refresh can rotate in between and leave a
     // live session to a disabled account.
-    let revoked = if disabled {
+    let sessions = if disabled {
         revoke_where(tx, "user_id = ?1", &id, now, "disabled")?
     } else {
         0
     };
-    Ok(Some((user, revoked)))
+    Ok(ChangeOutcome::Done {
+        user,
+        sessions,
+        leaves_no_admin,
+    })
 }
 
 /// `Store::set_role`, inside the caller's transaction.
@@ -89,7 +123,13 @@ pub(super) fn set_role(
     user_id: Uuid,
     role: Role,
     now: Millis,
-) -> rusqlite::Result<Option<(User, usize)>> {
+    policy: LastAdmin,
+) -> rusqlite::Result<ChangeOutcome> {
+    let change = AccountChange::SetRole(role);
+    let Verdict::Proceed { leaves_no_admin } = last_admin_verdict(tx, user_id, change, policy)?
+    else {
+        return Ok(ChangeOutcome::LastAdmin);
+    };
     let id = user_id.to_string();
     let Some(user) = tx
         .prepare_cached(&format!(
@@ -98,11 +138,15 @@ pub(super) fn set_role(
         .query_row(params![id, role.as_str()], user_row)
         .optional()?
     else {
-        return Ok(None);
+        return Ok(ChangeOutcome::NotFound);
     };
     // Same transaction: no session outlives the role its access tokens carry.
-    let revoked = revoke_where(tx, "user_id = ?1", &id, now, "role_change")?;
-    Ok(Some((user, revoked)))
+    let sessions = revoke_where(tx, "user_id = ?1", &id, now, "role_change")?;
+    Ok(ChangeOutcome::Done {
+        user,
+        sessions,
+        leaves_no_admin,
+    })
 }
 
 /// `Store::delete_user`, inside the caller's transaction: the sessions cascade from the
@@ -111,7 +155,13 @@ pub(super) fn delete_user(
     tx: &Connection,
     user_id: Uuid,
     now: Millis,
-) -> rusqlite::Result<Option<(User, usize)>> {
+    policy: LastAdmin,
+) -> rusqlite::Result<ChangeOutcome> {
+    let change = AccountChange::Delete;
+    let Verdict::Proceed { leaves_no_admin } = last_admin_verdict(tx, user_id, change, policy)?
+    else {
+        return Ok(ChangeOutcome::LastAdmin);
+    };
     let id = user_id.to_string();
     let live: i64 = tx
         .prepare_cached(
@@ -125,7 +175,14 @@ pub(super) fn delete_user(
         ))?
         .query_row([&id], user_row)
         .optional()?;
-    Ok(user.map(|u| (u, live as usize)))
+    Ok(match user {
+        Some(user) => ChangeOutcome::Done {
+            user,
+            sessions: live as usize,
+            leaves_no_admin,
+        },
+        None => ChangeOutcome::NotFound,
+    })
 }
 
 /// `Store::set_password_hash`, inside the caller's transaction.

@@ -431,8 +431,9 @@ impl Store for SqliteStore {
         user_id: Uuid,
         disabled: bool,
         now: Millis,
-    ) -> StoreResult<Option<(User, usize)>> {
-        self.write(move |tx| accounts::set_disabled(tx, user_id, disabled, now))
+        last_admin: crate::domain::admins::LastAdmin,
+    ) -> StoreResult<crate::domain::admins::ChangeOutcome> {
+        self.write(move |tx| accounts::set_disabled(tx, user_id, disabled, now, last_admin))
     }
 
     fn set_role(
@@ -440,12 +441,18 @@ impl Store for SqliteStore {
         user_id: Uuid,
         role: Role,
         now: Millis,
-    ) -> StoreResult<Option<(User, usize)>> {
-        self.write(move |tx| accounts::set_role(tx, user_id, role, now))
+        last_admin: crate::domain::admins::LastAdmin,
+    ) -> StoreResult<crate::domain::admins::ChangeOutcome> {
+        self.write(move |tx| accounts::set_role(tx, user_id, role, now, last_admin))
     }
 
-    fn delete_user(&self, user_id: Uuid, now: Millis) -> StoreResult<Option<(User, usize)>> {
-        self.write(move |tx| accounts::delete_user(tx, user_id, now))
+    fn delete_user(
+        &self,
+        user_id: Uuid,
+        now: Millis,
+        last_admin: crate::domain::admins::LastAdmin,
+    ) -> StoreResult<crate::domain::admins::ChangeOutcome> {
+        self.write(move |tx| accounts::delete_user(tx, user_id, now, last_admin))
     }
 
     fn set_password_hash(
