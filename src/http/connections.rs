@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -68,29 +68,6 @@ impl PerIpConnections {
         Some(ConnectionSlot {
             held: Some((self.clone(), key)),
         })
-    }
-}
-
-/// How long a condition must stay away before its next occurrence is a new episode (and is
-/// logged again).
-pub const EPISODE_QUIET: Duration = Duration::from_secs(10);
-
-/// Tells the first occurrence of a repeating condition (a new episode, to log) from its
-/// repeats (to count only): an episode ends once `EPISODE_QUIET` passes without one.
-#[derive(Default)]
-pub struct Episode {
-    last: Option<Instant>,
-}
-
-impl Episode {
-    /// Records one occurrence; true when it starts a new episode.
-    pub fn occurred(&mut self) -> bool {
-        let now = Instant::now();
-        let new = self
-            .last
-            .is_none_or(|last| now.duration_since(last) >= EPISODE_QUIET);
-        self.last = Some(now);
-        new
     }
 }
 
@@ -195,19 +172,16 @@ mod tests {
         let first = cap.admit(a, false).unwrap();
         let _second = cap.admit(a, false).unwrap();
         assert!(cap.admit(a, false).is_none());
-        assert!(cap.admit(b, false).is_some(), "another client has its own count");
-        assert!(cap.admit(a, true).is_some(), "an exempt peer is not counted");
+        assert!(
+            cap.admit(b, false).is_some(),
+            "another client has its own count"
+        );
+        assert!(
+            cap.admit(a, true).is_some(),
+            "an exempt peer is not counted"
+        );
         drop(first);
         assert!(cap.admit(a, false).is_some());
         assert!(PerIpConnections::new(0).admit(a, false).is_some());
-    }
-
-    #[test]
-    fn repeats_within_the_quiet_time_are_one_episode() {
-        let mut e = Episode::default();
-        assert!(e.occurred());
-        assert!(!e.occurred());
-        e.last = Some(Instant::now() - EPISODE_QUIET);
-        assert!(e.occurred());
     }
 }

@@ -52,7 +52,8 @@ pub fn status(e: &AppError) -> StatusCode {
 pub fn error_response(e: &AppError) -> Response {
     match e {
         AppError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
-        AppError::Unavailable(cause) => tracing::warn!(cause = %cause, "database unavailable"),
+        // Logged once per episode where it arose (`service::Core::db`), not once a request.
+        AppError::Unavailable(cause) => tracing::debug!(cause = %cause, "database unavailable"),
         _ => {}
     }
     let mut body = json!({

@@ -24,11 +24,12 @@ use tower_service::Service;
 use tracing::Instrument;
 use warp::reply::Response;
 
-use super::connections::{Episode, PerIpConnections, WriteDeadline};
+use super::connections::{PerIpConnections, WriteDeadline};
 use super::filters::RequestMeta;
 use super::{reject, routes, HttpState, ROUTES};
 use crate::config::Settings;
 use crate::domain::ip;
+use crate::episode::Episode;
 use crate::error::AppError;
 use crate::metrics;
 
@@ -46,7 +47,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// and idle gaps may take (`server.header_read_timeout`: closed), the time a body may take
 /// (`server.body_read_timeout`: 408, see `filters::json_body`) and the time a write may wait
 /// for the client to read (`server.write_timeout`: closed). A refused connection and a failed
-/// accept are counted in `/metrics` and logged once per episode (`connections::Episode`).
+/// accept are counted in `/metrics` and logged once per episode (`episode::Episode`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
