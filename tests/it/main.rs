@@ -27,6 +27,7 @@ mod keys;
 mod keys_upgrade;
 mod limits;
 mod limits_race;
+mod log_floods;
 mod logs;
 mod migrate_data;
 mod multi_instance;
