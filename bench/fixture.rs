@@ -120,6 +120,7 @@ impl Fixture {
             &StoreOptions {
                 pool_size: 1,
                 busy_timeout: Duration::from_secs(5),
+                health: authd::store::health::DbHealth::uncounted(),
             },
         )?;
         store.migrate()?;
@@ -238,6 +239,7 @@ impl Fixture {
             &StoreOptions {
                 pool_size: PG_SEED_THREADS as u32,
                 busy_timeout: Duration::from_secs(30),
+                health: authd::store::health::DbHealth::uncounted(),
             },
         )?;
         let now = now_ms();

@@ -657,6 +657,7 @@ fn profile_parts(fx: &Fixture, sessions: &[Seeded]) -> anyhow::Result<Parts> {
         &StoreOptions {
             pool_size: fx.settings.database.pool_size,
             busy_timeout: Duration::from_secs(5),
+            health: authd::store::health::DbHealth::uncounted(),
         },
     )?;
     let mean_us = |f: &mut dyn FnMut(usize) -> anyhow::Result<()>| -> anyhow::Result<f64> {
@@ -748,6 +749,7 @@ fn raw_rotations(
         &StoreOptions {
             pool_size: 8,
             busy_timeout: Duration::from_secs(5),
+            health: authd::store::health::DbHealth::uncounted(),
         },
     )?;
     let ttl = duration_ms(fx.settings.jwt.refresh_ttl);

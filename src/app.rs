@@ -11,6 +11,7 @@ use crate::error::AppError;
 use crate::http::HttpState;
 use crate::metrics::Metrics;
 use crate::service::{self, Admin, Core, Sessions};
+use crate::store::health::DbHealth;
 use crate::store::{self, StoreError, StoreOptions};
 
 /// Why authd could not start or finish a command.
@@ -43,14 +44,16 @@ pub enum Schema {
 /// Opens the store and builds the shared service core.
 pub async fn open_core(settings: Arc<Settings>, schema: Schema) -> Result<Arc<Core>, StartError> {
     let db = settings.database.clone();
+    let metrics = Arc::new(Metrics::new());
+    let connection_errors = metrics.database_connection_errors.clone();
+    let health = DbHealth::new(move || connection_errors.inc());
+    let options = StoreOptions {
+        pool_size: db.pool_size,
+        busy_timeout: db.busy_timeout,
+        health: health.clone(),
+    };
     let store = blocking(move || -> Result<_, StoreError> {
-        let store = store::open(
-            &db.url,
-            &StoreOptions {
-                pool_size: db.pool_size,
-                busy_timeout: db.busy_timeout,
-            },
-        )?;
+        let store = store::open(&db.url, &options)?;
         match schema {
             Schema::AsIs => {}
             Schema::Ready if db.auto_migrate => {
@@ -63,7 +66,7 @@ pub async fn open_core(settings: Arc<Settings>, schema: Schema) -> Result<Arc<Co
         Ok(store)
     })
     .await??;
-    Ok(Core::new(store, settings, Arc::new(Metrics::new())))
+    Ok(Core::new(store, settings, metrics, health))
 }
 
 /// Loads the signing keys from the store (creating or importing them on the first start)
@@ -141,6 +144,8 @@ async fn watch_keys(state: HttpState) {
         let version = core.db(|s| s.key_set_version()).await;
         let version = match version {
             Ok(v) => v,
+            // Unavailable: `Core::db` has logged the outage once; the next poll tries again.
+            Err(AppError::Unavailable(_)) => continue,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the signing key set's generation");
                 continue;

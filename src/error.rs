@@ -55,6 +55,10 @@ pub enum AppError {
     /// 405 `METHOD_NOT_ALLOWED`.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// 408 `REQUEST_TIMEOUT`: the request body did not arrive within
+    /// `server.body_read_timeout` (RFC 9110 section 15.5.9); the connection is closed.
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     /// 409 `EMAIL_TAKEN`.
     #[error("email is already registered")]
     EmailTaken,
@@ -97,6 +101,7 @@ impl AppError {
             AppError::Forbidden => "FORBIDDEN",
             AppError::NotFound => "NOT_FOUND",
             AppError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            AppError::RequestTimeout => "REQUEST_TIMEOUT",
             AppError::EmailTaken => "EMAIL_TAKEN",
             AppError::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             AppError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod crypto;
 pub mod domain;
+pub mod episode;
 pub mod error;
 pub mod http;
 pub mod metrics;

@@ -46,6 +46,15 @@ pub struct Metrics {
     /// (Redis) that failed or timed out (not the requests counted per process meanwhile: the
     /// circuit breaker skips Redis for 5 s after a failure).
     pub rate_limit_backend_errors: IntCounter,
+    /// `authd_connections_refused_total`: connections closed at once because their client
+    /// already held `server.max_connections_per_ip`.
+    pub connections_refused: IntCounter,
+    /// `authd_accept_errors_total`: failed attempts to accept a connection (most often: no
+    /// file descriptor left); the accept loop retries every 100 ms.
+    pub accept_errors: IntCounter,
+    /// `authd_database_connection_errors_total`: attempts to open a database connection that
+    /// failed (the store reports them through `store::ConnectionEvents`).
+    pub database_connection_errors: IntCounter,
 }
 
 impl Default for Metrics {
@@ -120,6 +129,22 @@ impl Metrics {
              is down, requests are counted per process and Redis is tried again every 5 s",
         )
         .expect("valid metric");
+        let connections_refused = IntCounter::new(
+            "authd_connections_refused_total",
+            "Connections closed at once because their client already held \
+             server.max_connections_per_ip",
+        )
+        .expect("valid metric");
+        let accept_errors = IntCounter::new(
+            "authd_accept_errors_total",
+            "Failed attempts to accept a connection (most often: no file descriptor left)",
+        )
+        .expect("valid metric");
+        let database_connection_errors = IntCounter::new(
+            "authd_database_connection_errors_total",
+            "Attempts to open a database connection that failed",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -130,6 +155,9 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(active_sessions.clone()),
             Box::new(rate_limit_backend_errors.clone()),
+            Box::new(connections_refused.clone()),
+            Box::new(accept_errors.clone()),
+            Box::new(database_connection_errors.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -144,6 +172,9 @@ impl Metrics {
             rate_limited,
             active_sessions,
             rate_limit_backend_errors,
+            connections_refused,
+            accept_errors,
+            database_connection_errors,
         }
     }
 

@@ -25,6 +25,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
     let options = StoreOptions {
         pool_size: 2,
         busy_timeout: settings.database.busy_timeout,
+        health: crate::store::health::DbHealth::uncounted(),
     };
     let to = args.to.unwrap_or_else(|| settings.database.url.clone());
     let report = blocking(move || transfer::sqlite_to_postgres(&args.from, &to, &options))

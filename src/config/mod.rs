@@ -37,7 +37,7 @@ pub use password::PasswordSettings;
 pub use rate_limit::RateLimitSettings;
 pub use redact::redact_url;
 pub use secret::{check_secret_strength, Secret, SECRET_MIN_BITS};
-pub use server::ServerSettings;
+pub use server::{ConnectionLimits, ServerSettings};
 
 use reader::Reader;
 

@@ -16,6 +16,11 @@ pub(super) const KEYS: &[&str] = &[
     "cors_origins",
     "trusted_proxies",
     "hsts",
+    // Slow and greedy clients (docs/SECURITY.md).
+    "header_read_timeout",
+    "body_read_timeout",
+    "write_timeout",
+    "max_connections_per_ip",
 ];
 
 /// The keys of `[server]` whose environment value is a comma-separated list.
@@ -35,6 +40,32 @@ pub struct ServerSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// `server.hsts`: send `Strict-Transport-Security`.
     pub hsts: bool,
+    /// Slow and greedy clients: every connection's wait for a client is bounded.
+    pub limits: ConnectionLimits,
+}
+
+/// How long authd waits for a client, and how many connections one client may hold
+/// (docs/SECURITY.md, "Slow clients").
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    /// `server.header_read_timeout` (`AUTHD_SERVER__HEADER_READ_TIMEOUT`), default 10s, above
+    /// zero: how long a request's head (request line and headers) may take to arrive, counted
+    /// from its first byte, and how long a kept-alive connection may idle between requests.
+    /// Past it the connection is closed without an answer.
+    pub header_read_timeout: Duration,
+    /// `server.body_read_timeout` (`AUTHD_SERVER__BODY_READ_TIMEOUT`), default 10s, above
+    /// zero: how long a request body may take to arrive, in all; past it the answer is 408
+    /// `REQUEST_TIMEOUT` and the connection is closed.
+    pub body_read_timeout: Duration,
+    /// `server.write_timeout` (`AUTHD_SERVER__WRITE_TIMEOUT`), default 10s, above zero: how
+    /// long a response may wait for a client that reads nothing; past it the connection is
+    /// closed.
+    pub write_timeout: Duration,
+    /// `server.max_connections_per_ip` (`AUTHD_SERVER__MAX_CONNECTIONS_PER_IP`), default 64,
+    /// 0 for no cap: open connections from one socket peer address (IPv4-mapped addresses as
+    /// IPv4). A connection past the cap is closed at once. Peers in `server.trusted_proxies`
+    /// are not capped (every client behind a proxy arrives from its address).
+    pub max_connections_per_ip: u32,
 }
 
 impl ServerSettings {
@@ -71,19 +102,31 @@ impl ServerSettings {
             cors_origins,
             trusted_proxies,
             hsts: r.boolean("server.hsts"),
+            limits: ConnectionLimits {
+                header_read_timeout: r.duration("server.header_read_timeout", false),
+                body_read_timeout: r.duration("server.body_read_timeout", false),
+                write_timeout: r.duration("server.write_timeout", false),
+                max_connections_per_ip: r.uint("server.max_connections_per_ip", 0, 1_000_000)
+                    as u32,
+            },
         }
     }
 
     pub(super) fn to_toml(&self) -> String {
         let proxies: Vec<String> = self.trusted_proxies.iter().map(|n| n.to_string()).collect();
         format!(
-            "[server]\nbind = {}\nbody_limit = {}\nshutdown_grace = {}\ncors_origins = {}\ntrusted_proxies = {}\nhsts = {}\n",
+            "[server]\nbind = {}\nbody_limit = {}\nshutdown_grace = {}\ncors_origins = {}\ntrusted_proxies = {}\nhsts = {}\n\
+             header_read_timeout = {}\nbody_read_timeout = {}\nwrite_timeout = {}\nmax_connections_per_ip = {}\n",
             q(&self.bind.to_string()),
             self.body_limit,
             d(self.shutdown_grace),
             list(&self.cors_origins),
             list(&proxies),
             self.hsts,
+            d(self.limits.header_read_timeout),
+            d(self.limits.body_read_timeout),
+            d(self.limits.write_timeout),
+            self.limits.max_connections_per_ip,
         )
     }
 }

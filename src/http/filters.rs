@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Buf;
 use futures_util::StreamExt;
@@ -12,6 +13,7 @@ use warp::{Filter, Rejection};
 
 use super::dto::{FromJson, JsonObject};
 use super::HttpState;
+use crate::config::ServerSettings;
 use crate::domain::ClientInfo;
 use crate::error::AppError;
 use crate::service::{Accounts, Acting, Principal};
@@ -168,11 +170,30 @@ async fn read_body<B: Buf>(
     Ok(buf)
 }
 
+/// What a request body may cost: `server.body_limit` bytes, arriving within
+/// `server.body_read_timeout`.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: u64,
+    pub read_timeout: Duration,
+}
+
+impl BodyLimits {
+    pub fn of(server: &ServerSettings) -> Self {
+        BodyLimits {
+            max_bytes: server.body_limit,
+            read_timeout: server.limits.body_read_timeout,
+        }
+    }
+}
+
 /// A JSON object body of type `T`: `Content-Type: application/json` (415), at most the body
-/// limit (413), one object with unique keys (400 `MALFORMED_JSON`), documented fields only.
+/// limit (413), arrived whole within the body read timeout (408 `REQUEST_TIMEOUT`, counted
+/// from the first poll of the body, so a client trickling a byte at a time cannot hold the
+/// connection), one object with unique keys (400 `MALFORMED_JSON`), documented fields only.
 /// With `allow_empty`, an empty body (any or no content type) reads as `{}`.
 pub fn json_body<T: FromJson + Send + 'static>(
-    limit: u64,
+    limits: BodyLimits,
     allow_empty: bool,
 ) -> impl Filter<Extract = (T,), Error = Rejection> + Clone {
     request()
@@ -188,7 +209,12 @@ pub fn json_body<T: FromJson + Send + 'static>(
             {
                 return Err(Rejection::from(AppError::UnsupportedMediaType));
             }
-            let bytes = read_body(headers, Box::pin(body), limit).await?;
+            let bytes = tokio::time::timeout(
+                limits.read_timeout,
+                read_body(headers, Box::pin(body), limits.max_bytes),
+            )
+            .await
+            .map_err(|_| AppError::RequestTimeout)??;
             if allow_empty && bytes.iter().all(u8::is_ascii_whitespace) {
                 return Ok(T::from_json(&JsonObject::empty())?);
             }

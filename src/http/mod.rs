@@ -2,6 +2,7 @@
 //! and the per-IP request budget. Handlers call services only; they never touch the store.
 
 pub mod budget;
+pub mod connections;
 pub mod dto;
 pub mod filters;
 pub mod handlers;
@@ -25,6 +26,7 @@ use budget::RequestBudget;
 use dto::{EmptyBody, RefreshBody, RoleBody};
 use filters::{
     acting_admin, authenticated, client, json_body, refresh_cookie, same_origin_or_allowed,
+    BodyLimits,
 };
 use handlers::{admin, auth, meta, passwords, sessions};
 
@@ -167,7 +169,7 @@ impl Shared {
 
 /// Every route, with the single `recover` turning rejections into the contract's JSON.
 pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
-    let limit = state.settings.server.body_limit;
+    let limit = BodyLimits::of(&state.settings.server);
     let with_state = {
         let state = state.clone();
         warp::any().map(move || state.clone())
@@ -297,7 +299,7 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
 
 /// `/api/admin/users...`: account management for access tokens whose user is an admin.
 fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
-    let limit = state.settings.server.body_limit;
+    let limit = BodyLimits::of(&state.settings.server);
     let with_state = {
         let state = state.clone();
         warp::any().map(move || state.clone())

@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 
-use http::header::{HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{HeaderValue, CONNECTION, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::StatusCode;
 use serde_json::json;
 use warp::reject::Reject;
@@ -37,6 +37,7 @@ pub fn status(e: &AppError) -> StatusCode {
         AppError::AccountDisabled | AppError::Forbidden => StatusCode::FORBIDDEN,
         AppError::NotFound => StatusCode::NOT_FOUND,
         AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+        AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         AppError::EmailTaken => StatusCode::CONFLICT,
         AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -51,7 +52,8 @@ pub fn status(e: &AppError) -> StatusCode {
 pub fn error_response(e: &AppError) -> Response {
     match e {
         AppError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
-        AppError::Unavailable(cause) => tracing::warn!(cause = %cause, "database unavailable"),
+        // Logged once per episode where it arose (`service::Core::db`), not once a request.
+        AppError::Unavailable(cause) => tracing::debug!(cause = %cause, "database unavailable"),
         _ => {}
     }
     let mut body = json!({
@@ -88,6 +90,10 @@ pub fn error_response(e: &AppError) -> Response {
     };
     if let Some(c) = challenge {
         headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static(c));
+    }
+    // The rest of a body that did not arrive in time is never read: the connection ends here.
+    if matches!(e, AppError::RequestTimeout) {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

@@ -4,6 +4,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,16 +24,30 @@ use tower_service::Service;
 use tracing::Instrument;
 use warp::reply::Response;
 
+use super::connections::{PerIpConnections, WriteDeadline};
 use super::filters::RequestMeta;
 use super::{reject, routes, HttpState, ROUTES};
+use crate::config::Settings;
 use crate::domain::ip;
+use crate::episode::Episode;
 use crate::error::AppError;
 use crate::metrics;
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// How long the accept loop pauses after accepting failed for want of a resource (most
+/// often: no file descriptor left), so it does not spin while connections close.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
 /// `server.shutdown_grace` to finish.
+///
+/// Each connection is bounded (`config::ConnectionLimits`): its client's open connections
+/// (`server.max_connections_per_ip`: one more is closed at once), the time its request heads
+/// and idle gaps may take (`server.header_read_timeout`: closed), the time a body may take
+/// (`server.body_read_timeout`: 408, see `filters::json_body`) and the time a write may wait
+/// for the client to read (`server.write_timeout`: closed). A refused connection and a failed
+/// accept are counted in `/metrics` and logged once per episode (`episode::Episode`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: HttpState,
@@ -41,17 +56,54 @@ pub async fn serve(
     let service = warp::service(routes(state.clone()));
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let limits = state.settings.server.limits;
+    let per_ip = PerIpConnections::new(limits.max_connections_per_ip);
+    let (mut accept_failing, mut refusing) = (Episode::default(), Episode::default());
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
+                // The client gave up before we took its connection: nothing is wrong here.
+                Err(e) if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+                ) => continue,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    state.metrics.accept_errors.inc();
+                    if accept_failing.occurred() {
+                        tracing::warn!(
+                            error = %e,
+                            "cannot accept connections (out of file descriptors?); retrying \
+                             every 100 ms, counted in authd_accept_errors_total, logged again \
+                             only after 10 s without such an error"
+                        );
+                    }
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
                     continue;
                 }
             },
             _ = &mut shutdown => break,
+        };
+        let key = connection_key(peer.ip(), &state.settings);
+        let exempt = state
+            .settings
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip::canonical(peer.ip())));
+        let Some(slot) = per_ip.admit(key, exempt) else {
+            state.metrics.connections_refused.inc();
+            if refusing.occurred() {
+                tracing::warn!(
+                    client_ip = %key,
+                    max = limits.max_connections_per_ip,
+                    "closing new connections from a client over server.max_connections_per_ip; \
+                     counted in authd_connections_refused_total, logged again only after 10 s \
+                     without a refusal"
+                );
+            }
+            drop(stream);
+            continue;
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
@@ -61,15 +113,21 @@ pub async fn serve(
             let service = service.clone();
             async move { Ok::<_, Infallible>(handle(&state, service, req, peer).await) }
         });
+        // hyper's header timer also runs while a kept-alive connection waits for its next
+        // request, so it bounds idle connections too.
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(10))
-            .serve_connection(TokioIo::new(stream), handler);
+            .header_read_timeout(limits.header_read_timeout)
+            .serve_connection(
+                TokioIo::new(WriteDeadline::new(stream, limits.write_timeout)),
+                handler,
+            );
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -81,6 +139,13 @@ pub async fn serve(
     {
         tracing::warn!("shutdown grace elapsed; dropping the remaining connections");
     }
+}
+
+/// The address a connection counts against for `server.max_connections_per_ip`: the socket
+/// peer, keyed like the per-IP limits (`domain::ip::rate_key`: IPv4-mapped as IPv4, IPv6 by
+/// its `rate_limit.ipv6_prefix` network, so one host cannot spread over its /64).
+fn connection_key(peer: IpAddr, settings: &Settings) -> IpAddr {
+    ip::rate_key(peer, settings.rate_limit.ipv6_prefix)
 }
 
 /// A sane incoming request id is echoed; anything else is replaced.

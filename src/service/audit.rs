@@ -6,6 +6,7 @@ use uuid::Uuid;
 use super::Core;
 use crate::domain::time::now_ms;
 use crate::domain::{AuditEvent, ClientInfo};
+use crate::error::AppError;
 
 /// The events authd records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,8 +151,11 @@ impl Core {
 
     async fn store_audit(&self, event: AuditEvent) {
         log_event(&event);
-        if let Err(e) = self.db(move |s| s.record_audit(&event)).await {
-            tracing::error!(error = %e, "could not store an audit event");
+        match self.db(move |s| s.record_audit(&event)).await {
+            Ok(_) => {}
+            // The event itself was logged just above, and the outage once by `Core::db`.
+            Err(AppError::Unavailable(_)) => {}
+            Err(e) => tracing::error!(error = %e, "could not store an audit event"),
         }
     }
 }

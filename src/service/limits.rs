@@ -25,6 +25,7 @@ use crate::domain::limits::{Admission, CounterLimit, SlotGrant, SlotRequest};
 use crate::domain::time::{duration_ms, now_ms, Millis};
 use crate::domain::{validate, ClientInfo};
 use crate::error::{AppError, AppResult};
+use crate::store::StoreError;
 
 /// The login limits of one server. Cheap to clone.
 #[derive(Clone)]
@@ -149,8 +150,11 @@ impl Attempt {
             .core
             .db(move |s| s.settle_login_slots(&grant, failed, now_ms()))
             .await;
-        if let Err(e) = settled {
-            tracing::warn!(error = %e, failed, "could not settle a login attempt");
+        match settled {
+            Ok(_) => {}
+            // The outage is logged once, by `Core::db`.
+            Err(AppError::Unavailable(_)) => {}
+            Err(e) => tracing::warn!(error = %e, failed, "could not settle a login attempt"),
         }
     }
 }
@@ -164,10 +168,13 @@ impl Drop for Attempt {
             return;
         };
         let store = self.core.store.clone();
-        runtime.spawn_blocking(move || {
-            if let Err(e) = store.settle_login_slots(&grant, false, now_ms()) {
-                tracing::warn!(error = %e, "could not give back a login attempt's slots");
-            }
-        });
+        let health = self.core.health.clone();
+        runtime.spawn_blocking(
+            move || match store.settle_login_slots(&grant, false, now_ms()) {
+                Ok(_) => {}
+                Err(StoreError::Unavailable(cause)) => health.unavailable(&cause),
+                Err(e) => tracing::warn!(error = %e, "could not give back a login attempt's slots"),
+            },
+        );
     }
 }

@@ -17,8 +17,9 @@ use std::sync::Arc;
 use crate::blocking::blocking;
 use crate::config::Settings;
 use crate::crypto::password::Passwords;
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
+use crate::store::health::DbHealth;
 use crate::store::{DynStore, Store, StoreResult};
 
 pub use accounts::{Accounts, Acting, Actor};
@@ -36,25 +37,38 @@ pub struct Core {
     pub settings: Arc<Settings>,
     pub passwords: Passwords,
     pub metrics: Arc<Metrics>,
+    /// The database's trouble, logged once per episode (see `db`).
+    pub health: Arc<DbHealth>,
 }
 
 impl Core {
-    pub fn new(store: DynStore, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(
+        store: DynStore,
+        settings: Arc<Settings>,
+        metrics: Arc<Metrics>,
+        health: Arc<DbHealth>,
+    ) -> Arc<Self> {
         Arc::new(Core {
             passwords: Passwords::new(settings.password.bcrypt_cost),
             store,
             settings,
             metrics,
+            health,
         })
     }
 
-    /// Runs one store operation on the blocking pool.
+    /// Runs one store operation on the blocking pool. An `Unavailable` answer (503) is logged
+    /// here, once per episode (`DbHealth::unavailable`), not by each caller or request.
     pub async fn db<T, F>(&self, f: F) -> AppResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     {
         let store = self.store.clone();
-        Ok(blocking(move || f(&*store)).await??)
+        let result = blocking(move || f(&*store)).await?.map_err(AppError::from);
+        if let Err(AppError::Unavailable(cause)) = &result {
+            self.health.unavailable(cause);
+        }
+        result
     }
 }

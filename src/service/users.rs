@@ -87,6 +87,10 @@ impl Users {
                     .await;
                 Err(AppError::EmailTaken)
             }
+            Err(StoreError::Unavailable(cause)) => {
+                self.core.health.unavailable(&cause);
+                Err(AppError::Unavailable(cause))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -1,6 +1,7 @@
 //! Store layer: the `Store` trait (whole operations, synchronous, each backend owning its
 //! transactions), the backend-neutral `StoreError`, and `open(url)`.
 
+pub mod health;
 pub(crate) mod migrations;
 pub mod postgres;
 pub(crate) mod rotation;
@@ -276,6 +277,8 @@ pub type DynStore = Arc<dyn Store>;
 pub struct StoreOptions {
     pub pool_size: u32,
     pub busy_timeout: Duration,
+    /// Where the pool reports its connection attempts (see `health`).
+    pub health: Arc<health::DbHealth>,
 }
 
 /// Checks a `database.url` as `open` will, without opening anything (for `check-config` and

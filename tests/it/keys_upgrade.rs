@@ -73,6 +73,7 @@ fn tokens_issued_with_key_files_keep_working_after_the_upgrade() {
         &StoreOptions {
             pool_size: 1,
             busy_timeout: Duration::from_secs(5),
+            health: authd::store::health::DbHealth::uncounted(),
         },
     )
     .unwrap();

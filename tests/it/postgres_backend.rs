@@ -449,3 +449,102 @@ fn readyz_answers_503_in_time_when_the_database_freezes() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The lines of a server's output at `level` (`WARN`, `INFO`) that contain `text`.
+fn lines_with(output: &str, level: &str, text: &str) -> usize {
+    output
+        .lines()
+        .filter(|l| l.contains(level) && l.contains(text))
+        .count()
+}
+
+/// Every request during the outage fails for a few seconds (logins, readiness probes, the
+/// key watcher's polls, the pool's connection attempts), and ends.
+fn an_outage(cable: &Cable, p: &crate::support::ServeProcess, email: &str) {
+    let client = reqwest::blocking::Client::new();
+    let login = || {
+        crate::support::send(
+            client
+                .post(p.url("/api/auth/login"))
+                .json(&json!({"email": email, "password": PASSWORD})),
+        )
+    };
+    cable.cut();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < until {
+        assert_unavailable(&login());
+        assert_eq!(
+            crate::support::send(client.get(p.url("/readyz"))).status,
+            503
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cable.restore();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while login().status != 200 {
+        assert!(std::time::Instant::now() < deadline, "{}", p.output());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A PostgreSQL outage is one warning and, once a connection works again, one info line;
+/// the failed connection attempts are counted in `/metrics`, not logged one by one (r2d2
+/// alone logged each, several a second, and every 503 logged its own warning).
+#[test]
+fn a_postgres_outage_is_one_warning_one_recovery_line_and_a_counter() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let cable = Cable::to(postgres_addr());
+    let url = services::with_database(
+        &db.url
+            .replacen(&postgres_addr(), &format!("127.0.0.1:{}", cable.port), 1),
+        &db.name,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let p = crate::support::ServeProcess::spawn(
+        dir.path(),
+        &[
+            ("AUTHD_DATABASE__URL", &url),
+            ("AUTHD_DATABASE__BUSY_TIMEOUT", "1s"),
+        ],
+    );
+    let email = unique_email("pg-outage-log");
+    let client = reqwest::blocking::Client::new();
+    let r = crate::support::send(
+        client
+            .post(p.url("/api/auth/register"))
+            .json(&json!({"email": email, "password": PASSWORD})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // Only what is logged from here on (start-up has its own warnings).
+    let before = p.output().len();
+    an_outage(&cable, &p, &email);
+    let output = p.output()[before..].to_string();
+    let warnings = lines_with(&output, "WARN", "");
+    assert_eq!(warnings, 1, "one warning for the outage:\n{output}");
+    assert_eq!(lines_with(&output, "ERROR", ""), 0, "{output}");
+    assert_eq!(
+        lines_with(&output, "INFO", "database connection works again"),
+        1,
+        "{output}"
+    );
+
+    // The next outage is a new one: one more warning.
+    an_outage(&cable, &p, &email);
+    let output = p.output()[before..].to_string();
+    let warnings = lines_with(&output, "WARN", "");
+    assert_eq!(warnings, 2, "one warning per outage:\n{output}");
+
+    let metrics = crate::support::send(client.get(p.url("/metrics"))).text;
+    let errors: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("authd_database_connection_errors_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no connection error counter:\n{metrics}"));
+    assert!(errors >= 2.0, "{metrics}");
+}

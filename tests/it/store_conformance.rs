@@ -33,6 +33,7 @@ fn options() -> StoreOptions {
     StoreOptions {
         pool_size: 8,
         busy_timeout: Duration::from_secs(10),
+        health: authd::store::health::DbHealth::uncounted(),
     }
 }
 
@@ -797,6 +798,7 @@ fn an_unreachable_postgres_is_unavailable() {
         &StoreOptions {
             pool_size: 2,
             busy_timeout: Duration::from_secs(1),
+            health: authd::store::health::DbHealth::uncounted(),
         },
     )
     .unwrap();
@@ -1453,6 +1455,7 @@ fn postgres_lock_timeouts_are_unavailable() {
         &StoreOptions {
             pool_size: 2,
             busy_timeout: Duration::from_millis(300),
+            health: authd::store::health::DbHealth::uncounted(),
         },
     )
     .unwrap();

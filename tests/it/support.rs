@@ -518,6 +518,11 @@ impl ServeProcess {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The server process's id (e.g. for `prlimit --pid`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Everything written to stdout and stderr so far.
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()

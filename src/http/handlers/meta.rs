@@ -16,7 +16,8 @@ pub async fn readyz(state: HttpState) -> Result<Response, Rejection> {
     Ok(match state.admin.ready().await {
         Ok(()) => bare(StatusCode::OK, json!({"status": "ready"})),
         Err(e) => {
-            tracing::warn!(error = %e, "not ready");
+            // A probe every second or so: the outage is logged once (`service::Core::db`).
+            tracing::debug!(error = %e, "not ready");
             let mut resp = bare(
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"status": "unavailable"}),

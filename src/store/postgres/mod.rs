@@ -31,6 +31,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use db::{Db, Manager, PgConn};
 use uuid::Uuid;
 
+use super::health::PoolReporter;
 use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
@@ -164,6 +165,9 @@ impl PostgresStore {
             .connection_customizer(Box::new(Setup {
                 lock_timeout: options.busy_timeout,
             }))
+            // One warning per outage instead of r2d2's line per failed attempt.
+            .error_handler(Box::new(PoolReporter(options.health.clone())))
+            .event_handler(Box::new(PoolReporter(options.health.clone())))
             .build_unchecked(manager);
         Ok(PostgresStore {
             pool: Some(pool),

@@ -172,6 +172,7 @@ mod tests {
             &StoreOptions {
                 pool_size: 2,
                 busy_timeout: Duration::from_secs(5),
+                health: crate::store::health::DbHealth::uncounted(),
             },
         )
         .unwrap();

@@ -23,6 +23,7 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, Row};
 use uuid::Uuid;
 
+use super::health::PoolReporter;
 use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
@@ -105,6 +106,8 @@ impl SqliteStore {
             .min_idle(Some(1))
             .test_on_check_out(false)
             .connection_timeout(busy + Duration::from_secs(5))
+            .error_handler(Box::new(PoolReporter(options.health.clone())))
+            .event_handler(Box::new(PoolReporter(options.health.clone())))
             .build(manager)
             .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
         let dir = Path::new(path)
@@ -529,6 +532,7 @@ mod tests {
         let options = StoreOptions {
             pool_size: 2,
             busy_timeout: Duration::from_secs(5),
+            health: crate::store::health::DbHealth::uncounted(),
         };
         SqliteStore::open(path.to_str().unwrap(), &options).unwrap()
     }

@@ -100,6 +100,7 @@ mod tests {
         let options = StoreOptions {
             pool_size: 2,
             busy_timeout: Duration::from_secs(5),
+            health: crate::store::health::DbHealth::uncounted(),
         };
         let path = dir.path().join("authd.db");
         let store = SqliteStore::open(path.to_str().unwrap(), &options).unwrap();
