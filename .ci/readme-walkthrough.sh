@@ -92,7 +92,7 @@ awk -v script="$script" -v skipped="$skipped" -v untagged="$untagged" -v pg="$pg
             state = "run"
             n++
             printf "__block=%d; __off=%d\n", NR + 1, NR - lines - 4 >>script
-            printf "printf \"== README.md:%d\\n\"\n", NR + 1 >>script
+            printf "printf \"\\n== README.md:%d\\n\"\n", NR + 1 >>script
             lines += 2
             next
         }
