@@ -25,9 +25,9 @@
 #                   (default postgres://postgres@127.0.0.1:5432/postgres; dropped on exit), and
 #                   two free loopback ports for instances
 #
-# plus AUTHD_PASSWORD__BCRYPT_COST=10 (a debug build hashes slowly; 10 is the lowest allowed)
-# and AUTHD_COOKIE__SECURE=false, as the README advises for local HTTP. Inherited AUTHD_*
-# variables are cleared. Environment (optional): AUTHD_BIN, the binary to use (default: a
+# plus AUTHD_PASSWORD__BCRYPT_COST=10 (a debug build hashes slowly; 10 is the lowest allowed);
+# everything else is the built-in defaults (the refresh cookie stays Secure: curl sends it to
+# 127.0.0.1 anyway, as the README says). Inherited AUTHD_* variables are cleared. Environment (optional): AUTHD_BIN, the binary to use (default: a
 # debug build, `cargo build --locked --bin authd`); README_FILE, another file to walk through
 # (to try this script on a broken README). Removes everything it created on exit.
 set -euo pipefail
@@ -92,7 +92,7 @@ awk -v script="$script" -v skipped="$skipped" -v untagged="$untagged" -v pg="$pg
             state = "run"
             n++
             printf "__block=%d; __off=%d\n", NR + 1, NR - lines - 4 >>script
-            printf "printf \"== README.md:%d\\n\"\n", NR + 1 >>script
+            printf "printf \"\\n== README.md:%d\\n\"\n", NR + 1 >>script
             lines += 2
             next
         }
@@ -141,7 +141,7 @@ mkdir -p "$tmp/bin" "$tmp/work"
 ln -s "$AUTHD_BIN" "$tmp/bin/authd"
 
 while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^AUTHD_' || true)
-export AUTHD_PASSWORD__BCRYPT_COST=10 AUTHD_COOKIE__SECURE=false
+export AUTHD_PASSWORD__BCRYPT_COST=10
 export PATH="$tmp/bin:$PATH"
 cd "$tmp/work"
 
