@@ -46,6 +46,9 @@ pub struct Metrics {
     /// (Redis) that failed or timed out (not the requests counted per process meanwhile: the
     /// circuit breaker skips Redis for 5 s after a failure).
     pub rate_limit_backend_errors: IntCounter,
+    /// `authd_audit_write_failures_total`: audit events the database did not store (each is
+    /// logged whole at error level instead; see `Core::audit`).
+    pub audit_write_failures: IntCounter,
 }
 
 impl Default for Metrics {
@@ -120,6 +123,12 @@ impl Metrics {
              is down, requests are counted per process and Redis is tried again every 5 s",
         )
         .expect("valid metric");
+        let audit_write_failures = IntCounter::new(
+            "authd_audit_write_failures_total",
+            "Audit events the database did not store (each one is logged whole, at error \
+             level, under the target authd::audit)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -130,6 +139,7 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(active_sessions.clone()),
             Box::new(rate_limit_backend_errors.clone()),
+            Box::new(audit_write_failures.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -144,6 +154,7 @@ impl Metrics {
             rate_limited,
             active_sessions,
             rate_limit_backend_errors,
+            audit_write_failures,
         }
     }
 

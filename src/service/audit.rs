@@ -1,5 +1,11 @@
-//! Service layer: the audit trail. Every security event is stored and logged; a failure to
-//! store one is logged loudly but does not undo the operation it describes.
+//! Service layer: the audit trail. Every security event is stored and logged; an event the
+//! database does not store is never dropped silently: it is logged whole at error level and
+//! counted in `authd_audit_write_failures_total`, without undoing the operation it describes.
+//! (A refresh's event is written in the rotation's own transaction instead: it is stored, or
+//! the rotation does not happen.) Every field of an event is bounded before it gets here
+//! (`domain::validate`), so a client's input cannot make a row the database refuses.
+
+use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -134,8 +140,10 @@ pub fn log_event(event: &AuditEvent) {
 }
 
 impl Core {
-    /// Stores and logs an audit event. A failure to store it is logged loudly but does not
-    /// undo the operation it describes.
+    /// Stores and logs an audit event. An event the database does not store (down, full,
+    /// refusing the row) does not undo the operation it describes; it is logged whole (every
+    /// field, at error level, target `authd::audit`) and counted in
+    /// `authd_audit_write_failures_total`, so the trail can be completed from the log.
     pub async fn audit(&self, r: Record<'_>) {
         self.store_audit(r.to_event()).await;
     }
@@ -150,8 +158,24 @@ impl Core {
 
     async fn store_audit(&self, event: AuditEvent) {
         log_event(&event);
-        if let Err(e) = self.db(move |s| s.record_audit(&event)).await {
-            tracing::error!(error = %e, "could not store an audit event");
+        let event = Arc::new(event);
+        let row = Arc::clone(&event);
+        if let Err(e) = self.db(move |s| s.record_audit(&row)).await {
+            self.metrics.audit_write_failures.inc();
+            tracing::error!(
+                target: "authd::audit",
+                error = %e,
+                at = event.at,
+                event = %event.event,
+                outcome = %event.outcome,
+                reason = event.reason.as_deref().unwrap_or(""),
+                user_id = %event.user_id.map(|u| u.to_string()).unwrap_or_default(),
+                actor = event.actor.as_deref().unwrap_or(""),
+                ip = event.ip.as_deref().unwrap_or(""),
+                email = event.email.as_deref().unwrap_or(""),
+                user_agent = event.user_agent.as_deref().unwrap_or(""),
+                "audit event NOT STORED; this line is its only record"
+            );
         }
     }
 }
