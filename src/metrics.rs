@@ -55,6 +55,9 @@ pub struct Metrics {
     /// `authd_database_connection_errors_total`: attempts to open a database connection that
     /// failed (the store reports them through `store::ConnectionEvents`).
     pub database_connection_errors: IntCounter,
+    /// `authd_audit_write_failures_total`: audit events the database did not store (each is
+    /// logged whole at error level instead; see `Core::audit`).
+    pub audit_write_failures: IntCounter,
 }
 
 impl Default for Metrics {
@@ -145,6 +148,12 @@ impl Metrics {
             "Attempts to open a database connection that failed",
         )
         .expect("valid metric");
+        let audit_write_failures = IntCounter::new(
+            "authd_audit_write_failures_total",
+            "Audit events the database did not store (each one is logged whole, at error \
+             level, under the target authd::audit)",
+        )
+        .expect("valid metric");
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -158,6 +167,7 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(accept_errors.clone()),
             Box::new(database_connection_errors.clone()),
+            Box::new(audit_write_failures.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -175,6 +185,7 @@ impl Metrics {
             connections_refused,
             accept_errors,
             database_connection_errors,
+            audit_write_failures,
         }
     }
 

@@ -6,6 +6,12 @@ use crate::error::FieldError;
 
 pub const EMAIL_MAX: usize = 254;
 pub const NAME_MAX: usize = 100;
+/// A request's `User-Agent` is kept (on its session and audit events) to this many characters.
+pub const USER_AGENT_MAX: usize = 256;
+/// A login's `deviceInfo` (a string, or an object's compact JSON) is at most this many bytes.
+pub const DEVICE_INFO_MAX_BYTES: usize = 512;
+/// How many characters of an over-long login email its bounded form shows (`login_email`).
+const BOUNDED_EMAIL_SHOWN: usize = 64;
 /// bcrypt only reads the first 72 bytes; longer passwords are refused, never truncated.
 pub const PASSWORD_MAX_BYTES: usize = 72;
 
@@ -28,6 +34,73 @@ pub fn email(raw: &str) -> Result<String, FieldError> {
         return err("must be a valid email address");
     }
     Ok(email)
+}
+
+/// The email a login attempt is judged, counted and audited under: `normalize_email`, with
+/// every control character (NUL included: PostgreSQL's text cannot hold it) replaced by
+/// U+FFFD, so both backends store one readable form. Over `EMAIL_MAX` characters (no account
+/// can have such an address, and no index entry could hold a kilobyte-long one) it becomes a
+/// bounded stand-in of at most about 130 characters:
+/// `<first 64 characters, non-ASCII as ?>...[<n> characters, sha256 <32 hex digits>]`, the
+/// digest over the whole normalised email, so each over-long email keeps a lockout counter and
+/// an audit trail of its own, and no stand-in is a valid address. Idempotent: a stand-in (or any
+/// result) maps to itself, so an operator can paste either the original text or the stand-in
+/// into `authd users unlock` and `authd audit --email`.
+pub fn login_email(raw: &str) -> String {
+    let email: String = normalize_email(raw)
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect();
+    let len = email.chars().count();
+    if len <= EMAIL_MAX {
+        return email;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(email.as_bytes());
+    let hex: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    let shown: String = email
+        .chars()
+        .take(BOUNDED_EMAIL_SHOWN)
+        .map(|c| if c.is_ascii_graphic() { c } else { '?' })
+        .collect();
+    format!("{shown}...[{len} characters, sha256 {hex}]")
+}
+
+/// The admin listing's `email` filter (an exact match on the normalised email): `None` when
+/// absent or blank (no filter). A filter no stored email could equal because of its
+/// characters or its length is a `FieldError` on `email`, so neither a NUL nor kilobytes reach
+/// a query: control characters, or more than `EMAIL_MAX` characters.
+pub fn email_filter(raw: Option<&str>) -> Result<Option<String>, FieldError> {
+    let Some(email) = raw.map(normalize_email).filter(|e| !e.is_empty()) else {
+        return Ok(None);
+    };
+    if email.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            "email",
+            "must not contain control characters",
+        ));
+    }
+    if email.chars().count() > EMAIL_MAX {
+        return Err(FieldError::new("email", "must be at most 254 characters"));
+    }
+    Ok(Some(email))
+}
+
+/// A request's `User-Agent` header value as authd keeps it: bytes that are not UTF-8 (header
+/// values may carry obs-text) decoded as U+FFFD, control characters dropped, at most
+/// `USER_AGENT_MAX` characters.
+pub fn user_agent(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw)
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(USER_AGENT_MAX)
+        .collect()
 }
 
 /// An ASCII address `local@domain.tld` (HTML5 rules, plus a dot in the domain).
@@ -177,6 +250,60 @@ mod tests {
         }
         let long = format!("{}@{}.io", "a".repeat(64), "b".repeat(200));
         assert!(email(&long).is_err());
+    }
+
+    #[test]
+    fn login_emails_are_bounded_readable_and_idempotent() {
+        assert_eq!(login_email(" Alice@X.io "), "alice@x.io");
+        assert_eq!(login_email("a\0b@x.io"), "a\u{fffd}b@x.io");
+        let at_limit = format!("{}@x.io", "a".repeat(EMAIL_MAX - 5));
+        assert_eq!(login_email(&at_limit), at_limit);
+        let mut seen = std::collections::HashSet::new();
+        for raw in [
+            format!("{at_limit}a"),
+            format!("{}@x.io", "b".repeat(3000)),
+            format!("{}@x.io", "b".repeat(3001)),
+            format!("{}\0@x.io", "é".repeat(100_000)),
+            "\u{fdfa}".repeat(5000),
+        ] {
+            let bounded = login_email(&raw);
+            assert!(bounded.chars().count() <= 140, "{bounded}");
+            assert!(bounded.is_ascii(), "{bounded}");
+            assert!(email(&bounded).is_err(), "{bounded}");
+            assert_eq!(login_email(&bounded), bounded);
+            assert_eq!(normalize_email(&bounded), bounded);
+            assert_eq!(login_email(&raw.to_uppercase()), bounded);
+            assert!(seen.insert(bounded));
+        }
+    }
+
+    #[test]
+    fn email_filters() {
+        assert_eq!(email_filter(None).unwrap(), None);
+        assert_eq!(email_filter(Some("  ")).unwrap(), None);
+        assert_eq!(
+            email_filter(Some("Alice@X.io")).unwrap().as_deref(),
+            Some("alice@x.io")
+        );
+        assert_eq!(
+            email_filter(Some("nobody")).unwrap().as_deref(),
+            Some("nobody")
+        );
+        for bad in ["a\0b@x.io", "\0", "a\nb@x.io", &"a".repeat(EMAIL_MAX + 1)] {
+            assert_eq!(
+                email_filter(Some(bad)).unwrap_err().field,
+                "email",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_agents() {
+        assert_eq!(user_agent(b"curl/8.0"), "curl/8.0");
+        assert_eq!(user_agent(b"a\x00b\tc\x7f"), "abc");
+        assert_eq!(user_agent(b"x\xff/1"), "x\u{fffd}/1");
+        assert_eq!(user_agent(&[b'u'; 10_000]).len(), USER_AGENT_MAX);
     }
 
     #[test]

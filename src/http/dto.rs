@@ -6,7 +6,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use crate::domain::time::rfc3339;
-use crate::domain::{Role, Session};
+use crate::domain::{validate, Role, Session};
 use crate::error::{AppError, FieldError};
 use crate::service::{IssuedTokens, LoginInput, NewUserInput, PasswordChange};
 
@@ -141,7 +141,7 @@ impl FromJson for LoginInput {
         let value = LoginInput {
             email: f.required("email"),
             password: f.required("password"),
-            device_info: f.string_or_object("deviceInfo", 512),
+            device_info: f.string_or_object("deviceInfo", validate::DEVICE_INFO_MAX_BYTES),
         };
         f.finish(value)
     }

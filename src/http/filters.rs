@@ -14,7 +14,7 @@ use warp::{Filter, Rejection};
 use super::dto::{FromJson, JsonObject};
 use super::HttpState;
 use crate::config::ServerSettings;
-use crate::domain::ClientInfo;
+use crate::domain::{validate, ClientInfo};
 use crate::error::AppError;
 use crate::service::{Accounts, Acting, Principal};
 
@@ -31,15 +31,15 @@ fn request() -> impl Filter<Extract = (Arc<RequestMeta>,), Error = Rejection> + 
     warp::ext::get::<Arc<RequestMeta>>()
 }
 
-/// The client's IP (proxy-aware, see `server::client_ip`) and User-Agent.
+/// The client's IP (proxy-aware, see `server::client_ip`) and User-Agent (bounded and
+/// cleaned by `validate::user_agent`).
 pub fn client() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clone {
     request().map(|req: Arc<RequestMeta>| ClientInfo {
         ip: Some(req.client_ip.to_string()),
         user_agent: req
             .headers
             .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|ua| ua.chars().filter(|c| !c.is_control()).take(256).collect()),
+            .map(|ua| validate::user_agent(ua.as_bytes())),
     })
 }
 

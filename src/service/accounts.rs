@@ -197,11 +197,8 @@ impl Accounts {
         let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let filter = UserFilter {
             after,
-            email: q
-                .email
-                .as_deref()
-                .filter(|e| !e.trim().is_empty())
-                .map(validate::normalize_email),
+            email: validate::email_filter(q.email.as_deref())
+                .map_err(|e| AppError::Validation(vec![e]))?,
             role: q.role,
             disabled: q.disabled,
             locked: q.locked,
@@ -378,15 +375,17 @@ impl Accounts {
 
     /// Clears the failed-login lockout of an email, whether or not an account has it (the
     /// lockout counts attempts on unknown emails too). A user id is accepted for the user's
-    /// email. Returns the normalised email and whether it was locked.
+    /// email. Returns the email as login counts it (`validate::login_email`: normalised, or
+    /// its bounded stand-in when over 254 characters) and whether it was locked.
     pub async fn unlock_email(&self, by: &Acting, email_or_id: &str) -> AppResult<(String, bool)> {
         let by_id = match Uuid::parse_str(email_or_id.trim()) {
             Ok(id) => self.core.db(move |s| s.user_by_id(id)).await?,
             Err(_) => None,
         };
+        // As login counts it: an over-long email is cleared under the same bounded key.
         let email = match &by_id {
             Some(u) => u.email.clone(),
-            None => validate::normalize_email(email_or_id),
+            None => validate::login_email(email_or_id),
         };
         if email.is_empty() {
             return Err(AppError::validation("email", "is required"));

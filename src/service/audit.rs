@@ -1,12 +1,17 @@
-//! Service layer: the audit trail. Every security event is stored and logged; a failure to
-//! store one is logged loudly but does not undo the operation it describes.
+//! Service layer: the audit trail. Every security event is stored and logged; an event the
+//! database does not store is never dropped silently: it is logged whole at error level and
+//! counted in `authd_audit_write_failures_total`, without undoing the operation it describes.
+//! (A refresh's event is written in the rotation's own transaction instead: it is stored, or
+//! the rotation does not happen.) Every field of an event is bounded before it gets here
+//! (`domain::validate`), so a client's input cannot make a row the database refuses.
+
+use std::sync::Arc;
 
 use uuid::Uuid;
 
 use super::Core;
 use crate::domain::time::now_ms;
 use crate::domain::{AuditEvent, ClientInfo};
-use crate::error::AppError;
 
 /// The events authd records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -135,8 +140,10 @@ pub fn log_event(event: &AuditEvent) {
 }
 
 impl Core {
-    /// Stores and logs an audit event. A failure to store it is logged loudly but does not
-    /// undo the operation it describes.
+    /// Stores and logs an audit event. An event the database does not store (down, full,
+    /// refusing the row) does not undo the operation it describes; it is logged whole (every
+    /// field, at error level, target `authd::audit`) and counted in
+    /// `authd_audit_write_failures_total`, so the trail can be completed from the log.
     pub async fn audit(&self, r: Record<'_>) {
         self.store_audit(r.to_event()).await;
     }
@@ -151,11 +158,29 @@ impl Core {
 
     async fn store_audit(&self, event: AuditEvent) {
         log_event(&event);
-        match self.db(move |s| s.record_audit(&event)).await {
+        let event = Arc::new(event);
+        let row = Arc::clone(&event);
+        match self.db(move |s| s.record_audit(&row)).await {
             Ok(_) => {}
-            // The event itself was logged just above, and the outage once by `Core::db`.
-            Err(AppError::Unavailable(_)) => {}
-            Err(e) => tracing::error!(error = %e, "could not store an audit event"),
+            Err(e) => {
+                self.metrics.audit_write_failures.inc();
+                // Every field, as this line may be the event's only record (also during an
+                // outage: nothing leaves the audit trail silently).
+                tracing::error!(
+                    target: "authd::audit",
+                    error = %e,
+                    at = event.at,
+                    event = %event.event,
+                    outcome = %event.outcome,
+                    reason = event.reason.as_deref().unwrap_or(""),
+                    user_id = %event.user_id.map(|u| u.to_string()).unwrap_or_default(),
+                    actor = event.actor.as_deref().unwrap_or(""),
+                    ip = event.ip.as_deref().unwrap_or(""),
+                    email = event.email.as_deref().unwrap_or(""),
+                    user_agent = event.user_agent.as_deref().unwrap_or(""),
+                    "audit event NOT STORED; this line is its only record"
+                );
+            }
         }
     }
 }

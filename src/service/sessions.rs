@@ -150,7 +150,9 @@ impl Sessions {
         if !errors.is_empty() {
             return Err(AppError::Validation(errors));
         }
-        let email = validate::normalize_email(&input.email);
+        // Over 254 characters: a bounded stand-in, judged (a wrong password), counted and
+        // audited like any unknown email.
+        let email = validate::login_email(&input.email);
         let attempt = match self.limits.reserve(&email, client).await {
             Ok(attempt) => attempt,
             Err(e) => {

@@ -23,6 +23,7 @@ mod flows;
 mod hostile;
 mod http_contract;
 mod import_users;
+mod input_bounds;
 mod jws_header;
 mod jwt_attacks;
 mod keys;

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::db::Db;
 use super::sessions::revoke_of_user;
 use super::users::{user_at, USER_COLS};
-use super::PgResult;
+use super::{text, PgResult};
 use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
 use crate::domain::time::Millis;
 use crate::domain::{Account, Role, UserFilter};
@@ -39,7 +39,8 @@ pub(super) fn list_users(
         &[
             &after_created,
             &after_id,
-            &f.email,
+            // No stored email holds a NUL (`super::text`): such a filter finds nothing.
+            &f.email.as_deref().map(text),
             &f.role.map(Role::as_str),
             &f.disabled,
             &f.locked,
