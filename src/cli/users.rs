@@ -37,7 +37,8 @@ pub enum UsersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Disable an account and revoke all its sessions (its access tokens stop working at once)
+    /// Disable an account and revoke all its sessions (its access tokens stop working at once).
+    /// The last enabled admin too, with a warning on stderr (the admin API refuses that)
     Disable {
         /// The user's email or id
         user: String,
@@ -47,7 +48,8 @@ pub enum UsersCommand {
         /// The user's email or id
         user: String,
     },
-    /// Delete a user with its sessions and tokens (its audit events stay)
+    /// Delete a user with its sessions and tokens (its audit events stay). The last enabled
+    /// admin too, with a warning on stderr (the admin API refuses that)
     Delete {
         /// The user's email or id
         user: String,
@@ -55,7 +57,8 @@ pub enum UsersCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
-    /// Change a user's role and revoke its sessions (access tokens carry the role)
+    /// Change a user's role and revoke its sessions (access tokens carry the role). Demoting
+    /// the last enabled admin too, with a warning on stderr (the admin API refuses that)
     SetRole {
         /// The user's email or id
         user: String,

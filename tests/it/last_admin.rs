@@ -52,7 +52,7 @@ fn the_last_enabled_admin_cannot_demote_itself_over_http() {
     r.assert_error(400, "VALIDATION_ERROR");
     assert_eq!(detail_fields(&r), ["role"], "{}", r.text);
     // Nothing changed: still the admin, its session still live.
-    assert_eq!(enabled_admins(&s), [admin_id.clone()]);
+    assert_eq!(enabled_admins(&s), [admin_id.as_str()]);
     let r = s.get_auth("/api/auth/profile", &admin);
     assert_eq!(r.body["data"]["user"]["role"], "admin", "{}", r.text);
 
@@ -74,7 +74,7 @@ fn the_last_enabled_admin_cannot_demote_itself_over_http() {
     let r = set_role(&s, &admin, &admin_id, "user");
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["data"]["user"]["role"], "user");
-    assert_eq!(enabled_admins(&s), [other_id.clone()]);
+    assert_eq!(enabled_admins(&s), [other_id.as_str()]);
 
     // Now the other one is the last.
     let other = access(&s.login(&other_email));
