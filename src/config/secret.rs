@@ -50,14 +50,18 @@ const PLACEHOLDER_MARKERS: &[&str] = &[
 /// How a configured secret is judged, and how to make a good one.
 const GENERATE: &str = "generate one, e.g. `openssl rand -base64 48`";
 
-/// The strength zxcvbn must rate a configured secret at, in bits.
+/// The rating (`secret_strength::rated_bits`) a configured secret must reach, in bits.
 pub const SECRET_MIN_BITS: f64 = 128.0;
 
 /// The one check of every configured secret (`jwt.access_secret`, `jwt.refresh_secret` and
 /// every other secret key): at least 32 bytes with at least 8 distinct bytes, no placeholder
 /// word, not a published example secret (documentation defaults, tutorial values; any case,
-/// separators or suffix), and rated at least 128 bits by zxcvbn. `openssl rand -base64 48` or
-/// `openssl rand -hex 32` pass.
+/// separators or suffix), and rated at least 128 bits: zxcvbn's estimate when zxcvbn finds
+/// words, dates, keyboard walks, sequences or repeats in it, else the bits of its characters as
+/// random output of their alphabet (4 per hex character, 6 per base64 character; runs that
+/// repeat earlier ones count nothing). Random output of 128 bits or more passes:
+/// `openssl rand -hex 16`, `openssl rand -base64 32`, Python's `secrets.token_urlsafe(24)`,
+/// `pwgen -s 32`.
 ///
 /// # Errors
 /// Why the secret is refused, one line that never contains the secret; callers prefix the key.
@@ -86,10 +90,11 @@ pub fn check_secret_strength(secret: &str) -> Result<(), String> {
             "looks like a placeholder (contains '{marker}'); {GENERATE}"
         ));
     }
-    let bits = secret_strength::estimated_bits(secret);
+    let bits = secret_strength::rated_bits(secret);
     if bits < SECRET_MIN_BITS {
         return Err(format!(
-            "too guessable (zxcvbn rates it {bits:.0} bits; at least 128 required); {GENERATE}"
+            "too guessable (rated {bits:.0} bits from zxcvbn's patterns and its alphabet; at \
+             least 128 required); {GENERATE}"
         ));
     }
     Ok(())

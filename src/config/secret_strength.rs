@@ -1,6 +1,7 @@
 //! Configuration: how guessable a configured secret is. Two tests beyond length: is it a
 //! secret published as an example (documentation defaults, tutorial values), and how many
-//! guesses does zxcvbn estimate it needs.
+//! bits it is rated at (`rated_bits`): zxcvbn's estimate where zxcvbn finds a pattern, the
+//! bits of its alphabet where zxcvbn finds none.
 
 use unicode_normalization::UnicodeNormalization;
 
@@ -72,6 +73,113 @@ const ZXCVBN_MAX_CHARS: usize = 100;
 /// factorial term stay exact: at most 10^16 guesses for 16 characters.
 const PIECE: usize = 16;
 
+/// The rating a configured secret must reach `SECRET_MIN_BITS` at, in bits.
+///
+/// zxcvbn prices every character it cannot explain at log2(10) = 3.3 bits, whatever the
+/// alphabet: 32 random hex characters (128 bits) or 32 base64url characters (192 bits) come out
+/// near 106. So zxcvbn is asked only whether it finds structure (words, names, dates, keyboard
+/// walks, sequences, repeats), and the bits come from the alphabet when it finds none:
+///
+/// - structure: zxcvbn's estimate (`estimated_bits`) is below `share` of what it gives a string
+///   of that length in which it finds nothing (`share` is 0.70 for decimal and hex digits, whose
+///   digit runs zxcvbn reads as dates and numbers by chance, 0.87 for every other alphabet). Then
+///   the rating is zxcvbn's estimate, as before.
+/// - no structure: the rating is the bits of the secret as random output of the smallest usual
+///   alphabet holding all its characters (`Alphabet::of`), counting only characters that do not
+///   repeat an earlier run (`fresh_chars`): 4 bits per hex character, 6 per base64 character.
+///
+/// Only the first 100 characters count, as zxcvbn reads.
+pub(super) fn rated_bits(secret: &str) -> f64 {
+    let chars: Vec<char> = secret.chars().take(ZXCVBN_MAX_CHARS).collect();
+    let alphabet = Alphabet::of(&chars);
+    let zxcvbn_bits = estimated_bits(secret);
+    let (unit, _) = periodic_unit(&chars);
+    let unexplained = unit.len() as f64 * std::f64::consts::LOG2_10;
+    if zxcvbn_bits < alphabet.share * unexplained {
+        return zxcvbn_bits;
+    }
+    let per_char = alphabet.size.log2();
+    fresh_chars(&chars, (CHANCE_REPEAT_BITS / per_char).ceil() as usize) as f64 * per_char
+}
+
+/// A repeated run shorter than this many bits of its alphabet is taken for chance (random
+/// output of 100 characters holds one with a probability of about 10^-5 or less); a longer
+/// one is a copy, and counts nothing.
+const CHANCE_REPEAT_BITS: f64 = 28.0;
+
+/// The alphabet a secret is printed in, as far as its characters show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Alphabet {
+    /// How many characters it has.
+    size: f64,
+    /// The least share of zxcvbn's estimate for an unexplained string of the same length that
+    /// random output of this alphabet reaches (see `rated_bits`).
+    share: f64,
+}
+
+impl Alphabet {
+    /// The smallest usual alphabet holding every character: decimal (10), hex in one case (16),
+    /// hex with `-` (UUIDs, 17), one case of letters (26), one case with digits (36), letters
+    /// (52), letters and digits (62), base64 or base64url with `=` padding (64), else printable
+    /// ASCII (95; also for any other character, to stay low).
+    fn of(chars: &[char]) -> Alphabet {
+        let all = |f: &dyn Fn(char) -> bool| chars.iter().all(|&c| f(c));
+        let hex_lower = |c: char| matches!(c, '0'..='9' | 'a'..='f');
+        let hex_upper = |c: char| matches!(c, '0'..='9' | 'A'..='F');
+        let (size, digits) = if all(&|c| c.is_ascii_digit()) {
+            (10.0, true)
+        } else if all(&hex_lower) || all(&hex_upper) {
+            (16.0, true)
+        } else if all(&|c| hex_lower(c) || c == '-') || all(&|c| hex_upper(c) || c == '-') {
+            (17.0, true)
+        } else if all(&|c| c.is_ascii_lowercase()) || all(&|c| c.is_ascii_uppercase()) {
+            (26.0, false)
+        } else if all(&|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+            || all(&|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        {
+            (36.0, false)
+        } else if all(&|c| c.is_ascii_alphabetic()) {
+            (52.0, false)
+        } else if all(&|c| c.is_ascii_alphanumeric()) {
+            (62.0, false)
+        } else if all(&|c| c.is_ascii_alphanumeric() || "+/=".contains(c))
+            || all(&|c| c.is_ascii_alphanumeric() || "-_=".contains(c))
+        {
+            (64.0, false)
+        } else {
+            (95.0, false)
+        };
+        Alphabet {
+            size,
+            share: if digits { 0.70 } else { 0.87 },
+        }
+    }
+}
+
+/// How many characters of `chars` are not part of a run of at least `min_copy` characters
+/// that already appeared earlier (a copy, overlapping or not, as LZ77 finds them): a short
+/// random string repeated, with or without separators, counts once.
+fn fresh_chars(chars: &[char], min_copy: usize) -> usize {
+    let (mut fresh, mut i) = (0, 0);
+    while i < chars.len() {
+        let longest = (0..i)
+            .map(|start| {
+                (0..chars.len() - i)
+                    .take_while(|&k| chars[start + k] == chars[i + k])
+                    .count()
+            })
+            .max()
+            .unwrap_or(0);
+        if longest >= min_copy.max(1) {
+            i += longest;
+        } else {
+            fresh += 1;
+            i += 1;
+        }
+    }
+    fresh
+}
+
 /// zxcvbn's estimate, in bits (log2 of the guesses), of what it takes to guess `secret`.
 ///
 /// zxcvbn's guess count saturates at 2^64, below the 128 bits a secret needs, so the secret
@@ -79,7 +187,7 @@ const PIECE: usize = 16;
 /// guesses are summed; pieces are cut at two offsets and the lower total wins, so a word is
 /// not hidden by a cut. A secret that repeats a shorter unit is rated as that unit plus the
 /// count of repetitions, as zxcvbn's repeat matcher would.
-pub(super) fn estimated_bits(secret: &str) -> f64 {
+fn estimated_bits(secret: &str) -> f64 {
     let chars: Vec<char> = secret.chars().take(ZXCVBN_MAX_CHARS).collect();
     let (unit, repeats) = periodic_unit(&chars);
     let log10 = [0, PIECE / 2]

@@ -204,3 +204,109 @@ fn unknown_env_vars_warn() {
     let s = with_env(&[("AUTHD_SERVER__BND", "x")]).unwrap();
     assert!(s.warnings.iter().any(|w| w.contains("AUTHD_SERVER__BND")));
 }
+
+/// Random output of 128 bits or more, in the encodings people generate secrets with, drawn
+/// from a fixed seed: every one is accepted (issue 16, item 11).
+#[test]
+fn random_secrets_of_128_bits_or_more_are_accepted() {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+    use base64::Engine;
+    use rand::{Rng, RngCore, SeedableRng};
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16_11);
+    let mut bytes = |n: usize| {
+        let mut b = vec![0u8; n];
+        rng.fill_bytes(&mut b);
+        b
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let mut shapes: Vec<(&str, String)> = Vec::new();
+    for _ in 0..60 {
+        shapes.push(("openssl rand -hex 16", hex(&bytes(16))));
+        shapes.push((
+            "openssl rand -hex 16 | tr a-f A-F",
+            hex(&bytes(16)).to_uppercase(),
+        ));
+        shapes.push(("openssl rand -hex 32", hex(&bytes(32))));
+        shapes.push((
+            "secrets.token_urlsafe(24)",
+            URL_SAFE_NO_PAD.encode(bytes(24)),
+        ));
+        shapes.push((
+            "secrets.token_urlsafe(32)",
+            URL_SAFE_NO_PAD.encode(bytes(32)),
+        ));
+        shapes.push(("openssl rand -base64 32", STANDARD.encode(bytes(32))));
+        shapes.push(("openssl rand -base64 48", STANDARD.encode(bytes(48))));
+        shapes.push((
+            "uuidgen; uuidgen",
+            format!(
+                "{}{}",
+                uuid::Builder::from_random_bytes(bytes(16).try_into().unwrap()).into_uuid(),
+                uuid::Builder::from_random_bytes(bytes(16).try_into().unwrap()).into_uuid()
+            ),
+        ));
+    }
+    let alnum: Vec<char> = ('a'..='z').chain('A'..='Z').chain('0'..='9').collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16_12);
+    for _ in 0..60 {
+        let pwgen: String = (0..32)
+            .map(|_| alnum[rng.gen_range(0..alnum.len())])
+            .collect();
+        shapes.push(("pwgen -s 32", pwgen));
+    }
+    for (shape, secret) in &shapes {
+        if let Err(why) = check_secret_strength(secret) {
+            panic!("{shape}: {secret} refused: {why}");
+        }
+    }
+}
+
+/// Guessable secrets of every kind, 32 bytes or more with 8 distinct bytes and no placeholder
+/// word (but one): every one is refused.
+#[test]
+fn guessable_secrets_are_refused_whatever_their_alphabet() {
+    let mut accepted = Vec::new();
+    for secret in [
+        // Dictionary phrases.
+        "thisisaverylongsecretkeyforjwttokensigning",
+        "correcthorsebatterystaplecorrecthorse",
+        "correct-horse-battery-staple-correct-horse",
+        "mysupersecretkeythatisverylongandsecure123",
+        "ThisIsMySecretKeyForJwtTokenThatIsLongEnough",
+        "iloveyoumorethanwordscansayiloveyou",
+        "monkeydragonfootballbaseballshadowmaster",
+        "the quick brown fox jumps over the lazy dog",
+        "authd-jwt-access-secret-for-production-2024",
+        "MyCompanyName-Production-JWT-Key-2024",
+        // Repeated words and passwords.
+        "password123password123password123",
+        "P@ssw0rd!P@ssw0rd!P@ssw0rd!P@ssw0rd!",
+        "letmein2024letmein2024letmein2024",
+        "Summer2024!Summer2024!Winter2025?",
+        // Keyboard walks and sequences.
+        "qwertyuiopasdfghjklzxcvbnm1234567890",
+        "1qaz2wsx3edc4rfv5tgb6yhn7ujm8ik9ol0p",
+        "abcdefghijklmnopqrstuvwxyz0123456789",
+        "zyxwvutsrqponmlkjihgfedcba9876543210",
+        "0123456789abcdef0123456789abcdef",
+        "12345678901234567890123456789012",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab1234567",
+        // Hex that spells words, dates, names with dates.
+        "deadbeefdeadbeefcafebabecafebabe",
+        "20240101202401022024010320240104",
+        "johnsmith19850412johnsmith19850412",
+        "michaeljordan23chicagobulls1991champions",
+        "jennifer.lopez.1969.07.24.newyork.usa",
+        // A short random string repeated to length, with or without separators.
+        "Xk9#mP2$vL8@nQ4!Xk9#mP2$vL8@nQ4!Xk9#mP2$vL8@nQ4!",
+        "Tr0ub4dor&3Tr0ub4dor&3Tr0ub4dor&3xx",
+        "Xk9#mP2-Xk9#mP2!Xk9#mP2?Xk9#mP2.",
+        "8f3c2a9b7e41d05c8f3c2a9b7e41d05c",
+    ] {
+        if check_secret_strength(secret).is_ok() {
+            accepted.push(secret);
+        }
+    }
+    assert!(accepted.is_empty(), "accepted: {accepted:?}");
+}

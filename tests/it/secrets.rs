@@ -32,15 +32,15 @@ const PUBLISHED: [&str; 9] = [
 ];
 
 /// At least 32 bytes with 8 distinct, no placeholder word, published nowhere we know of, and
-/// still guessable: zxcvbn rates each below 128 bits.
+/// still guessable: zxcvbn finds words, sequences, keyboard walks or repeats in each.
 const GUESSABLE: [&str; 6] = [
     "authd-jwt-access-secret-for-production-2024",
     "0123456789abcdef0123456789abcdef",
     "qwertyuiopasdfghjklzxcvbnm1234567890",
     "correct-horse-battery-staple-correct-horse",
     "Xk9#mP2$vL8@nQ4!Xk9#mP2$vL8@nQ4!Xk9#mP2$vL8@nQ4!",
-    // 32 random hex characters (`openssl rand -hex 16`): zxcvbn rates it about 106 bits.
-    "8f3c2a9b7e41d05c6a1f9e3b2d7c4a80",
+    // 16 random hex characters repeated to 32.
+    "8f3c2a9b7e41d05c8f3c2a9b7e41d05c",
 ];
 
 /// What `openssl rand -base64 48` prints: 48 random bytes, standard base64 (64 characters).
@@ -59,6 +59,20 @@ fn openssl_rand_hex_32() -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// What `openssl rand -hex 16` prints: 16 random bytes, lower-case hex (32 characters, 128 bits).
+fn openssl_rand_hex_16() -> String {
+    rand::random::<[u8; 16]>()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What Python's `secrets.token_urlsafe(24)` prints: 24 random bytes, base64url without
+/// padding (32 characters, 192 bits).
+fn token_urlsafe_24() -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>())
 }
 
 /// Runs `check-config` and `serve` with `env` (and `file` as `--config`): each must exit 1 with
@@ -186,6 +200,54 @@ fn openssl_rand_secrets_are_accepted_and_work() {
         ],
     );
     let data = server.register(&unique_email("openssl"));
+    let token = data["accessToken"].as_str().unwrap();
+    assert_eq!(server.get_auth("/api/auth/profile", token).status, 200);
+    let refreshed = server.post_json(
+        "/api/auth/refresh",
+        json!({ "refreshToken": data["refreshToken"] }),
+    );
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text);
+    server.signal("TERM");
+    assert_eq!(server.wait_exit(Duration::from_secs(30)).code(), Some(0));
+}
+
+/// Random secrets of 128 bits and more at the 32-byte minimum (`openssl rand -hex 16`,
+/// `secrets.token_urlsafe(24)`), which zxcvbn alone rates near 106 bits, are accepted by
+/// `check-config`, and `serve` signs and verifies with them (issue 16, item 11).
+#[test]
+fn random_secrets_of_32_characters_are_accepted_and_work() {
+    for _ in 0..8 {
+        for (access, refresh) in [
+            (openssl_rand_hex_16(), token_urlsafe_24()),
+            (token_urlsafe_24(), openssl_rand_hex_16()),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = run(
+                authd(dir.path())
+                    .env("AUTHD_JWT__ALGORITHM", "HS256")
+                    .env("AUTHD_JWT__ACCESS_SECRET", &access)
+                    .env("AUTHD_JWT__REFRESH_SECRET", &refresh)
+                    .arg("check-config"),
+                None,
+            );
+            let printed = out.ok();
+            assert!(
+                !printed.contains(&access) && !printed.contains(&refresh),
+                "{printed}"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (access, refresh) = (token_urlsafe_24(), openssl_rand_hex_16());
+    let mut server = ServeChild::start(
+        dir.path(),
+        &[
+            ("AUTHD_JWT__ALGORITHM", "HS256"),
+            ("AUTHD_JWT__ACCESS_SECRET", access.as_str()),
+            ("AUTHD_JWT__REFRESH_SECRET", refresh.as_str()),
+        ],
+    );
+    let data = server.register(&unique_email("random32"));
     let token = data["accessToken"].as_str().unwrap();
     assert_eq!(server.get_auth("/api/auth/profile", token).status, 200);
     let refreshed = server.post_json(
