@@ -27,7 +27,7 @@ pub use import::{Import, ImportError, ImportOptions, ImportReport};
 pub use keys::Keys;
 pub use limits::{Attempt, LoginLimits};
 pub use passwords::PasswordChange;
-pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
+pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Presented, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 
 /// What every service shares.

@@ -9,7 +9,7 @@ use super::{envelope, envelope_with_message, with_cookie};
 use crate::domain::ClientInfo;
 use crate::http::dto::{tokens_json, user_json, EmptyBody, RefreshBody};
 use crate::http::HttpState;
-use crate::service::{AuthOutcome, LoginInput, NewUserInput, Principal};
+use crate::service::{AuthOutcome, LoginInput, NewUserInput, Presented, Principal};
 
 fn auth_reply(state: &HttpState, status: StatusCode, out: AuthOutcome) -> Response {
     let mut data = tokens_json(&out.tokens);
@@ -41,10 +41,10 @@ pub async fn login(
 pub async fn refresh(
     state: HttpState,
     client: ClientInfo,
-    cookie: Option<String>,
+    cookie: Presented,
     body: RefreshBody,
 ) -> Result<Response, Rejection> {
-    let token = body.refresh_token.or(cookie);
+    let token = Presented::body_over_cookie(body.refresh_token, cookie);
     let tokens = state.sessions.refresh(token, &client).await?;
     let cookie = state.refresh_cookie(&tokens.refresh_token);
     Ok(with_cookie(
@@ -56,10 +56,10 @@ pub async fn refresh(
 pub async fn logout(
     state: HttpState,
     client: ClientInfo,
-    cookie: Option<String>,
+    cookie: Presented,
     body: RefreshBody,
 ) -> Result<Response, Rejection> {
-    let token = body.refresh_token.or(cookie);
+    let token = Presented::body_over_cookie(body.refresh_token, cookie);
     state.sessions.logout(token, &client).await?;
     Ok(with_cookie(
         envelope_with_message("logged out", Default::default()),
