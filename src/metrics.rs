@@ -8,8 +8,8 @@
 
 use http::Method;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The `method` label of a request: RFC 9110's methods (section 9: GET, HEAD, POST, PUT,
@@ -46,6 +46,14 @@ pub struct Metrics {
     /// (Redis) that failed or timed out (not the requests counted per process meanwhile: the
     /// circuit breaker skips Redis for 5 s after a failure).
     pub rate_limit_backend_errors: IntCounter,
+    /// `authd_bcrypt_in_use{pool}`: bcrypt permits held now. `pool` is `shared` (hashing, and
+    /// verifying hashes at or below `password.bcrypt_cost`; one permit per core) or `costly`
+    /// (verifying hashes above it, e.g. imported ones; one permit).
+    pub bcrypt_in_use: IntGaugeVec,
+    /// `authd_bcrypt_waiting{pool}`: bcrypt operations queued for a permit of `pool`.
+    pub bcrypt_waiting: IntGaugeVec,
+    /// `authd_bcrypt_operations_total{pool}`: bcrypt operations run under a permit of `pool`.
+    pub bcrypt_operations: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -120,6 +128,36 @@ impl Metrics {
              is down, requests are counted per process and Redis is tried again every 5 s",
         )
         .expect("valid metric");
+        let bcrypt_in_use = IntGaugeVec::new(
+            Opts::new(
+                "authd_bcrypt_in_use",
+                "bcrypt permits held now, by pool (shared: one per core; costly: one, for \
+                 hashes above password.bcrypt_cost)",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let bcrypt_waiting = IntGaugeVec::new(
+            Opts::new(
+                "authd_bcrypt_waiting",
+                "bcrypt operations waiting for a permit, by pool",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let bcrypt_operations = IntCounterVec::new(
+            Opts::new(
+                "authd_bcrypt_operations_total",
+                "bcrypt hashes and verifications run, by pool",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        for pool in ["shared", "costly"] {
+            bcrypt_in_use.with_label_values(&[pool]);
+            bcrypt_waiting.with_label_values(&[pool]);
+            bcrypt_operations.with_label_values(&[pool]);
+        }
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -130,6 +168,9 @@ impl Metrics {
             Box::new(rate_limited.clone()),
             Box::new(active_sessions.clone()),
             Box::new(rate_limit_backend_errors.clone()),
+            Box::new(bcrypt_in_use.clone()),
+            Box::new(bcrypt_waiting.clone()),
+            Box::new(bcrypt_operations.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -144,6 +185,9 @@ impl Metrics {
             rate_limited,
             active_sessions,
             rate_limit_backend_errors,
+            bcrypt_in_use,
+            bcrypt_waiting,
+            bcrypt_operations,
         }
     }
 

@@ -41,7 +41,7 @@ pub struct Core {
 impl Core {
     pub fn new(store: DynStore, settings: Arc<Settings>, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Core {
-            passwords: Passwords::new(settings.password.bcrypt_cost),
+            passwords: Passwords::new(settings.password.bcrypt_cost, &metrics),
             store,
             settings,
             metrics,

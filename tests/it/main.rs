@@ -15,6 +15,7 @@ mod cleanup;
 mod cli;
 mod client_ip;
 mod config;
+mod costly_hashes;
 mod duplicates;
 mod edge;
 mod faults;
