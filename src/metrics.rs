@@ -8,8 +8,8 @@
 
 use http::Method;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// The `method` label of a request: RFC 9110's methods (section 9: GET, HEAD, POST, PUT,
@@ -58,6 +58,14 @@ pub struct Metrics {
     /// `authd_audit_write_failures_total`: audit events the database did not store (each is
     /// logged whole at error level instead; see `Core::audit`).
     pub audit_write_failures: IntCounter,
+    /// `authd_bcrypt_in_use{pool}`: bcrypt permits held now. `pool` is `shared` (hashing, and
+    /// verifying hashes at or below `password.bcrypt_cost`; one permit per core) or `costly`
+    /// (verifying hashes above it, e.g. imported ones; one permit).
+    pub bcrypt_in_use: IntGaugeVec,
+    /// `authd_bcrypt_waiting{pool}`: bcrypt operations queued for a permit of `pool`.
+    pub bcrypt_waiting: IntGaugeVec,
+    /// `authd_bcrypt_operations_total{pool}`: bcrypt operations run under a permit of `pool`.
+    pub bcrypt_operations: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -154,6 +162,36 @@ impl Metrics {
              level, under the target authd::audit)",
         )
         .expect("valid metric");
+        let bcrypt_in_use = IntGaugeVec::new(
+            Opts::new(
+                "authd_bcrypt_in_use",
+                "bcrypt permits held now, by pool (shared: one per core; costly: one, for \
+                 hashes above password.bcrypt_cost)",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let bcrypt_waiting = IntGaugeVec::new(
+            Opts::new(
+                "authd_bcrypt_waiting",
+                "bcrypt operations waiting for a permit, by pool",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        let bcrypt_operations = IntCounterVec::new(
+            Opts::new(
+                "authd_bcrypt_operations_total",
+                "bcrypt hashes and verifications run, by pool",
+            ),
+            &["pool"],
+        )
+        .expect("valid metric");
+        for pool in ["shared", "costly"] {
+            bcrypt_in_use.with_label_values(&[pool]);
+            bcrypt_waiting.with_label_values(&[pool]);
+            bcrypt_operations.with_label_values(&[pool]);
+        }
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -168,6 +206,9 @@ impl Metrics {
             Box::new(accept_errors.clone()),
             Box::new(database_connection_errors.clone()),
             Box::new(audit_write_failures.clone()),
+            Box::new(bcrypt_in_use.clone()),
+            Box::new(bcrypt_waiting.clone()),
+            Box::new(bcrypt_operations.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -186,6 +227,9 @@ impl Metrics {
             accept_errors,
             database_connection_errors,
             audit_write_failures,
+            bcrypt_in_use,
+            bcrypt_waiting,
+            bcrypt_operations,
         }
     }
 

@@ -29,6 +29,23 @@ impl CookieSettings {
             name: cookie_name,
             secure: r.boolean("cookie.secure"),
         };
+        // Browsers drop a `__Secure-` or `__Host-` cookie set without `Secure` (RFC 6265bis
+        // section 4.1.3; the prefixes match without regard to case).
+        let prefixed = ["__Secure-", "__Host-"].iter().any(|p| {
+            cookie
+                .name
+                .get(..p.len())
+                .is_some_and(|n| n.eq_ignore_ascii_case(p))
+        });
+        if prefixed && !cookie.secure {
+            r.fail::<()>(
+                "cookie.secure",
+                format!(
+                    "is false, but browsers drop a '{}' cookie that is not Secure",
+                    cookie.name
+                ),
+            );
+        }
         if !cookie.secure {
             warnings.push(
                 "cookie.secure is false: the refresh cookie will also be sent over plain HTTP"

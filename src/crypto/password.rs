@@ -1,39 +1,116 @@
 //! Crypto layer: bcrypt hashing and verification, on the blocking pool behind a semaphore
-//! sized to the cores so that a login flood cannot take every thread.
+//! sized to the cores so that a login flood cannot take every thread. Verifying a hash whose
+//! cost is above the configured one (an imported hash, or one from an older authd) takes the
+//! one permit of a separate pool instead, so such hashes queue among themselves and never
+//! delay anyone else's login.
 
 use std::sync::Arc;
 
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::blocking::blocking;
 use crate::domain::validate::PASSWORD_MAX_BYTES;
 use crate::error::{AppError, AppResult};
+use crate::metrics::Metrics;
+
+/// The highest cost `import-users` accepts, whatever `password.bcrypt_cost` is: one
+/// verification at cost 14 is about 0.6 s of one core (cost 16, 2.4 s), and every step
+/// doubles it. A higher `password.bcrypt_cost` raises the bound to itself.
+pub const IMPORT_COST_FLOOR: u32 = 14;
+
+/// The highest bcrypt cost `import-users` accepts when hashes are made at `configured`:
+/// `max(configured, IMPORT_COST_FLOOR)`.
+pub fn import_max_cost(configured: u32) -> u32 {
+    configured.max(IMPORT_COST_FLOOR)
+}
+
+/// A semaphore with its gauges and counter (`authd_bcrypt_*{pool}`).
+struct Pool {
+    permits: Semaphore,
+    in_use: IntGauge,
+    waiting: IntGauge,
+    operations: IntCounter,
+}
+
+impl Pool {
+    fn new(permits: usize, name: &str, metrics: &Metrics) -> Self {
+        Pool {
+            permits: Semaphore::new(permits),
+            in_use: metrics.bcrypt_in_use.with_label_values(&[name]),
+            waiting: metrics.bcrypt_waiting.with_label_values(&[name]),
+            operations: metrics.bcrypt_operations.with_label_values(&[name]),
+        }
+    }
+
+    /// Runs `f` on the blocking pool under one permit. The gauges are kept by guards, so a
+    /// caller that goes away (a client hanging up) while waiting or running leaves them right.
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+        let waiting = GaugeGuard::inc(&self.waiting);
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| AppError::Internal("password hasher closed".into()))?;
+        drop(waiting);
+        let _in_use = GaugeGuard::inc(&self.in_use);
+        self.operations.inc();
+        blocking(f).await
+    }
+}
+
+/// Increments a gauge now and decrements it when dropped.
+struct GaugeGuard<'a>(&'a IntGauge);
+
+impl<'a> GaugeGuard<'a> {
+    fn inc(gauge: &'a IntGauge) -> Self {
+        gauge.inc();
+        GaugeGuard(gauge)
+    }
+}
+
+impl Drop for GaugeGuard<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
 
 pub struct Passwords {
     cost: u32,
-    permits: Arc<Semaphore>,
+    /// Hashing, and verifying hashes at or below `cost`: one permit per core.
+    shared: Arc<Pool>,
+    /// Verifying hashes above `cost`: one permit, so at most one core is spent on them and a
+    /// client guessing against such an account only delays others guessing against such
+    /// accounts.
+    costly: Arc<Pool>,
     /// A hash of a random password, verified against when the email is unknown so that an
     /// unknown email costs the same bcrypt work as a wrong password.
     dummy: OnceCell<String>,
 }
 
 impl Passwords {
-    pub fn new(cost: u32) -> Self {
+    /// Hashes at `cost`; the pools report to `metrics`.
+    pub fn new(cost: u32, metrics: &Metrics) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Passwords {
             cost,
-            permits: Arc::new(Semaphore::new(cores)),
+            shared: Arc::new(Pool::new(cores, "shared", metrics)),
+            costly: Arc::new(Pool::new(1, "costly", metrics)),
             dummy: OnceCell::new(),
         }
     }
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| AppError::Internal("password hasher closed".into()))?;
-        blocking(f).await
+        self.shared.run(f).await
+    }
+
+    /// The pool that verifies `hash`: `costly` when its cost is above the configured one.
+    fn pool_for(&self, hash: &str) -> &Pool {
+        if bcrypt_cost(hash).is_some_and(|c| c > self.cost) {
+            &self.costly
+        } else {
+            &self.shared
+        }
     }
 
     /// Hashes a normalised password. Over 72 bytes is refused here, so nothing is ever
@@ -53,10 +130,12 @@ impl Passwords {
 
     /// True when `password` matches `hash`. A password over 72 bytes or holding NUL never
     /// matches (bcrypt would see it as a shorter one), but still costs one verification
-    /// against `hash` itself, so its cost cannot tell it apart.
+    /// against `hash` itself, so its cost cannot tell it apart. A hash whose cost is above
+    /// the configured one is verified under the one `costly` permit, never a shared one.
     pub async fn verify(&self, password: String, hash: String) -> AppResult<bool> {
         let distinct = distinct_bcrypt_input(&password);
         let matched = self
+            .pool_for(&hash)
             .run(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
             .await?;
         Ok(matched && distinct)
@@ -139,7 +218,7 @@ mod tests {
 
     #[tokio::test]
     async fn hash_and_verify() {
-        let p = Passwords::new(4);
+        let p = Passwords::new(4, &Metrics::new());
         let h = p.hash("Secret-123".into()).await.unwrap();
         assert!(h.starts_with("$2b$04$"));
         assert!(p.verify("Secret-123".into(), h.clone()).await.unwrap());
@@ -156,6 +235,28 @@ mod tests {
         assert!(!p.verify(format!("{p71}\0"), h71).await.unwrap());
         assert!(p.hash(format!("{p71}\0")).await.is_err());
         p.verify_dummy().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn costlier_hashes_are_verified_on_their_own_single_permit() {
+        let metrics = Metrics::new();
+        let p = Arc::new(Passwords::new(4, &metrics));
+        let costly = bcrypt::hash("Secret-123", 6).unwrap();
+        let cheap = bcrypt::hash("Secret-123", 4).unwrap();
+        let checks: Vec<_> = (0..4)
+            .map(|i| {
+                let (p, h) = (p.clone(), if i % 2 == 0 { &costly } else { &cheap }.clone());
+                tokio::spawn(async move { p.verify("Secret-123".into(), h).await.unwrap() })
+            })
+            .collect();
+        for c in checks {
+            assert!(c.await.unwrap());
+        }
+        let ops = |pool| metrics.bcrypt_operations.with_label_values(&[pool]).get();
+        assert_eq!((ops("costly"), ops("shared")), (2, 2));
+        assert_eq!(p.costly.permits.available_permits(), 1);
+        assert_eq!(import_max_cost(10), 14);
+        assert_eq!(import_max_cost(16), 16);
     }
 
     #[test]
@@ -187,7 +288,7 @@ mod tests {
         ] {
             assert_eq!(bcrypt_cost(&bad), None, "{bad}");
         }
-        let p = Passwords::new(12);
+        let p = Passwords::new(12, &Metrics::new());
         assert!(p.needs_rehash(&hash));
         assert!(!p.needs_rehash(&bcrypt::hash("x", 12).unwrap()));
     }

@@ -16,7 +16,7 @@ use super::HttpState;
 use crate::config::ServerSettings;
 use crate::domain::{validate, ClientInfo};
 use crate::error::AppError;
-use crate::service::{Accounts, Acting, Principal};
+use crate::service::{Accounts, Acting, Presented, Principal};
 
 /// Set on every request by the server before routing (as an `Arc`, so each filter that reads
 /// the headers shares one copy of them).
@@ -43,13 +43,36 @@ pub fn client() -> impl Filter<Extract = (ClientInfo,), Error = Rejection> + Clo
     })
 }
 
-/// The token of an `Authorization: Bearer <token>` header, if any.
-fn bearer_token(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+/// The single value of header `name`, `None` without one, and `Err` when the request carries
+/// it more than once: a header that decides who the caller is (`Authorization`), where a
+/// request may go (`Origin`, `Host`) or how its body is read (`Content-Type`) is never taken
+/// "first one wins".
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &http::header::HeaderName,
+) -> Result<Option<&'a http::HeaderValue>, ()> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next();
+    match values.next() {
+        None => Ok(first),
+        Some(_) => Err(()),
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if any; `TokenInvalid` when the
+/// request carries two `Authorization` headers (which one names the caller is not for a proxy
+/// or a client library's ordering to decide).
+fn bearer_token(headers: &HeaderMap) -> Result<Option<String>, AppError> {
+    let Some(value) = single(headers, &AUTHORIZATION).map_err(|()| AppError::TokenInvalid)? else {
+        return Ok(None);
+    };
+    let Ok(value) = value.to_str() else {
+        return Ok(None);
+    };
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
-    scheme
+    Ok(scheme
         .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+        .then(|| token.trim().to_string()))
 }
 
 /// A verified access token whose session is live.
@@ -59,7 +82,7 @@ pub fn authenticated(
     request().and_then(move |req: Arc<RequestMeta>| {
         let state = state.clone();
         async move {
-            let token = bearer_token(&req.headers);
+            let token = bearer_token(&req.headers)?;
             state
                 .sessions
                 .authenticate(token.as_deref())
@@ -81,21 +104,43 @@ pub fn acting_admin(
         })
 }
 
-/// The refresh cookie's value, if the request carries one.
+/// The refresh cookie as the request carries it: see `refresh_cookie_of`.
 pub fn refresh_cookie(
     name: Arc<str>,
-) -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone {
-    request().map(move |req: Arc<RequestMeta>| {
-        req.headers
-            .get_all(COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(k, _)| *k == &*name)
-            .map(|(_, v)| v.trim_matches('"').to_string())
-            .filter(|v| !v.is_empty())
-    })
+) -> impl Filter<Extract = (Presented,), Error = Rejection> + Clone {
+    request().map(move |req: Arc<RequestMeta>| refresh_cookie_of(&req.headers, &name))
+}
+
+/// The cookie `name` across every `Cookie` header and every pair in each: `Missing` when no
+/// pair has that name (or its one value is empty), `One` for exactly one, `Ambiguous` for two
+/// or more, whatever their values (a browser sends two when a sibling subdomain planted one
+/// with `Domain=` next to ours, and neither order nor value tells which is ours).
+///
+/// Names are compared as RFC 6265 section 5.2 has browsers store them: white space around
+/// the name is trimmed, and otherwise byte for byte. A name differing in case or written with
+/// percent-escapes is another cookie to the browser and so to authd: it is never read, so it
+/// cannot stand in for ours. Pairs are split as bytes, so a value that is not visible ASCII
+/// still counts (and, alone, is simply an invalid token).
+pub fn refresh_cookie_of(headers: &HeaderMap, name: &str) -> Presented {
+    let mut values = headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b';'))
+        .filter_map(|pair| {
+            let eq = pair.iter().position(|&b| b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| &pair[eq + 1..])
+        })
+        .map(|v| {
+            String::from_utf8_lossy(v.trim_ascii())
+                .trim_matches('"')
+                .to_string()
+        });
+    match (values.next(), values.next()) {
+        (None, _) => Presented::Missing,
+        (Some(_), Some(_)) => Presented::Ambiguous,
+        (Some(v), None) if v.is_empty() => Presented::Missing,
+        (Some(v), None) => Presented::One(v),
+    }
 }
 
 fn is_json(content_type: &str) -> bool {
@@ -200,7 +245,10 @@ pub fn json_body<T: FromJson + Send + 'static>(
         .and(warp::body::stream())
         .and_then(move |req: Arc<RequestMeta>, body| async move {
             let headers = &req.headers;
-            let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            // Two `Content-Type`s: which one describes the body is not ours to guess.
+            let content_type = single(headers, &CONTENT_TYPE)
+                .map_err(|()| Rejection::from(AppError::UnsupportedMediaType))?
+                .and_then(|v| v.to_str().ok());
             let declared_empty = headers
                 .get(CONTENT_LENGTH)
                 .is_some_and(|v| v.as_bytes() == b"0");
@@ -226,7 +274,9 @@ pub fn json_body<T: FromJson + Send + 'static>(
         })
 }
 
-/// Refuses a request whose `Origin` is neither the server's own nor an allowed CORS origin.
+/// Refuses a request whose `Origin` is neither the server's own nor an allowed CORS origin,
+/// and one with two `Origin` headers (a browser sends one; which of two to trust is no one's
+/// to decide). Two `Host` headers never make an origin the server's own.
 pub fn same_origin_or_allowed(
     state: HttpState,
 ) -> impl Filter<Extract = (), Error = Rejection> + Clone {
@@ -235,12 +285,15 @@ pub fn same_origin_or_allowed(
             let state = state.clone();
             async move {
                 let headers = &req.headers;
-                let Some(origin) = headers.get(ORIGIN) else {
+                let Some(origin) =
+                    single(headers, &ORIGIN).map_err(|()| Rejection::from(AppError::Forbidden))?
+                else {
                     return Ok(());
                 };
                 let origin = origin.to_str().unwrap_or("");
-                let own = headers
-                    .get(HOST)
+                let own = single(headers, &HOST)
+                    .ok()
+                    .flatten()
                     .and_then(|h| h.to_str().ok())
                     .is_some_and(|host| {
                         origin == format!("http://{host}") || origin == format!("https://{host}")
@@ -282,13 +335,49 @@ mod tests {
 
     #[test]
     fn bearer() {
+        let token = |h: &HeaderMap| bearer_token(h).unwrap();
         let mut h = HeaderMap::new();
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(token(&h), None);
         h.insert(AUTHORIZATION, "Bearer abc".parse().unwrap());
-        assert_eq!(bearer_token(&h).as_deref(), Some("abc"));
+        assert_eq!(token(&h).as_deref(), Some("abc"));
         h.insert(AUTHORIZATION, "bearer  abc ".parse().unwrap());
-        assert_eq!(bearer_token(&h).as_deref(), Some("abc"));
+        assert_eq!(token(&h).as_deref(), Some("abc"));
         h.insert(AUTHORIZATION, "Basic abc".parse().unwrap());
-        assert_eq!(bearer_token(&h), None);
+        assert_eq!(token(&h), None);
+        h.append(AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert!(matches!(bearer_token(&h), Err(AppError::TokenInvalid)));
+    }
+
+    #[test]
+    fn refresh_cookies() {
+        let of = |headers: &[&[u8]]| {
+            let mut h = HeaderMap::new();
+            for v in headers {
+                h.append(COOKIE, http::HeaderValue::from_bytes(v).unwrap());
+            }
+            refresh_cookie_of(&h, "authd_refresh")
+        };
+        let one = |v: &str| Presented::One(v.to_string());
+        assert_eq!(of(&[]), Presented::Missing);
+        assert_eq!(of(&[b"other=1"]), Presented::Missing);
+        assert_eq!(of(&[b"authd_refresh="]), Presented::Missing);
+        assert_eq!(of(&[b"a=1; authd_refresh=t; b=2"]), one("t"));
+        assert_eq!(of(&[b"authd_refresh=\"t\""]), one("t"));
+        assert_eq!(of(&[b" authd_refresh = t "]), one("t"));
+        // Other cookies to a browser, so never ours.
+        assert_eq!(
+            of(&[b"AUTHD_REFRESH=x; authd%5Frefresh=y; authd_refresh=t"]),
+            one("t")
+        );
+        for ambiguous in [
+            &[&b"authd_refresh=a; authd_refresh=b"[..]][..],
+            &[b"authd_refresh=a", b"authd_refresh=b"],
+            &[b"authd_refresh=a; authd_refresh="],
+            &[b"authd_refresh=", b"authd_refresh=a"],
+            &[b"authd_refresh=a", b"x=1; authd_refresh =a"],
+            &[b"authd_refresh=a", b"authd_refresh=\xff"],
+        ] {
+            assert_eq!(of(ambiguous), Presented::Ambiguous, "{ambiguous:?}");
+        }
     }
 }

@@ -120,11 +120,27 @@ impl Shared {
             .any(|o| o == origin)
     }
 
+    /// The refresh cookie's `Path`: `/api/auth`, or `/` for a `__Host-` name, which browsers
+    /// store only with `Path=/`, `Secure` and no `Domain` (RFC 6265bis section 4.1.3.2; the
+    /// prefix is matched without regard to case) and silently drop otherwise.
+    fn cookie_path(&self) -> &'static str {
+        let host_prefix = self
+            .cookie_name
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("__Host-"));
+        if host_prefix {
+            "/"
+        } else {
+            "/api/auth"
+        }
+    }
+
     fn cookie(&self, value: &str, max_age: u64) -> String {
         format!(
-            "{}={}; Path=/api/auth; Max-Age={}; HttpOnly;{} SameSite=Strict",
+            "{}={}; Path={}; Max-Age={}; HttpOnly;{} SameSite=Strict",
             self.cookie_name,
             value,
+            self.cookie_path(),
             max_age,
             if self.settings.cookie.secure {
                 " Secure;"

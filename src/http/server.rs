@@ -177,7 +177,9 @@ pub fn client_ip(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> 
     let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        // A value that is not visible ASCII is one unparsable hop (the walk stops there), not
+        // a header skipped so that the hops left of it move right.
+        .map(|v| v.to_str().unwrap_or("?"))
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .collect();
@@ -410,6 +412,21 @@ mod tests {
         assert_eq!(client_ip(untrusted, &h, &trusted), untrusted);
         h.insert("x-forwarded-for", "garbage".parse().unwrap());
         assert_eq!(client_ip(peer, &h, &trusted), peer);
+        // Several headers are one list, in order; a header that is not visible ASCII is an
+        // unparsable hop where the walk stops, not a header skipped.
+        let mut h = http::HeaderMap::new();
+        h.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.append("x-forwarded-for", "198.51.100.7".parse().unwrap());
+        h.append("x-forwarded-for", "10.1.1.1".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "198.51.100.7");
+        let mut h = http::HeaderMap::new();
+        h.append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        h.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"198.51.100.7\xff").unwrap(),
+        );
+        h.append("x-forwarded-for", "10.1.1.1".parse().unwrap());
+        assert_eq!(client_ip(peer, &h, &trusted).to_string(), "10.1.1.1");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Service layer: `import-users`: accounts brought over from another system with their bcrypt
 //! hashes (JSON Lines, one user a line). Every line is checked before anything is written, and
 //! the users are then inserted in one transaction; no bcrypt work is done (the hashes are
-//! upgraded to the configured cost at each user's next login).
+//! upgraded to the configured cost at each user's next login). A hash costlier than
+//! `crypto::password::import_max_cost` is a bad line: every wrong guess against it would
+//! spend that much work.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +16,7 @@ use uuid::Uuid;
 use super::audit::{Event, Record};
 use super::Core;
 use crate::blocking::blocking;
-use crate::crypto::password::bcrypt_cost;
+use crate::crypto::password::{bcrypt_cost, import_max_cost, IMPORT_COST_FLOOR};
 use crate::domain::time::{now_ms, Millis};
 use crate::domain::{validate, ClientInfo, NewUser, Role};
 use crate::error::AppError;
@@ -85,7 +87,8 @@ impl Import {
         client: &ClientInfo,
     ) -> Result<ImportReport, ImportError> {
         let now = now_ms();
-        let (users, lines) = blocking(move || parse(&jsonl, now))
+        let max_cost = import_max_cost(self.core.settings.password.bcrypt_cost);
+        let (users, lines) = blocking(move || parse(&jsonl, now, max_cost))
             .await?
             .map_err(ImportError::BadLines)?;
         let outcome = self
@@ -125,10 +128,14 @@ impl Import {
     }
 }
 
-/// Every line checked; the users to insert and each one's (email, line number), or every
-/// bad line.
+/// Every line checked (a hash above `max_cost` is bad); the users to insert and each one's
+/// (email, line number), or every bad line.
 #[allow(clippy::type_complexity)]
-fn parse(jsonl: &[u8], now: Millis) -> Result<(Vec<NewUser>, Vec<(String, usize)>), Vec<BadLine>> {
+fn parse(
+    jsonl: &[u8],
+    now: Millis,
+    max_cost: u32,
+) -> Result<(Vec<NewUser>, Vec<(String, usize)>), Vec<BadLine>> {
     let jsonl = jsonl.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(jsonl);
     let mut users = Vec::new();
     let mut lines = Vec::new();
@@ -139,7 +146,7 @@ fn parse(jsonl: &[u8], now: Millis) -> Result<(Vec<NewUser>, Vec<(String, usize)
         if raw.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match user_of_line(raw, now) {
+        match user_of_line(raw, now, max_cost) {
             Ok(user) => {
                 if let Some(first) = first_line_of.get(&user.email) {
                     bad.push(BadLine {
@@ -176,7 +183,11 @@ fn parse(jsonl: &[u8], now: Millis) -> Result<(Vec<NewUser>, Vec<(String, usize)
 
 /// One line as a new user, or its problems (with its normalised email when that is valid).
 #[allow(clippy::type_complexity)]
-fn user_of_line(raw: &[u8], now: Millis) -> Result<NewUser, (Option<String>, Vec<String>)> {
+fn user_of_line(
+    raw: &[u8],
+    now: Millis,
+    max_cost: u32,
+) -> Result<NewUser, (Option<String>, Vec<String>)> {
     let obj = match serde_json::from_slice::<UniqueKeys>(raw) {
         Ok(UniqueKeys(obj)) => obj,
         Err(e) if e.to_string().starts_with("duplicate key") => {
@@ -209,11 +220,26 @@ fn user_of_line(raw: &[u8], now: Millis) -> Result<NewUser, (Option<String>, Vec
             problems.push("lacks passwordHash".into());
             None
         }
-        Some(Value::String(s)) if bcrypt_cost(s).is_some() => Some(s.clone()),
+        Some(Value::String(s)) => match bcrypt_cost(s) {
+            Some(cost) if cost <= max_cost => Some(s.clone()),
+            Some(cost) => {
+                problems.push(format!(
+                    "passwordHash has bcrypt cost {cost}, above the {max_cost} import accepts \
+                     (the larger of password.bcrypt_cost and {IMPORT_COST_FLOOR})"
+                ));
+                None
+            }
+            None => {
+                problems.push(format!(
+                    "passwordHash is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to {max_cost})"
+                ));
+                None
+            }
+        },
         Some(_) => {
-            problems.push(
-                "passwordHash is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to 31)".into(),
-            );
+            problems.push(format!(
+                "passwordHash is not a bcrypt hash ($2a$, $2b$ or $2y$, cost 4 to {max_cost})"
+            ));
             None
         }
     };
@@ -283,7 +309,7 @@ mod tests {
     const HASH: &str = "$2b$04$EGdrhbKUv8Oc9vGiXX0HQOxSg445d458Muh7DAHskb6QbtCvdxcie";
 
     fn problems(jsonl: &str) -> Vec<(usize, Vec<String>)> {
-        parse(jsonl.as_bytes(), 0)
+        parse(jsonl.as_bytes(), 0, 14)
             .err()
             .unwrap_or_default()
             .into_iter()
@@ -296,7 +322,7 @@ mod tests {
         let jsonl = format!(
             "\u{feff}{{\"email\":\" Ann@X.io \",\"passwordHash\":\"{HASH}\",\"name\":\" Ann \",\"role\":\"admin\"}}\r\n\n  \n{{\"email\":\"bob@x.io\",\"passwordHash\":\"{HASH}\",\"name\":null}}\n"
         );
-        let (users, lines) = parse(jsonl.as_bytes(), 7).unwrap();
+        let (users, lines) = parse(jsonl.as_bytes(), 7, 14).unwrap();
         assert_eq!(users.len(), 2);
         assert_eq!(users[0].email, "ann@x.io");
         assert_eq!(users[0].name.as_deref(), Some("Ann"));
@@ -336,9 +362,9 @@ mod tests {
 
     #[test]
     fn an_empty_file_imports_nothing() {
-        let (users, _) = parse(b"", 0).unwrap();
+        let (users, _) = parse(b"", 0, 14).unwrap();
         assert!(users.is_empty());
-        let (users, _) = parse(b"\n\n", 0).unwrap();
+        let (users, _) = parse(b"\n\n", 0, 14).unwrap();
         assert!(users.is_empty());
     }
 }

@@ -28,7 +28,7 @@ pub use import::{Import, ImportError, ImportOptions, ImportReport};
 pub use keys::Keys;
 pub use limits::{Attempt, LoginLimits};
 pub use passwords::PasswordChange;
-pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Principal, Sessions};
+pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Presented, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 
 /// What every service shares.
@@ -49,7 +49,7 @@ impl Core {
         health: Arc<DbHealth>,
     ) -> Arc<Self> {
         Arc::new(Core {
-            passwords: Passwords::new(settings.password.bcrypt_cost),
+            passwords: Passwords::new(settings.password.bcrypt_cost, &metrics),
             store,
             settings,
             metrics,

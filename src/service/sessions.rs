@@ -45,6 +45,33 @@ fn refresh_record<'a>(outcome: &RotateOutcome, client: &'a ClientInfo) -> Record
     }
 }
 
+/// A refresh token as a request presented it (refresh, logout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Presented {
+    /// No token at all: 401 `TOKEN_MISSING`.
+    Missing,
+    /// Exactly one token.
+    One(String),
+    /// More than one refresh cookie of the configured name, in one `Cookie` header or
+    /// several. A cookie planted from a sibling subdomain (`Domain=.example.com`) is sent next
+    /// to the real one, and "the first one wins" would then log the victim into the
+    /// planter's session; such a request is refused (401 `TOKEN_INVALID`), audited, and
+    /// neither token is spent.
+    Ambiguous,
+}
+
+impl Presented {
+    /// The body's `refreshToken` wins over the cookie (contract, section 3). An ambiguous
+    /// cookie next to a body token does not matter: the cookie is not read, and the body is
+    /// not something a planted cookie can change.
+    pub fn body_over_cookie(body: Option<String>, cookie: Presented) -> Presented {
+        match body {
+            Some(token) => Presented::One(token),
+            None => cookie,
+        }
+    }
+}
+
 /// A freshly issued token pair.
 #[derive(Debug, Clone)]
 pub struct IssuedTokens {
@@ -313,11 +340,7 @@ impl Sessions {
 
     /// Rotates a refresh token: the presented one is spent and a new pair is issued in the
     /// same session. A spent token presented again (outside the grace) revokes the session.
-    pub async fn refresh(
-        &self,
-        token: Option<String>,
-        client: &ClientInfo,
-    ) -> AppResult<IssuedTokens> {
+    pub async fn refresh(&self, token: Presented, client: &ClientInfo) -> AppResult<IssuedTokens> {
         let result = self.rotate(token, client).await;
         let outcome = match &result {
             Ok(_) => "success",
@@ -335,8 +358,8 @@ impl Sessions {
         result
     }
 
-    async fn rotate(&self, token: Option<String>, client: &ClientInfo) -> AppResult<IssuedTokens> {
-        let token = token.ok_or(AppError::TokenMissing)?;
+    async fn rotate(&self, token: Presented, client: &ClientInfo) -> AppResult<IssuedTokens> {
+        let token = self.one_token(token, Event::Refresh, client).await?;
         let Some(presented) = self.refresh.check(&token) else {
             self.audit_refresh(Event::Refresh, None, client, Some("invalid"))
                 .await;
@@ -410,9 +433,29 @@ impl Sessions {
             .await;
     }
 
+    /// The one token presented; `TokenMissing` without one, and `TokenInvalid` (audited as a
+    /// failed `event`, reason `ambiguous_cookie`) for several refresh cookies.
+    async fn one_token(
+        &self,
+        token: Presented,
+        event: Event,
+        client: &ClientInfo,
+    ) -> AppResult<String> {
+        match token {
+            Presented::One(token) => Ok(token),
+            Presented::Missing => Err(AppError::TokenMissing),
+            Presented::Ambiguous => {
+                tracing::warn!("several refresh cookies in one request; refused");
+                self.audit_refresh(event, None, client, Some("ambiguous_cookie"))
+                    .await;
+                Err(AppError::TokenInvalid)
+            }
+        }
+    }
+
     /// Revokes the session a refresh token belongs to. Idempotent for known tokens.
-    pub async fn logout(&self, token: Option<String>, client: &ClientInfo) -> AppResult<()> {
-        let token = token.ok_or(AppError::TokenMissing)?;
+    pub async fn logout(&self, token: Presented, client: &ClientInfo) -> AppResult<()> {
+        let token = self.one_token(token, Event::Logout, client).await?;
         let presented = self.refresh.check(&token).ok_or(AppError::TokenInvalid)?;
         let now = now_ms();
         let session = self

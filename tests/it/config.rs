@@ -643,3 +643,24 @@ fn a_database_that_cannot_be_opened_is_one_line() {
         out.error_line();
     }
 }
+
+#[test]
+fn a_prefixed_cookie_name_without_secure_is_refused() {
+    for name in [
+        "__Host-authd_refresh",
+        "__Secure-authd_refresh",
+        "__host-authd_refresh",
+    ] {
+        let env = vec![
+            ("AUTHD_COOKIE__NAME", name),
+            ("AUTHD_COOKIE__SECURE", "false"),
+        ];
+        assert_refused(&Refusal {
+            what: "prefixed cookie name, not Secure",
+            env,
+            file: None,
+            names: vec!["cookie.secure", name],
+            hidden: None,
+        });
+    }
+}

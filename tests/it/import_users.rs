@@ -251,3 +251,44 @@ fn an_unreadable_file_is_one_error_line() {
     cmd.args(["import-users"]);
     run(&mut cmd, None).usage_error();
 }
+
+/// `hash` with its cost field replaced by `cost` (a well-formed hash of that cost as far as
+/// import can tell, without spending the work).
+fn at_cost(hash: &str, cost: u32) -> String {
+    format!("{}{cost:02}{}", &hash[..4], &hash[6..])
+}
+
+#[test]
+fn a_hash_above_the_import_maximum_is_a_bad_line_naming_its_cost() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = hash("Old-pass-1!", 4, Version::TwoB);
+    let good = |cost: u32| line(&unique_email("import-cost"), &at_cost(&h, cost));
+    // The CLI runs with password.bcrypt_cost 10: at most max(10, 14) = 14.
+    let lines = [good(10), good(15), good(14), good(31), good(16)];
+    let message = import(dir.path(), &lines, &[]).error_line();
+    assert!(message.contains("3 bad lines,"), "{message}");
+    for (line, cost) in [(2, 15), (4, 31), (5, 16)] {
+        assert!(
+            message.contains(&format!(
+                "line {line}: passwordHash has bcrypt cost {cost}, above the 14"
+            )),
+            "line {line} named with cost {cost}: {message}"
+        );
+    }
+    assert_eq!(users(dir.path()), 0, "nothing imported");
+    let out = import(dir.path(), &[good(14), good(4)], &[]);
+    assert_eq!(numbers(out.ok()), [2, 0]);
+    // A higher configured cost raises the bound to itself.
+    let file = dir.path().join("users.jsonl");
+    std::fs::write(&file, format!("{}\n{}\n", good(15), good(16))).unwrap();
+    let mut cmd = authd_on(dir.path());
+    cmd.env("AUTHD_PASSWORD__BCRYPT_COST", "15")
+        .arg("import-users")
+        .arg(&file);
+    let message = run(&mut cmd, None).error_line();
+    assert!(message.contains(" 1 bad line,"), "{message}");
+    assert!(
+        message.contains("line 2: passwordHash has bcrypt cost 16, above the 15"),
+        "{message}"
+    );
+}

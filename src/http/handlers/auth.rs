@@ -10,7 +10,7 @@ use crate::domain::views::user_json;
 use crate::domain::ClientInfo;
 use crate::http::dto::{tokens_json, EmptyBody, RefreshBody};
 use crate::http::HttpState;
-use crate::service::{AuthOutcome, LoginInput, NewUserInput, Principal};
+use crate::service::{AuthOutcome, LoginInput, NewUserInput, Presented, Principal};
 
 fn auth_reply(state: &HttpState, status: StatusCode, out: AuthOutcome) -> Response {
     let mut data = tokens_json(&out.tokens);
@@ -42,10 +42,10 @@ pub async fn login(
 pub async fn refresh(
     state: HttpState,
     client: ClientInfo,
-    cookie: Option<String>,
+    cookie: Presented,
     body: RefreshBody,
 ) -> Result<Response, Rejection> {
-    let token = body.refresh_token.or(cookie);
+    let token = Presented::body_over_cookie(body.refresh_token, cookie);
     let tokens = state.sessions.refresh(token, &client).await?;
     let cookie = state.refresh_cookie(&tokens.refresh_token);
     Ok(with_cookie(
@@ -57,10 +57,10 @@ pub async fn refresh(
 pub async fn logout(
     state: HttpState,
     client: ClientInfo,
-    cookie: Option<String>,
+    cookie: Presented,
     body: RefreshBody,
 ) -> Result<Response, Rejection> {
-    let token = body.refresh_token.or(cookie);
+    let token = Presented::body_over_cookie(body.refresh_token, cookie);
     state.sessions.logout(token, &client).await?;
     Ok(with_cookie(
         envelope_with_message("logged out", Default::default()),
