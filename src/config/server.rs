@@ -61,7 +61,7 @@ pub struct ConnectionLimits {
     /// long a response may wait for a client that reads nothing; past it the connection is
     /// closed.
     pub write_timeout: Duration,
-    /// `server.max_connections_per_ip` (`AUTHD_SERVER__MAX_CONNECTIONS_PER_IP`), default 64,
+    /// `server.max_connections_per_ip` (`AUTHD_SERVER__MAX_CONNECTIONS_PER_IP`), default 256,
     /// 0 for no cap: open connections from one socket peer address (IPv4-mapped addresses as
     /// IPv4). A connection past the cap is closed at once. Peers in `server.trusted_proxies`
     /// are not capped (every client behind a proxy arrives from its address).
