@@ -37,5 +37,6 @@ mod process;
 mod props;
 mod redis_budget;
 mod secrets;
+mod session_race;
 mod store_conformance;
 mod tokens;
