@@ -72,7 +72,7 @@ fn login_time(s: &TestServer, email: &str) -> Duration {
 
 fn live_sessions(s: &TestServer, user_id: &str) -> Vec<String> {
     s.query_column(
-        "SELECT id FROM sessions WHERE user_id = ?1 AND revoked_at IS NULL",
+        "SELECT CAST(id AS TEXT) FROM sessions\n         WHERE CAST(user_id AS TEXT) = ?1 AND revoked_at IS NULL",
         &[user_id],
     )
 }
@@ -153,8 +153,11 @@ fn logins_racing_a_demotion_leave_no_live_admin_token() {
     let (_, admin) = admin_token(&s);
     for round in 0..ROUNDS {
         let (target_id, _) = admin_token(&s);
-        let email =
-            s.query_column("SELECT email FROM users WHERE id = ?1", &[&target_id])[0].clone();
+        let email = s.query_column(
+            "SELECT email FROM users WHERE CAST(id AS TEXT) = ?1",
+            &[&target_id],
+        )[0]
+        .clone();
         let spread = login_time(&s, &email);
         let responses = logins_around(&s, &email, PASSWORD, spread, || {
             let r = send(
@@ -238,8 +241,8 @@ fn concurrent_registrations_of_one_email_store_one_account_with_its_session() {
     let user_id = created[0].body["data"]["user"]["id"].as_str().unwrap();
     assert_eq!(live_sessions(&s, user_id).len(), 1);
     let registered = s.query_column(
-        "SELECT user_id FROM audit_events WHERE event = 'register' AND outcome = 'success'
-         AND email = ?1",
+        "SELECT CAST(user_id AS TEXT) FROM audit_events
+         WHERE event = 'register' AND outcome = 'success' AND email = ?1",
         &[&email],
     );
     assert_eq!(registered, [user_id]);
@@ -254,8 +257,11 @@ fn refreshes_racing_a_demotion_or_a_disable_leave_nothing_live() {
     let (_, admin) = admin_token(&s);
     for change in ["role", "disable"] {
         let (target_id, _) = admin_token(&s);
-        let email =
-            s.query_column("SELECT email FROM users WHERE id = ?1", &[&target_id])[0].clone();
+        let email = s.query_column(
+            "SELECT email FROM users WHERE CAST(id AS TEXT) = ?1",
+            &[&target_id],
+        )[0]
+        .clone();
         // Several sessions, each refreshed in a loop while the change lands.
         let tokens: Vec<String> = (0..4)
             .map(|_| token(&login(&s, &email, PASSWORD), "refreshToken"))
