@@ -3,7 +3,7 @@
 //! sharing one bcrypt hash, each with one live session and one real refresh token, and access
 //! tokens signed with the server's key. SQLite is seeded directly with rusqlite in big
 //! transactions (the fast path the published SQLite figures were made with); PostgreSQL goes
-//! through the `Store` trait (`import_users` in batches, then `create_session` on a few
+//! through the `Store` trait (`import_users` in batches, then `open_session` on a few
 //! threads), so it needs no backend-specific SQL.
 
 use std::path::{Path, PathBuf};
@@ -14,8 +14,8 @@ use anyhow::{ensure, Context};
 use authd::config::{Settings, Sources};
 use authd::crypto::jwt::AccessTokens;
 use authd::crypto::refresh::RefreshTokens;
-use authd::domain::time::{duration_ms, now_ms};
-use authd::domain::{NewRefreshToken, NewUser, Role, Session};
+use authd::domain::time::{duration_ms, now_ms, Millis};
+use authd::domain::{AuditEvent, NewRefreshToken, NewUser, Role, Session, SessionOpening};
 use authd::store::{ImportOutcome, NewSession, StoreOptions};
 use rusqlite::params;
 use uuid::Uuid;
@@ -309,7 +309,15 @@ impl Fixture {
                         let store = &store;
                         scope.spawn(move || -> anyhow::Result<()> {
                             for s in part {
-                                store.create_session(s)?;
+                                let opened = store.open_session(
+                                    s,
+                                    password_hash,
+                                    Box::new(move |o| Some(seeded_login(o, now))),
+                                )?;
+                                ensure!(
+                                    matches!(opened, SessionOpening::Opened(_)),
+                                    "seeding a session answered {opened:?}"
+                                );
                             }
                             Ok(())
                         })
@@ -353,5 +361,23 @@ impl Fixture {
     /// Whether the server would accept `token` (signature and claims; not the session).
     pub fn access_token_valid(&self, token: &str) -> bool {
         self.access.verify(token, now_ms().div_euclid(1000)).is_ok()
+    }
+}
+
+/// The audit row of a seeded session (as a login's).
+fn seeded_login(outcome: &SessionOpening, at: Millis) -> AuditEvent {
+    AuditEvent {
+        at,
+        event: "login".into(),
+        user_id: match outcome {
+            SessionOpening::Opened(user) => Some(user.id),
+            SessionOpening::Refused { user_id, .. } => Some(*user_id),
+        },
+        email: None,
+        ip: Some("127.0.0.1".into()),
+        user_agent: Some("authd-bench".into()),
+        outcome: "success".into(),
+        reason: None,
+        actor: None,
     }
 }

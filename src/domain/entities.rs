@@ -139,6 +139,39 @@ pub enum RotateOutcome {
     },
 }
 
+/// What opening a session on a checked credential did (see `Store::open_session`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionOpening {
+    /// The session and its first refresh token were stored; the user as stored (role and
+    /// `last_login_at` from the row read in the same transaction).
+    Opened(User),
+    /// Nothing was stored: the account changed since its credential was checked.
+    Refused { user_id: Uuid, why: Refusal },
+}
+
+/// Why a session was not opened: what the account's row says in the session's own
+/// transaction, against what the caller checked before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The account was deleted.
+    Gone,
+    /// The password hash is no longer the one that was verified (a password change).
+    CredentialChanged,
+    /// The account is disabled.
+    Disabled,
+}
+
+impl Refusal {
+    /// The audit reason of a login refused for this.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Gone => "gone",
+            Refusal::CredentialChanged => "credential_changed",
+            Refusal::Disabled => "disabled",
+        }
+    }
+}
+
 /// Counts of what a cleanup deleted (or would delete, on a dry run).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CleanupCounts {

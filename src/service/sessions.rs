@@ -14,7 +14,9 @@ use crate::crypto::jwt::{AccessTokens, VerifyError};
 use crate::crypto::keys::KeySet;
 use crate::crypto::refresh::RefreshTokens;
 use crate::domain::time::{duration_ms, now_ms, Millis};
-use crate::domain::{validate, ClientInfo, RotateOutcome, Rotation, Session, User};
+use crate::domain::{
+    validate, ClientInfo, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+};
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store::NewSession;
 
@@ -69,6 +71,27 @@ impl Presented {
             Some(token) => Presented::One(token),
             None => cookie,
         }
+    }
+}
+
+/// The audit record of a login whose password matched, from what opening its session did
+/// (stored in that transaction).
+fn login_record<'a>(
+    outcome: &SessionOpening,
+    email: &'a str,
+    client: &'a ClientInfo,
+) -> Record<'a> {
+    let (user_id, reason) = match outcome {
+        SessionOpening::Opened(user) => (user.id, None),
+        SessionOpening::Refused { user_id, why } => (*user_id, Some(why.as_str())),
+    };
+    Record {
+        event: Event::Login,
+        user_id: Some(user_id),
+        email: Some(email),
+        client,
+        success: reason.is_none(),
+        reason,
     }
 }
 
@@ -159,8 +182,13 @@ impl Sessions {
         input: NewUserInput,
         client: &ClientInfo,
     ) -> AppResult<AuthOutcome> {
-        let user = self.users.create(input, client, Event::Register).await?;
-        let tokens = self.start_session(&user, client, None).await?;
+        let (new, refresh_token) = self.new_session(Uuid::new_v4(), client, None);
+        let (session_id, now) = (new.session.id, new.session.created_at);
+        let user = self
+            .users
+            .create_signed_in(input, client, Event::Register, new)
+            .await?;
+        let tokens = self.tokens(user.id, session_id, user.role.as_str(), refresh_token, now);
         Ok(AuthOutcome { user, tokens })
     }
 
@@ -219,32 +247,94 @@ impl Sessions {
                 .await;
         }
         attempt.succeeded().await;
-        let user_id = creds.user.id;
-        if creds.user.disabled {
-            self.core
-                .metrics
-                .logins
-                .with_label_values(&["disabled"])
-                .inc();
-            self.audit_login(Some(user_id), &email, client, Some("disabled"))
-                .await;
-            return Err(AppError::AccountDisabled);
+        // The session opens only if the account, in the session's own transaction, still
+        // has the hash just verified and is enabled (see `store::opening`).
+        let (new, refresh_token) = self.new_session(creds.user.id, client, input.device_info);
+        let (session_id, now) = (new.session.id, new.session.created_at);
+        let mut outcome = self
+            .open(&new, &creds.password_hash, &email, client, false)
+            .await?;
+        if let SessionOpening::Refused {
+            why: Refusal::CredentialChanged,
+            ..
+        } = outcome
+        {
+            // The hash changed during the check: a password change, or a concurrent login
+            // re-hashing the same password at a new cost (`passwords::upgrade_after_login`).
+            // The credential is the password: checked once more against the hash now stored.
+            outcome = match self.rehashed(&email, &presented).await? {
+                Some(hash) => self.open(&new, &hash, &email, client, true).await?,
+                None => outcome,
+            };
         }
-        let now = now_ms();
-        let user = self
-            .core
-            .db(move |s| s.record_login(user_id, now))
-            .await?
-            .ok_or(AppError::InvalidCredentials)?;
-        let tokens = self.start_session(&user, client, input.device_info).await?;
+        log_event(&login_record(&outcome, &email, client).to_event());
+        let user = match outcome {
+            SessionOpening::Opened(user) => user,
+            SessionOpening::Refused { why, .. } => {
+                let (label, error) = match why {
+                    Refusal::Disabled => ("disabled", AppError::AccountDisabled),
+                    Refusal::Gone | Refusal::CredentialChanged => {
+                        ("invalid_credentials", AppError::InvalidCredentials)
+                    }
+                };
+                self.core.metrics.logins.with_label_values(&[label]).inc();
+                return Err(error);
+            }
+        };
+        let tokens = self.tokens(user.id, session_id, user.role.as_str(), refresh_token, now);
         self.core
             .metrics
             .logins
             .with_label_values(&["success"])
             .inc();
-        self.audit_login(Some(user_id), &email, client, None).await;
-        super::passwords::upgrade_after_login(&self.core, user_id, presented, creds.password_hash);
+        super::passwords::upgrade_after_login(&self.core, user.id, presented, creds.password_hash);
         Ok(AuthOutcome { user, tokens })
+    }
+
+    /// `Store::open_session` for a login of `email`, audited in its transaction (a refusal
+    /// for a changed credential only when `last_try`: the caller may check again).
+    async fn open(
+        &self,
+        new: &NewSession,
+        verified: &str,
+        email: &str,
+        client: &ClientInfo,
+        last_try: bool,
+    ) -> AppResult<SessionOpening> {
+        let (new, verified) = (new.clone(), verified.to_owned());
+        let (email, client) = (email.to_owned(), client.clone());
+        self.core
+            .db(move |s| {
+                s.open_session(
+                    &new,
+                    &verified,
+                    Box::new(move |o| {
+                        let retry = matches!(
+                            o,
+                            SessionOpening::Refused {
+                                why: Refusal::CredentialChanged,
+                                ..
+                            }
+                        ) && !last_try;
+                        (!retry).then(|| login_record(o, &email, &client).to_event())
+                    }),
+                )
+            })
+            .await
+    }
+
+    /// The hash stored for `email` now, if `password` matches it.
+    async fn rehashed(&self, email: &str, password: &str) -> AppResult<Option<String>> {
+        let lookup = email.to_owned();
+        let Some(creds) = self.core.db(move |s| s.user_by_email(&lookup)).await? else {
+            return Ok(None);
+        };
+        let matched = self
+            .core
+            .passwords
+            .verify(password.to_owned(), creds.password_hash.clone())
+            .await?;
+        Ok(matched.then_some(creds.password_hash))
     }
 
     async fn audit_login(
@@ -283,13 +373,14 @@ impl Sessions {
         Err(AppError::InvalidCredentials)
     }
 
-    /// Opens a session for `user` and issues its first token pair.
-    async fn start_session(
+    /// A new session of `user_id` starting now, with its first refresh token (stored by
+    /// `open_session`, or with the user by `insert_user`), and that token.
+    fn new_session(
         &self,
-        user: &User,
+        user_id: Uuid,
         client: &ClientInfo,
         device_info: Option<String>,
-    ) -> AppResult<IssuedTokens> {
+    ) -> (NewSession, String) {
         let now = now_ms();
         let session_id = Uuid::new_v4();
         let (refresh_token, hash) = self.refresh.issue(session_id);
@@ -297,7 +388,7 @@ impl Sessions {
         let new = NewSession {
             session: Session {
                 id: session_id,
-                user_id: user.id,
+                user_id,
                 created_at: now,
                 last_used_at: now,
                 expires_at,
@@ -313,8 +404,7 @@ impl Sessions {
                 expires_at,
             },
         };
-        self.core.db(move |s| s.create_session(&new)).await?;
-        Ok(self.tokens(user.id, session_id, user.role.as_str(), refresh_token, now))
+        (new, refresh_token)
     }
 
     fn tokens(

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::audit::{Event, Record};
+use super::audit::{log_event, Event, Record};
 use super::Core;
 use crate::blocking::blocking;
 use crate::domain::time::now_ms;
 use crate::domain::{validate, ClientInfo, NewUser, Role, User};
 use crate::error::{AppError, AppResult, FieldError};
-use crate::store::StoreError;
+use crate::store::{NewSession, StoreError};
 
 /// Input for a new user, as typed by a person or sent by a client (not yet normalised).
 #[derive(Debug, Clone)]
@@ -31,12 +31,36 @@ impl Users {
         Users { core }
     }
 
-    /// Validates every rule (all failures reported together), hashes, and stores the user.
+    /// Validates every rule (all failures reported together), hashes, and stores the user
+    /// with the audit event of its creation.
     pub async fn create(
         &self,
         input: NewUserInput,
         client: &ClientInfo,
         via: Event,
+    ) -> AppResult<User> {
+        self.insert(input, client, via, None).await
+    }
+
+    /// `create`, and the new user's first session stored in the same transaction (a
+    /// registration: the account and its session both exist, or neither). The user's id is
+    /// the session's `user_id`.
+    pub(super) async fn create_signed_in(
+        &self,
+        input: NewUserInput,
+        client: &ClientInfo,
+        via: Event,
+        session: NewSession,
+    ) -> AppResult<User> {
+        self.insert(input, client, via, Some(session)).await
+    }
+
+    async fn insert(
+        &self,
+        input: NewUserInput,
+        client: &ClientInfo,
+        via: Event,
+        session: Option<NewSession>,
     ) -> AppResult<User> {
         let mut errors: Vec<FieldError> = Vec::new();
         let email = validate::email(&input.email)
@@ -68,17 +92,30 @@ impl Users {
         }
         let password_hash = self.core.passwords.hash(password).await?;
         let new = NewUser {
-            id: Uuid::new_v4(),
+            id: session
+                .as_ref()
+                .map_or_else(Uuid::new_v4, |s| s.session.user_id),
             email: email.clone(),
             name,
             role: input.role,
             password_hash,
             created_at: now_ms(),
         };
+        let event = Record {
+            event: via,
+            user_id: Some(new.id),
+            email: Some(&email),
+            client,
+            success: true,
+            reason: None,
+        }
+        .to_event();
         let store = self.core.store.clone();
-        match blocking(move || store.insert_user(&new)).await? {
+        let stored = event.clone();
+        match blocking(move || store.insert_user(&new, &stored, session.as_ref())).await? {
             Ok(user) => {
-                self.record(via, Some(user.id), &email, client, None).await;
+                log_event(&event);
+                self.count(via, "success");
                 Ok(user)
             }
             // Lost a race with another registration of the same email.
@@ -103,14 +140,7 @@ impl Users {
         client: &ClientInfo,
         failure: Option<&str>,
     ) {
-        if via == Event::Register {
-            let outcome = failure.unwrap_or("success");
-            self.core
-                .metrics
-                .registrations
-                .with_label_values(&[outcome])
-                .inc();
-        }
+        self.count(via, failure.unwrap_or("success"));
         self.core
             .audit(Record {
                 event: via,
@@ -121,6 +151,17 @@ impl Users {
                 reason: failure,
             })
             .await;
+    }
+
+    /// Counts a registration's outcome (other ways of creating users are not counted).
+    fn count(&self, via: Event, outcome: &str) {
+        if via == Event::Register {
+            self.core
+                .metrics
+                .registrations
+                .with_label_values(&[outcome])
+                .inc();
+        }
     }
 
     pub async fn get(&self, id: Uuid) -> AppResult<Option<User>> {

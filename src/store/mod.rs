@@ -3,6 +3,7 @@
 
 pub mod health;
 pub(crate) mod migrations;
+pub(crate) mod opening;
 pub mod postgres;
 pub(crate) mod rotation;
 pub mod sqlite;
@@ -19,8 +20,8 @@ use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
-    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User, UserCredentials,
-    UserFilter,
+    NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, SessionOpening, User,
+    UserCredentials, UserFilter,
 };
 
 /// Errors every backend converts its driver's errors into, at its own boundary.
@@ -45,6 +46,10 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// Makes the audit row of a rotation from its outcome (run inside the rotation's transaction;
 /// a backend that retries the transaction calls it again for the new outcome).
 pub type AuditOf = Box<dyn Fn(&RotateOutcome) -> AuditEvent + Send>;
+
+/// Makes the audit row of a login from what opening its session did, or none (run inside that
+/// transaction; a backend that retries it calls it again).
+pub type OpeningAuditOf = Box<dyn Fn(&SessionOpening) -> Option<AuditEvent> + Send>;
 
 /// A session to create together with its first refresh token.
 #[derive(Debug, Clone)]
@@ -100,12 +105,17 @@ pub trait Store: Send + Sync + 'static {
     /// Flushes and releases resources (for SQLite, checkpoints the WAL).
     fn close(&self);
 
-    /// Inserts a user; `Conflict` if the email is taken.
-    fn insert_user(&self, user: &NewUser) -> StoreResult<User>;
+    /// Inserts a user with the audit event of its creation and, for a registration, its first
+    /// session (whose `user_id` is the user's), in one transaction: all of them or none.
+    /// `Conflict` if the email is taken.
+    fn insert_user(
+        &self,
+        user: &NewUser,
+        audit: &AuditEvent,
+        session: Option<&NewSession>,
+    ) -> StoreResult<User>;
     fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
-    /// Sets `last_login_at` and returns the updated user.
-    fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>>;
     /// Replaces the user's bcrypt hash and revokes every live session of the user except
     /// `keep_session`, in one transaction; returns how many sessions it revoked (0, and
     /// nothing changed, for an unknown user).
@@ -134,8 +144,19 @@ pub trait Store: Send + Sync + 'static {
         dry_run: bool,
     ) -> StoreResult<ImportOutcome>;
 
-    /// Creates a session with its first refresh token, atomically.
-    fn create_session(&self, new: &NewSession) -> StoreResult<()>;
+    /// Opens a session on a credential checked before (a login's password, whose stored hash
+    /// was `verified_hash`): in one transaction, reads the user row (on PostgreSQL, locking it
+    /// against a concurrent admin or password change), lets `opening::decide` refuse it if the
+    /// user is gone, disabled or no longer has `verified_hash`, and otherwise sets
+    /// `last_login_at` to the session's `created_at` and stores the session with its first
+    /// refresh token. The audit row `audit` makes of the outcome, if any, is stored in that
+    /// transaction too.
+    fn open_session(
+        &self,
+        new: &NewSession,
+        verified_hash: &str,
+        audit: OpeningAuditOf,
+    ) -> StoreResult<SessionOpening>;
     /// Rotates a refresh token atomically (see `RotateOutcome`); on reuse outside the grace
     /// period, revokes the whole session in the same transaction. The audit row `audit`
     /// makes of the outcome is stored in that transaction too.

@@ -10,7 +10,7 @@ use authd::crypto::jwt::AccessTokens;
 use authd::crypto::keys::AccessKeyMaterial;
 use authd::crypto::refresh::RefreshTokens;
 use authd::domain::time::now_ms;
-use authd::domain::{NewRefreshToken, NewUser, Role, Session};
+use authd::domain::{AuditEvent, NewRefreshToken, NewUser, Role, Session};
 use authd::store::{NewSession, StoreOptions};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
@@ -79,40 +79,54 @@ fn tokens_issued_with_key_files_keep_working_after_the_upgrade() {
     .unwrap();
     let email = unique_email("upgrade");
     let (user_id, session_id, now) = (Uuid::new_v4(), Uuid::new_v4(), now_ms());
-    store
-        .insert_user(&NewUser {
-            id: user_id,
-            email: email.clone(),
-            name: None,
-            role: Role::User,
-            password_hash: bcrypt::hash(PASSWORD, 10).unwrap(),
-            created_at: now,
-        })
-        .unwrap();
+    let password_hash = bcrypt::hash(PASSWORD, 10).unwrap();
+    let created = AuditEvent {
+        at: now,
+        event: "user_create".into(),
+        user_id: Some(user_id),
+        email: Some(email.clone()),
+        ip: None,
+        user_agent: None,
+        outcome: "success".into(),
+        reason: None,
+        actor: None,
+    };
     // The tokens it issued: the same signing code, with the keys from its files.
     let refresh_tokens = RefreshTokens::new(refresh_key.to_vec());
     let (old_refresh, hash) = refresh_tokens.issue(session_id);
     let expires = now + 7 * 86_400_000;
+    let session = NewSession {
+        session: Session {
+            id: session_id,
+            user_id,
+            created_at: now,
+            last_used_at: now,
+            expires_at: expires,
+            revoked_at: None,
+            user_agent: None,
+            ip: None,
+            device_info: None,
+        },
+        token: NewRefreshToken {
+            hash,
+            session_id,
+            created_at: now,
+            expires_at: expires,
+        },
+    };
     store
-        .create_session(&NewSession {
-            session: Session {
-                id: session_id,
-                user_id,
+        .insert_user(
+            &NewUser {
+                id: user_id,
+                email: email.clone(),
+                name: None,
+                role: Role::User,
+                password_hash,
                 created_at: now,
-                last_used_at: now,
-                expires_at: expires,
-                revoked_at: None,
-                user_agent: None,
-                ip: None,
-                device_info: None,
             },
-            token: NewRefreshToken {
-                hash,
-                session_id,
-                created_at: now,
-                expires_at: expires,
-            },
-        })
+            &created,
+            Some(&session),
+        )
         .unwrap();
     store.close();
     drop(store);

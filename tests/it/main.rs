@@ -44,6 +44,7 @@ mod process;
 mod props;
 mod redis_budget;
 mod secrets;
+mod session_race;
 mod slow_clients;
 mod store_conformance;
 mod terminal;

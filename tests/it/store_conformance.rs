@@ -12,11 +12,12 @@ use authd::domain::keys::{KeyRevokeOutcome, KeyUse, StoredKey, StoredKeyState};
 use authd::domain::limits::{Admission, CounterLimit, SlotGrant, SlotRequest};
 use authd::domain::time::Millis;
 use authd::domain::{
-    AuditEvent, AuditQuery, NewRefreshToken, NewUser, Role, RotateOutcome, Rotation, Session, User,
-    UserFilter,
+    AuditEvent, AuditQuery, NewRefreshToken, NewUser, Refusal, Role, RotateOutcome, Rotation,
+    Session, SessionOpening, User, UserFilter,
 };
 use authd::store::{
-    self, AuditOf, DynStore, ImportOutcome, NewSession, Store, StoreError, StoreOptions,
+    self, AuditOf, DynStore, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError,
+    StoreOptions,
 };
 use uuid::Uuid;
 
@@ -98,6 +99,8 @@ conformance!(
     migrations_are_recorded_and_not_applied_twice,
     users_are_unique_by_email_and_found_by_email_and_id,
     sessions_are_found_by_id_by_token_and_with_their_user,
+    sessions_open_only_on_the_checked_credential_of_an_enabled_account,
+    a_user_and_its_first_session_are_stored_together_or_not_at_all,
     rotation_rotates_once_and_detects_reuse,
     rotation_refuses_unknown_expired_and_revoked_tokens,
     rotation_within_the_reuse_grace_issues_another_token,
@@ -122,27 +125,77 @@ const HOUR: Millis = 3_600_000;
 const WINDOW: Millis = 1_000;
 const FAR: Millis = 9_999_999_999_999;
 
+/// Every test user's password hash.
+const HASH: &str = "$2b$10$hash";
+
 fn new_user(store: &dyn Store, email: &str) -> Uuid {
     let id = Uuid::new_v4();
     store
-        .insert_user(&NewUser {
-            id,
-            email: email.into(),
-            name: Some("Ada".into()),
-            role: Role::User,
-            password_hash: "$2b$10$hash".into(),
-            created_at: 1_000,
-        })
+        .insert_user(
+            &NewUser {
+                id,
+                email: email.into(),
+                name: Some("Ada".into()),
+                role: Role::User,
+                password_hash: HASH.into(),
+                created_at: 1_000,
+            },
+            &created(id),
+            None,
+        )
         .unwrap();
     id
+}
+
+/// The audit event of a user's creation (at 0 and naming nobody, out of the audit tests' way;
+/// `a_user_and_its_first_session_are_stored_together_or_not_at_all` tells them apart).
+fn created(user: Uuid) -> AuditEvent {
+    AuditEvent {
+        at: 0,
+        event: "user_create".into(),
+        user_id: None,
+        reason: Some(user.to_string()),
+        email: None,
+        ip: None,
+        user_agent: None,
+        outcome: "success".into(),
+        actor: None,
+    }
+}
+
+/// The audit row of a login, from what opening its session did.
+fn login_audit() -> OpeningAuditOf {
+    Box::new(|o: &SessionOpening| {
+        Some(AuditEvent {
+            at: 1,
+            event: "login".into(),
+            user_id: None,
+            email: None,
+            ip: None,
+            user_agent: None,
+            outcome: match o {
+                SessionOpening::Opened(_) => "success".into(),
+                SessionOpening::Refused { why, .. } => why.as_str().into(),
+            },
+            reason: None,
+            actor: None,
+        })
+    })
+}
+
+/// Opens `new` on the test users' hash; panics unless it opened.
+fn open_session(store: &dyn Store, new: &NewSession) {
+    let outcome = store.open_session(new, HASH, login_audit()).unwrap();
+    assert!(matches!(outcome, SessionOpening::Opened(_)), "{outcome:?}");
 }
 
 /// A session of `user` created at `at`, expiring at `expires_at`, with its first token.
 fn new_session(store: &dyn Store, user: Uuid, at: Millis, expires_at: Millis) -> (Uuid, String) {
     let id = Uuid::new_v4();
     let hash = format!("h-{}", Uuid::new_v4().simple());
-    store
-        .create_session(&NewSession {
+    open_session(
+        store,
+        &NewSession {
             session: Session {
                 id,
                 user_id: user,
@@ -160,8 +213,8 @@ fn new_session(store: &dyn Store, user: Uuid, at: Millis, expires_at: Millis) ->
                 created_at: at,
                 expires_at,
             },
-        })
-        .unwrap();
+        },
+    );
     (id, hash)
 }
 
@@ -225,14 +278,19 @@ fn migrations_are_recorded_and_not_applied_twice(store: &dyn Store) {
 
 fn users_are_unique_by_email_and_found_by_email_and_id(store: &dyn Store) {
     let id = new_user(store, "ada@example.com");
-    let again = store.insert_user(&NewUser {
-        id: Uuid::new_v4(),
-        email: "ada@example.com".into(),
-        name: None,
-        role: Role::Admin,
-        password_hash: "x".into(),
-        created_at: 2_000,
-    });
+    let again_id = Uuid::new_v4();
+    let again = store.insert_user(
+        &NewUser {
+            id: again_id,
+            email: "ada@example.com".into(),
+            name: None,
+            role: Role::Admin,
+            password_hash: "x".into(),
+            created_at: 2_000,
+        },
+        &created(again_id),
+        None,
+    );
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 
     let creds = store.user_by_email("ada@example.com").unwrap().unwrap();
@@ -248,13 +306,122 @@ fn users_are_unique_by_email_and_found_by_email_and_id(store: &dyn Store) {
     assert_eq!(user.last_login_at, None);
     assert!(store.user_by_id(Uuid::new_v4()).unwrap().is_none());
 
-    let logged = store.record_login(id, 5_000).unwrap().unwrap();
-    assert_eq!(logged.last_login_at, Some(5_000));
+    new_session(store, id, 5_000, FAR);
     assert_eq!(
         store.user_by_id(id).unwrap().unwrap().last_login_at,
         Some(5_000)
     );
-    assert!(store.record_login(Uuid::new_v4(), 5_000).unwrap().is_none());
+}
+
+/// A session of `user` at `at`, not yet stored.
+fn draft_session(user: Uuid, at: Millis) -> NewSession {
+    let id = Uuid::new_v4();
+    NewSession {
+        session: Session {
+            id,
+            user_id: user,
+            created_at: at,
+            last_used_at: at,
+            expires_at: FAR,
+            revoked_at: None,
+            user_agent: None,
+            ip: None,
+            device_info: None,
+        },
+        token: NewRefreshToken {
+            hash: format!("h-{}", Uuid::new_v4().simple()),
+            session_id: id,
+            created_at: at,
+            expires_at: FAR,
+        },
+    }
+}
+
+fn logins_audited(store: &dyn Store, user: Uuid) -> Vec<String> {
+    store
+        .audit_events(&AuditQuery {
+            user_id: Some(user),
+            event: Some("login".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|e| e.outcome)
+        .collect()
+}
+
+/// A session opens only if, in its own transaction, the account exists, is enabled and still
+/// has the hash that was verified; a refusal stores no session, and every outcome its audit row.
+fn sessions_open_only_on_the_checked_credential_of_an_enabled_account(store: &dyn Store) {
+    let user = new_user(store, "open@example.com");
+    let refused = |why| SessionOpening::Refused { user_id: user, why };
+    let draft = draft_session(user, 2_000);
+    let outcome = store
+        .open_session(&draft, "$2b$10$another", login_audit())
+        .unwrap();
+    assert_eq!(outcome, refused(Refusal::CredentialChanged));
+    assert!(store.session(draft.session.id).unwrap().is_none());
+    done(store.set_disabled(user, true, 2_000, Allow).unwrap());
+    let draft = draft_session(user, 3_000);
+    let outcome = store.open_session(&draft, HASH, login_audit()).unwrap();
+    assert_eq!(outcome, refused(Refusal::Disabled));
+    assert!(store.session(draft.session.id).unwrap().is_none());
+    assert_eq!(store.user_by_id(user).unwrap().unwrap().last_login_at, None);
+    done(store.set_disabled(user, false, 4_000, Allow).unwrap());
+    let draft = draft_session(user, 5_000);
+    let SessionOpening::Opened(opened) = store.open_session(&draft, HASH, login_audit()).unwrap()
+    else {
+        panic!("an enabled user with the verified hash gets a session")
+    };
+    assert_eq!((opened.id, opened.last_login_at), (user, Some(5_000)));
+    assert!(store.session(draft.session.id).unwrap().is_some());
+    assert_eq!(
+        logins_audited(store, user),
+        ["success", "disabled", "credential_changed"]
+    );
+    done(store.delete_user(user, 6_000, Allow).unwrap());
+    let draft = draft_session(user, 7_000);
+    let outcome = store.open_session(&draft, HASH, login_audit()).unwrap();
+    assert_eq!(outcome, refused(Refusal::Gone));
+    assert!(store.session(draft.session.id).unwrap().is_none());
+}
+
+/// Registration: the user, its audit event and its first session in one transaction; a taken
+/// email stores none of them.
+fn a_user_and_its_first_session_are_stored_together_or_not_at_all(store: &dyn Store) {
+    let new = |id| NewUser {
+        id,
+        email: "reg@example.com".into(),
+        name: None,
+        role: Role::User,
+        password_hash: HASH.into(),
+        created_at: 1_000,
+    };
+    let first = Uuid::new_v4();
+    let session = draft_session(first, 1_000);
+    store
+        .insert_user(&new(first), &created(first), Some(&session))
+        .unwrap();
+    assert!(store.session(session.session.id).unwrap().is_some());
+    let second = Uuid::new_v4();
+    let session = draft_session(second, 2_000);
+    let again = store.insert_user(&new(second), &created(second), Some(&session));
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    assert!(store.session(session.session.id).unwrap().is_none());
+    let audited = |user: Uuid| {
+        store
+            .audit_events(&AuditQuery {
+                event: Some("user_create".into()),
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.reason == Some(user.to_string()))
+            .count()
+    };
+    assert_eq!((audited(first), audited(second)), (1, 0));
 }
 
 fn sessions_are_found_by_id_by_token_and_with_their_user(store: &dyn Store) {
@@ -502,12 +669,15 @@ fn audit_events_filter_and_come_newest_first(store: &dyn Store) {
         .record_audit(&event(4_000, "logout", Some(user), None))
         .unwrap();
 
-    let all = store
+    let all: Vec<AuditEvent> = store
         .audit_events(&AuditQuery {
             limit: 100,
             ..Default::default()
         })
-        .unwrap();
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event != "user_create")
+        .collect();
     let ats: Vec<Millis> = all.iter().map(|e| e.at).collect();
     assert_eq!(ats, [4_000, 3_000, 2_000, 1_000]);
     assert_eq!(
@@ -596,8 +766,9 @@ fn text_with_nul_bytes_is_recorded_not_refused(store: &dyn Store) {
         .unwrap();
     assert_eq!(found.len(), 1);
     let id = Uuid::new_v4();
-    store
-        .create_session(&NewSession {
+    open_session(
+        store,
+        &NewSession {
             session: Session {
                 id,
                 user_id: user,
@@ -615,8 +786,8 @@ fn text_with_nul_bytes_is_recorded_not_refused(store: &dyn Store) {
                 created_at: 1_000,
                 expires_at: FAR,
             },
-        })
-        .unwrap();
+        },
+    );
     assert!(store.session(id).unwrap().is_some());
 }
 

@@ -32,14 +32,17 @@ use db::{Db, Manager, PgConn};
 use uuid::Uuid;
 
 use super::health::PoolReporter;
-use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use super::{
+    AuditOf, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
+    StoreResult,
+};
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
-    RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
+    RotateOutcome, Rotation, Session, SessionOpening, User, UserCredentials, UserFilter,
 };
 
 type Conn = PooledConnection<Manager>;
@@ -427,8 +430,20 @@ impl Store for PostgresStore {
         // pool: nothing to flush.
     }
 
-    fn insert_user(&self, u: &NewUser) -> StoreResult<User> {
-        self.write(|tx| users::insert(tx, u))
+    fn insert_user(
+        &self,
+        u: &NewUser,
+        audit: &AuditEvent,
+        session: Option<&NewSession>,
+    ) -> StoreResult<User> {
+        self.write(|tx| {
+            let user = users::insert(tx, u)?;
+            audit::insert(tx, audit)?;
+            if let Some(session) = session {
+                sessions::create(tx, session)?;
+            }
+            Ok(user)
+        })
     }
 
     fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
@@ -437,10 +452,6 @@ impl Store for PostgresStore {
 
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
         self.read(|c| users::by_id(c, id))
-    }
-
-    fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>> {
-        self.write(|tx| users::record_login(tx, user_id, at))
     }
 
     fn list_users(&self, filter: &UserFilter, now: Millis) -> StoreResult<Vec<Account>> {
@@ -507,8 +518,19 @@ impl Store for PostgresStore {
         self.write(|tx| passwords::import(tx, &users, skip_existing))
     }
 
-    fn create_session(&self, new: &NewSession) -> StoreResult<()> {
-        self.write(|tx| sessions::create(tx, new))
+    fn open_session(
+        &self,
+        new: &NewSession,
+        verified_hash: &str,
+        audit: OpeningAuditOf,
+    ) -> StoreResult<SessionOpening> {
+        self.write(|tx| {
+            let outcome = sessions::open(tx, new, verified_hash)?;
+            if let Some(event) = audit(&outcome) {
+                audit::insert(tx, &event)?;
+            }
+            Ok(outcome)
+        })
     }
 
     /// A rotation whose `COMMIT` got no answer (the connection was lost while committing) may

@@ -6,10 +6,13 @@ use postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
 use super::db::Db;
-use super::users::user_at;
+use super::users::{self, user_at};
 use super::{opt_text, role, PgResult};
 use crate::domain::time::Millis;
-use crate::domain::{NewRefreshToken, RotateOutcome, Rotation, Session, User};
+use crate::domain::{
+    NewRefreshToken, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+};
+use crate::store::opening;
 use crate::store::rotation::{self, Presented, Step};
 use crate::store::NewSession;
 
@@ -31,8 +34,31 @@ fn session_row(row: &Row) -> PgResult<Session> {
     })
 }
 
-/// Creates a session and its first token in the caller's transaction (no read: nothing to lock;
-/// a user deleted meanwhile fails the foreign key, `Conflict`).
+/// `Store::open_session` in the caller's transaction: the user's row read and locked, the
+/// decision (`store::opening`), then the login recorded and the session stored.
+pub(super) fn open(
+    tx: &mut Db<'_, Transaction<'_>>,
+    new: &NewSession,
+    verified_hash: &str,
+) -> PgResult<SessionOpening> {
+    let user_id = new.session.user_id;
+    let found = users::credentials_for_session(tx, user_id)?;
+    let decided = opening::decide(user_id, found.as_ref(), verified_hash);
+    if !matches!(decided, SessionOpening::Opened(_)) {
+        return Ok(decided);
+    }
+    let Some(user) = users::record_login(tx, user_id, new.session.created_at)? else {
+        return Ok(SessionOpening::Refused {
+            user_id,
+            why: Refusal::Gone,
+        });
+    };
+    create(tx, new)?;
+    Ok(SessionOpening::Opened(user))
+}
+
+/// Creates a session and its first token in the caller's transaction (the user's row checked
+/// and locked by the caller: `open`, or `insert_user` inserting it).
 pub(super) fn create(tx: &mut Db<'_, Transaction<'_>>, new: &NewSession) -> PgResult<()> {
     let (s, t) = (&new.session, &new.token);
     tx.execute(

@@ -1,6 +1,6 @@
 //! Store layer (PostgreSQL): users.
 
-use postgres::{GenericClient, Row};
+use postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
 use super::db::Db;
@@ -48,6 +48,32 @@ pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, u: &NewUser) -> PgResul
     })
 }
 
+/// The user's row with its password hash, locked until the caller's transaction ends (see
+/// `sessions::open`).
+pub(super) fn credentials_for_session(
+    tx: &mut Db<'_, Transaction<'_>>,
+    id: Uuid,
+) -> PgResult<Option<UserCredentials>> {
+    // FOR NO KEY UPDATE: a login's check racing an admin change (`set_disabled`, `set_role`,
+    // `delete_user`) or a password change (`set_password_hash`): those UPDATE or DELETE this
+    // row, so they either committed before and are read here, or wait for this transaction
+    // and then revoke the session it opened. Not FOR SHARE: two logins of one user would both
+    // hold it and deadlock on the `last_login_at` UPDATE that follows.
+    tx.query_opt(
+        &format!("SELECT {USER_COLS}, password_hash FROM users WHERE id = $1 FOR NO KEY UPDATE"),
+        &[&id],
+    )?
+    .map(|r| credentials(&r))
+    .transpose()
+}
+
+fn credentials(r: &Row) -> PgResult<UserCredentials> {
+    Ok(UserCredentials {
+        user: user_at(r, 0)?,
+        password_hash: r.try_get(7)?,
+    })
+}
+
 pub(super) fn by_email(
     c: &mut Db<'_, impl GenericClient>,
     email: &str,
@@ -59,12 +85,7 @@ pub(super) fn by_email(
         &format!("SELECT {USER_COLS}, password_hash FROM users WHERE email = $1"),
         &[&email],
     )?
-    .map(|r| {
-        Ok(UserCredentials {
-            user: user_at(&r, 0)?,
-            password_hash: r.try_get(7)?,
-        })
-    })
+    .map(|r| credentials(&r))
     .transpose()
 }
 

@@ -24,13 +24,16 @@ use rusqlite::{Connection, ErrorCode, Row};
 use uuid::Uuid;
 
 use super::health::PoolReporter;
-use super::{AuditOf, ImportOutcome, NewSession, Store, StoreError, StoreOptions, StoreResult};
+use super::{
+    AuditOf, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
+    StoreResult,
+};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
-    RotateOutcome, Rotation, Session, User, UserCredentials, UserFilter,
+    RotateOutcome, Rotation, Session, SessionOpening, User, UserCredentials, UserFilter,
 };
 
 type Conn = PooledConnection<SqliteConnectionManager>;
@@ -262,9 +265,21 @@ impl Store for SqliteStore {
         self.writer.close();
     }
 
-    fn insert_user(&self, u: &NewUser) -> StoreResult<User> {
-        let u = u.clone();
-        self.write(move |tx| users::insert(tx, &u))
+    fn insert_user(
+        &self,
+        u: &NewUser,
+        audit: &AuditEvent,
+        session: Option<&NewSession>,
+    ) -> StoreResult<User> {
+        let (u, audit, session) = (u.clone(), audit.clone(), session.cloned());
+        self.write(move |tx| {
+            let user = users::insert(tx, &u)?;
+            audit::insert(tx, &audit)?;
+            if let Some(session) = &session {
+                sessions::create(tx, session)?;
+            }
+            Ok(user)
+        })
     }
 
     fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>> {
@@ -273,10 +288,6 @@ impl Store for SqliteStore {
 
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
         self.read(|c| users::by_id(c, id))
-    }
-
-    fn record_login(&self, user_id: Uuid, at: Millis) -> StoreResult<Option<User>> {
-        self.write(move |tx| users::record_login(tx, user_id, at))
     }
 
     fn upgrade_password_hash(
@@ -297,9 +308,20 @@ impl Store for SqliteStore {
         passwords::import_users(self, users, skip_existing, dry_run)
     }
 
-    fn create_session(&self, new: &NewSession) -> StoreResult<()> {
-        let new = new.clone();
-        self.write(move |tx| sessions::create(tx, &new))
+    fn open_session(
+        &self,
+        new: &NewSession,
+        verified_hash: &str,
+        audit: OpeningAuditOf,
+    ) -> StoreResult<SessionOpening> {
+        let (new, verified_hash) = (new.clone(), verified_hash.to_owned());
+        self.write(move |tx| {
+            let outcome = sessions::open(tx, &new, &verified_hash)?;
+            if let Some(event) = audit(&outcome) {
+                audit::insert(tx, &event)?;
+            }
+            Ok(outcome)
+        })
     }
 
     fn rotate_refresh_token(&self, r: Rotation, audit: AuditOf) -> StoreResult<RotateOutcome> {
@@ -651,38 +673,37 @@ mod tests {
         let store = open(&path);
         store.migrate().unwrap();
         let keys = RefreshTokens::new(vec![9; 32]);
-        let user = store
-            .insert_user(&NewUser {
-                id: Uuid::new_v4(),
-                email: "new@example.com".into(),
-                name: None,
-                role: Role::User,
-                password_hash: "x".into(),
-                created_at: 0,
-            })
-            .unwrap();
-        let session = Uuid::new_v4();
+        let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
         let (token, hash) = keys.issue(session);
+        let first = NewSession {
+            session: Session {
+                id: session,
+                user_id: user,
+                created_at: 0,
+                last_used_at: 0,
+                expires_at: 9_999_999_999_999,
+                revoked_at: None,
+                user_agent: None,
+                ip: None,
+                device_info: None,
+            },
+            token: NewRefreshToken {
+                hash,
+                session_id: session,
+                created_at: 0,
+                expires_at: 9_999_999_999_999,
+            },
+        };
+        let new = NewUser {
+            id: user,
+            email: "new@example.com".into(),
+            name: None,
+            role: Role::User,
+            password_hash: "x".into(),
+            created_at: 0,
+        };
         store
-            .create_session(&NewSession {
-                session: Session {
-                    id: session,
-                    user_id: user.id,
-                    created_at: 0,
-                    last_used_at: 0,
-                    expires_at: 9_999_999_999_999,
-                    revoked_at: None,
-                    user_agent: None,
-                    ip: None,
-                    device_info: None,
-                },
-                token: NewRefreshToken {
-                    hash,
-                    session_id: session,
-                    created_at: 0,
-                    expires_at: 9_999_999_999_999,
-                },
-            })
+            .insert_user(&new, &audit()(&RotateOutcome::Unknown), Some(&first))
             .unwrap();
         let (next, _) = keys.issue(session);
         let wrong = Uuid::new_v4();

@@ -93,7 +93,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::domain::{NewRefreshToken, Role, Session};
+    use crate::domain::{AuditEvent, NewRefreshToken, Role, Session, SessionOpening};
     use crate::store::{NewSession, Store, StoreOptions};
 
     fn store(dir: &tempfile::TempDir) -> SqliteStore {
@@ -119,29 +119,54 @@ mod tests {
         }
     }
 
+    fn created() -> AuditEvent {
+        AuditEvent {
+            at: 0,
+            event: "user_create".into(),
+            user_id: None,
+            email: None,
+            ip: None,
+            user_agent: None,
+            outcome: "success".into(),
+            reason: None,
+            actor: None,
+        }
+    }
+
+    /// A session of `user_id`, opened on the user's current hash.
     fn session(store: &SqliteStore, user_id: Uuid) -> Uuid {
         let id = Uuid::new_v4();
-        store
-            .create_session(&NewSession {
-                session: Session {
-                    id,
-                    user_id,
-                    created_at: 0,
-                    last_used_at: 0,
-                    expires_at: 9_999_999_999_999,
-                    revoked_at: None,
-                    user_agent: None,
-                    ip: None,
-                    device_info: None,
+        let hash = store
+            .read(|c| super::super::users::credentials_for_session(c, user_id))
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        let opened = store
+            .open_session(
+                &NewSession {
+                    session: Session {
+                        id,
+                        user_id,
+                        created_at: 0,
+                        last_used_at: 0,
+                        expires_at: 9_999_999_999_999,
+                        revoked_at: None,
+                        user_agent: None,
+                        ip: None,
+                        device_info: None,
+                    },
+                    token: NewRefreshToken {
+                        hash: id.to_string(),
+                        session_id: id,
+                        created_at: 0,
+                        expires_at: 9_999_999_999_999,
+                    },
                 },
-                token: NewRefreshToken {
-                    hash: id.to_string(),
-                    session_id: id,
-                    created_at: 0,
-                    expires_at: 9_999_999_999_999,
-                },
-            })
+                &hash,
+                Box::new(|_| Some(created())),
+            )
             .unwrap();
+        assert!(matches!(opened, SessionOpening::Opened(_)), "{opened:?}");
         id
     }
 
@@ -153,8 +178,12 @@ mod tests {
     fn set_password_hash_revokes_every_session_but_the_kept_one() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
-        let u = store.insert_user(&user("a@x.io", "old")).unwrap();
-        let other = store.insert_user(&user("b@x.io", "old")).unwrap();
+        let u = store
+            .insert_user(&user("a@x.io", "old"), &created(), None)
+            .unwrap();
+        let other = store
+            .insert_user(&user("b@x.io", "old"), &created(), None)
+            .unwrap();
         let (keep, drop1, drop2) = (
             session(&store, u.id),
             session(&store, u.id),
@@ -189,7 +218,9 @@ mod tests {
     fn an_upgrade_never_overwrites_a_hash_changed_since_the_login() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
-        let u = store.insert_user(&user("a@x.io", "verified")).unwrap();
+        let u = store
+            .insert_user(&user("a@x.io", "verified"), &created(), None)
+            .unwrap();
         store.set_password_hash(u.id, "changed", None, 1).unwrap();
         assert!(!store
             .upgrade_password_hash(u.id, "verified", "rehashed")
@@ -205,7 +236,9 @@ mod tests {
     fn an_import_is_all_or_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
-        store.insert_user(&user("old@x.io", "h")).unwrap();
+        store
+            .insert_user(&user("old@x.io", "h"), &created(), None)
+            .unwrap();
         let batch = || vec![user("new@x.io", "h"), user("old@x.io", "h2")];
         let existing = ImportOutcome::Existing(vec!["old@x.io".into()]);
         assert_eq!(store.import_users(batch(), false, false).unwrap(), existing);

@@ -4,10 +4,13 @@
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
-use super::users::user_at;
+use super::users::{self, user_at};
 use super::{parsed_col, uuid_col};
 use crate::domain::time::Millis;
-use crate::domain::{NewRefreshToken, RotateOutcome, Rotation, Session, User};
+use crate::domain::{
+    NewRefreshToken, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+};
+use crate::store::opening;
 use crate::store::rotation::{self, Presented, Step};
 use crate::store::NewSession;
 
@@ -28,7 +31,34 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
     })
 }
 
-/// `Store::create_session`, inside the caller's write transaction.
+/// `Store::open_session` inside the caller's write transaction: the user's row read, the
+/// decision (`store::opening`), then the login recorded and the session stored.
+pub(super) fn open(
+    tx: &Connection,
+    new: &NewSession,
+    verified_hash: &str,
+) -> rusqlite::Result<SessionOpening> {
+    let user_id = new.session.user_id;
+    // `BEGIN IMMEDIATE` (the writer's): no other write runs between this read and the insert,
+    // so an admin change or password change racing the login's check either committed before
+    // (and is read here) or comes after (and revokes this session).
+    let found = users::credentials_for_session(tx, user_id)?;
+    let decided = opening::decide(user_id, found.as_ref(), verified_hash);
+    if !matches!(decided, SessionOpening::Opened(_)) {
+        return Ok(decided);
+    }
+    let Some(user) = users::record_login(tx, user_id, new.session.created_at)? else {
+        return Ok(SessionOpening::Refused {
+            user_id,
+            why: Refusal::Gone,
+        });
+    };
+    create(tx, new)?;
+    Ok(SessionOpening::Opened(user))
+}
+
+/// A session and its first token, inside the caller's write transaction (the user's row
+/// checked by `open`, or inserted by `insert_user`).
 pub(super) fn create(tx: &Connection, new: &NewSession) -> rusqlite::Result<()> {
     let (s, t) = (&new.session, &new.token);
     tx.prepare_cached(

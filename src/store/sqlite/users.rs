@@ -52,16 +52,31 @@ pub(super) fn insert(tx: &Connection, u: &NewUser) -> rusqlite::Result<User> {
     })
 }
 
+fn credentials(r: &Row<'_>) -> rusqlite::Result<UserCredentials> {
+    Ok(UserCredentials {
+        user: user_row(r)?,
+        password_hash: r.get(7)?,
+    })
+}
+
 pub(super) fn by_email(c: &Connection, email: &str) -> rusqlite::Result<Option<UserCredentials>> {
     c.prepare_cached(&format!(
         "SELECT {USER_COLS}, password_hash FROM users WHERE email = ?1"
     ))?
-    .query_row([email], |r| {
-        Ok(UserCredentials {
-            user: user_row(r)?,
-            password_hash: r.get(7)?,
-        })
-    })
+    .query_row([email], credentials)
+    .optional()
+}
+
+/// The user's row with its password hash, read in the caller's write transaction (see
+/// `sessions::open`).
+pub(super) fn credentials_for_session(
+    tx: &Connection,
+    id: Uuid,
+) -> rusqlite::Result<Option<UserCredentials>> {
+    tx.prepare_cached(&format!(
+        "SELECT {USER_COLS}, password_hash FROM users WHERE id = ?1"
+    ))?
+    .query_row([id.to_string()], credentials)
     .optional()
 }
 
