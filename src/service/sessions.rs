@@ -127,11 +127,16 @@ impl Sessions {
     }
 
     /// Creates an account and signs it in on a new session.
+    ///
+    /// Errors: `Forbidden` when `registration.enabled` is false (nothing is created).
     pub async fn register(
         &self,
         input: NewUserInput,
         client: &ClientInfo,
     ) -> AppResult<AuthOutcome> {
+        if !self.core.settings.registration.enabled {
+            return Err(AppError::Forbidden);
+        }
         let user = self.users.create(input, client, Event::Register).await?;
         let tokens = self.start_session(&user, client, None).await?;
         Ok(AuthOutcome { user, tokens })
