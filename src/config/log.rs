@@ -20,7 +20,10 @@ fn check_level(level: &str) -> Result<(), String> {
         return Err(format!("is empty; {expected}"));
     }
     for directive in directives.iter().filter(|d| !d.is_empty()) {
-        let word = directive.rsplit_once('=').map_or(*directive, |(_, w)| w).trim();
+        let word = directive
+            .rsplit_once('=')
+            .map_or(*directive, |(_, w)| w)
+            .trim();
         if !LEVELS.contains(&word.to_ascii_lowercase().as_str()) {
             return Err(format!("'{word}' in '{level}' is not a level; {expected}"));
         }

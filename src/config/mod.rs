@@ -69,11 +69,7 @@ const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS];
 /// value (one trailing newline stripped), the systemd credentials and container secrets
 /// convention. A new secret key is added here and nowhere else. For the URLs the file holds
 /// the whole URL.
-const FILE_KEYS: &[&[&str]] = &[
-    jwt::FILE_KEYS,
-    database::FILE_KEYS,
-    rate_limit::FILE_KEYS,
-];
+const FILE_KEYS: &[&[&str]] = &[jwt::FILE_KEYS, database::FILE_KEYS, rate_limit::FILE_KEYS];
 
 /// The suffix of the environment variable naming a file that holds a `FILE_KEYS` value.
 const FILE_SUFFIX: &str = "_FILE";
