@@ -50,7 +50,7 @@ fn sessions_carry_the_device_info_the_login_sent() {
 
     let r = s.get_auth("/api/auth/sessions", &access);
     assert_eq!(r.status, 200, "{}", r.text);
-    let mut seen: Vec<serde_json::Value> = r.body["data"]["sessions"]
+    let seen: Vec<serde_json::Value> = r.body["data"]["sessions"]
         .as_array()
         .unwrap()
         .iter()
@@ -71,7 +71,7 @@ fn sessions_carry_the_device_info_the_login_sent() {
             .bearer_auth(&admin),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    let mut seen: Vec<serde_json::Value> = r.body["data"]["sessions"]
+    let seen: Vec<serde_json::Value> = r.body["data"]["sessions"]
         .as_array()
         .unwrap()
         .iter()
