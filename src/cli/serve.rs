@@ -17,14 +17,52 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), CliError> {
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(addr = %bound, "authd listening on http://{bound}");
+    let (stop_metrics, metrics) = serve_metrics(&settings, &state).await?;
     // Readiness for systemd's Type=notify (a no-op without NOTIFY_SOCKET).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     app::serve(state, listener, async {
         shutdown_signal().await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stop_metrics.send(true);
     })
     .await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     Ok(())
+}
+
+/// Binds `metrics.bind` when it is set and serves `/metrics` there until the returned sender
+/// says stop (the main listener's shutdown). A busy or unusable address is a start error.
+async fn serve_metrics(
+    settings: &Settings,
+    state: &crate::http::HttpState,
+) -> Result<
+    (
+        tokio::sync::watch::Sender<bool>,
+        Option<tokio::task::JoinHandle<()>>,
+    ),
+    CliError,
+> {
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let Some(addr) = settings.metrics.bind else {
+        return Ok((stop, None));
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })?;
+    tracing::info!(addr = %bound, "metrics served on http://{bound}/metrics");
+    let task = tokio::spawn(crate::http::metrics_listener::serve(
+        listener,
+        state.clone(),
+        async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        },
+    ));
+    Ok((stop, Some(task)))
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -9,6 +9,10 @@ use super::render::{d, q};
 /// The keys of `[database]`.
 pub(super) const KEYS: &[&str] = &["url", "pool_size", "auto_migrate", "busy_timeout"];
 
+/// The keys of `[database]` that may also be given as a file (`AUTHD_..._FILE`):
+/// the file holds the whole URL.
+pub(super) const FILE_KEYS: &[&str] = &["database.url"];
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     /// `database.url`, default `sqlite://data/authd.db`. Checked by the store, not here

@@ -24,6 +24,15 @@ pub(super) const KEYS: &[&str] = &[
     "key_dir",
 ];
 
+/// The keys of `[jwt]` that may also be given as a file (`AUTHD_..._FILE`).
+pub(super) const FILE_KEYS: &[&str] = &[
+    "jwt.access_secret",
+    "jwt.refresh_secret",
+    "jwt.access_secret_previous",
+    "jwt.refresh_secret_previous",
+    "jwt.key_encryption_secret",
+];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JwtAlgorithm {
     EdDsa,

@@ -6,6 +6,34 @@ use super::render::q;
 /// The keys of `[log]`.
 pub(super) const KEYS: &[&str] = &["format", "level"];
 
+/// The level words `log.level` accepts, alone or after `target=` in a filter.
+const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
+
+/// Checks `log.level`: a level word, or a comma-separated filter (`authd=debug,tower=warn`)
+/// whose every directive ends in a level word. A bare word that is not a level (`verbose`)
+/// would be read by the filter as a target name and silence every log line, so it is refused.
+fn check_level(level: &str) -> Result<(), String> {
+    let expected = "expected error, warn, info, debug, trace or a filter such as \
+                    authd=debug,tower=warn";
+    let directives: Vec<&str> = level.split(',').map(str::trim).collect();
+    if directives.iter().all(|d| d.is_empty()) {
+        return Err(format!("is empty; {expected}"));
+    }
+    for directive in directives.iter().filter(|d| !d.is_empty()) {
+        let word = directive
+            .rsplit_once('=')
+            .map_or(*directive, |(_, w)| w)
+            .trim();
+        if !LEVELS.contains(&word.to_ascii_lowercase().as_str()) {
+            return Err(format!("'{word}' in '{level}' is not a level; {expected}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(level)
+        .map(|_| ())
+        .map_err(|e| format!("'{level}' is not a valid filter ({e}); {expected}"))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Pretty,
@@ -33,14 +61,8 @@ impl LogSettings {
             }
         };
         let level = r.string("log.level");
-        if tracing_subscriber::EnvFilter::builder()
-            .parse(&level)
-            .is_err()
-        {
-            r.fail::<()>(
-                "log.level",
-                format!("'{level}' is not a valid level or filter"),
-            );
+        if let Err(why) = check_level(&level) {
+            r.fail::<()>("log.level", why);
         }
         LogSettings { format, level }
     }

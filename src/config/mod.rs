@@ -19,10 +19,12 @@ mod cookie;
 mod database;
 mod jwt;
 mod log;
+mod metrics;
 mod password;
 mod rate_limit;
 mod reader;
 mod redact;
+mod registration;
 mod render;
 mod secret;
 mod secret_strength;
@@ -33,9 +35,11 @@ pub use cookie::CookieSettings;
 pub use database::DatabaseSettings;
 pub use jwt::{JwtAlgorithm, JwtSettings};
 pub use log::{LogFormat, LogSettings};
+pub use metrics::MetricsSettings;
 pub use password::PasswordSettings;
 pub use rate_limit::RateLimitSettings;
 pub use redact::redact_url;
+pub use registration::RegistrationSettings;
 pub use secret::{check_secret_strength, Secret, SECRET_MIN_BITS};
 pub use server::{ConnectionLimits, ServerSettings};
 
@@ -54,10 +58,21 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("rate_limit", rate_limit::KEYS),
     ("cleanup", cleanup::KEYS),
     ("log", log::KEYS),
+    ("registration", registration::KEYS),
+    ("metrics", metrics::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
 const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS];
+
+/// Secret keys that can also be given as a file: `AUTHD_<SECTION>__<KEY>_FILE=/path` holds the
+/// value (one trailing newline stripped), the systemd credentials and container secrets
+/// convention. A new secret key is added here and nowhere else. For the URLs the file holds
+/// the whole URL.
+const FILE_KEYS: &[&[&str]] = &[jwt::FILE_KEYS, database::FILE_KEYS, rate_limit::FILE_KEYS];
+
+/// The suffix of the environment variable naming a file that holds a `FILE_KEYS` value.
+const FILE_SUFFIX: &str = "_FILE";
 
 /// Environment variables with the `AUTHD_` prefix that are not configuration keys.
 const NON_KEY_VARS: &[&str] = &["AUTHD_ENV", "AUTHD_CONFIG"];
@@ -73,6 +88,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub cleanup: CleanupSettings,
     pub log: LogSettings,
+    pub registration: RegistrationSettings,
+    pub metrics: MetricsSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -88,6 +105,8 @@ impl Settings {
         let rate_limit = RateLimitSettings::read(r);
         let cleanup = CleanupSettings::read(r);
         let log = LogSettings::read(r);
+        let registration = RegistrationSettings::read(r);
+        let metrics = MetricsSettings::read(r);
         Settings {
             server,
             database,
@@ -97,6 +116,8 @@ impl Settings {
             rate_limit,
             cleanup,
             log,
+            registration,
+            metrics,
             warnings,
         }
     }
@@ -112,6 +133,8 @@ impl Settings {
             self.rate_limit.to_toml(),
             self.cleanup.to_toml(),
             self.log.to_toml(),
+            self.registration.to_toml(),
+            self.metrics.to_toml(),
         ]
         .join("\n")
     }
@@ -195,7 +218,15 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
     let mut files: Vec<(String, String)> = vec![("built-in defaults".into(), DEFAULTS_TOML.into())];
     let mut optional = vec![sources.base_dir.join("config/default.toml")];
     if let Some(env) = &sources.env_name {
-        optional.push(sources.base_dir.join(format!("config/{env}.toml")));
+        let path = sources.base_dir.join(format!("config/{env}.toml"));
+        // A typo in AUTHD_ENV would otherwise silently run on the defaults.
+        if !path.exists() && unsearchable_dir(&path).is_none() {
+            warnings.push(format!(
+                "AUTHD_ENV={env} but {} does not exist; not reading it",
+                path.display()
+            ));
+        }
+        optional.push(path);
     }
     for path in optional {
         // Optional files: absent is fine; one that cannot be looked for (its directory is
@@ -232,6 +263,14 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
     }
     for (var, value) in &sources.env_vars {
         if NON_KEY_VARS.contains(&var.as_str()) {
+            continue;
+        }
+        if let Some(key) = file_env_key(var) {
+            if let Some(value) = read_secret_file(var, &key, value, sources, &mut errors) {
+                builder = builder
+                    .set_override(key, value)
+                    .expect("override of a known key");
+            }
             continue;
         }
         match env_key(var) {
@@ -279,6 +318,45 @@ fn read_file(path: &Path, files: &mut Vec<(String, String)>, errors: &mut Vec<St
     match std::fs::read_to_string(path) {
         Ok(text) => files.push((path.display().to_string(), text)),
         Err(e) => errors.push(format!("cannot read config file {}: {e}", path.display())),
+    }
+}
+
+/// `AUTHD_JWT__ACCESS_SECRET_FILE` -> `jwt.access_secret`, if that key is in `FILE_KEYS`.
+fn file_env_key(var: &str) -> Option<String> {
+    let key = env_key(var.strip_suffix(FILE_SUFFIX)?)?;
+    FILE_KEYS
+        .iter()
+        .any(|keys| keys.contains(&key.as_str()))
+        .then_some(key)
+}
+
+/// The value of `key` from the file named by `var` (`path`), one trailing newline stripped.
+/// Records an error naming the key when the key's own variable is set too, and one naming the
+/// file when it cannot be read.
+fn read_secret_file(
+    var: &str,
+    key: &str,
+    path: &str,
+    sources: &Sources,
+    errors: &mut Vec<String>,
+) -> Option<String> {
+    let plain = var.strip_suffix(FILE_SUFFIX).unwrap_or(var);
+    if sources.env_vars.iter().any(|(v, _)| v == plain) {
+        errors.push(format!(
+            "{key}: both {plain} and {var} are set; give the value one way only"
+        ));
+        return None;
+    }
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            let text = text.strip_suffix('\r').unwrap_or(text);
+            Some(text.to_string())
+        }
+        Err(e) => {
+            errors.push(format!("{var}: cannot read file {path}: {e}"));
+            None
+        }
     }
 }
 

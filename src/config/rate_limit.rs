@@ -19,6 +19,10 @@ pub(super) const KEYS: &[&str] = &[
     "ipv6_prefix",
 ];
 
+/// The keys of `[rate_limit]` that may also be given as a file (`AUTHD_..._FILE`):
+/// the file holds the whole URL.
+pub(super) const FILE_KEYS: &[&str] = &["rate_limit.redis_url"];
+
 #[derive(Debug, Clone)]
 pub struct RateLimitSettings {
     pub enabled: bool,

@@ -236,8 +236,21 @@ pub fn session_json(s: &Session, current: bool) -> Value {
         "expiresAt": rfc3339(s.expires_at),
         "userAgent": s.user_agent,
         "ip": s.ip,
+        "deviceInfo": device_info_json(s.device_info.as_deref()),
         "current": current,
     })
+}
+
+/// A session's `deviceInfo` as the login sent it: an object sent as an object (it is stored
+/// as its JSON text), a string as a string, nothing as null.
+fn device_info_json(stored: Option<&str>) -> Value {
+    match stored {
+        None => Value::Null,
+        Some(text) => match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => Value::String(text.to_string()),
+        },
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod connections;
 pub mod dto;
 pub mod filters;
 pub mod handlers;
+pub mod metrics_listener;
 pub mod reject;
 pub mod server;
 
@@ -264,8 +265,18 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state.clone())
         .and_then(meta::readyz);
+    // With `metrics.bind` set, `/metrics` lives only on that listener (`metrics_listener`).
+    let metrics_here = state.settings.metrics.bind.is_none();
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(warp::any().and_then(move || async move {
+            if metrics_here {
+                Ok(())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        }))
+        .untuple_one()
         .and(with_state)
         .and_then(meta::metrics);
     let openapi = warp::path!("openapi.yaml").and(warp::get()).map(|| {

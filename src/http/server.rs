@@ -37,7 +37,7 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// How long the accept loop pauses after accepting failed for want of a resource (most
 /// often: no file descriptor left), so it does not spin while connections close.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves until `shutdown` resolves, then stops accepting and gives in-flight requests up to
 /// `server.shutdown_grace` to finish.
@@ -232,7 +232,7 @@ fn matches_template(template: &str, path: &str) -> bool {
     }
 }
 
-async fn handle<S>(
+pub(super) async fn handle<S>(
     state: &HttpState,
     mut service: S,
     mut req: Request<Incoming>,

@@ -177,11 +177,16 @@ impl Sessions {
     }
 
     /// Creates an account and signs it in on a new session.
+    ///
+    /// Errors: `Forbidden` when `registration.enabled` is false (nothing is created).
     pub async fn register(
         &self,
         input: NewUserInput,
         client: &ClientInfo,
     ) -> AppResult<AuthOutcome> {
+        if !self.core.settings.registration.enabled {
+            return Err(AppError::Forbidden);
+        }
         let (new, refresh_token) = self.new_session(Uuid::new_v4(), client, None);
         let (session_id, now) = (new.session.id, new.session.created_at);
         let user = self

@@ -297,6 +297,7 @@ fn sessions_are_listed_and_revoked() {
             keys_of(sess),
             [
                 "createdAt",
+                "deviceInfo",
                 "expiresAt",
                 "id",
                 "ip",

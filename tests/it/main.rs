@@ -38,6 +38,7 @@ mod logs;
 mod migrate_data;
 mod multi_instance;
 mod openapi;
+mod operator_config;
 mod password_chars;
 mod postgres_backend;
 mod process;

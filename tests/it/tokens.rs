@@ -492,6 +492,7 @@ fn sessions_lists_live_sessions_and_marks_the_current_one() {
         "expiresAt",
         "userAgent",
         "ip",
+        "deviceInfo",
         "current",
     ]
     .into();
