@@ -204,3 +204,11 @@ fn unknown_env_vars_warn() {
     let s = with_env(&[("AUTHD_SERVER__BND", "x")]).unwrap();
     assert!(s.warnings.iter().any(|w| w.contains("AUTHD_SERVER__BND")));
 }
+
+#[test]
+fn edit_distance_counts_a_swap_as_one_edit() {
+    assert_eq!(super::edit_distance("bnid", "bind"), 1);
+    assert_eq!(super::edit_distance("access_tl", "access_ttl"), 1);
+    assert_eq!(super::edit_distance("", "abc"), 3);
+    assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+}

@@ -261,7 +261,11 @@ impl Accounts {
     /// Disables the account and revokes its sessions (one transaction). An admin cannot
     /// disable itself, and over HTTP not the last enabled admin (see `last_admin`).
     pub async fn disable(&self, by: &Acting, id: Uuid) -> AppResult<Changed> {
-        refuse_self(by, id, "names the acting admin: an admin cannot disable itself")?;
+        refuse_self(
+            by,
+            id,
+            "names the acting admin: an admin cannot disable itself",
+        )?;
         let policy = last_admin(by);
         let (user, n, last) = done(
             self.core
@@ -293,7 +297,11 @@ impl Accounts {
     /// `sessions` is how many live sessions it had, `account` as it was. An admin cannot
     /// delete itself, and over HTTP not the last enabled admin.
     pub async fn delete(&self, by: &Acting, id: Uuid) -> AppResult<Changed> {
-        refuse_self(by, id, "names the acting admin: an admin cannot delete itself")?;
+        refuse_self(
+            by,
+            id,
+            "names the acting admin: an admin cannot delete itself",
+        )?;
         let policy = last_admin(by);
         let (user, n, last) = done(
             self.core
