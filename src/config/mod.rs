@@ -88,6 +88,17 @@ impl Settings {
         let rate_limit = RateLimitSettings::read(r);
         let cleanup = CleanupSettings::read(r);
         let log = LogSettings::read(r);
+        // authd has no TLS listener: reached directly on a non-loopback address, browsers
+        // talk plain HTTP to it and never send the Secure refresh cookie back.
+        if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
+            warnings.push(format!(
+                "server.bind {} is plain HTTP on a non-loopback address and server.trusted_proxies \
+                 is empty: browsers will not send the Secure refresh cookie (cookie.secure) over \
+                 plain HTTP, so every refresh will be 401 TOKEN_MISSING; put authd behind an \
+                 HTTPS proxy listed in server.trusted_proxies",
+                server.bind
+            ));
+        }
         Settings {
             server,
             database,

@@ -727,3 +727,22 @@ fn a_database_that_cannot_be_opened_is_one_line() {
         out.error_line();
     }
 }
+
+#[test]
+fn plain_http_on_a_public_address_with_a_secure_cookie_is_warned_about() {
+    let warned = |env: &[(&str, &str)]| {
+        let out = check_config_with("", env);
+        out.ok();
+        format!("{}{}", out.stdout, out.stderr).contains("plain HTTP on a non-loopback address")
+    };
+    assert!(warned(&[("AUTHD_SERVER__BIND", "0.0.0.0:8080")]));
+    assert!(!warned(&[("AUTHD_SERVER__BIND", "127.0.0.1:8080")]));
+    assert!(!warned(&[
+        ("AUTHD_SERVER__BIND", "0.0.0.0:8080"),
+        ("AUTHD_SERVER__TRUSTED_PROXIES", "10.0.0.1"),
+    ]));
+    assert!(!warned(&[
+        ("AUTHD_SERVER__BIND", "0.0.0.0:8080"),
+        ("AUTHD_COOKIE__SECURE", "false"),
+    ]));
+}
