@@ -34,6 +34,11 @@ pub enum AppError {
     /// 401 `TOKEN_MISSING`: no token was presented.
     #[error("authentication token is missing")]
     TokenMissing,
+    /// 401 `TOKEN_MISSING`, said with the likely cause: no refresh token came, the refresh
+    /// cookie is `Secure` (`cookie.secure`), and the request came over plain HTTP, where a
+    /// browser never sends a `Secure` cookie.
+    #[error("authentication token is missing: the refresh cookie is Secure (cookie.secure = true), so a browser sends it only over HTTPS, and this request came over plain HTTP")]
+    TokenMissingOverHttp,
     /// 401 `TOKEN_INVALID`: malformed, wrongly signed, wrong type or wrong claims.
     #[error("token is invalid")]
     TokenInvalid,
@@ -93,7 +98,7 @@ impl AppError {
             AppError::Validation(_) => "VALIDATION_ERROR",
             AppError::MalformedJson => "MALFORMED_JSON",
             AppError::InvalidCredentials => "INVALID_CREDENTIALS",
-            AppError::TokenMissing => "TOKEN_MISSING",
+            AppError::TokenMissing | AppError::TokenMissingOverHttp => "TOKEN_MISSING",
             AppError::TokenInvalid => "TOKEN_INVALID",
             AppError::TokenExpired => "TOKEN_EXPIRED",
             AppError::TokenRevoked => "TOKEN_REVOKED",

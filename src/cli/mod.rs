@@ -137,6 +137,42 @@ impl From<config::ConfigError> for CliError {
     }
 }
 
+/// Why `run` failed: the one error line, and the lines that may follow it (a TOML syntax
+/// error's offending line and caret). Each line is shown escaped on its own.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: CliError,
+    pub detail: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)?;
+        for line in &self.detail {
+            write!(f, "\n{}", Shown(line))?;
+        }
+        Ok(())
+    }
+}
+
+impl From<CliError> for Failure {
+    fn from(error: CliError) -> Self {
+        Failure {
+            error,
+            detail: Vec::new(),
+        }
+    }
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure {
+            detail: e.details().into_iter().map(String::from).collect(),
+            error: e.into(),
+        }
+    }
+}
+
 /// The blocking pool's size: 16 threads per core. Its work is short (SQLite statements;
 /// bcrypt is bounded separately, to one verification per core), so a pool smaller than the
 /// number of requests in flight keeps its threads busy taking the next task instead of
@@ -148,11 +184,11 @@ fn blocking_threads() -> usize {
 }
 
 /// Loads the configuration, sets up logging, and runs the command.
-pub fn run(cli: Cli) -> Result<(), CliError> {
+pub fn run(cli: Cli) -> Result<(), Failure> {
     // Commands that need no configuration.
     let cli = match cli.command {
-        Command::Completions(args) => return completions::completions(args),
-        Command::ManPages(args) => return completions::man_pages(args),
+        Command::Completions(args) => return Ok(completions::completions(args)?),
+        Command::ManPages(args) => return Ok(completions::man_pages(args)?),
         command => Cli { command, ..cli },
     };
     let (sources, source_warnings) = Sources::from_process(cli.config.clone())?;
@@ -177,7 +213,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         .max_blocking_threads(blocking_threads())
         .build()
         .map_err(|e| CliError(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         match cli.command {
             Command::Serve => serve::run(settings).await,
             Command::Migrate(args) => migrate::run(settings, args).await,
@@ -193,7 +229,8 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             Command::Healthcheck(args) => healthcheck::run(settings, args).await,
             Command::Completions(_) | Command::ManPages(_) => unreachable!("handled above"),
         }
-    })
+    });
+    Ok(outcome?)
 }
 
 /// Logs go to stdout for `serve` (at `log.level`) and to stderr for the other commands

@@ -7,12 +7,14 @@ use crate::app::{self, Schema, StartError};
 use crate::config::Settings;
 
 pub async fn run(settings: Arc<Settings>) -> Result<(), CliError> {
-    let core = app::open_core(settings.clone(), Schema::Ready).await?;
-    let state = app::http_state(core).await?;
+    // Bind first: a busy port is reported before anything is created on disk (the data
+    // directory, the database, its migrations, the signing keys).
     let addr = settings.server.bind;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
+    let core = app::open_core(settings.clone(), Schema::Ready).await?;
+    let state = app::http_state(core).await?;
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;

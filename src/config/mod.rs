@@ -107,6 +107,17 @@ impl Settings {
         let log = LogSettings::read(r);
         let registration = RegistrationSettings::read(r);
         let metrics = MetricsSettings::read(r);
+        // authd has no TLS listener: reached directly on a non-loopback address, browsers
+        // talk plain HTTP to it and never send the Secure refresh cookie back.
+        if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
+            warnings.push(format!(
+                "server.bind {} is plain HTTP on a non-loopback address and server.trusted_proxies \
+                 is empty: browsers will not send the Secure refresh cookie (cookie.secure) over \
+                 plain HTTP, so every refresh will be 401 TOKEN_MISSING; put authd behind an \
+                 HTTPS proxy listed in server.trusted_proxies",
+                server.bind
+            ));
+        }
         Settings {
             server,
             database,
@@ -140,13 +151,31 @@ impl Settings {
     }
 }
 
-/// Every problem found in the configuration, each naming its key.
+/// Every problem found in the configuration, each naming its key, in a stable order: files
+/// in layer order (each file's unknown keys sorted), then `AUTHD_*` variables sorted by name,
+/// then the sections' keys in their documented order.
+///
+/// An entry's first line is its summary; further lines (a TOML syntax error's offending line
+/// and caret) are its detail, shown by `details`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError(pub Vec<String>);
 
+impl ConfigError {
+    /// The detail lines of every entry, in order (empty when no entry has any).
+    pub fn details(&self) -> Vec<&str> {
+        self.0.iter().flat_map(|e| e.lines().skip(1)).collect()
+    }
+}
+
 impl fmt::Display for ConfigError {
+    /// One line: every entry's summary, joined by `; `.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration: {}", self.0.join("; "))
+        let summaries: Vec<&str> = self
+            .0
+            .iter()
+            .map(|e| e.lines().next().unwrap_or(""))
+            .collect();
+        write!(f, "invalid configuration: {}", summaries.join("; "))
     }
 }
 
@@ -258,10 +287,13 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
                 check_unknown_keys(&single, label, &mut errors);
                 builder = builder.add_source(File::from_str(text, FileFormat::Toml));
             }
-            Err(e) => errors.push(format!("{label}: {e}")),
+            Err(e) => errors.push(toml_error(label, &e.to_string())),
         }
     }
-    for (var, value) in &sources.env_vars {
+    // Sorted, so errors and warnings come in the same order whatever the environment's.
+    let mut env_vars: Vec<&(String, String)> = sources.env_vars.iter().collect();
+    env_vars.sort();
+    for (var, value) in env_vars {
         if NON_KEY_VARS.contains(&var.as_str()) {
             continue;
         }
@@ -291,7 +323,8 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
                     .expect("override of a known key");
             }
             None => warnings.push(format!(
-                "ignoring unknown environment variable {var} (expected AUTHD_<SECTION>__<KEY>)"
+                "ignoring unknown environment variable {var} (expected AUTHD_<SECTION>__<KEY>){}",
+                env_suggestion(var)
             )),
         }
     }
@@ -382,22 +415,104 @@ fn check_unknown_keys(cfg: &Config, label: &str, errors: &mut Vec<String>) {
         errors.push(format!("{label}: not a table of sections"));
         return;
     };
+    // `config::Map` is a hash map: sort, so the errors come in the same order on every run.
+    let mut table: Vec<_> = table.into_iter().collect();
+    table.sort_by(|a, b| a.0.cmp(&b.0));
     for (section, value) in table {
-        if !KNOWN_KEYS.iter().any(|(s, _)| *s == section) {
-            errors.push(format!("{label}: unknown section [{section}]"));
+        let Some((_, known)) = KNOWN_KEYS.iter().find(|(s, _)| *s == section) else {
+            let sections = KNOWN_KEYS.iter().map(|(s, _)| s.to_string());
+            let hint = did_you_mean(&section, sections, |s| format!("[{s}]"));
+            errors.push(format!("{label}: unknown section [{section}]{hint}"));
             continue;
-        }
+        };
         match value.into_table() {
             Ok(keys) => {
-                for key in keys.keys() {
+                let mut keys: Vec<&String> = keys.keys().collect();
+                keys.sort();
+                for key in keys {
                     if !is_known(&section, key) {
-                        errors.push(format!("{label}: unknown key {section}.{key}"));
+                        let names = known.iter().map(|k| k.to_string());
+                        let hint = did_you_mean(key, names, |k| format!("{section}.{k}"));
+                        errors.push(format!("{label}: unknown key {section}.{key}{hint}"));
                     }
                 }
             }
             Err(_) => errors.push(format!("{label}: {section} must be a table")),
         }
     }
+}
+
+/// A TOML syntax error as a summary line naming the file, line and column and the parser's
+/// reason, followed by the parser's snippet (the offending line with a caret under the
+/// column) as detail lines.
+fn toml_error(label: &str, raw: &str) -> String {
+    let lines: Vec<&str> = raw.lines().filter(|l| !l.trim().is_empty()).collect();
+    let [head, snippet @ .., why] = lines.as_slice() else {
+        return format!("{label}: {}", raw.trim());
+    };
+    let mut out = format!("{label}: {}: {}", head.trim(), why.trim());
+    for line in snippet {
+        out.push_str(&format!("\n  {line}"));
+    }
+    out
+}
+
+/// `" (did you mean `X`?)"` for the nearest of `names` to `given`, when one is close enough to
+/// be a typo (at most a third of its letters, and 1 to 3 edits, away); else `""`.
+fn did_you_mean(
+    given: &str,
+    names: impl Iterator<Item = String>,
+    show: impl Fn(&str) -> String,
+) -> String {
+    let given_lower = given.to_ascii_lowercase();
+    let best = names
+        .map(|n| (edit_distance(&given_lower, &n), n))
+        .min_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+    match best {
+        Some((d, name)) if d <= (given.chars().count() / 3).clamp(1, 3) => {
+            format!(" (did you mean `{}`?)", show(&name))
+        }
+        _ => String::new(),
+    }
+}
+
+/// The suggestion for an unknown `AUTHD_*` variable: the nearest known key's variable.
+fn env_suggestion(var: &str) -> String {
+    let given = var
+        .strip_prefix("AUTHD_")
+        .unwrap_or(var)
+        .to_ascii_lowercase();
+    let names = KNOWN_KEYS
+        .iter()
+        .flat_map(|(s, keys)| keys.iter().map(move |k| format!("{s}__{k}")));
+    did_you_mean(&given, names, |n| {
+        format!("AUTHD_{}", n.to_ascii_uppercase())
+    })
+}
+
+/// Edit distance between `a` and `b`, by characters: insertions, deletions, substitutions
+/// and swaps of two neighbours (`bnid` is one edit from `bind`).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 #[cfg(test)]

@@ -310,3 +310,11 @@ fn guessable_secrets_are_refused_whatever_their_alphabet() {
     }
     assert!(accepted.is_empty(), "accepted: {accepted:?}");
 }
+
+#[test]
+fn edit_distance_counts_a_swap_as_one_edit() {
+    assert_eq!(super::edit_distance("bnid", "bind"), 1);
+    assert_eq!(super::edit_distance("access_tl", "access_ttl"), 1);
+    assert_eq!(super::edit_distance("", "abc"), 3);
+    assert_eq!(super::edit_distance("kitten", "sitting"), 3);
+}

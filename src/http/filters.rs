@@ -24,6 +24,8 @@ use crate::service::{Accounts, Acting, Presented, Principal};
 pub struct RequestMeta {
     pub client_ip: IpAddr,
     pub headers: HeaderMap,
+    /// The request came over plain HTTP (`server::plain_http`).
+    pub plain_http: bool,
 }
 
 /// The request's metadata; every route runs behind `server::serve`, which sets it.
@@ -102,6 +104,11 @@ pub fn acting_admin(
         .and_then(|who: Principal, client: ClientInfo| async move {
             Accounts::acting_admin(&who, client).map_err(Rejection::from)
         })
+}
+
+/// Whether the request came over plain HTTP (`server::plain_http`).
+pub fn plain_http() -> impl Filter<Extract = (bool,), Error = Rejection> + Clone {
+    request().map(|req: Arc<RequestMeta>| req.plain_http)
 }
 
 /// The refresh cookie as the request carries it: see `refresh_cookie_of`.

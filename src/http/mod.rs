@@ -26,8 +26,8 @@ use crate::service::{Accounts, Admin, LoginInput, NewUserInput, PasswordChange, 
 use budget::RequestBudget;
 use dto::{EmptyBody, RefreshBody, RoleBody};
 use filters::{
-    acting_admin, authenticated, client, json_body, refresh_cookie, same_origin_or_allowed,
-    BodyLimits,
+    acting_admin, authenticated, client, json_body, plain_http, refresh_cookie,
+    same_origin_or_allowed, BodyLimits,
 };
 use handlers::{admin, auth, meta, passwords, sessions};
 
@@ -214,6 +214,7 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(client())
         .and(cookie.clone())
         .and(json_body::<RefreshBody>(limit, true))
+        .and(plain_http())
         .and_then(auth::refresh);
     let logout = warp::path!("api" / "auth" / "logout")
         .and(warp::post())
@@ -222,6 +223,7 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(client())
         .and(cookie)
         .and(json_body::<RefreshBody>(limit, true))
+        .and(plain_http())
         .and_then(auth::logout);
     let logout_all = warp::path!("api" / "auth" / "logout-all")
         .and(warp::post())

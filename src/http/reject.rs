@@ -31,6 +31,7 @@ pub fn status(e: &AppError) -> StatusCode {
         AppError::Validation(_) | AppError::MalformedJson => StatusCode::BAD_REQUEST,
         AppError::InvalidCredentials
         | AppError::TokenMissing
+        | AppError::TokenMissingOverHttp
         | AppError::TokenInvalid
         | AppError::TokenExpired
         | AppError::TokenRevoked => StatusCode::UNAUTHORIZED,
@@ -85,7 +86,9 @@ pub fn error_response(e: &AppError) -> Response {
         AppError::TokenRevoked => Some(
             r#"Bearer realm="authd", error="invalid_token", error_description="the token has been revoked""#,
         ),
-        AppError::TokenMissing | AppError::InvalidCredentials => Some(r#"Bearer realm="authd""#),
+        AppError::TokenMissing | AppError::TokenMissingOverHttp | AppError::InvalidCredentials => {
+            Some(r#"Bearer realm="authd""#)
+        }
         _ => None,
     };
     if let Some(c) = challenge {

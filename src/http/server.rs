@@ -163,6 +163,22 @@ fn request_id(req: &Request<Incoming>) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string())
 }
 
+/// Whether the request came over plain HTTP. authd has no TLS listener, so a direct
+/// connection (the peer is not in `trusted`) is plain HTTP; from a trusted proxy, its
+/// `X-Forwarded-Proto` is believed (the first value; anything but `https` is plain).
+pub fn plain_http(peer: IpAddr, headers: &http::HeaderMap, trusted: &[IpNet]) -> bool {
+    let peer = ip::canonical(peer);
+    if !trusted.iter().any(|net| net.contains(&peer)) {
+        return true;
+    }
+    let proto = headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim);
+    !proto.is_some_and(|p| p.eq_ignore_ascii_case("https"))
+}
+
 /// The peer, or when the peer is a trusted proxy, the right-most untrusted address of
 /// `X-Forwarded-For`. Every address (the peer, each hop) is taken in its canonical form, so an
 /// IPv4-mapped `::ffff:a.b.c.d` is `a.b.c.d` when matched against `trusted` (whose mapped
@@ -270,6 +286,11 @@ where
             let meta = RequestMeta {
                 client_ip,
                 headers: req.headers().clone(),
+                plain_http: plain_http(
+                    peer.ip(),
+                    req.headers(),
+                    &state.settings.server.trusted_proxies,
+                ),
             };
             req.extensions_mut().insert(Arc::new(meta));
             match service.call(req).instrument(span.clone()).await {

@@ -608,3 +608,49 @@ fn own_listed_and_absent_origins_may_refresh_and_log_out() {
             .assert_error(401, "TOKEN_MISSING");
     }
 }
+
+/// POSTs `{}` to refresh and logout (no token, no cookie), with `proto` as
+/// `X-Forwarded-Proto`; returns both messages after checking the 401 `TOKEN_MISSING`.
+fn missing_token_messages(s: &TestServer, proto: Option<&str>) -> Vec<String> {
+    ["/api/auth/refresh", "/api/auth/logout"]
+        .iter()
+        .map(|path| {
+            let mut req = s.post(path).json(&json!({}));
+            if let Some(p) = proto {
+                req = req.header("X-Forwarded-Proto", p);
+            }
+            let r = send(req);
+            r.assert_error(401, "TOKEN_MISSING");
+            r.body["message"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_missing_token_over_plain_http_with_a_secure_cookie_says_why() {
+    let says_https = |m: &String| m.contains("Secure") && m.contains("HTTPS");
+
+    // A direct connection: authd has no TLS listener, so it is plain HTTP, whatever a
+    // client claims in X-Forwarded-Proto.
+    let direct = TestServer::start();
+    for proto in [None, Some("https")] {
+        for m in missing_token_messages(&direct, proto) {
+            assert!(says_https(&m), "{proto:?}: {m}");
+        }
+    }
+
+    // Behind a trusted proxy: its X-Forwarded-Proto is believed.
+    let proxied = TestServer::with(&[("AUTHD_SERVER__TRUSTED_PROXIES", "127.0.0.1")]);
+    for m in missing_token_messages(&proxied, Some("https")) {
+        assert!(!says_https(&m), "over HTTPS: {m}");
+    }
+    for m in missing_token_messages(&proxied, Some("http")) {
+        assert!(says_https(&m), "over HTTP: {m}");
+    }
+
+    // A cookie that is not Secure explains nothing.
+    let insecure = TestServer::with(&[("AUTHD_COOKIE__SECURE", "false")]);
+    for m in missing_token_messages(&insecure, None) {
+        assert!(!says_https(&m), "not Secure: {m}");
+    }
+}

@@ -952,3 +952,26 @@ fn a_database_newer_than_the_binary_is_refused() {
     let line = serve.error_line();
     assert!(line.to_lowercase().contains("newer"), "{line}");
 }
+
+#[test]
+fn serve_on_a_busy_port_exits_1_before_creating_anything() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(
+        authd(dir.path())
+            .env("AUTHD_SERVER__BIND", &addr)
+            .arg("serve"),
+        None,
+    );
+    let line = out.error_line();
+    assert!(
+        line.contains("cannot listen on") && line.contains(&addr),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("data/authd.db").exists() && !dir.path().join("data").exists(),
+        "a busy port leaves no database behind"
+    );
+    drop(busy);
+}

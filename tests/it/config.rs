@@ -236,11 +236,95 @@ fn unknown_keys_sections_and_bad_files_are_refused() {
             "[jwt]\nissuer = \"me\"\naccess_tll = \"5m\"\n",
             &["jwt.access_tll"],
         ),
-        file_refusal("not TOML", "[server\nbind = \n", &["custom.toml"]),
     ];
     for case in &cases {
         assert_refused(case);
     }
+}
+
+/// `authd --config custom.toml check-config` in a fresh directory with `body` and `env`.
+fn check_config_with(body: &str, env: &[(&str, &str)]) -> crate::cli::Run {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("custom.toml"), body).unwrap();
+    let out = run(
+        authd(dir.path()).envs(env.iter().copied()).args([
+            "--config",
+            "custom.toml",
+            "check-config",
+        ]),
+        None,
+    );
+    assert!(!dir.path().join("data").exists(), "{out:#?}");
+    out
+}
+
+#[test]
+fn a_toml_syntax_error_shows_the_file_line_column_and_a_caret() {
+    let out = check_config_with("[server]\nbind = \"127.0.0.1:0\"\nfoo = \n", &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:#?}");
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines[0].starts_with("error: invalid configuration: custom.toml")
+            && lines[0].contains("line 3, column 7"),
+        "{out:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.trim_end().ends_with("3 | foo =")),
+        "the offending line: {out:#?}"
+    );
+    let caret = lines.iter().position(|l| l.trim_end().ends_with('^'));
+    let offending = lines.iter().position(|l| l.contains("3 | foo ="));
+    assert_eq!(caret, offending.map(|i| i + 1), "caret under it: {out:#?}");
+    assert!(!out.stderr.contains("panicked"), "{out:#?}");
+}
+
+#[test]
+fn unknown_keys_get_a_did_you_mean_and_a_stable_order() {
+    let body = "[server]\nbnid = \"x\"\nzzzz = 1\n[jwt]\naccess_tl = \"5m\"\n[sever]\n";
+    let first = check_config_with(body, &[]);
+    let line = first.error_line();
+    assert!(
+        line.contains("server.bnid (did you mean `server.bind`?)"),
+        "{line}"
+    );
+    assert!(
+        line.contains("jwt.access_tl (did you mean `jwt.access_ttl`?)"),
+        "{line}"
+    );
+    assert!(
+        line.contains("[sever] (did you mean `[server]`?)"),
+        "{line}"
+    );
+    assert!(
+        line.contains("server.zzzz") && !line.contains("server.zzzz (did"),
+        "no suggestion when nothing is close: {line}"
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            check_config_with(body, &[]).error_line(),
+            line,
+            "same order"
+        );
+    }
+
+    let env = [
+        ("AUTHD_SERVER__BNID", "x"),
+        ("AUTHD_JWT__ACCES_TTL", "5m"),
+        ("AUTHD_SERVER__BIND", "127.0.0.1:0"),
+    ];
+    let out = check_config_with("", &env);
+    let text = format!("{}{}", out.stdout, out.stderr);
+    assert!(
+        text.contains("AUTHD_SERVER__BNID") && text.contains("did you mean `AUTHD_SERVER__BIND`?"),
+        "{out:#?}"
+    );
+    assert!(
+        text.contains("did you mean `AUTHD_JWT__ACCESS_TTL`?"),
+        "{out:#?}"
+    );
+    let jwt = text.find("AUTHD_JWT__ACCES_TTL").unwrap();
+    let server = text.find("AUTHD_SERVER__BNID").unwrap();
+    assert!(jwt < server, "warnings sorted by name: {out:#?}");
 }
 
 #[test]
@@ -663,4 +747,23 @@ fn a_prefixed_cookie_name_without_secure_is_refused() {
             hidden: None,
         });
     }
+}
+
+#[test]
+fn plain_http_on_a_public_address_with_a_secure_cookie_is_warned_about() {
+    let warned = |env: &[(&str, &str)]| {
+        let out = check_config_with("", env);
+        out.ok();
+        format!("{}{}", out.stdout, out.stderr).contains("plain HTTP on a non-loopback address")
+    };
+    assert!(warned(&[("AUTHD_SERVER__BIND", "0.0.0.0:8080")]));
+    assert!(!warned(&[("AUTHD_SERVER__BIND", "127.0.0.1:8080")]));
+    assert!(!warned(&[
+        ("AUTHD_SERVER__BIND", "0.0.0.0:8080"),
+        ("AUTHD_SERVER__TRUSTED_PROXIES", "10.0.0.1"),
+    ]));
+    assert!(!warned(&[
+        ("AUTHD_SERVER__BIND", "0.0.0.0:8080"),
+        ("AUTHD_COOKIE__SECURE", "false"),
+    ]));
 }

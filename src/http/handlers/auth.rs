@@ -8,6 +8,7 @@ use warp::Rejection;
 use super::{envelope, envelope_with_message, with_cookie};
 use crate::domain::views::user_json;
 use crate::domain::ClientInfo;
+use crate::error::AppError;
 use crate::http::dto::{tokens_json, EmptyBody, RefreshBody};
 use crate::http::HttpState;
 use crate::service::{AuthOutcome, LoginInput, NewUserInput, Presented, Principal};
@@ -44,9 +45,14 @@ pub async fn refresh(
     client: ClientInfo,
     cookie: Presented,
     body: RefreshBody,
+    plain_http: bool,
 ) -> Result<Response, Rejection> {
     let token = Presented::body_over_cookie(body.refresh_token, cookie);
-    let tokens = state.sessions.refresh(token, &client).await?;
+    let tokens = state
+        .sessions
+        .refresh(token, &client)
+        .await
+        .map_err(|e| why_missing(e, &state, plain_http))?;
     let cookie = state.refresh_cookie(&tokens.refresh_token);
     Ok(with_cookie(
         envelope(StatusCode::OK, Value::Object(tokens_json(&tokens))),
@@ -59,9 +65,14 @@ pub async fn logout(
     client: ClientInfo,
     cookie: Presented,
     body: RefreshBody,
+    plain_http: bool,
 ) -> Result<Response, Rejection> {
     let token = Presented::body_over_cookie(body.refresh_token, cookie);
-    state.sessions.logout(token, &client).await?;
+    state
+        .sessions
+        .logout(token, &client)
+        .await
+        .map_err(|e| why_missing(e, &state, plain_http))?;
     Ok(with_cookie(
         envelope_with_message("logged out", Default::default()),
         state.clear_cookie(),
@@ -81,4 +92,15 @@ pub async fn logout_all(
         envelope_with_message("all sessions revoked", data),
         state.clear_cookie(),
     ))
+}
+
+/// A missing refresh token on a plain-HTTP request while the cookie is `Secure` is most
+/// likely the browser withholding the cookie: same status and code, a message that says so.
+fn why_missing(e: AppError, state: &HttpState, plain_http: bool) -> AppError {
+    match e {
+        AppError::TokenMissing if plain_http && state.settings.cookie.secure => {
+            AppError::TokenMissingOverHttp
+        }
+        e => e,
+    }
 }
