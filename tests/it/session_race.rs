@@ -160,6 +160,9 @@ fn logins_racing_a_disable_leave_no_session_live_after_enable() {
 
 /// (c) Logins of an admin racing `users set-role user`: no live session whose access token
 /// says `role=admin`.
+/// (The code before `Store::open_session` read the row again after bcrypt, taking the role
+/// from it, so its window was only between that read and the session's insert, which this
+/// does not reach; (d) likewise. Both hold the rule over the bcrypt window.)
 #[test]
 fn logins_racing_a_demotion_leave_no_live_admin_token() {
     let s = server();
