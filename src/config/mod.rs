@@ -290,9 +290,11 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
             Err(e) => errors.push(toml_error(label, &e.to_string())),
         }
     }
-    // Sorted, so errors and warnings come in the same order whatever the environment's.
+    // Sorted by name, so errors and warnings come in the same order whatever the
+    // environment's. The sort is stable: of two entries with one name (a caller's overrides
+    // after the process environment), the later still wins.
     let mut env_vars: Vec<&(String, String)> = sources.env_vars.iter().collect();
-    env_vars.sort();
+    env_vars.sort_by(|a, b| a.0.cmp(&b.0));
     for (var, value) in env_vars {
         if NON_KEY_VARS.contains(&var.as_str()) {
             continue;

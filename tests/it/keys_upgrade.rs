@@ -10,8 +10,6 @@ use authd::crypto::jwt::AccessTokens;
 use authd::crypto::keys::AccessKeyMaterial;
 use authd::crypto::refresh::RefreshTokens;
 use authd::domain::time::now_ms;
-use authd::domain::{AuditEvent, NewRefreshToken, NewUser, Role, Session};
-use authd::store::{NewSession, StoreOptions};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine;
 use ed25519_dalek::pkcs8::EncodePrivateKey;
@@ -68,68 +66,36 @@ fn tokens_issued_with_key_files_keep_working_after_the_upgrade() {
             .run(&mut conn)
             .unwrap();
     }
-    let store = authd::store::open(
-        &format!("sqlite://{}", db.display()),
-        &StoreOptions {
-            pool_size: 1,
-            busy_timeout: Duration::from_secs(5),
-            health: authd::store::health::DbHealth::uncounted(),
-        },
-    )
-    .unwrap();
     let email = unique_email("upgrade");
     let (user_id, session_id, now) = (Uuid::new_v4(), Uuid::new_v4(), now_ms());
     let password_hash = bcrypt::hash(PASSWORD, 10).unwrap();
-    let created = AuditEvent {
-        at: now,
-        event: "user_create".into(),
-        user_id: Some(user_id),
-        email: Some(email.clone()),
-        ip: None,
-        user_agent: None,
-        outcome: "success".into(),
-        reason: None,
-        actor: None,
-    };
     // The tokens it issued: the same signing code, with the keys from its files.
     let refresh_tokens = RefreshTokens::new(refresh_key.to_vec());
     let (old_refresh, hash) = refresh_tokens.issue(session_id);
     let expires = now + 7 * 86_400_000;
-    let session = NewSession {
-        session: Session {
-            id: session_id,
-            user_id,
-            created_at: now,
-            last_used_at: now,
-            expires_at: expires,
-            revoked_at: None,
-            user_agent: None,
-            ip: None,
-            device_info: None,
-        },
-        token: NewRefreshToken {
-            hash,
-            session_id,
-            created_at: now,
-            expires_at: expires,
-        },
-    };
-    store
-        .insert_user(
-            &NewUser {
-                id: user_id,
-                email: email.clone(),
-                name: None,
-                role: Role::User,
-                password_hash,
-                created_at: now,
-            },
-            &created,
-            Some(&session),
+    // Its rows, written as the older authd wrote them at V4 (today's store writes columns
+    // and audit rows that V4 does not have).
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute(
+            "INSERT INTO users (id, email, role, password_hash, created_at)
+             VALUES (?1, ?2, 'user', ?3, ?4)",
+            rusqlite::params![user_id.to_string(), email, password_hash, now],
         )
         .unwrap();
-    store.close();
-    drop(store);
+        conn.execute(
+            "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at)
+             VALUES (?1, ?2, ?3, ?3, ?4)",
+            rusqlite::params![session_id.to_string(), user_id.to_string(), now, expires],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO refresh_tokens (session_id, token_hash, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            rusqlite::params![session_id.to_string(), hash, now, expires],
+        )
+        .unwrap();
+    }
     let access_tokens = AccessTokens::new(
         &AccessKeyMaterial::Ed25519(access_key.clone()),
         "authd",

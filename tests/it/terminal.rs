@@ -18,6 +18,13 @@ const HOSTILE: &str = "\x1b[2j\x07a\r\n2026-01-01t00:00:00z  login  success  \u{
 /// `HOSTILE` as a terminal must show it.
 const HOSTILE_SHOWN: &str =
     "\\x1b[2j\\x07a\\r\\n2026-01-01t00:00:00z  login  success  \\u{9b}31m\\u{202e}";
+/// `HOSTILE` as a login stores it (`validate::login_email`: every control character, C1
+/// included, becomes U+FFFD; the bidi override is not a control and stays).
+const HOSTILE_STORED: &str =
+    "\u{fffd}[2j\u{fffd}a\u{fffd}\u{fffd}2026-01-01t00:00:00z  login  success  \u{fffd}31m\u{202e}";
+/// `HOSTILE_STORED` as a terminal must show it.
+const HOSTILE_STORED_SHOWN: &str =
+    "\u{fffd}[2j\u{fffd}a\u{fffd}\u{fffd}2026-01-01t00:00:00z  login  success  \u{fffd}31m\\u{202e}";
 /// What a name may hold (register refuses controls): a bidi override, an isolate, a
 /// zero-width space, and a backslash that must not pass for an escape.
 const NAME: &str = "mallory\u{202e}gpj.exe\u{2066}\u{200b}\\x1b";
@@ -79,6 +86,7 @@ fn audit_and_users_show_client_text_escaped_and_json_exact() {
     assert_eq!(login.status, 200, "{}", login.text);
     // An unauthenticated client: a login as an email that is a forged table row.
     let forged = format!("{HOSTILE}@x.io");
+    let stored = format!("{HOSTILE_STORED}@x.io");
     let r = post_with_agent(
         &s,
         "/api/auth/login",
@@ -91,7 +99,7 @@ fn audit_and_users_show_client_text_escaped_and_json_exact() {
     let agent_in_db = format!("curl/8 {HOSTILE}");
     s.execute_sql(
         "UPDATE audit_events SET user_agent = ?1 WHERE email = ?2",
-        &[&agent_in_db, &forged],
+        &[&agent_in_db, &stored],
     );
     let email_in_db = format!("{HOSTILE}@y.io");
     s.execute_sql(
@@ -105,13 +113,16 @@ fn audit_and_users_show_client_text_escaped_and_json_exact() {
     let out = table.ok();
     assert_terminal_safe("audit", out);
     assert_eq!(out.lines().count(), events.len() + 1, "{out}");
-    assert!(out.contains(&format!("{HOSTILE_SHOWN}@x.io")), "{out}");
+    assert!(
+        out.contains(&format!("{HOSTILE_STORED_SHOWN}@x.io")),
+        "{out}"
+    );
     assert!(out.contains(&format!("curl/8 {HOSTILE_SHOWN}")), "{out}");
     // --json: the exact strings.
     let login_event = events
         .iter()
-        .find(|e| e["email"] == forged.as_str())
-        .unwrap_or_else(|| panic!("the forged login is audited as sent: {events:#?}"));
+        .find(|e| e["email"] == stored.as_str())
+        .unwrap_or_else(|| panic!("the forged login is audited as stored: {events:#?}"));
     assert_eq!(login_event["userAgent"], agent_in_db.as_str());
     assert_eq!(login_event["success"], false);
 
@@ -149,7 +160,11 @@ fn audit_and_users_show_client_text_escaped_and_json_exact() {
         .starts_with(&format!("disabled {HOSTILE_SHOWN}@y.io;")));
     let unlock = users(&s, &["users", "unlock", &forged]);
     assert_terminal_safe("users unlock", unlock.ok());
-    assert!(unlock.ok().contains(HOSTILE_SHOWN), "{}", unlock.stdout);
+    assert!(
+        unlock.ok().contains(HOSTILE_STORED_SHOWN),
+        "{}",
+        unlock.stdout
+    );
 
     // The admin API's session list: JSON, and the exact deviceInfo-free view.
     let sessions = s.get_auth(&format!("/api/admin/users/{id}/sessions"), &admin);
