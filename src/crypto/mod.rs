@@ -4,5 +4,6 @@
 pub mod jws_header;
 pub mod jwt;
 pub mod keys;
+pub mod one_time;
 pub mod password;
 pub mod refresh;

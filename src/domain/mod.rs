@@ -5,6 +5,8 @@ pub mod entities;
 pub mod ip;
 pub mod keys;
 pub mod limits;
+pub mod mail;
+pub mod one_time;
 pub mod terminal;
 pub mod time;
 pub mod validate;

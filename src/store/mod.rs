@@ -17,6 +17,8 @@ use uuid::Uuid;
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
+use crate::domain::mail::NewMail;
+use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
@@ -254,6 +256,36 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
         replacement: Option<&StoredKey>,
     ) -> StoreResult<KeyRevokeOutcome>;
+    // One-time tokens (`domain::one_time`): reset, verification and email-change tokens,
+    // mfaTokens, WebAuthn ceremonies. A flow that uses or kills tokens as part of a larger
+    // write does so inside that write's transaction, through the backends' `one_time` module.
+
+    /// Stores `token`; with `supersede`, first deletes (in the same transaction) every other
+    /// token of its owner and purpose: the newest wins (CONTRACT 10.2).
+    fn issue_one_time_token(&self, token: &NewOneTimeToken, supersede: bool) -> StoreResult<()>;
+    /// The token of `purpose` whose hash is `token_hash`, live or expired, without using it
+    /// (a flow checks its other input before the token is used up).
+    fn one_time_token(
+        &self,
+        purpose: Purpose,
+        token_hash: &str,
+    ) -> StoreResult<Option<OneTimeToken>>;
+    /// Uses the token up, atomically: of concurrent uses of one token (from any process
+    /// sharing the database) exactly one gets `Consumed::Used`; an expired one is deleted and
+    /// answered `Expired`.
+    fn consume_one_time_token(
+        &self,
+        purpose: Purpose,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Consumed>;
+    /// Deletes the user's tokens of `purposes` (of every purpose when empty); returns how many.
+    fn kill_one_time_tokens(&self, user_id: Uuid, purposes: &[Purpose]) -> StoreResult<usize>;
+    // Mail outbox (`domain::mail`).
+
+    /// Queues a mail on its own. A flow whose mail goes with other writes queues it inside
+    /// that write's transaction, through the backends' `outbox` module.
+    fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()>;
     // Accounts (admin).
 
     /// Users matching `filter`, in creation order (`created_at`, then `id`), each with the

@@ -10,6 +10,7 @@ use authd::domain::admins::ChangeOutcome;
 use authd::domain::admins::LastAdmin::{Allow, Keep};
 use authd::domain::keys::{KeyRevokeOutcome, KeyUse, StoredKey, StoredKeyState};
 use authd::domain::limits::{Admission, CounterLimit, SlotGrant, SlotRequest};
+use authd::domain::one_time::{Consumed, NewOneTimeToken, Purpose};
 use authd::domain::time::Millis;
 use authd::domain::{
     AuditEvent, AuditQuery, NewRefreshToken, NewUser, Refusal, Role, RotateOutcome, Rotation,
@@ -118,6 +119,8 @@ conformance!(
     concurrent_changes_to_the_last_two_admins_leave_one,
     password_hashes_change_upgrade_and_import,
     concurrent_hash_upgrades_land_once,
+    one_time_tokens_are_used_once_superseded_and_killed,
+    concurrent_uses_of_one_one_time_token_give_exactly_one_use,
 );
 
 const HOUR: Millis = 3_600_000;
@@ -1648,4 +1651,107 @@ fn postgres_lock_timeouts_are_unavailable() {
     assert!(store
         .revoke_session(user, session, 2_000, "logout")
         .unwrap());
+}
+
+fn one_time(user: Uuid, purpose: Purpose, expires_at: Millis) -> (String, NewOneTimeToken) {
+    let (token, hash) = authd::crypto::one_time::new_token();
+    let t = NewOneTimeToken {
+        token_hash: hash,
+        purpose,
+        user_id: Some(user),
+        address: Some("ot@example.com".into()),
+        payload: Some(r#"{"k":1}"#.into()),
+        created_at: 1_000,
+        expires_at,
+    };
+    (token, t)
+}
+
+fn one_time_tokens_are_used_once_superseded_and_killed(store: &dyn Store) {
+    let user = new_user(store, "ot@example.com");
+    let (_, first) = one_time(user, Purpose::PasswordReset, FAR);
+    store.issue_one_time_token(&first, true).unwrap();
+    // Found without being used; another purpose does not find it.
+    let found = store
+        .one_time_token(Purpose::PasswordReset, &first.token_hash)
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.user_id, Some(user));
+    assert_eq!(found.payload.as_deref(), Some(r#"{"k":1}"#));
+    assert!(store
+        .one_time_token(Purpose::VerifyEmail, &first.token_hash)
+        .unwrap()
+        .is_none());
+    // A newer token of the purpose supersedes it; one of another purpose does not.
+    let (_, other) = one_time(user, Purpose::VerifyEmail, FAR);
+    store.issue_one_time_token(&other, true).unwrap();
+    let (_, second) = one_time(user, Purpose::PasswordReset, FAR);
+    store.issue_one_time_token(&second, true).unwrap();
+    assert_eq!(
+        store
+            .consume_one_time_token(Purpose::PasswordReset, &first.token_hash, 2_000)
+            .unwrap(),
+        Consumed::Unknown
+    );
+    match store
+        .consume_one_time_token(Purpose::PasswordReset, &second.token_hash, 2_000)
+        .unwrap()
+    {
+        Consumed::Used(t) => assert_eq!(t.address.as_deref(), Some("ot@example.com")),
+        other => panic!("{other:?}"),
+    }
+    // Used once only.
+    assert_eq!(
+        store
+            .consume_one_time_token(Purpose::PasswordReset, &second.token_hash, 2_000)
+            .unwrap(),
+        Consumed::Unknown
+    );
+    // Expired: answered as such, and gone.
+    let (_, old) = one_time(user, Purpose::EmailChangeNew, 1_500);
+    store.issue_one_time_token(&old, true).unwrap();
+    assert_eq!(
+        store
+            .consume_one_time_token(Purpose::EmailChangeNew, &old.token_hash, 1_500)
+            .unwrap(),
+        Consumed::Expired
+    );
+    // Killing by user (all purposes) takes what is left.
+    let (_, a) = one_time(user, Purpose::Mfa, FAR);
+    store.issue_one_time_token(&a, false).unwrap();
+    let (_, b) = one_time(user, Purpose::Mfa, FAR);
+    store.issue_one_time_token(&b, false).unwrap();
+    assert_eq!(store.kill_one_time_tokens(user, &[Purpose::Mfa]).unwrap(), 2);
+    assert_eq!(store.kill_one_time_tokens(user, &[]).unwrap(), 1);
+    assert!(store
+        .one_time_token(Purpose::VerifyEmail, &other.token_hash)
+        .unwrap()
+        .is_none());
+}
+
+fn concurrent_uses_of_one_one_time_token_give_exactly_one_use(store: &dyn Store) {
+    let user = new_user(store, "otc@example.com");
+    for round in 0..3 {
+        let (_, t) = one_time(user, Purpose::PasswordReset, FAR);
+        store.issue_one_time_token(&t, true).unwrap();
+        let barrier = Barrier::new(THREADS);
+        let used = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    scope.spawn(|| {
+                        barrier.wait();
+                        store
+                            .consume_one_time_token(Purpose::PasswordReset, &t.token_hash, 2_000)
+                            .unwrap()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .filter(|c| matches!(c, Consumed::Used(_)))
+                .count()
+        });
+        assert_eq!(used, 1, "round {round}");
+    }
 }

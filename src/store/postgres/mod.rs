@@ -15,6 +15,8 @@ mod db;
 mod keys;
 mod limits;
 mod migrations;
+mod one_time;
+mod outbox;
 mod passwords;
 mod sessions;
 mod users;
@@ -39,6 +41,8 @@ use super::{
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
+use crate::domain::mail::NewMail;
+use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -670,5 +674,34 @@ impl Store for PostgresStore {
         replacement: Option<&StoredKey>,
     ) -> StoreResult<KeyRevokeOutcome> {
         self.write(|tx| keys::revoke(tx, kid, now, replacement))
+    }
+
+    fn issue_one_time_token(&self, token: &NewOneTimeToken, supersede: bool) -> StoreResult<()> {
+        self.write(|tx| one_time::issue(tx, token, supersede))
+    }
+
+    fn one_time_token(
+        &self,
+        purpose: Purpose,
+        token_hash: &str,
+    ) -> StoreResult<Option<OneTimeToken>> {
+        self.read(|c| one_time::find(c, purpose, token_hash))
+    }
+
+    fn consume_one_time_token(
+        &self,
+        purpose: Purpose,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Consumed> {
+        self.write(|tx| one_time::consume(tx, purpose, token_hash, now))
+    }
+
+    fn kill_one_time_tokens(&self, user_id: Uuid, purposes: &[Purpose]) -> StoreResult<usize> {
+        self.write(|tx| one_time::kill(tx, user_id, purposes))
+    }
+
+    fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
+        self.write(|tx| outbox::enqueue(tx, mail))
     }
 }

@@ -10,6 +10,8 @@ mod cleanup;
 mod keys;
 mod limits;
 mod migrations;
+mod one_time;
+mod outbox;
 mod passwords;
 mod sessions;
 mod users;
@@ -30,6 +32,8 @@ use super::{
 };
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
+use crate::domain::mail::NewMail;
+use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -489,6 +493,39 @@ impl Store for SqliteStore {
     ) -> StoreResult<usize> {
         let hash = password_hash.to_owned();
         self.write(move |tx| accounts::set_password_hash(tx, user_id, &hash, keep_session, now))
+    }
+
+    fn issue_one_time_token(&self, token: &NewOneTimeToken, supersede: bool) -> StoreResult<()> {
+        let token = token.clone();
+        self.write(move |tx| one_time::issue(tx, &token, supersede))
+    }
+
+    fn one_time_token(
+        &self,
+        purpose: Purpose,
+        token_hash: &str,
+    ) -> StoreResult<Option<OneTimeToken>> {
+        self.read(|c| one_time::find(c, purpose, token_hash))
+    }
+
+    fn consume_one_time_token(
+        &self,
+        purpose: Purpose,
+        token_hash: &str,
+        now: Millis,
+    ) -> StoreResult<Consumed> {
+        let hash = token_hash.to_owned();
+        self.write(move |tx| one_time::consume(tx, purpose, &hash, now))
+    }
+
+    fn kill_one_time_tokens(&self, user_id: Uuid, purposes: &[Purpose]) -> StoreResult<usize> {
+        let purposes = purposes.to_vec();
+        self.write(move |tx| one_time::kill(tx, user_id, &purposes))
+    }
+
+    fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
+        let mail = mail.clone();
+        self.write(move |tx| outbox::enqueue(tx, &mail))
     }
 }
 
