@@ -17,10 +17,12 @@ use config::{Config, File, FileFormat};
 mod cleanup;
 mod cookie;
 mod database;
+mod email;
 mod jwt;
 mod log;
 mod metrics;
 mod password;
+mod password_reset;
 mod rate_limit;
 mod reader;
 mod redact;
@@ -33,10 +35,12 @@ mod server;
 pub use cleanup::CleanupSettings;
 pub use cookie::CookieSettings;
 pub use database::DatabaseSettings;
+pub use email::{EmailSettings, MailTransport, SmtpTls, TOKEN_PLACEHOLDER};
 pub use jwt::{JwtAlgorithm, JwtSettings};
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
 pub use password::PasswordSettings;
+pub use password_reset::PasswordResetSettings;
 pub use rate_limit::RateLimitSettings;
 pub use redact::redact_url;
 pub use registration::RegistrationSettings;
@@ -60,6 +64,8 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("log", log::KEYS),
     ("registration", registration::KEYS),
     ("metrics", metrics::KEYS),
+    ("email", email::KEYS),
+    ("password_reset", password_reset::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -69,7 +75,12 @@ const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS];
 /// value (one trailing newline stripped), the systemd credentials and container secrets
 /// convention. A new secret key is added here and nowhere else. For the URLs the file holds
 /// the whole URL.
-const FILE_KEYS: &[&[&str]] = &[jwt::FILE_KEYS, database::FILE_KEYS, rate_limit::FILE_KEYS];
+const FILE_KEYS: &[&[&str]] = &[
+    jwt::FILE_KEYS,
+    database::FILE_KEYS,
+    rate_limit::FILE_KEYS,
+    email::FILE_KEYS,
+];
 
 /// The suffix of the environment variable naming a file that holds a `FILE_KEYS` value.
 const FILE_SUFFIX: &str = "_FILE";
@@ -90,6 +101,8 @@ pub struct Settings {
     pub log: LogSettings,
     pub registration: RegistrationSettings,
     pub metrics: MetricsSettings,
+    pub email: EmailSettings,
+    pub password_reset: PasswordResetSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -107,6 +120,8 @@ impl Settings {
         let log = LogSettings::read(r);
         let registration = RegistrationSettings::read(r);
         let metrics = MetricsSettings::read(r);
+        let email = EmailSettings::read(r);
+        let password_reset = PasswordResetSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -129,6 +144,8 @@ impl Settings {
             log,
             registration,
             metrics,
+            email,
+            password_reset,
             warnings,
         }
     }
@@ -146,6 +163,8 @@ impl Settings {
             self.log.to_toml(),
             self.registration.to_toml(),
             self.metrics.to_toml(),
+            self.email.to_toml(),
+            self.password_reset.to_toml(),
         ]
         .join("\n")
     }

@@ -107,7 +107,10 @@ mod tests {
         for k in MailKind::ALL {
             assert_eq!(MailKind::parse(k.as_str()), Some(k));
         }
-        assert_eq!(MailKind::PasswordReset.purpose(), Some(Purpose::PasswordReset));
+        assert_eq!(
+            MailKind::PasswordReset.purpose(),
+            Some(Purpose::PasswordReset)
+        );
         assert_eq!(MailKind::PasswordResetNotice.purpose(), None);
     }
 }

@@ -1721,7 +1721,10 @@ fn one_time_tokens_are_used_once_superseded_and_killed(store: &dyn Store) {
     store.issue_one_time_token(&a, false).unwrap();
     let (_, b) = one_time(user, Purpose::Mfa, FAR);
     store.issue_one_time_token(&b, false).unwrap();
-    assert_eq!(store.kill_one_time_tokens(user, &[Purpose::Mfa]).unwrap(), 2);
+    assert_eq!(
+        store.kill_one_time_tokens(user, &[Purpose::Mfa]).unwrap(),
+        2
+    );
     assert_eq!(store.kill_one_time_tokens(user, &[]).unwrap(), 1);
     assert!(store
         .one_time_token(Purpose::VerifyEmail, &other.token_hash)
