@@ -20,6 +20,7 @@ mod database;
 mod jwt;
 mod log;
 mod metrics;
+mod pages;
 mod password;
 mod rate_limit;
 mod reader;
@@ -36,6 +37,7 @@ pub use database::DatabaseSettings;
 pub use jwt::{JwtAlgorithm, JwtSettings};
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
+pub use pages::PagesSettings;
 pub use password::PasswordSettings;
 pub use rate_limit::RateLimitSettings;
 pub use redact::redact_url;
@@ -60,6 +62,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("log", log::KEYS),
     ("registration", registration::KEYS),
     ("metrics", metrics::KEYS),
+    ("pages", pages::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -90,6 +93,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub registration: RegistrationSettings,
     pub metrics: MetricsSettings,
+    pub pages: PagesSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -107,6 +111,7 @@ impl Settings {
         let log = LogSettings::read(r);
         let registration = RegistrationSettings::read(r);
         let metrics = MetricsSettings::read(r);
+        let pages = PagesSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -129,6 +134,7 @@ impl Settings {
             log,
             registration,
             metrics,
+            pages,
             warnings,
         }
     }
@@ -146,6 +152,7 @@ impl Settings {
             self.log.to_toml(),
             self.registration.to_toml(),
             self.metrics.to_toml(),
+            self.pages.to_toml(),
         ]
         .join("\n")
     }
