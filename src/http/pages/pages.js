@@ -22,6 +22,10 @@
   if (window.location.hash) {
     history.replaceState(null, "", window.location.pathname + window.location.search);
   }
+  // Another link pasted into this tab changes only the fragment: start over with it.
+  window.addEventListener("hashchange", function () {
+    window.location.reload();
+  });
 
   // Shows `text` in the live region (read out by screen readers); `kind` is "success",
   // "error" or "info". With `focus`, moves the keyboard focus to it as well.
