@@ -41,7 +41,7 @@ failed=()
 for t in "${tests[@]}"; do
     echo "== $t"
     # Debian's python3 (python3-selenium lives there), not a pyenv or venv one on PATH.
-    if ! AUTHD_BROWSER_STUB="$stub" /usr/bin/python3 "$t"; then
+    if ! PYTHONDONTWRITEBYTECODE=1 AUTHD_BROWSER_STUB="$stub" /usr/bin/python3 "$t"; then
         failed+=("$t")
     fi
 done
