@@ -23,8 +23,11 @@ pub const PAGE_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 /// One landing page or asset: its path under the server root, its media type and its body.
 #[derive(Clone)]
 pub struct Asset {
+    /// The request path that serves it, e.g. `/reset-password`.
     pub path: &'static str,
+    /// Its `Content-Type` (with `charset=utf-8`).
     pub content_type: &'static str,
+    /// The rendered body, shared by every response.
     body: Bytes,
 }
 
