@@ -96,6 +96,7 @@ trap 'exit 143' TERM
         AUTHD_RATE_LIMIT__ENABLED=false \
         AUTHD_PASSWORD__BCRYPT_COST=10 \
         AUTHD_COOKIE__SECURE=false \
+        AUTHD_PAGES__ENABLED=true \
         AUTHD_LOG__LEVEL='warn,authd::cli::serve=info' \
         "$BIN" serve >"$WORK/authd.out" 2>"$WORK/authd.err" </dev/null
 ) &

@@ -21,6 +21,7 @@ mod email;
 mod jwt;
 mod log;
 mod metrics;
+mod pages;
 mod password;
 mod password_reset;
 mod rate_limit;
@@ -39,6 +40,7 @@ pub use email::{EmailSettings, MailTransport, SmtpTls, TOKEN_PLACEHOLDER};
 pub use jwt::{JwtAlgorithm, JwtSettings};
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
+pub use pages::PagesSettings;
 pub use password::PasswordSettings;
 pub use password_reset::PasswordResetSettings;
 pub use rate_limit::RateLimitSettings;
@@ -66,6 +68,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("metrics", metrics::KEYS),
     ("email", email::KEYS),
     ("password_reset", password_reset::KEYS),
+    ("pages", pages::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -103,6 +106,7 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     pub email: EmailSettings,
     pub password_reset: PasswordResetSettings,
+    pub pages: PagesSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -122,6 +126,7 @@ impl Settings {
         let metrics = MetricsSettings::read(r);
         let email = EmailSettings::read(r);
         let password_reset = PasswordResetSettings::read(r);
+        let pages = PagesSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -146,6 +151,7 @@ impl Settings {
             metrics,
             email,
             password_reset,
+            pages,
             warnings,
         }
     }
@@ -165,6 +171,7 @@ impl Settings {
             self.metrics.to_toml(),
             self.email.to_toml(),
             self.password_reset.to_toml(),
+            self.pages.to_toml(),
         ]
         .join("\n")
     }

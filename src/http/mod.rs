@@ -29,7 +29,7 @@ use filters::{
     acting_admin, authenticated, client, json_body, plain_http, refresh_cookie,
     same_origin_or_allowed, BodyLimits,
 };
-use handlers::{admin, auth, meta, passwords, sessions};
+use handlers::{admin, auth, meta, pages, passwords, sessions};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -49,6 +49,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.yaml"),
+    ("GET", "/reset-password"),
+    ("GET", "/verify-email"),
+    ("GET", "/confirm-email-change"),
+    ("GET", "/_authd/pages.js"),
+    ("GET", "/_authd/pages.css"),
     ("GET", "/api/admin/users"),
     ("GET", "/api/admin/users/{id}"),
     ("DELETE", "/api/admin/users/{id}"),
@@ -319,10 +324,32 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .unify();
     api.or(ops)
         .unify()
-        .or(admin_routes(state))
+        .or(admin_routes(state.clone()))
+        .unify()
+        .or(page_routes(&state))
         .unify()
         .recover(reject::recover)
         .unify()
+        .boxed()
+}
+
+/// The landing pages of the mailed links and their assets (`handlers::pages`), when
+/// `pages.enabled`; otherwise their paths are unknown (404, whatever the method).
+fn page_routes(state: &HttpState) -> BoxedFilter<(Response,)> {
+    let enabled = state.settings.pages.enabled;
+    let assets = Arc::new(pages::assets(state.settings.password.min_length));
+    warp::path::full()
+        .and_then(move |path: warp::path::FullPath| {
+            let assets = assets.clone();
+            async move {
+                let found = enabled
+                    .then(|| assets.iter().find(|a| a.path == path.as_str()).cloned())
+                    .flatten();
+                found.ok_or_else(warp::reject::not_found)
+            }
+        })
+        .and(warp::get())
+        .map(|asset: pages::Asset| pages::serve(&asset))
         .boxed()
 }
 

@@ -365,13 +365,15 @@ fn decorate(
         }
     }
     let h = resp.headers_mut();
-    let fixed: [(HeaderName, &'static str); 6] = [
+    // The landing pages (`handlers::pages`) set a policy of their own that lets them load
+    // their script and style sheet from this origin; every other response gets the API's.
+    h.entry(HeaderName::from_static("content-security-policy"))
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; frame-ancestors 'none'",
+        ));
+    let fixed: [(HeaderName, &'static str); 5] = [
         (HeaderName::from_static("x-content-type-options"), "nosniff"),
         (HeaderName::from_static("x-frame-options"), "DENY"),
-        (
-            HeaderName::from_static("content-security-policy"),
-            "default-src 'none'; frame-ancestors 'none'",
-        ),
         (HeaderName::from_static("referrer-policy"), "no-referrer"),
         (
             HeaderName::from_static("cross-origin-resource-policy"),

@@ -39,6 +39,7 @@ mod migrate_data;
 mod multi_instance;
 mod openapi;
 mod operator_config;
+mod pages;
 mod password_chars;
 mod postgres_backend;
 mod process;

@@ -64,7 +64,8 @@ fn the_spec_lists_exactly_the_routes_the_server_has() {
 
 #[test]
 fn every_route_is_served_and_nothing_else_is() {
-    let s = TestServer::start();
+    // The landing pages are routes only when `pages.enabled` (tests/it/pages.rs: 404 when off).
+    let s = TestServer::with(&[("AUTHD_PAGES__ENABLED", "true")]);
     let routes = server_routes();
     let client = &s.client;
     for (method, template) in &routes {
