@@ -7,7 +7,7 @@ use serde_json::json;
 use super::CliError;
 use crate::app::{self, Schema};
 use crate::config::Settings;
-use crate::domain::terminal::{or_dash, Shown};
+use crate::domain::terminal::table;
 use crate::domain::time::{duration_ms, now_ms, parse_rfc3339, rfc3339, Millis};
 use crate::domain::AuditQuery;
 use crate::service::Admin;
@@ -80,26 +80,42 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         println!("{}", serde_json::Value::Array(events));
         return Ok(());
     }
-    println!(
-        "{:<20}  {:<18}  {:<7}  {:<16}  {:<36}  {:<36}  {:<30}  {:<15}  USER AGENT",
-        "TIME", "EVENT", "OUTCOME", "REASON", "USER ID", "ACTOR", "EMAIL", "IP"
+    // Every column may hold what a client sent (an email, a User-Agent): `table` escapes.
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|e| {
+            let dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+            vec![
+                rfc3339(e.at),
+                e.event.clone(),
+                e.outcome.clone(),
+                dash(e.reason.as_deref()),
+                e.user_id
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                dash(e.actor.as_deref()),
+                dash(e.email.as_deref()),
+                dash(e.ip.as_deref()),
+                dash(e.user_agent.as_deref()),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "TIME",
+                "EVENT",
+                "OUTCOME",
+                "REASON",
+                "USER ID",
+                "ACTOR",
+                "EMAIL",
+                "IP",
+                "USER AGENT"
+            ],
+            &rows
+        )
     );
-    for e in &events {
-        // Every column may hold what a client sent (an email, a User-Agent): escaped.
-        println!(
-            "{:<20}  {:<18}  {:<7}  {:<16}  {:<36}  {:<36}  {:<30}  {:<15}  {}",
-            rfc3339(e.at),
-            Shown(&e.event),
-            Shown(&e.outcome),
-            or_dash(e.reason.as_deref()),
-            e.user_id
-                .map(|u| u.to_string())
-                .unwrap_or_else(|| "-".into()),
-            or_dash(e.actor.as_deref()),
-            or_dash(e.email.as_deref()),
-            or_dash(e.ip.as_deref()),
-            or_dash(e.user_agent.as_deref()),
-        );
-    }
     Ok(())
 }

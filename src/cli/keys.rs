@@ -7,7 +7,7 @@ use super::{stdin_is_terminal, CliError};
 use crate::app::{self, Schema};
 use crate::config::Settings;
 use crate::domain::keys::KeyUse;
-use crate::domain::terminal::{or_dash, Shown};
+use crate::domain::terminal::{table, Shown};
 use crate::error::AppError;
 use crate::service::keys::{KeyInfo, Revoked};
 use crate::service::Keys;
@@ -68,15 +68,24 @@ fn service_error(e: AppError) -> CliError {
     }
 }
 
-fn line(k: &KeyInfo) -> String {
-    format!(
-        "{}  {:<5}  {:<7}  {:<8}  created {}  retires {}",
-        Shown(&k.kid),
-        Shown(&k.algorithm),
-        k.key_use,
-        k.state,
-        or_dash(k.created_at.as_deref()),
-        or_dash(k.retires_at.as_deref()),
+/// The `keys list` table: one row per key, columns aligned.
+fn key_table(list: &[KeyInfo]) -> String {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|k| {
+            vec![
+                k.kid.clone(),
+                k.algorithm.clone(),
+                k.key_use.to_string(),
+                k.state.to_string(),
+                k.created_at.clone().unwrap_or_else(|| "-".into()),
+                k.retires_at.clone().unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    table(
+        &["KID", "ALGORITHM", "USE", "STATE", "CREATED", "RETIRES"],
+        &rows,
     )
 }
 
@@ -106,13 +115,11 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         KeysCommand::List { json } => {
             let list = keys.list().await.map_err(service_error)?;
             if json {
-                let text = serde_json::to_string_pretty(&list)
+                let text = serde_json::to_string(&list)
                     .map_err(|e| CliError(format!("cannot encode the list: {e}")))?;
                 println!("{text}");
             } else {
-                for k in &list {
-                    println!("{}", line(k));
-                }
+                print!("{}", key_table(&list));
             }
         }
         KeysCommand::Rotate { key_use } => {

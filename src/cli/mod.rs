@@ -250,7 +250,10 @@ fn init_logging(settings: &Settings, serving: bool) -> tracing_appender::non_blo
     };
     // Dependencies stay at info or quieter unless named explicitly: their trace output could
     // carry raw headers.
-    let filter = format!("{level},hyper=info,hyper_util=info,warp=info,h2=info,r2d2=info");
+    // refinery logs each migration itself; authd logs one line per migration it applied.
+    let filter = format!(
+        "{level},hyper=info,hyper_util=info,warp=info,h2=info,r2d2=info,refinery_core=warn"
+    );
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

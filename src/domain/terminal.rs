@@ -112,9 +112,63 @@ pub fn or_dash(value: Option<&str>) -> Shown<'_> {
     Shown(value.unwrap_or("-"))
 }
 
+/// A table for a terminal: a header row, then one row per entry, each column as wide as its
+/// widest cell (counted in characters) plus two spaces; the last column is not padded. Cells
+/// are shown escaped (`escape`), so what a client sent cannot move a column or forge a row.
+/// Returns the lines, each ending in `\n`.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let shown: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| r.iter().map(|c| escape(c).into_owned()).collect())
+        .collect();
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &shown {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let cells: Vec<&str> = cells.collect();
+        let mut out = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(c);
+            } else {
+                out.push_str(c);
+                let pad = widths[i] - c.chars().count() + 2;
+                out.extend(std::iter::repeat_n(' ', pad));
+            }
+        }
+        out.push('\n');
+        out
+    };
+    let mut out = line(&mut headers.iter().copied());
+    for r in &shown {
+        out.push_str(&line(&mut r.iter().map(String::as_str)));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_align_every_column_to_its_widest_cell_and_escape_cells() {
+        let rows = vec![
+            vec!["a".to_string(), "a much longer reason".to_string(), "x".to_string()],
+            vec!["bbbb".to_string(), "r\n".to_string(), "last\x1b".to_string()],
+        ];
+        let t = table(&["ONE", "REASON", "END"], &rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3);
+        // The third column starts at the same character in every line.
+        let col = "ONE   REASON                ".len();
+        assert_eq!(&lines[0][col..], "END");
+        assert_eq!(&lines[1][col..], "x");
+        assert_eq!(&lines[2][col..], "last\\x1b");
+        assert!(lines[2].contains("r\\n"), "{t}");
+    }
 
     #[test]
     fn controls_bidi_and_invisibles_are_escaped() {

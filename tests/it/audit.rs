@@ -308,6 +308,13 @@ fn audit_cli_prints_filters_and_limits() {
     }
     let body: Vec<&str> = lines.collect();
     assert!(body.len() >= 3, "{table}");
+    // Aligned: every column starts at the same character on every line, whatever the
+    // length of the reasons and emails (wrong_password or a dash) before it.
+    let ip_at = header.find("  IP  ").unwrap() + 2;
+    for line in &body {
+        let cells: String = line.chars().skip(ip_at).collect();
+        assert!(cells.starts_with("127.0.0.1  "), "IP column moved: {table}");
+    }
     for needle in [
         "register",
         "login",

@@ -111,6 +111,24 @@ fn list_rotate_and_revoke_through_the_binary() {
     assert!(out.ok().contains(&k2), "{out:?}");
     let old = list.iter().find(|k| k["kid"] == k1.as_str()).unwrap();
     assert_eq!(old["state"], "retiring");
+    // The table: a header, one row per key, columns aligned although kids differ in length
+    // (Ed25519 thumbprints, short HMAC kids).
+    let table = keys_cmd(&s, &["list"], &[]).ok().to_owned();
+    let mut lines = table.lines();
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("KID "), "{table}");
+    let state_at = header.find("STATE").unwrap();
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), list.len(), "{table}");
+    for row in rows {
+        let state = &row[state_at..];
+        assert!(
+            ["active", "retiring", "revoked"]
+                .iter()
+                .any(|st| state.starts_with(st)),
+            "STATE column moved: {table}"
+        );
+    }
     let retires = time::OffsetDateTime::parse(
         old["retiresAt"].as_str().unwrap(),
         &time::format_description::well_known::Rfc3339,
