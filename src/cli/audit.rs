@@ -7,7 +7,7 @@ use serde_json::json;
 use super::CliError;
 use crate::app::{self, Schema};
 use crate::config::Settings;
-use crate::domain::terminal::table;
+use crate::domain::terminal::{json_line, table};
 use crate::domain::time::{duration_ms, now_ms, parse_rfc3339, rfc3339, Millis};
 use crate::domain::AuditQuery;
 use crate::service::Admin;
@@ -77,7 +77,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 })
             })
             .collect();
-        println!("{}", serde_json::Value::Array(events));
+        println!("{}", json_line(&events));
         return Ok(());
     }
     // Every column may hold what a client sent (an email, a User-Agent): `table` escapes.

@@ -7,7 +7,7 @@ use super::{stdin_is_terminal, CliError};
 use crate::app::{self, Schema};
 use crate::config::Settings;
 use crate::domain::keys::KeyUse;
-use crate::domain::terminal::{table, Shown};
+use crate::domain::terminal::{json_line, table, Shown};
 use crate::error::AppError;
 use crate::service::keys::{KeyInfo, Revoked};
 use crate::service::Keys;
@@ -115,9 +115,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         KeysCommand::List { json } => {
             let list = keys.list().await.map_err(service_error)?;
             if json {
-                let text = serde_json::to_string(&list)
-                    .map_err(|e| CliError(format!("cannot encode the list: {e}")))?;
-                println!("{text}");
+                println!("{}", json_line(&list));
             } else {
                 print!("{}", key_table(&list));
             }

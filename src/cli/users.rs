@@ -9,7 +9,7 @@ use super::create_user::{prompt_password, read_password_stdin, RoleArg};
 use super::{stdin_is_terminal, CliError};
 use crate::app::{self, Schema};
 use crate::config::Settings;
-use crate::domain::terminal::{or_dash, Shown};
+use crate::domain::terminal::{json_line, or_dash, Shown};
 use crate::domain::time::rfc3339;
 use crate::domain::views::account_json;
 use crate::domain::{Account, Role};
@@ -157,7 +157,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 .map_err(cli_error)?;
             if list.json {
                 let users: Vec<_> = page.users.iter().map(account_json).collect();
-                println!("{}", serde_json::Value::Array(users));
+                println!("{}", json_line(&users));
                 return Ok(());
             }
             for a in &page.users {
@@ -179,7 +179,9 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             if json {
                 println!(
                     "{}",
-                    json!({"user": account_json(&d.account), "liveSessions": d.live_sessions})
+                    json_line(
+                        &json!({"user": account_json(&d.account), "liveSessions": d.live_sessions})
+                    )
                 );
                 return Ok(());
             }

@@ -112,6 +112,29 @@ pub fn or_dash(value: Option<&str>) -> Shown<'_> {
     Shown(value.unwrap_or("-"))
 }
 
+/// `value` as one line of compact JSON for a terminal: the JSON of `serde_json`, except that
+/// the characters of `is_unsafe` that it leaves raw inside strings (C1 controls, bidi
+/// overrides, zero-width characters) are written as `\uXXXX` escapes. The same JSON value,
+/// but nothing in it can rewrite the terminal or reorder what a reader sees.
+pub fn json_line(value: &impl serde::Serialize) -> String {
+    let text = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+    if !text.chars().any(is_unsafe) {
+        return text;
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unsafe(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// A table for a terminal: a header row, then one row per entry, each column as wide as its
 /// widest cell (counted in characters) plus two spaces; the last column is not padded. Cells
 /// are shown escaped (`escape`), so what a client sent cannot move a column or forge a row.
@@ -154,10 +177,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_lines_escape_what_serde_json_leaves_raw_and_keep_the_value() {
+        let raw = "a\u{9b}2J\u{202e}b\u{e0041}\x1b";
+        let line = json_line(&serde_json::json!({ "k": raw }));
+        assert!(!line.chars().any(is_unsafe), "{line}");
+        assert!(
+            line.contains("\\u009b") && line.contains("\\u202e"),
+            "{line}"
+        );
+        assert!(line.contains("\\udb40\\udc41"), "{line}");
+        let back: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(back["k"], raw);
+    }
+
+    #[test]
     fn tables_align_every_column_to_its_widest_cell_and_escape_cells() {
         let rows = vec![
-            vec!["a".to_string(), "a much longer reason".to_string(), "x".to_string()],
-            vec!["bbbb".to_string(), "r\n".to_string(), "last\x1b".to_string()],
+            vec![
+                "a".to_string(),
+                "a much longer reason".to_string(),
+                "x".to_string(),
+            ],
+            vec![
+                "bbbb".to_string(),
+                "r\n".to_string(),
+                "last\x1b".to_string(),
+            ],
         ];
         let t = table(&["ONE", "REASON", "END"], &rows);
         let lines: Vec<&str> = t.lines().collect();

@@ -142,6 +142,16 @@ fn audit_and_users_show_client_text_escaped_and_json_exact() {
     assert!(show
         .ok()
         .contains(&format!("name           {NAME_SHOWN}\n")));
+    // ... and, as text, safe for a terminal too: what serde_json leaves raw inside strings
+    // (C1 controls, bidi overrides) is written as \u escapes of the same value.
+    for args in [
+        &["users", "show", &id, "--json"][..],
+        &["users", "list", "--json"][..],
+        &["audit", "--json"][..],
+    ] {
+        let run = users(&s, args);
+        assert_terminal_safe(&args.join(" "), run.ok());
+    }
     let shown = json_out(&users(&s, &["users", "show", &id, "--json"]));
     assert_eq!(shown["user"]["name"], NAME);
     assert_eq!(shown["user"]["email"], email_in_db.as_str());
