@@ -137,7 +137,8 @@ impl Bench {
         if let Some(h) = self.hashes.get(&cost) {
             return Ok(h.clone());
         }
-        let h = bcrypt::non_truncating_hash(PASSWORD.as_bytes(), cost)?;
+        let h =
+            authd::crypto::bcrypt::hash(PASSWORD.as_bytes(), cost).map_err(anyhow::Error::msg)?;
         self.hashes.insert(cost, h.clone());
         Ok(h)
     }
@@ -720,7 +721,7 @@ fn median_verify(hash: &str, samples: usize) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
         let t = Instant::now();
-        let ok = bcrypt::non_truncating_verify(PASSWORD.as_bytes(), hash)?;
+        let ok = authd::crypto::bcrypt::verify(PASSWORD.as_bytes(), hash);
         times.push(t.elapsed().as_secs_f64());
         ensure!(ok, "the seeded hash does not verify");
     }
