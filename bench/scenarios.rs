@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::child::{Memory, Server, TempDir};
 use crate::fixture::{server_env, Fixture, Seeded, PASSWORD};
-use crate::load::{self, Get, Login, Plan, Refresh, Stats, Window};
+use crate::load::{self, Get, Login, Mixed, Plan, Refresh, Stats, Window};
 use crate::report::{Check, Outcome, Unit};
 use crate::Scenario;
 
@@ -39,6 +39,11 @@ pub struct Config {
     pub base_users: usize,
     /// Users in the database at each scale step; the middle one is the memory checkpoint.
     pub scale_users: [usize; 3],
+    /// Connections of the soak (each one session's mixed load).
+    pub soak_connections: usize,
+    /// Length of the soak's measured load.
+    #[serde(serialize_with = "secs")]
+    pub soak_duration: Duration,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -59,6 +64,8 @@ impl Config {
             isolation_connections: 16,
             base_users: 10_000,
             scale_users: [10_000, 100_000, 1_000_000],
+            soak_connections: 16,
+            soak_duration: Duration::from_secs(600),
         }
     }
 
@@ -75,6 +82,8 @@ impl Config {
             isolation_connections: 4,
             base_users: 100,
             scale_users: [1_000, 2_000, 3_000],
+            soak_connections: 4,
+            soak_duration: Duration::from_millis(1500),
         }
     }
 }
@@ -127,6 +136,7 @@ impl Bench {
             Scenario::Scale => self.scale(),
             Scenario::Memory => self.memory(),
             Scenario::Enumeration => self.enumeration(),
+            Scenario::Soak => self.soak(),
         };
         result.with_context(|| format!("scenario {}", scenario.name()))
     }
@@ -530,6 +540,153 @@ impl Bench {
 impl Bench {
     /// Unknown email vs wrong password, alternating on one connection at the default cost:
     /// both medians, and whether the answers are byte-identical apart from the request id.
+    /// A mixed load (75 % profile, 20 % refresh, 5 % login, `load::Mixed`) at half the
+    /// maximum measured just before on the same server, for `soak_duration`, cut into ten
+    /// slices (minutes at the default 600 s): failed requests, the last slice's p99 against
+    /// the first's, resident memory after the first slice (the warm-up) against the end, and
+    /// the database's growth per write.
+    fn soak(&mut self) -> anyhow::Result<Outcome> {
+        const SLICES: usize = 10;
+        let c = self.config.clone();
+        let n = c.soak_connections;
+        let hash = self.password_hash()?;
+        let mut fx = self.fixture("soak")?;
+        let seeded = fx.seed(c.base_users, 2 * n, &hash)?;
+        let (probe, soakers) = seeded.split_at(n);
+        let server = fx.start()?;
+        let mixed = |sessions: &[Seeded], counts: &load::MixCounts| -> Vec<Box<dyn Plan>> {
+            sessions
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    Box::new(Mixed::new(
+                        i * 7,
+                        fx.access_token(s),
+                        s.refresh_token.clone(),
+                        &s.email,
+                        PASSWORD,
+                        counts.clone(),
+                    )) as Box<dyn Plan>
+                })
+                .collect()
+        };
+        // The maximum: the same mix in a closed loop.
+        let max_counts = load::MixCounts::default();
+        let max = self.load(server.addr, mixed(probe, &max_counts));
+        let target_rps = max.throughput_rps / 2.0;
+        ensure!(target_rps > 0.0, "the mixed load got no answer");
+        let pace = Duration::from_secs_f64(n as f64 / target_rps);
+        let db_bytes = || -> Option<u64> {
+            fx.pg.is_none().then(|| {
+                ["authd.db", "authd.db-wal"]
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(fx.dir.path().join(f)).ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+        };
+        let db_before = db_bytes();
+        let counts = load::MixCounts::default();
+        let window = Window::after_warmup(c.warmup, c.soak_duration);
+        let slice = c.soak_duration / SLICES as u32;
+        let plans = mixed(soakers, &counts);
+        // Resident memory at the end of each slice, sampled while the load runs.
+        let ((run, slices), memory) = self.runtime.block_on(async {
+            let sample = async {
+                let mut samples = Vec::with_capacity(SLICES);
+                for i in 1..=SLICES as u32 {
+                    tokio::time::sleep_until(window.start + slice * i).await;
+                    samples.push(server.memory().ok());
+                }
+                samples
+            };
+            tokio::join!(
+                load::run_paced(server.addr, plans, window, Some(pace), SLICES),
+                sample
+            )
+        });
+        let db_after = db_bytes();
+        let end_memory = server.memory()?;
+        server.stop();
+        let done = |i: usize| counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        let (profiles, refreshes, logins) = (done(0), done(1), done(2));
+        let (first, last) = (&slices[0], &slices[SLICES - 1]);
+        let p99_ratio = last.p99_ms / first.p99_ms;
+        let rss = |m: &Option<Memory>| m.map_or(f64::NAN, |m| m.rss_bytes as f64);
+        let (warm_rss, final_rss) = (rss(&memory[0]), rss(&memory[SLICES - 1]));
+        let rss_growth = (final_rss / warm_rss - 1.0) * 100.0;
+        let growth = db_before.zip(db_after).map(|(b, a)| a as f64 - b as f64);
+        let writes = refreshes + logins;
+        let growth_text = match growth {
+            Some(g) => format!(
+                "database {:+.1} MB over {} logins and {} rotations ({:.0} bytes per write: \
+                 each login adds a session, its first refresh token and an audit row, each \
+                 rotation a refresh token and an audit row)",
+                g / 1e6,
+                logins,
+                refreshes,
+                g / writes.max(1) as f64
+            ),
+            None => "database size not measured on PostgreSQL".to_string(),
+        };
+        let slice_min = slice.as_secs_f64() / 60.0;
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": run.throughput_rps,
+                "max_mixed_rps": max.throughput_rps,
+                "target_rps": target_rps,
+                "connections": n,
+                "answered": { "profile": profiles, "refresh": refreshes, "login": logins },
+                "slice_s": slice.as_secs_f64(),
+                "run": run,
+                "max_run": max,
+                "slices": slices,
+                "rss_bytes_per_slice": memory.iter().map(|m| m.map(|m| m.rss_bytes)).collect::<Vec<_>>(),
+                "end_memory": end_memory,
+                "database_bytes": { "before": db_before, "after": db_after },
+            }),
+            checks: vec![
+                Check::below(
+                    "soak failed requests",
+                    (run.errors + max.errors) as f64,
+                    Unit::Count,
+                    1.0,
+                    format!(
+                        "{:.0} req/s for {:.0} s (half of the mixed maximum {:.0} req/s; \
+                         C={n}): {profiles} profile, {refreshes} refresh, {logins} login",
+                        run.throughput_rps,
+                        c.soak_duration.as_secs_f64(),
+                        max.throughput_rps
+                    ),
+                ),
+                Check::below(
+                    "soak p99 last slice / first",
+                    p99_ratio * 100.0,
+                    Unit::Percent,
+                    150.0,
+                    format!(
+                        "first {:.2} ms, last {:.2} ms (slices of {slice_min:.1} min)",
+                        first.p99_ms, last.p99_ms
+                    ),
+                ),
+                Check::below(
+                    "soak RSS growth after warm-up",
+                    rss_growth,
+                    Unit::Percent,
+                    10.0,
+                    format!(
+                        "{:.1} MB after the first slice, {:.1} MB at the end, peak {:.1} MB; \
+                         {growth_text}",
+                        warm_rss / 1e6,
+                        final_rss / 1e6,
+                        end_memory.peak_rss_bytes as f64 / 1e6
+                    ),
+                ),
+            ],
+            errors: run.errors + max.errors,
+        })
+    }
+
     fn enumeration(&mut self) -> anyhow::Result<Outcome> {
         let c = self.config.clone();
         let per_kind = if c.smoke { 5 } else { 60 };
