@@ -88,6 +88,14 @@ impl Config {
     }
 }
 
+/// A server's CPU time and context switches per answered request over a run's window (10 ms
+/// CPU ticks, so meaningful over thousands of requests).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct PerRequest {
+    cpu_us: f64,
+    context_switches: f64,
+}
+
 /// One scale step's figures.
 #[derive(Debug, Clone, serde::Serialize)]
 struct Step {
@@ -157,6 +165,33 @@ impl Bench {
         Window::after_warmup(self.config.warmup, self.config.duration)
     }
 
+    /// One load run against `server`, and the server's CPU time and context switches per
+    /// answer inside the window (`None` when `/proc` could not be read).
+    fn load_costed(
+        &self,
+        server: &Server,
+        plans: Vec<Box<dyn Plan>>,
+    ) -> (Stats, Option<PerRequest>) {
+        let window = self.window();
+        let (stats, (start, end)) = self.runtime.block_on(async {
+            let sample = async {
+                tokio::time::sleep_until(window.start).await;
+                let start = server.cost().ok();
+                tokio::time::sleep_until(window.end).await;
+                (start, server.cost().ok())
+            };
+            tokio::join!(load::run(server.addr, plans, window), sample)
+        });
+        let per = start.zip(end).map(|(a, b)| {
+            let n = stats.requests.max(1) as f64;
+            PerRequest {
+                cpu_us: (b.cpu_s - a.cpu_s) * 1e6 / n,
+                context_switches: (b.context_switches - a.context_switches) as f64 / n,
+            }
+        });
+        (stats, per)
+    }
+
     /// One load run against `addr`.
     fn load(&self, addr: SocketAddr, plans: Vec<Box<dyn Plan>>) -> Stats {
         let window = self.window();
@@ -214,7 +249,7 @@ impl Bench {
         let mut fx = self.fixture("profile")?;
         let sessions = fx.seed(c.base_users, c.profile_connections, &hash)?;
         let server = fx.start()?;
-        let authd = self.load(server.addr, profile_plans(&fx, &sessions));
+        let (authd, authd_cost) = self.load_costed(&server, profile_plans(&fx, &sessions));
         server.stop();
         let parts = profile_parts(&fx, &sessions)?;
 
@@ -228,7 +263,7 @@ impl Bench {
                 }) as Box<dyn Plan>
             })
             .collect();
-        let bare = self.load(bare_server.addr, plans);
+        let (bare, bare_cost) = self.load_costed(&bare_server, plans);
         bare_server.stop();
 
         let ratio = authd.throughput_rps / bare.throughput_rps;
@@ -238,6 +273,8 @@ impl Bench {
                 "bare_throughput_rps": bare.throughput_rps,
                 "ratio_to_bare": ratio,
                 "in_process_parts": parts,
+                "server_per_request": authd_cost,
+                "bare_per_request": bare_cost,
                 "run": authd,
                 "bare": bare,
             }),
@@ -248,11 +285,13 @@ impl Bench {
                     Unit::Percent,
                     40.0,
                     format!(
-                        "{:.0} req/s vs bare {:.0} req/s; C={}; in-process: token check {:.0} us, \
-                         session read {:.0} us, user read {:.0} us",
+                        "{:.0} req/s vs bare {:.0} req/s; C={}; server per request: {}, bare {}; \
+                         in-process: token check {:.0} us, session read {:.0} us, user read {:.0} us",
                         authd.throughput_rps,
                         bare.throughput_rps,
                         c.profile_connections,
+                        per_request(authd_cost),
+                        per_request(bare_cost),
                         parts.verify_access_token_us,
                         parts.store_session_us,
                         parts.store_user_by_id_us
@@ -296,7 +335,7 @@ impl Bench {
         let raw_db = fx.dir.path().join("raw.db");
         fx.copy_db(&raw_db)?;
         let server = fx.start()?;
-        let http = self.load(server.addr, refresh_plans(&chains));
+        let (http, http_cost) = self.load_costed(&server, refresh_plans(&chains));
         server.stop();
         let raw = raw_rotations(&fx, &raw_db, &chains, c.warmup, c.duration)?;
         let ratio = http.throughput_rps / raw.rate;
@@ -307,6 +346,7 @@ impl Bench {
                 "raw_rotations": raw.rotations,
                 "raw_seconds": raw.seconds,
                 "ratio_to_raw": ratio,
+                "server_per_request": http_cost,
                 "run": http,
             }),
             checks: vec![
@@ -315,7 +355,12 @@ impl Bench {
                     http.throughput_rps,
                     Unit::PerSec,
                     10_000.0,
-                    format!("{}; C={}", latencies(&http), c.refresh_connections),
+                    format!(
+                        "{}; C={}; server per request: {}",
+                        latencies(&http),
+                        c.refresh_connections,
+                        per_request(http_cost)
+                    ),
                 ),
                 Check::at_least(
                     "refresh HTTP / raw SQLite rotation",
@@ -849,6 +894,15 @@ fn profile_parts(fx: &Fixture, sessions: &[Seeded]) -> anyhow::Result<Parts> {
         verify_access_token_us: verify,
         store_session_us: session,
         store_user_by_id_us: user,
+    })
+}
+
+fn per_request(p: Option<PerRequest>) -> String {
+    p.map_or("-".into(), |p| {
+        format!(
+            "{:.0} us CPU, {:.2} context switches",
+            p.cpu_us, p.context_switches
+        )
     })
 }
 
