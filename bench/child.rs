@@ -150,6 +150,13 @@ pub struct Memory {
     pub rss_bytes: u64,
 }
 
+/// What a process spent so far (`Server::cost`).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Cost {
+    pub cpu_s: f64,
+    pub context_switches: u64,
+}
+
 impl Server {
     /// Starts authd (`serve`) in `dir` with exactly `env` as its `AUTHD_*` environment.
     pub fn authd(dir: &Path, env: &[(String, String)]) -> anyhow::Result<Self> {
@@ -259,6 +266,35 @@ impl Server {
         Ok(Memory {
             peak_rss_bytes: field("VmHWM:")?,
             rss_bytes: field("VmRSS:")?,
+        })
+    }
+
+    /// The CPU time (user + system, from `/proc/<pid>/stat`, in USER_HZ ticks of 10 ms) and
+    /// the context switches (voluntary and not, summed over `/proc/<pid>/task/*/status`) the
+    /// process has spent so far. Threads that already exited are not in the sum.
+    pub fn cost(&self) -> anyhow::Result<Cost> {
+        let pid = self.pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        // Fields after the command's closing parenthesis; utime and stime are the 14th and
+        // 15th of the whole line.
+        let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields.get(11).context("no utime")?.parse::<u64>()?
+            + fields.get(12).context("no stime")?.parse::<u64>()?;
+        let mut switches = 0;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+            let Ok(status) = std::fs::read_to_string(task?.path().join("status")) else {
+                continue; // the thread exited meanwhile
+            };
+            switches += status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+                .sum::<u64>();
+        }
+        Ok(Cost {
+            cpu_s: ticks as f64 / 100.0,
+            context_switches: switches,
         })
     }
 

@@ -123,6 +123,81 @@ impl Plan for Refresh {
     }
 }
 
+/// The soak's mix, one request in twenty each: 15 profile (`P`), 4 refresh (`R`), 1 login
+/// (`L`): 75 / 20 / 5 %.
+const MIX: &[u8; 20] = b"PPPRPPPPRPPPLPPRPPRP";
+
+/// Answers of each kind in a mixed load: `[profile, refresh, login]`.
+pub type MixCounts = std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>;
+
+/// One session's mixed load (`MIX`, from a starting point of its own): its profile with its
+/// access token, a rotation of its refresh chain, a login of its user. Any unexpected answer
+/// of the chain ends the connection (the chain is lost).
+pub struct Mixed {
+    profile: Get,
+    refresh: Refresh,
+    login: Login,
+    step: usize,
+    /// The kind of the last answered request.
+    last: u8,
+    counts: MixCounts,
+}
+
+impl Mixed {
+    pub fn new(
+        start: usize,
+        access_token: String,
+        refresh_token: String,
+        email: &str,
+        password: &str,
+        counts: MixCounts,
+    ) -> Self {
+        Mixed {
+            profile: Get {
+                path: "/api/auth/profile",
+                bearer: Some(access_token),
+            },
+            refresh: Refresh::new(refresh_token),
+            login: Login::new(email, password),
+            step: start,
+            last: b'P',
+            counts,
+        }
+    }
+
+    fn kind(&self) -> u8 {
+        MIX[self.step % MIX.len()]
+    }
+}
+
+impl Plan for Mixed {
+    fn request(&mut self, host: &str) -> Request<Full<Bytes>> {
+        match self.kind() {
+            b'P' => self.profile.request(host),
+            b'R' => self.refresh.request(host),
+            _ => self.login.request(host),
+        }
+    }
+
+    fn response(&mut self, status: StatusCode, body: &[u8]) -> bool {
+        self.last = self.kind();
+        self.step += 1;
+        let (ok, i) = match self.last {
+            b'P' => (self.profile.response(status, body), 0),
+            b'R' => (self.refresh.response(status, body), 1),
+            _ => (self.login.response(status, body), 2),
+        };
+        if ok {
+            self.counts[i].fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    fn stop_on_error(&self) -> bool {
+        self.last == b'R'
+    }
+}
+
 fn post_json(path: &'static str, host: &str, body: Bytes) -> Request<Full<Bytes>> {
     Request::builder()
         .method(Method::POST)
@@ -177,12 +252,28 @@ pub struct Stats {
 #[derive(Default)]
 struct Tally {
     latencies_ns: Vec<u64>,
+    /// When each of `latencies_ns` completed, in ns after the window's start.
+    done_ns: Vec<u64>,
     answered: u64,
     errors: u64,
 }
 
 /// Runs one connection per plan against `addr` until the window ends.
 pub async fn run(addr: SocketAddr, plans: Vec<Box<dyn Plan>>, window: Window) -> Stats {
+    run_paced(addr, plans, window, None, 1).await.0
+}
+
+/// Like `run`, and with `pace`, each connection sends at most one request per `pace` (an
+/// open-loop rate while the server keeps up; each connection starts at a random point of its
+/// first period). Also returns the statistics of `buckets` equal slices of the window, by
+/// completion time (`errors` and `answered` are the whole run's, in the first slice).
+pub async fn run_paced(
+    addr: SocketAddr,
+    plans: Vec<Box<dyn Plan>>,
+    window: Window,
+    pace: Option<Duration>,
+    buckets: usize,
+) -> (Stats, Vec<Stats>) {
     assert!(
         addr.ip().is_loopback(),
         "the load generator only targets loopback"
@@ -190,14 +281,20 @@ pub async fn run(addr: SocketAddr, plans: Vec<Box<dyn Plan>>, window: Window) ->
     let connections = plans.len();
     let tasks: Vec<_> = plans
         .into_iter()
-        .map(|plan| tokio::spawn(connection(addr, plan, window)))
+        .map(|plan| tokio::spawn(connection(addr, plan, window, pace)))
         .collect();
+    let buckets = buckets.max(1);
+    let slice_ns = ((window.end - window.start).as_nanos() as u64 / buckets as u64).max(1);
     let mut latencies = Vec::new();
+    let mut sliced = vec![Vec::new(); buckets];
     let mut errors = 0;
     let mut answered = 0;
     for task in tasks {
         match task.await {
             Ok(tally) => {
+                for (&lat, &done) in tally.latencies_ns.iter().zip(&tally.done_ns) {
+                    sliced[((done / slice_ns) as usize).min(buckets - 1)].push(lat);
+                }
                 latencies.extend(tally.latencies_ns);
                 answered += tally.answered;
                 errors += tally.errors;
@@ -208,16 +305,34 @@ pub async fn run(addr: SocketAddr, plans: Vec<Box<dyn Plan>>, window: Window) ->
             }
         }
     }
+    let slice_s = slice_ns as f64 / 1e9;
+    let slices = sliced
+        .into_iter()
+        .map(|l| stats(connections, slice_s, l, 0, 0))
+        .collect();
+    (
+        stats(connections, window.seconds(), latencies, answered, errors),
+        slices,
+    )
+}
+
+fn stats(
+    connections: usize,
+    seconds: f64,
+    mut latencies: Vec<u64>,
+    answered: u64,
+    errors: u64,
+) -> Stats {
     latencies.sort_unstable();
     let ms = |q: f64| percentile(&latencies, q) as f64 / 1e6;
     let requests = latencies.len() as u64;
     Stats {
         connections,
-        duration_s: window.seconds(),
+        duration_s: seconds,
         requests,
         answered,
         errors,
-        throughput_rps: requests as f64 / window.seconds(),
+        throughput_rps: requests as f64 / seconds,
         p50_ms: ms(0.50),
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
@@ -234,9 +349,14 @@ fn percentile(sorted: &[u64], q: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn connection(addr: SocketAddr, mut plan: Box<dyn Plan>, window: Window) -> Tally {
+async fn connection(
+    addr: SocketAddr,
+    mut plan: Box<dyn Plan>,
+    window: Window,
+    pace: Option<Duration>,
+) -> Tally {
     let mut tally = Tally::default();
-    if let Err(e) = drive(addr, &mut *plan, window, &mut tally).await {
+    if let Err(e) = drive(addr, &mut *plan, window, pace, &mut tally).await {
         eprintln!("authd-bench: connection error: {e:#}");
         tally.errors += 1;
     }
@@ -247,12 +367,19 @@ async fn drive(
     addr: SocketAddr,
     plan: &mut dyn Plan,
     window: Window,
+    pace: Option<Duration>,
     tally: &mut Tally,
 ) -> anyhow::Result<()> {
     let (mut sender, driver) = connect(addr).await?;
     let host = addr.to_string();
+    let mut next = Instant::now() + pace.map_or(Duration::ZERO, |p| p.mul_f64(rand::random()));
     let result = async {
         for _ in 0..MAX_REQUESTS_PER_CONNECTION {
+            if let Some(period) = pace {
+                tokio::time::sleep_until(next).await;
+                // A late request is sent at once; the schedule never runs a burst to catch up.
+                next = (next + period).max(Instant::now());
+            }
             if Instant::now() >= window.end {
                 break;
             }
@@ -285,6 +412,7 @@ async fn drive(
                 tally.answered += 1;
                 if done >= window.start && done <= window.end {
                     tally.latencies_ns.push((done - sent).as_nanos() as u64);
+                    tally.done_ns.push((done - window.start).as_nanos() as u64);
                 }
             }
         }

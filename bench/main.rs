@@ -29,9 +29,13 @@ struct Args {
     /// Where to write the JSON results [default: bench/results/latest.json in the repository]
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
-    /// Run only this scenario (repeatable); default: all of them
+    /// Run only this scenario (repeatable); default: all of them but `soak`, which runs only
+    /// when named (and in --smoke)
     #[arg(long, value_enum, value_name = "NAME")]
     scenario: Vec<Scenario>,
+    /// Seconds of the soak's mixed load (after its warm-up); default 600, or 1.5 with --smoke
+    #[arg(long, value_name = "SECS")]
+    soak_duration: Option<f64>,
     /// Seconds measured per run (after the warm-up); default 10, or 0.3 with --smoke
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
@@ -67,6 +71,7 @@ pub enum Scenario {
     Scale,
     Memory,
     Enumeration,
+    Soak,
 }
 
 impl Scenario {
@@ -80,6 +85,18 @@ impl Scenario {
         Scenario::Enumeration,
     ];
 
+    /// Every scenario, `soak` (ten minutes) last.
+    pub const EVERY: [Scenario; 8] = [
+        Scenario::Login,
+        Scenario::Profile,
+        Scenario::Refresh,
+        Scenario::Isolation,
+        Scenario::Scale,
+        Scenario::Memory,
+        Scenario::Enumeration,
+        Scenario::Soak,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Scenario::Login => "login",
@@ -89,6 +106,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Memory => "memory",
             Scenario::Enumeration => "enumeration",
+            Scenario::Soak => "soak",
         }
     }
 }
@@ -121,6 +139,13 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
         config.duration = Duration::from_secs_f64(secs);
     }
+    if let Some(secs) = args.soak_duration {
+        anyhow::ensure!(
+            secs.is_finite() && (0.5..=86_400.0).contains(&secs),
+            "--soak-duration must be between 0.5 and 86400 seconds"
+        );
+        config.soak_duration = Duration::from_secs_f64(secs);
+    }
     fixture::set_extra_server_env(args.server_env.clone());
     if let Some(url) = &args.database {
         pgdb::with_database(url, "check")?;
@@ -137,10 +162,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             Scenario::Refresh,
             Scenario::Scale,
         ]
+    } else if args.scenario.is_empty() && args.smoke {
+        Scenario::EVERY.to_vec()
     } else if args.scenario.is_empty() {
         Scenario::ALL.to_vec()
     } else {
-        Scenario::ALL
+        Scenario::EVERY
             .into_iter()
             .filter(|s| args.scenario.contains(s))
             .collect()

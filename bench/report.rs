@@ -18,6 +18,8 @@ pub enum Unit {
     PerSec,
     /// Megabytes (10^6 bytes).
     Mb,
+    /// A number of things (requests).
+    Count,
 }
 
 impl Unit {
@@ -27,6 +29,7 @@ impl Unit {
             Unit::Ms => format!("{v:.2} ms"),
             Unit::PerSec => format!("{} /s", thousands(v)),
             Unit::Mb => format!("{v:.1} MB"),
+            Unit::Count => format!("{v:.0}"),
         }
     }
 
@@ -36,6 +39,7 @@ impl Unit {
             Unit::Ms => "ms",
             Unit::PerSec => "per_s",
             Unit::Mb => "MB",
+            Unit::Count => "count",
         }
     }
 }

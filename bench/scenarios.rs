@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::child::{Memory, Server, TempDir};
 use crate::fixture::{server_env, Fixture, Seeded, PASSWORD};
-use crate::load::{self, Get, Login, Plan, Refresh, Stats, Window};
+use crate::load::{self, Get, Login, Mixed, Plan, Refresh, Stats, Window};
 use crate::report::{Check, Outcome, Unit};
 use crate::Scenario;
 
@@ -39,6 +39,11 @@ pub struct Config {
     pub base_users: usize,
     /// Users in the database at each scale step; the middle one is the memory checkpoint.
     pub scale_users: [usize; 3],
+    /// Connections of the soak (each one session's mixed load).
+    pub soak_connections: usize,
+    /// Length of the soak's measured load.
+    #[serde(serialize_with = "secs")]
+    pub soak_duration: Duration,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -59,6 +64,8 @@ impl Config {
             isolation_connections: 16,
             base_users: 10_000,
             scale_users: [10_000, 100_000, 1_000_000],
+            soak_connections: 16,
+            soak_duration: Duration::from_secs(600),
         }
     }
 
@@ -75,8 +82,18 @@ impl Config {
             isolation_connections: 4,
             base_users: 100,
             scale_users: [1_000, 2_000, 3_000],
+            soak_connections: 4,
+            soak_duration: Duration::from_millis(1500),
         }
     }
+}
+
+/// A server's CPU time and context switches per answered request over a run's window (10 ms
+/// CPU ticks, so meaningful over thousands of requests).
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct PerRequest {
+    cpu_us: f64,
+    context_switches: f64,
 }
 
 /// One scale step's figures.
@@ -127,6 +144,7 @@ impl Bench {
             Scenario::Scale => self.scale(),
             Scenario::Memory => self.memory(),
             Scenario::Enumeration => self.enumeration(),
+            Scenario::Soak => self.soak(),
         };
         result.with_context(|| format!("scenario {}", scenario.name()))
     }
@@ -137,13 +155,41 @@ impl Bench {
         if let Some(h) = self.hashes.get(&cost) {
             return Ok(h.clone());
         }
-        let h = bcrypt::non_truncating_hash(PASSWORD.as_bytes(), cost)?;
+        let h =
+            authd::crypto::bcrypt::hash(PASSWORD.as_bytes(), cost).map_err(anyhow::Error::msg)?;
         self.hashes.insert(cost, h.clone());
         Ok(h)
     }
 
     fn window(&self) -> Window {
         Window::after_warmup(self.config.warmup, self.config.duration)
+    }
+
+    /// One load run against `server`, and the server's CPU time and context switches per
+    /// answer inside the window (`None` when `/proc` could not be read).
+    fn load_costed(
+        &self,
+        server: &Server,
+        plans: Vec<Box<dyn Plan>>,
+    ) -> (Stats, Option<PerRequest>) {
+        let window = self.window();
+        let (stats, (start, end)) = self.runtime.block_on(async {
+            let sample = async {
+                tokio::time::sleep_until(window.start).await;
+                let start = server.cost().ok();
+                tokio::time::sleep_until(window.end).await;
+                (start, server.cost().ok())
+            };
+            tokio::join!(load::run(server.addr, plans, window), sample)
+        });
+        let per = start.zip(end).map(|(a, b)| {
+            let n = stats.requests.max(1) as f64;
+            PerRequest {
+                cpu_us: (b.cpu_s - a.cpu_s) * 1e6 / n,
+                context_switches: (b.context_switches - a.context_switches) as f64 / n,
+            }
+        });
+        (stats, per)
     }
 
     /// One load run against `addr`.
@@ -203,7 +249,7 @@ impl Bench {
         let mut fx = self.fixture("profile")?;
         let sessions = fx.seed(c.base_users, c.profile_connections, &hash)?;
         let server = fx.start()?;
-        let authd = self.load(server.addr, profile_plans(&fx, &sessions));
+        let (authd, authd_cost) = self.load_costed(&server, profile_plans(&fx, &sessions));
         server.stop();
         let parts = profile_parts(&fx, &sessions)?;
 
@@ -217,7 +263,7 @@ impl Bench {
                 }) as Box<dyn Plan>
             })
             .collect();
-        let bare = self.load(bare_server.addr, plans);
+        let (bare, bare_cost) = self.load_costed(&bare_server, plans);
         bare_server.stop();
 
         let ratio = authd.throughput_rps / bare.throughput_rps;
@@ -227,6 +273,8 @@ impl Bench {
                 "bare_throughput_rps": bare.throughput_rps,
                 "ratio_to_bare": ratio,
                 "in_process_parts": parts,
+                "server_per_request": authd_cost,
+                "bare_per_request": bare_cost,
                 "run": authd,
                 "bare": bare,
             }),
@@ -237,11 +285,13 @@ impl Bench {
                     Unit::Percent,
                     40.0,
                     format!(
-                        "{:.0} req/s vs bare {:.0} req/s; C={}; in-process: token check {:.0} us, \
-                         session read {:.0} us, user read {:.0} us",
+                        "{:.0} req/s vs bare {:.0} req/s; C={}; server per request: {}, bare {}; \
+                         in-process: token check {:.0} us, session read {:.0} us, user read {:.0} us",
                         authd.throughput_rps,
                         bare.throughput_rps,
                         c.profile_connections,
+                        per_request(authd_cost),
+                        per_request(bare_cost),
                         parts.verify_access_token_us,
                         parts.store_session_us,
                         parts.store_user_by_id_us
@@ -285,7 +335,7 @@ impl Bench {
         let raw_db = fx.dir.path().join("raw.db");
         fx.copy_db(&raw_db)?;
         let server = fx.start()?;
-        let http = self.load(server.addr, refresh_plans(&chains));
+        let (http, http_cost) = self.load_costed(&server, refresh_plans(&chains));
         server.stop();
         let raw = raw_rotations(&fx, &raw_db, &chains, c.warmup, c.duration)?;
         let ratio = http.throughput_rps / raw.rate;
@@ -296,6 +346,7 @@ impl Bench {
                 "raw_rotations": raw.rotations,
                 "raw_seconds": raw.seconds,
                 "ratio_to_raw": ratio,
+                "server_per_request": http_cost,
                 "run": http,
             }),
             checks: vec![
@@ -304,7 +355,12 @@ impl Bench {
                     http.throughput_rps,
                     Unit::PerSec,
                     10_000.0,
-                    format!("{}; C={}", latencies(&http), c.refresh_connections),
+                    format!(
+                        "{}; C={}; server per request: {}",
+                        latencies(&http),
+                        c.refresh_connections,
+                        per_request(http_cost)
+                    ),
                 ),
                 Check::at_least(
                     "refresh HTTP / raw SQLite rotation",
@@ -529,6 +585,153 @@ impl Bench {
 impl Bench {
     /// Unknown email vs wrong password, alternating on one connection at the default cost:
     /// both medians, and whether the answers are byte-identical apart from the request id.
+    /// A mixed load (75 % profile, 20 % refresh, 5 % login, `load::Mixed`) at half the
+    /// maximum measured just before on the same server, for `soak_duration`, cut into ten
+    /// slices (minutes at the default 600 s): failed requests, the last slice's p99 against
+    /// the first's, resident memory after the first slice (the warm-up) against the end, and
+    /// the database's growth per write.
+    fn soak(&mut self) -> anyhow::Result<Outcome> {
+        const SLICES: usize = 10;
+        let c = self.config.clone();
+        let n = c.soak_connections;
+        let hash = self.password_hash()?;
+        let mut fx = self.fixture("soak")?;
+        let seeded = fx.seed(c.base_users, 2 * n, &hash)?;
+        let (probe, soakers) = seeded.split_at(n);
+        let server = fx.start()?;
+        let mixed = |sessions: &[Seeded], counts: &load::MixCounts| -> Vec<Box<dyn Plan>> {
+            sessions
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    Box::new(Mixed::new(
+                        i * 7,
+                        fx.access_token(s),
+                        s.refresh_token.clone(),
+                        &s.email,
+                        PASSWORD,
+                        counts.clone(),
+                    )) as Box<dyn Plan>
+                })
+                .collect()
+        };
+        // The maximum: the same mix in a closed loop.
+        let max_counts = load::MixCounts::default();
+        let max = self.load(server.addr, mixed(probe, &max_counts));
+        let target_rps = max.throughput_rps / 2.0;
+        ensure!(target_rps > 0.0, "the mixed load got no answer");
+        let pace = Duration::from_secs_f64(n as f64 / target_rps);
+        let db_bytes = || -> Option<u64> {
+            fx.pg.is_none().then(|| {
+                ["authd.db", "authd.db-wal"]
+                    .iter()
+                    .filter_map(|f| std::fs::metadata(fx.dir.path().join(f)).ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+        };
+        let db_before = db_bytes();
+        let counts = load::MixCounts::default();
+        let window = Window::after_warmup(c.warmup, c.soak_duration);
+        let slice = c.soak_duration / SLICES as u32;
+        let plans = mixed(soakers, &counts);
+        // Resident memory at the end of each slice, sampled while the load runs.
+        let ((run, slices), memory) = self.runtime.block_on(async {
+            let sample = async {
+                let mut samples = Vec::with_capacity(SLICES);
+                for i in 1..=SLICES as u32 {
+                    tokio::time::sleep_until(window.start + slice * i).await;
+                    samples.push(server.memory().ok());
+                }
+                samples
+            };
+            tokio::join!(
+                load::run_paced(server.addr, plans, window, Some(pace), SLICES),
+                sample
+            )
+        });
+        let db_after = db_bytes();
+        let end_memory = server.memory()?;
+        server.stop();
+        let done = |i: usize| counts[i].load(std::sync::atomic::Ordering::Relaxed);
+        let (profiles, refreshes, logins) = (done(0), done(1), done(2));
+        let (first, last) = (&slices[0], &slices[SLICES - 1]);
+        let p99_ratio = last.p99_ms / first.p99_ms;
+        let rss = |m: &Option<Memory>| m.map_or(f64::NAN, |m| m.rss_bytes as f64);
+        let (warm_rss, final_rss) = (rss(&memory[0]), rss(&memory[SLICES - 1]));
+        let rss_growth = (final_rss / warm_rss - 1.0) * 100.0;
+        let growth = db_before.zip(db_after).map(|(b, a)| a as f64 - b as f64);
+        let writes = refreshes + logins;
+        let growth_text = match growth {
+            Some(g) => format!(
+                "database {:+.1} MB over {} logins and {} rotations ({:.0} bytes per write: \
+                 each login adds a session, its first refresh token and an audit row, each \
+                 rotation a refresh token and an audit row)",
+                g / 1e6,
+                logins,
+                refreshes,
+                g / writes.max(1) as f64
+            ),
+            None => "database size not measured on PostgreSQL".to_string(),
+        };
+        let slice_min = slice.as_secs_f64() / 60.0;
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": run.throughput_rps,
+                "max_mixed_rps": max.throughput_rps,
+                "target_rps": target_rps,
+                "connections": n,
+                "answered": { "profile": profiles, "refresh": refreshes, "login": logins },
+                "slice_s": slice.as_secs_f64(),
+                "run": run,
+                "max_run": max,
+                "slices": slices,
+                "rss_bytes_per_slice": memory.iter().map(|m| m.map(|m| m.rss_bytes)).collect::<Vec<_>>(),
+                "end_memory": end_memory,
+                "database_bytes": { "before": db_before, "after": db_after },
+            }),
+            checks: vec![
+                Check::below(
+                    "soak failed requests",
+                    (run.errors + max.errors) as f64,
+                    Unit::Count,
+                    1.0,
+                    format!(
+                        "{:.0} req/s for {:.0} s (half of the mixed maximum {:.0} req/s; \
+                         C={n}): {profiles} profile, {refreshes} refresh, {logins} login",
+                        run.throughput_rps,
+                        c.soak_duration.as_secs_f64(),
+                        max.throughput_rps
+                    ),
+                ),
+                Check::below(
+                    "soak p99 last slice / first",
+                    p99_ratio * 100.0,
+                    Unit::Percent,
+                    150.0,
+                    format!(
+                        "first {:.2} ms, last {:.2} ms (slices of {slice_min:.1} min)",
+                        first.p99_ms, last.p99_ms
+                    ),
+                ),
+                Check::below(
+                    "soak RSS growth after warm-up",
+                    rss_growth,
+                    Unit::Percent,
+                    10.0,
+                    format!(
+                        "{:.1} MB after the first slice, {:.1} MB at the end, peak {:.1} MB; \
+                         {growth_text}",
+                        warm_rss / 1e6,
+                        final_rss / 1e6,
+                        end_memory.peak_rss_bytes as f64 / 1e6
+                    ),
+                ),
+            ],
+            errors: run.errors + max.errors,
+        })
+    }
+
     fn enumeration(&mut self) -> anyhow::Result<Outcome> {
         let c = self.config.clone();
         let per_kind = if c.smoke { 5 } else { 60 };
@@ -694,6 +897,15 @@ fn profile_parts(fx: &Fixture, sessions: &[Seeded]) -> anyhow::Result<Parts> {
     })
 }
 
+fn per_request(p: Option<PerRequest>) -> String {
+    p.map_or("-".into(), |p| {
+        format!(
+            "{:.0} us CPU, {:.2} context switches",
+            p.cpu_us, p.context_switches
+        )
+    })
+}
+
 fn latencies(s: &Stats) -> String {
     format!(
         "p50 {:.2} ms, p99 {:.2} ms, p999 {:.2} ms",
@@ -720,7 +932,7 @@ fn median_verify(hash: &str, samples: usize) -> anyhow::Result<f64> {
     let mut times = Vec::with_capacity(samples);
     for _ in 0..samples.max(1) {
         let t = Instant::now();
-        let ok = bcrypt::non_truncating_verify(PASSWORD.as_bytes(), hash)?;
+        let ok = authd::crypto::bcrypt::verify(PASSWORD.as_bytes(), hash);
         times.push(t.elapsed().as_secs_f64());
         ensure!(ok, "the seeded hash does not verify");
     }

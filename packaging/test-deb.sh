@@ -57,6 +57,8 @@ field() { dpkg-deb --field "$deb" "$1"; }
 depends="$(field Depends)"
 grep -qE '(^|, )adduser($|[ ,])' <<<"$depends" || fail "Depends lacks adduser: $depends"
 grep -qE '(^|, )libc6' <<<"$depends" || fail "Depends lacks libc6 (\$auto): $depends"
+# bcrypt is libxcrypt's crypt_rn (src/crypto/bcrypt.rs): $auto must have found libcrypt.so.1.
+grep -qE '(^|, )libcrypt1' <<<"$depends" || fail "Depends lacks libcrypt1 (\$auto): $depends"
 for f in conffiles postinst prerm postrm; do
     grep -qE "^ +[0-9]+ bytes, +[0-9]+ lines .* $f( |$)" <<<"$info" || fail "control member $f missing"
 done

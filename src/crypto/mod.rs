@@ -1,6 +1,7 @@
 //! Crypto layer: password hashing (bcrypt), access tokens (JWT), refresh tokens (HMAC-signed
 //! random strings), and the keys behind them. Small functions; no business rules.
 
+pub mod bcrypt;
 pub mod jws_header;
 pub mod jwt;
 pub mod keys;

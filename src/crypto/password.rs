@@ -9,6 +9,7 @@ use std::sync::Arc;
 use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{OnceCell, Semaphore};
 
+use super::bcrypt;
 use crate::blocking::blocking;
 use crate::domain::validate::PASSWORD_MAX_BYTES;
 use crate::error::{AppError, AppResult};
@@ -113,9 +114,8 @@ impl Passwords {
         }
     }
 
-    /// Hashes a normalised password. Over 72 bytes is refused here, so nothing is ever
-    /// truncated. (`bcrypt::non_truncating_hash` is not used: it counts the C terminator and
-    /// so refuses exactly 72 bytes.)
+    /// Hashes a normalised password (`$2b$` at the configured cost, `crypto::bcrypt`). Over
+    /// 72 bytes or holding NUL is refused here, so nothing is ever truncated.
     pub async fn hash(&self, password: String) -> AppResult<String> {
         if !distinct_bcrypt_input(&password) {
             return Err(AppError::Internal(
@@ -136,7 +136,7 @@ impl Passwords {
         let distinct = distinct_bcrypt_input(&password);
         let matched = self
             .pool_for(&hash)
-            .run(move || bcrypt::verify(password.as_bytes(), &hash).unwrap_or(false))
+            .run(move || bcrypt::verify(password.as_bytes(), &hash))
             .await?;
         Ok(matched && distinct)
     }
@@ -156,7 +156,7 @@ impl Passwords {
         self.dummy
             .get_or_try_init(|| async move {
                 let random: [u8; 16] = rand::random();
-                blocking(move || bcrypt::hash(random, cost))
+                blocking(move || bcrypt::hash(&random, cost))
                     .await?
                     .map_err(|e| AppError::Internal(format!("bcrypt: {e}")))
             })
@@ -178,11 +178,12 @@ impl Passwords {
 
 /// The cost of a well-formed bcrypt hash, or `None` for anything else.
 ///
-/// Well-formed: `$2a$`, `$2b$` or `$2y$` (the variants the bcrypt crate verifies alike; `$2x$`
-/// marks hashes made by a buggy implementation and is refused), a two-digit cost from 4 to 31,
-/// `$`, then 53 characters of bcrypt's base64: a 22-character salt that decodes to exactly 16
-/// bytes and a 31-character checksum that decodes to exactly 23 bytes, both canonical (unused
-/// trailing bits zero, as the bcrypt crate requires when it verifies). 60 characters in all.
+/// Well-formed: `$2a$`, `$2b$` or `$2y$` (the variants `crypto::bcrypt` verifies alike on a
+/// UTF-8 password; `$2x$` marks hashes made by a buggy implementation and is refused), a
+/// two-digit cost from 4 to 31, `$`, then 53 characters of bcrypt's base64: a 22-character
+/// salt that decodes to exactly 16 bytes and a 31-character checksum that decodes to exactly
+/// 23 bytes, both canonical (unused trailing bits zero; libxcrypt would re-encode a
+/// non-canonical salt, so such a hash could never match). 60 characters in all.
 pub fn bcrypt_cost(hash: &str) -> Option<u32> {
     use base64::Engine;
     let rest = hash
@@ -241,8 +242,8 @@ mod tests {
     async fn costlier_hashes_are_verified_on_their_own_single_permit() {
         let metrics = Metrics::new();
         let p = Arc::new(Passwords::new(4, &metrics));
-        let costly = bcrypt::hash("Secret-123", 6).unwrap();
-        let cheap = bcrypt::hash("Secret-123", 4).unwrap();
+        let costly = bcrypt::hash(b"Secret-123", 6).unwrap();
+        let cheap = bcrypt::hash(b"Secret-123", 4).unwrap();
         let checks: Vec<_> = (0..4)
             .map(|i| {
                 let (p, h) = (p.clone(), if i % 2 == 0 { &costly } else { &cheap }.clone());
@@ -266,7 +267,7 @@ mod tests {
             assert_eq!(bcrypt_cost(&format!("{prefix}04${body}")), Some(4));
             assert_eq!(bcrypt_cost(&format!("{prefix}31${body}")), Some(31));
         }
-        let hash = bcrypt::hash("Secret-123", 5).unwrap();
+        let hash = bcrypt::hash(b"Secret-123", 5).unwrap();
         assert_eq!(bcrypt_cost(&hash), Some(5));
         for bad in [
             String::new(),
@@ -290,6 +291,6 @@ mod tests {
         }
         let p = Passwords::new(12, &Metrics::new());
         assert!(p.needs_rehash(&hash));
-        assert!(!p.needs_rehash(&bcrypt::hash("x", 12).unwrap()));
+        assert!(!p.needs_rehash(&bcrypt::hash(b"x", 12).unwrap()));
     }
 }

@@ -30,6 +30,7 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
         "scale",
         "memory",
         "enumeration",
+        "soak",
     ] {
         assert!(table.contains(scenario), "no {scenario} row in:\n{table}");
     }
@@ -88,6 +89,24 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
         "unknown-email median",
     );
     assert_eq!(enumeration["identical_bodies"], true, "{enumeration}");
+    // Soak: the mixed maximum, then the paced mix, each with all three kinds answered; ten
+    // slices, and the server's memory sampled at the end of each.
+    let soak = &scenarios["soak"];
+    answered(&soak["max_run"], "soak maximum");
+    answered(&soak["run"], "soak");
+    for kind in ["profile", "refresh", "login"] {
+        assert!(
+            soak["answered"][kind].as_u64() > Some(0),
+            "soak {kind}: {soak}"
+        );
+    }
+    assert_eq!(soak["slices"].as_array().map(Vec::len), Some(10), "{soak}");
+    let rss = soak["rss_bytes_per_slice"].as_array().expect("soak RSS");
+    assert!(
+        rss.len() == 10 && rss.iter().all(Value::is_number),
+        "{soak}"
+    );
+    number(&soak["database_bytes"]["after"], "soak database size");
     for (name, s) in scenarios.as_object().unwrap() {
         let checks = s["checks"].as_array().expect("checks");
         assert!(!checks.is_empty(), "{name} has no checks");
