@@ -26,6 +26,7 @@ mod reader;
 mod redact;
 mod registration;
 mod render;
+mod revocation_feed;
 mod secret;
 mod secret_strength;
 mod server;
@@ -40,6 +41,7 @@ pub use password::PasswordSettings;
 pub use rate_limit::RateLimitSettings;
 pub use redact::redact_url;
 pub use registration::RegistrationSettings;
+pub use revocation_feed::RevocationFeedSettings;
 pub use secret::{check_secret_strength, Secret, SECRET_MIN_BITS};
 pub use server::{ConnectionLimits, ServerSettings};
 
@@ -60,6 +62,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("log", log::KEYS),
     ("registration", registration::KEYS),
     ("metrics", metrics::KEYS),
+    ("revocation_feed", revocation_feed::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -90,6 +93,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub registration: RegistrationSettings,
     pub metrics: MetricsSettings,
+    pub revocation_feed: RevocationFeedSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -107,6 +111,7 @@ impl Settings {
         let log = LogSettings::read(r);
         let registration = RegistrationSettings::read(r);
         let metrics = MetricsSettings::read(r);
+        let revocation_feed = RevocationFeedSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -129,6 +134,7 @@ impl Settings {
             log,
             registration,
             metrics,
+            revocation_feed,
             warnings,
         }
     }
@@ -146,6 +152,7 @@ impl Settings {
             self.log.to_toml(),
             self.registration.to_toml(),
             self.metrics.to_toml(),
+            self.revocation_feed.to_toml(),
         ]
         .join("\n")
     }

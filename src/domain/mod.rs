@@ -5,6 +5,7 @@ pub mod entities;
 pub mod ip;
 pub mod keys;
 pub mod limits;
+pub mod revocation_feed;
 pub mod terminal;
 pub mod time;
 pub mod validate;

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod meta;
 pub mod passwords;
+pub mod revocation_feed;
 pub mod sessions;
 
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};

@@ -11,6 +11,7 @@ mod keys;
 mod limits;
 mod migrations;
 mod passwords;
+mod revocation_feed;
 mod sessions;
 mod users;
 mod writer;
@@ -30,6 +31,7 @@ use super::{
 };
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
+use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -385,6 +387,17 @@ impl Store for SqliteStore {
         dry_run: bool,
     ) -> StoreResult<CleanupCounts> {
         self.write(move |tx| cleanup::purge(tx, cutoff, now, failure_window, dry_run))
+    }
+
+    fn revoked_sessions_since(&self, since: i64, issued_after: Millis) -> StoreResult<FeedRead> {
+        self.read(|c| revocation_feed::since(c, since, issued_after))
+    }
+
+    fn purge_revocation_feed(&self, issued_before: Millis, dry_run: bool) -> StoreResult<u64> {
+        if dry_run {
+            return self.read(|c| revocation_feed::purge(c, issued_before, true));
+        }
+        self.write(move |tx| revocation_feed::purge(tx, issued_before, false))
     }
 
     fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
