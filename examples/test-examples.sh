@@ -15,7 +15,9 @@
 #    token B signed by K2; each verifier accepts A (K1 stays in the JWKS while retiring) and B
 #    (an unknown kid makes the verifier refetch the JWKS);
 # 5. `authd keys revoke K1 --yes`: once K1 has left the JWKS and the verifiers' caches have
-#    expired, each verifier refuses A and still accepts B.
+#    expired, each verifier refuses A and still accepts B;
+# 6. `POST /api/auth/logout-all` with token B: B has not expired, but each verifier refuses it
+#    within pollAfter + 2 s (its poller reads authd's revoked-session feed).
 # Everything stays on 127.0.0.1 and is stopped on exit. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -70,7 +72,8 @@ PORT=$(free_port)
 A="http://127.0.0.1:$PORT"
 export AUTHD_SERVER__BIND="127.0.0.1:$PORT" AUTHD_DATABASE__URL="sqlite://$WORK/authd.db" \
     AUTHD_JWT__KEY_DIR="$WORK/keys" AUTHD_COOKIE__SECURE=false AUTHD_PASSWORD__BCRYPT_COST=10 \
-    AUTHD_LOG__LEVEL=warn
+    AUTHD_LOG__LEVEL=warn AUTHD_REVOCATION_FEED__POLL_AFTER=2s
+POLL_AFTER=2
 (cd "$WORK" && exec "$BIN" serve >"$WORK/authd.log" 2>&1) &
 PIDS+=($!)
 for _ in $(seq 100); do curl -fs "$A/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
@@ -175,5 +178,19 @@ done
 for v in python node rust; do
     eventually $v "$TOKEN_A" 401 "token A (revoked key) once the JWKS cache refreshed" 15
     expect $v "$TOKEN_B" 200 "token B after the revocation"
+done
+
+# ---------------------------------------------------------------------------------------
+# 6. Revoked sessions: the verifiers' pollers read the feed.
+say "logout-all with token B (it stays unexpired)"
+T0=$SECONDS
+curl -fs -X POST "$A/api/auth/logout-all" -H "Authorization: Bearer $TOKEN_B" >/dev/null
+FEED_SIDS=$(curl -fs "$A/.well-known/revoked-sessions" | "$PY" -c 'import json,sys; print(" ".join(e["sid"] for e in json.load(sys.stdin)["revoked"]))')
+SID_B=$("$PY" -c 'import base64,json,sys; p=sys.argv[1].split(".")[1]; print(json.loads(base64.urlsafe_b64decode(p+"="*(-len(p)%4)))["sid"])' "$TOKEN_B")
+case " $FEED_SIDS " in *" $SID_B "*) ;; *) fail "session $SID_B is not in the feed: $FEED_SIDS" ;; esac
+for v in python node rust; do
+    # Within pollAfter + 2 s of the logout-all, for each (they poll side by side).
+    eventually $v "$TOKEN_B" 401 "token B after logout-all (revoked-session feed)" \
+        $((T0 + POLL_AFTER + 2 - SECONDS))
 done
 say "all example verifiers passed"

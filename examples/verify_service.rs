@@ -5,17 +5,22 @@
 //! token naming a key id that is not in the cache triggers one refetch (at most once per
 //! `JWKS_COOLDOWN_SECONDS`), which is how a key rotation is picked up. Each token is checked
 //! for its signature, the algorithm (EdDSA only, whatever the token says), `typ` (`at+jwt`,
-//! RFC 9068), `iss`, `aud` and `exp`.
+//! RFC 9068), `iss`, `aud` and `exp`. Beside the JWKS cache, a background task polls authd's
+//! revoked-session feed every `pollAfter` seconds and refuses the tokens of sessions that were
+//! revoked (logout, logout-all, an admin's revocation, ...) before they expire.
 //!
 //! `GET /whoami` with `Authorization: Bearer <access token>`: 200 `{"sub", "sid", "role",
 //! "kid"}` or 401 `{"error": "invalid_token", "message"}`.
 //!
 //! Environment: `AUTHD_JWKS_URL` (default `http://127.0.0.1:8080/.well-known/jwks.json`),
 //! `AUTHD_ISSUER` / `AUTHD_AUDIENCE` (default `authd`), `JWKS_CACHE_SECONDS` (default 300),
-//! `JWKS_COOLDOWN_SECONDS` (default 30), `PORT` (default 9003, on 127.0.0.1).
+//! `JWKS_COOLDOWN_SECONDS` (default 30), `AUTHD_REVOCATION_FEED_URL` (default: the JWKS URL
+//! with `/.well-known/revoked-sessions` in place of `/.well-known/jwks.json`), `PORT` (default
+//! 9003, on 127.0.0.1).
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -74,9 +79,92 @@ impl Jwks {
     }
 }
 
+/// One answer of authd's revoked-session feed.
+#[derive(Debug, Deserialize)]
+struct FeedAnswer {
+    revoked: Vec<FeedEntry>,
+    cursor: String,
+    #[serde(rename = "pollAfter")]
+    poll_after: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct FeedEntry {
+    sid: String,
+    exp: i64,
+}
+
+/// An entry is kept this long past its `exp`: longer than any verifier's clock leeway.
+const KEEP_PAST_EXP: i64 = 60;
+
+/// authd's revoked-session feed (`GET /.well-known/revoked-sessions`), polled in the
+/// background: the ids of revoked sessions whose tokens have not expired yet, with their `exp`.
+struct RevokedSessions {
+    url: String,
+    client: reqwest::Client,
+    revoked: RwLock<HashMap<String, i64>>,
+}
+
+impl RevokedSessions {
+    fn is_revoked(&self, sid: &str) -> bool {
+        self.revoked
+            .read()
+            .map(|r| r.contains_key(sid))
+            .unwrap_or(true)
+    }
+
+    /// Reads what was revoked since `cursor`; returns the next cursor and the seconds to wait.
+    /// A 400 (a cursor too old, or from another database) starts again without one.
+    async fn poll_once(&self, cursor: Option<String>) -> Result<(Option<String>, u64), String> {
+        let mut req = self.client.get(&self.url).timeout(Duration::from_secs(5));
+        if let Some(c) = &cursor {
+            req = req.query(&[("since", c)]);
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        if resp.status() == reqwest::StatusCode::BAD_REQUEST {
+            return Ok((None, 0));
+        }
+        let answer: FeedAnswer = resp
+            .error_for_status()
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        if let Ok(mut revoked) = self.revoked.write() {
+            for e in answer.revoked {
+                revoked.insert(e.sid, e.exp);
+            }
+            revoked.retain(|_, exp| *exp + KEEP_PAST_EXP >= now);
+        }
+        Ok((Some(answer.cursor), answer.poll_after.max(1)))
+    }
+
+    async fn poll_forever(self: Arc<Self>) {
+        let mut cursor = None;
+        loop {
+            let wait = match self.poll_once(cursor.clone()).await {
+                Ok((next, wait)) => {
+                    cursor = next;
+                    wait
+                }
+                Err(e) => {
+                    // authd unreachable: keep what we know, try again.
+                    eprintln!("revoked-session feed: {e}");
+                    5
+                }
+            };
+            tokio::time::sleep(Duration::from_secs(wait)).await;
+        }
+    }
+}
+
 /// Checks `token` against authd's keys and the expected issuer and audience.
 async fn verify(
     jwks: &Jwks,
+    revoked: &RevokedSessions,
     validation: &Validation,
     token: &str,
 ) -> Result<serde_json::Value, String> {
@@ -89,6 +177,9 @@ async fn verify(
     let data =
         jsonwebtoken::decode::<Claims>(token, &key, validation).map_err(|e| e.to_string())?;
     let c = data.claims;
+    if revoked.is_revoked(&c.sid) {
+        return Err("session revoked".into());
+    }
     Ok(serde_json::json!({ "sub": c.sub, "sid": c.sid, "role": c.role, "kid": kid }))
 }
 
@@ -107,11 +198,21 @@ fn secs(name: &str, default: u64) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let jwks = Arc::new(Jwks {
+    let jwks_url = env(
+        "AUTHD_JWKS_URL",
+        "http://127.0.0.1:8080/.well-known/jwks.json",
+    );
+    let revoked = Arc::new(RevokedSessions {
         url: env(
-            "AUTHD_JWKS_URL",
-            "http://127.0.0.1:8080/.well-known/jwks.json",
+            "AUTHD_REVOCATION_FEED_URL",
+            &jwks_url.replace("/.well-known/jwks.json", "/.well-known/revoked-sessions"),
         ),
+        client: reqwest::Client::new(),
+        revoked: RwLock::new(HashMap::new()),
+    });
+    tokio::spawn(revoked.clone().poll_forever());
+    let jwks = Arc::new(Jwks {
+        url: jwks_url,
         client: reqwest::Client::new(),
         max_age: secs("JWKS_CACHE_SECONDS", 300),
         cooldown: secs("JWKS_COOLDOWN_SECONDS", 30),
@@ -128,11 +229,11 @@ async fn main() {
         .and(warp::get())
         .and(warp::header::optional::<String>("authorization"))
         .then(move |auth: Option<String>| {
-            let (jwks, validation) = (jwks.clone(), validation.clone());
+            let (jwks, validation, revoked) = (jwks.clone(), validation.clone(), revoked.clone());
             async move {
                 let result = match auth.as_deref().and_then(|a| a.strip_prefix("Bearer ")) {
                     None => Err("no bearer token".to_string()),
-                    Some(token) => verify(&jwks, &validation, token).await,
+                    Some(token) => verify(&jwks, &revoked, &validation, token).await,
                 };
                 match result {
                     Ok(who) => warp::reply::with_status(warp::reply::json(&who), StatusCode::OK),

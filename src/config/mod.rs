@@ -29,6 +29,7 @@ mod reader;
 mod redact;
 mod registration;
 mod render;
+mod revocation_feed;
 mod secret;
 mod secret_strength;
 mod server;
@@ -46,6 +47,7 @@ pub use password_reset::PasswordResetSettings;
 pub use rate_limit::RateLimitSettings;
 pub use redact::redact_url;
 pub use registration::RegistrationSettings;
+pub use revocation_feed::RevocationFeedSettings;
 pub use secret::{check_secret_strength, Secret, SECRET_MIN_BITS};
 pub use server::{ConnectionLimits, ServerSettings};
 
@@ -69,6 +71,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("email", email::KEYS),
     ("password_reset", password_reset::KEYS),
     ("pages", pages::KEYS),
+    ("revocation_feed", revocation_feed::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -107,6 +110,7 @@ pub struct Settings {
     pub email: EmailSettings,
     pub password_reset: PasswordResetSettings,
     pub pages: PagesSettings,
+    pub revocation_feed: RevocationFeedSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -127,6 +131,7 @@ impl Settings {
         let email = EmailSettings::read(r);
         let password_reset = PasswordResetSettings::read(r);
         let pages = PagesSettings::read(r);
+        let revocation_feed = RevocationFeedSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -152,6 +157,7 @@ impl Settings {
             email,
             password_reset,
             pages,
+            revocation_feed,
             warnings,
         }
     }
@@ -172,6 +178,7 @@ impl Settings {
             self.email.to_toml(),
             self.password_reset.to_toml(),
             self.pages.to_toml(),
+            self.revocation_feed.to_toml(),
         ]
         .join("\n")
     }

@@ -178,6 +178,9 @@ pub struct CleanupCounts {
     pub refresh_tokens: u64,
     pub sessions: u64,
     pub login_failures: u64,
+    /// Rows of the revoked-session feed whose tokens have all expired (see
+    /// `Store::purge_revocation_feed`).
+    pub revocation_feed: u64,
     /// The run stopped early because another process was cleaning up the same database
     /// (PostgreSQL's purge lock, see docs/DESIGN.md); the counts are what it did until then.
     pub stopped_early: bool,

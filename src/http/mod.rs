@@ -22,14 +22,16 @@ use crate::config::Settings;
 use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
-use crate::service::{Accounts, Admin, LoginInput, NewUserInput, PasswordChange, Sessions};
+use crate::service::{
+    Accounts, Admin, LoginInput, NewUserInput, PasswordChange, RevocationFeed, Sessions,
+};
 use budget::RequestBudget;
 use dto::{EmptyBody, RefreshBody, RoleBody};
 use filters::{
     acting_admin, authenticated, client, json_body, plain_http, refresh_cookie,
     same_origin_or_allowed, BodyLimits,
 };
-use handlers::{admin, auth, meta, pages, passwords, sessions};
+use handlers::{admin, auth, meta, pages, passwords, revocation_feed, sessions};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -45,6 +47,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/auth/sessions"),
     ("DELETE", "/api/auth/sessions/{id}"),
     ("GET", "/.well-known/jwks.json"),
+    ("GET", "/.well-known/revoked-sessions"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
     ("GET", "/metrics"),
@@ -77,6 +80,8 @@ pub struct Shared {
     pub sessions: Sessions,
     pub admin: Admin,
     pub accounts: Accounts,
+    /// The revoked-session feed (`/.well-known/revoked-sessions`).
+    pub feed: RevocationFeed,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     /// The per-IP request budget on `/api/auth/*` (per process, or shared through Redis),
@@ -100,6 +105,7 @@ impl HttpState {
         HttpState(Arc::new(Shared {
             cookie_name: Arc::from(settings.cookie.name.as_str()),
             accounts: Accounts::new(admin.core().clone()),
+            feed: RevocationFeed::new(admin.core().clone()),
             sessions,
             admin,
             settings,
@@ -265,6 +271,11 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_state.clone())
         .and_then(meta::jwks);
+    let revoked_sessions = warp::path!(".well-known" / "revoked-sessions")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and_then(revocation_feed::feed);
     let healthz = warp::path!("healthz")
         .and(warp::get())
         .and_then(meta::healthz);
@@ -314,6 +325,8 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(change_password)
         .unify();
     let ops = jwks
+        .or(revoked_sessions)
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)

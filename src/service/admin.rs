@@ -93,8 +93,13 @@ impl Admin {
         let now = now_ms();
         let cutoff = now - duration_ms(self.core.settings.cleanup.retention);
         let window = duration_ms(self.core.settings.rate_limit.window);
+        let feed_before = super::RevocationFeed::new(self.core.clone()).purge_before(now);
         self.core
-            .db(move |s| s.purge(cutoff, now, window, dry_run))
+            .db(move |s| {
+                let mut counts = s.purge(cutoff, now, window, dry_run)?;
+                counts.revocation_feed = s.purge_revocation_feed(feed_before, dry_run)?;
+                Ok(counts)
+            })
             .await
     }
 

@@ -9,6 +9,7 @@ pub mod import;
 pub mod keys;
 pub mod limits;
 pub mod passwords;
+pub mod revocation_feed;
 pub mod sessions;
 pub mod users;
 
@@ -28,6 +29,7 @@ pub use import::{Import, ImportError, ImportOptions, ImportReport};
 pub use keys::Keys;
 pub use limits::{Attempt, LoginLimits};
 pub use passwords::PasswordChange;
+pub use revocation_feed::{FeedAnswer, FeedEntry, RevocationFeed};
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Presented, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

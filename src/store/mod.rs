@@ -19,6 +19,7 @@ use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
+use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
@@ -207,6 +208,18 @@ pub trait Store: Send + Sync + 'static {
         failure_window: Millis,
         dry_run: bool,
     ) -> StoreResult<CleanupCounts>;
+
+    // The revoked-session feed (table `revoked_sessions`, written only by the triggers of
+    // migration V11 on `sessions`; see `domain::revocation_feed` and docs/DESIGN.md).
+
+    /// Reads the feed: first its head (the greatest `seq`, 0 when empty), then the rows with
+    /// `since < seq <= head` whose `issued_at` is after `issued_after`, in `seq` order. Rows
+    /// become visible in `seq` order on both backends, so a reader that was given `head`
+    /// never finds a row below it later.
+    fn revoked_sessions_since(&self, since: i64, issued_after: Millis) -> StoreResult<FeedRead>;
+    /// Deletes (with `dry_run` only counts) the feed's rows issued before `issued_before`,
+    /// except the newest row, which keeps the head (and so every cursor handed out) valid.
+    fn purge_revocation_feed(&self, issued_before: Millis, dry_run: bool) -> StoreResult<u64>;
 
     fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
     fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;

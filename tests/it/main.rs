@@ -45,6 +45,7 @@ mod postgres_backend;
 mod process;
 mod props;
 mod redis_budget;
+mod revocation_feed;
 mod secrets;
 mod session_race;
 mod slow_clients;

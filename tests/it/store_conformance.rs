@@ -121,6 +121,7 @@ conformance!(
     concurrent_hash_upgrades_land_once,
     one_time_tokens_are_used_once_superseded_and_killed,
     concurrent_uses_of_one_one_time_token_give_exactly_one_use,
+    concurrent_revocations_reach_the_feed_once_each_in_cursor_order,
 );
 
 const HOUR: Millis = 3_600_000;
@@ -1757,4 +1758,106 @@ fn concurrent_uses_of_one_one_time_token_give_exactly_one_use(store: &dyn Store)
         });
         assert_eq!(used, 1, "round {round}");
     }
+}
+
+/// Sessions revoked from many threads at once all reach the revoked-session feed (written by
+/// the V11 triggers), and a reader following the cursor while they commit sees each exactly
+/// once: rows become visible in cursor order. Cleanup keeps the newest row (the head).
+fn concurrent_revocations_reach_the_feed_once_each_in_cursor_order(store: &dyn Store) {
+    const N: usize = 48;
+    let sessions: Vec<(Uuid, Uuid)> = (0..N)
+        .map(|i| {
+            let user = new_user(store, &format!("feed{i}@example.com"));
+            (user, new_session(store, user, 1_000 + i as Millis, FAR).0)
+        })
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let barrier = Barrier::new(THREADS + 1);
+    let seen: Vec<Uuid> = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            barrier.wait();
+            let (mut cursor, mut seen) = (0, Vec::new());
+            loop {
+                let last_round = done.load(std::sync::atomic::Ordering::SeqCst);
+                let read = store.revoked_sessions_since(cursor, 0).unwrap();
+                assert!(read
+                    .entries
+                    .iter()
+                    .all(|e| e.seq > cursor && e.seq <= read.head));
+                seen.extend(read.entries.iter().map(|e| e.sid));
+                cursor = read.head;
+                if last_round {
+                    return seen;
+                }
+            }
+        });
+        let writers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (barrier, sessions) = (&barrier, &sessions);
+                scope.spawn(move || {
+                    barrier.wait();
+                    for (user, _) in sessions.iter().skip(t).step_by(THREADS) {
+                        assert_eq!(
+                            store.revoke_user_sessions(*user, 5_000, "logout").unwrap(),
+                            1
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+        reader.join().unwrap()
+    });
+    let distinct: std::collections::BTreeSet<Uuid> = seen.iter().copied().collect();
+    assert_eq!(distinct.len(), seen.len(), "a session seen twice");
+    let revoked: std::collections::BTreeSet<Uuid> = sessions.iter().map(|s| s.1).collect();
+    assert_eq!(distinct, revoked, "every revocation, none missed");
+
+    // The whole feed: each session once, its newest token's issue time, seq increasing.
+    let all = store.revoked_sessions_since(0, 0).unwrap();
+    assert_eq!(all.entries.len(), N);
+    assert!(all.entries.windows(2).all(|w| w[0].seq < w[1].seq));
+    assert_eq!(all.head, all.entries.last().unwrap().seq);
+    for (i, (_, sid)) in sessions.iter().enumerate() {
+        let e = all.entries.iter().find(|e| e.sid == *sid).unwrap();
+        assert_eq!(e.issued_at, 1_000 + i as Millis);
+    }
+    // `issued_after` filters; a cursor at the head finds nothing.
+    assert_eq!(
+        store
+            .revoked_sessions_since(0, 1_000 + 9)
+            .unwrap()
+            .entries
+            .len(),
+        N - 10
+    );
+    assert!(store
+        .revoked_sessions_since(all.head, 0)
+        .unwrap()
+        .entries
+        .is_empty());
+
+    // A session deleted while live (its user deleted) is in it; revoked or dead ones are not
+    // added again.
+    let user = new_user(store, "feed-deleted@example.com");
+    let (live, _) = new_session(store, user, 6_000, FAR);
+    let (gone, _) = new_session(store, user, 6_000, 7_000);
+    store.delete_user(user, 8_000, Allow).unwrap();
+    store.delete_user(sessions[0].0, 8_000, Allow).unwrap();
+    let after = store.revoked_sessions_since(all.head, 0).unwrap();
+    let sids: Vec<Uuid> = after.entries.iter().map(|e| e.sid).collect();
+    assert_eq!(sids, vec![live], "not {gone} (expired) nor the revoked one");
+
+    // Cleanup: everything issued before the horizon except the newest row.
+    assert_eq!(store.purge_revocation_feed(FAR, true).unwrap(), N as u64);
+    assert_eq!(store.purge_revocation_feed(FAR, false).unwrap(), N as u64);
+    let left = store.revoked_sessions_since(0, 0).unwrap();
+    assert_eq!(left.head, after.head);
+    assert_eq!(
+        left.entries.iter().map(|e| e.sid).collect::<Vec<_>>(),
+        vec![live]
+    );
 }

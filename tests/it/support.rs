@@ -139,6 +139,16 @@ impl TestServer {
         Self::launch(bind, dir, postgres, extra)
     }
 
+    /// A second server on `other`'s database (its SQLite file or its PostgreSQL database), in
+    /// a directory of its own: two instances sharing one database. Drop it before `other`
+    /// (declare it after), whose drop removes a PostgreSQL database.
+    pub fn beside(other: &TestServer, extra: &[(&str, &str)]) -> Self {
+        let url = other.database_url();
+        let mut vars = vec![("AUTHD_DATABASE__URL", url.as_str())];
+        vars.extend_from_slice(extra);
+        Self::launch("127.0.0.1:0", tempfile::tempdir().unwrap(), None, &vars)
+    }
+
     /// A server on a SQLite file whatever `AUTHD_TEST_DATABASE` says: for the tests that read
     /// the SQLite file itself (SQLite-only by nature).
     pub fn sqlite_only(extra: &[(&str, &str)]) -> Self {

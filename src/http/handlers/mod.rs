@@ -5,6 +5,7 @@ pub mod auth;
 pub mod meta;
 pub mod pages;
 pub mod passwords;
+pub mod revocation_feed;
 pub mod sessions;
 
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};

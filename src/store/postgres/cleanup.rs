@@ -77,6 +77,7 @@ pub(super) fn count(c: &mut Db<'_, impl GenericClient>, h: Horizon) -> PgResult<
         sessions: n[1],
         login_failures: n[2],
         stopped_early: false,
+        revocation_feed: 0,
     })
 }
 
@@ -121,5 +122,6 @@ pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCou
         sessions: n[1],
         login_failures: n[2],
         stopped_early,
+        revocation_feed: 0,
     })
 }

@@ -18,6 +18,7 @@ mod migrations;
 mod one_time;
 mod outbox;
 mod passwords;
+mod revocation_feed;
 mod sessions;
 mod users;
 
@@ -43,6 +44,7 @@ use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
+use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -621,6 +623,17 @@ impl Store for PostgresStore {
             return self.read(|c| cleanup::count(c, horizon));
         }
         cleanup::purge(self, horizon)
+    }
+
+    fn revoked_sessions_since(&self, since: i64, issued_after: Millis) -> StoreResult<FeedRead> {
+        self.read(|c| revocation_feed::since(c, since, issued_after))
+    }
+
+    fn purge_revocation_feed(&self, issued_before: Millis, dry_run: bool) -> StoreResult<u64> {
+        if dry_run {
+            return self.read(|c| revocation_feed::purge(c, issued_before, true));
+        }
+        self.write(|tx| revocation_feed::purge(tx, issued_before, false))
     }
 
     fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {

@@ -38,6 +38,7 @@ pub(super) fn purge(
         sessions: count(DEAD_SESSIONS, &[&cutoff])?,
         login_failures: count(STALE_FAILURES, &[&window_ended_before, &now])?,
         stopped_early: false,
+        revocation_feed: 0,
     };
     if !dry_run {
         tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;

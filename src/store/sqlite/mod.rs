@@ -13,6 +13,7 @@ mod migrations;
 mod one_time;
 mod outbox;
 mod passwords;
+mod revocation_feed;
 mod sessions;
 mod users;
 mod writer;
@@ -34,6 +35,7 @@ use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
+use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -389,6 +391,17 @@ impl Store for SqliteStore {
         dry_run: bool,
     ) -> StoreResult<CleanupCounts> {
         self.write(move |tx| cleanup::purge(tx, cutoff, now, failure_window, dry_run))
+    }
+
+    fn revoked_sessions_since(&self, since: i64, issued_after: Millis) -> StoreResult<FeedRead> {
+        self.read(|c| revocation_feed::since(c, since, issued_after))
+    }
+
+    fn purge_revocation_feed(&self, issued_before: Millis, dry_run: bool) -> StoreResult<u64> {
+        if dry_run {
+            return self.read(|c| revocation_feed::purge(c, issued_before, true));
+        }
+        self.write(move |tx| revocation_feed::purge(tx, issued_before, false))
     }
 
     fn record_audit(&self, e: &AuditEvent) -> StoreResult<()> {
