@@ -94,9 +94,15 @@ pub async fn serve(
     tokio::spawn(async move { warm.passwords.warm_up().await });
     let cleanup = tokio::spawn(background_cleanup(state.clone()));
     let watch = tokio::spawn(watch_keys(state.clone()));
+    let seal = tokio::spawn(service::audit_chain::seal_forever(core.clone()));
     crate::http::server::serve(listener, state, shutdown).await;
     cleanup.abort();
     watch.abort();
+    seal.abort();
+    // What the last requests wrote is sealed now rather than by the next start.
+    if let Err(e) = core.seal_audit().await {
+        tracing::warn!(error = %e, "cannot seal the last audit events");
+    }
     let store = core.store.clone();
     let _ = blocking(move || store.close()).await;
     tracing::info!("stopped; database closed");
@@ -123,6 +129,11 @@ async fn background_cleanup(state: HttpState) {
                 "background cleanup"
             ),
             Err(e) => tracing::warn!(error = %e, "background cleanup failed"),
+        }
+        match state.admin.prune_audit(false).await {
+            Ok(Some(n)) if n > 0 => tracing::info!(audit_events = n, "audit retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit retention failed"),
         }
     }
 }

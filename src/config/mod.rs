@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, File, FileFormat};
 
+mod audit;
 mod cleanup;
 mod cookie;
 mod database;
@@ -30,6 +31,7 @@ mod secret;
 mod secret_strength;
 mod server;
 
+pub use audit::AuditSettings;
 pub use cleanup::CleanupSettings;
 pub use cookie::CookieSettings;
 pub use database::DatabaseSettings;
@@ -60,6 +62,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("log", log::KEYS),
     ("registration", registration::KEYS),
     ("metrics", metrics::KEYS),
+    ("audit", audit::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -90,6 +93,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub registration: RegistrationSettings,
     pub metrics: MetricsSettings,
+    pub audit: AuditSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -107,6 +111,7 @@ impl Settings {
         let log = LogSettings::read(r);
         let registration = RegistrationSettings::read(r);
         let metrics = MetricsSettings::read(r);
+        let audit = AuditSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -129,6 +134,7 @@ impl Settings {
             log,
             registration,
             metrics,
+            audit,
             warnings,
         }
     }
@@ -146,6 +152,7 @@ impl Settings {
             self.log.to_toml(),
             self.registration.to_toml(),
             self.metrics.to_toml(),
+            self.audit.to_toml(),
         ]
         .join("\n")
     }

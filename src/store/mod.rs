@@ -15,6 +15,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
+use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState, Verdict};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
@@ -50,6 +51,14 @@ pub type AuditOf = Box<dyn Fn(&RotateOutcome) -> AuditEvent + Send>;
 /// Makes the audit row of a login from what opening its session did, or none (run inside that
 /// transaction; a backend that retries it calls it again).
 pub type OpeningAuditOf = Box<dyn Fn(&SessionOpening) -> Option<AuditEvent> + Send>;
+
+/// What `Store::verify_audit_chain` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub verdict: Verdict,
+    /// Events awaiting sealing (not part of the verdict).
+    pub unsealed: u64,
+}
 
 /// A session to create together with its first refresh token.
 #[derive(Debug, Clone)]
@@ -207,7 +216,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<CleanupCounts>;
 
     fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Events matching `query`, newest first, without their place in the chain.
+    fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        Ok(self
+            .audit_entries(query)?
+            .into_iter()
+            .map(|e| e.event)
+            .collect())
+    }
+    /// Events matching `query`, newest first, each with its `seq` and `hash` once sealed.
+    fn audit_entries(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    // The audit chain (table `audit_chain`, see `domain::audit_chain` and docs/SECURITY.md).
+
+    /// Seals at most `domain::audit_chain::SEAL_BATCH` unsealed events, in insertion order,
+    /// after the chain head, in one transaction that holds the chain head against every other
+    /// sealer (of this process or another sharing the database): exactly one chain. Returns how
+    /// many it sealed (0: nothing awaited sealing).
+    fn seal_audit(&self) -> StoreResult<usize>;
+    /// Walks the whole chain in one consistent snapshot (reading only) and says whether it
+    /// holds (`domain::audit_chain::Walk`), with `anchor` if given.
+    fn verify_audit_chain(&self, anchor: Option<Anchor>) -> StoreResult<ChainReport>;
+    /// The chain-head row, and how many events await sealing.
+    fn audit_chain_head(&self) -> StoreResult<(ChainState, u64)>;
+    /// Deletes (with `dry_run` only counts) the oldest sealed events: every one before the first
+    /// sealed event recorded at or after `cutoff` (never an unsealed one), recording the
+    /// last deleted event's seq and hash as the chain's base in the same transaction, so the
+    /// chain stays verifiable from the first remaining event. Returns how many.
+    fn prune_audit(&self, cutoff: Millis, dry_run: bool) -> StoreResult<u64>;
 
     /// The failed-login counter for a key, if any.
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>>;

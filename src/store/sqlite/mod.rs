@@ -5,6 +5,7 @@
 
 mod accounts;
 mod audit;
+mod audit_chain;
 mod checkpoint;
 mod cleanup;
 mod keys;
@@ -25,9 +26,10 @@ use uuid::Uuid;
 
 use super::health::PoolReporter;
 use super::{
-    AuditOf, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
+    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
     StoreResult,
 };
+use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::time::Millis;
@@ -392,8 +394,24 @@ impl Store for SqliteStore {
         self.write(move |tx| audit::insert(tx, &e))
     }
 
-    fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+    fn audit_entries(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         self.read(|c| audit::events(c, q))
+    }
+
+    fn seal_audit(&self) -> StoreResult<usize> {
+        self.write(audit_chain::seal)
+    }
+
+    fn verify_audit_chain(&self, anchor: Option<Anchor>) -> StoreResult<ChainReport> {
+        self.read(|c| audit_chain::verify(c, anchor))
+    }
+
+    fn audit_chain_head(&self) -> StoreResult<(ChainState, u64)> {
+        self.read(audit_chain::head)
+    }
+
+    fn prune_audit(&self, cutoff: Millis, dry_run: bool) -> StoreResult<u64> {
+        self.write(move |tx| audit_chain::prune(tx, cutoff, dry_run))
     }
 
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>> {
