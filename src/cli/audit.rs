@@ -155,7 +155,10 @@ async fn verify(settings: Arc<Settings>, args: VerifyArgs) -> Result<(), CliErro
     let anchor = args
         .anchor
         .as_deref()
-        .map(|a| a.parse::<Anchor>().map_err(|e| CliError(format!("--anchor: {e}"))))
+        .map(|a| {
+            a.parse::<Anchor>()
+                .map_err(|e| CliError(format!("--anchor: {e}")))
+        })
         .transpose()?;
     let core = app::open_core(settings, Schema::Ready).await?;
     let report = Admin::new(core).verify_audit_chain(anchor).await?;

@@ -96,7 +96,11 @@ fn encode_hex(bytes: &[u8]) -> String {
 }
 
 fn decode_hex(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) {
+    if s.len() != 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    {
         return None;
     }
     let mut out = [0u8; 32];
@@ -109,7 +113,11 @@ fn decode_hex(s: &str) -> Option<[u8; 32]> {
 /// Seals `rows` (unsealed events in insertion order, each with its row id) after the head
 /// `head_seq`/`head_hash`: returns each row's id with its new seq and hash, in order. `None`
 /// when the head hash is malformed (the chain-head row was tampered with: nothing is sealed).
-pub fn seal(head_seq: i64, head_hash: &str, rows: &[(i64, AuditEvent)]) -> Option<Vec<(i64, i64, String)>> {
+pub fn seal(
+    head_seq: i64,
+    head_hash: &str,
+    rows: &[(i64, AuditEvent)],
+) -> Option<Vec<(i64, i64, String)>> {
     let mut prev = head_hash.to_string();
     let mut out = Vec::with_capacity(rows.len());
     for (i, (id, event)) in rows.iter().enumerate() {
@@ -203,7 +211,10 @@ impl Walk {
             return false;
         }
         let why = if row.seq < self.expected {
-            Some((row.seq, "event out of order (seq repeats or goes back)".to_string()))
+            Some((
+                row.seq,
+                "event out of order (seq repeats or goes back)".to_string(),
+            ))
         } else if row.seq > self.expected {
             Some((self.expected, "event missing".to_string()))
         } else {

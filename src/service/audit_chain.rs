@@ -46,9 +46,7 @@ pub async fn seal_forever(core: Arc<Core>) {
 impl Admin {
     /// Walks the chain (read only) and says whether it holds, also against `anchor`.
     pub async fn verify_audit_chain(&self, anchor: Option<Anchor>) -> AppResult<ChainReport> {
-        self.core()
-            .db(move |s| s.verify_audit_chain(anchor))
-            .await
+        self.core().db(move |s| s.verify_audit_chain(anchor)).await
     }
 
     /// The chain head, and how many events await sealing.

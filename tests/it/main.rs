@@ -9,6 +9,7 @@ mod admin_api;
 mod admin_cli;
 mod admin_cursors;
 mod audit;
+mod audit_chain;
 mod bench_smoke;
 mod browser;
 mod change_password;

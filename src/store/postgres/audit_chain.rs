@@ -170,10 +170,11 @@ pub(super) fn prune(
     if dry_run || n == 0 {
         return Ok(n as u64);
     }
-    let hash: Option<String> = match tx.query_opt("SELECT hash FROM audit_events WHERE seq = $1", &[&last])? {
-        Some(r) => r.try_get(0)?,
-        None => None,
-    };
+    let hash: Option<String> =
+        match tx.query_opt("SELECT hash FROM audit_events WHERE seq = $1", &[&last])? {
+            Some(r) => r.try_get(0)?,
+            None => None,
+        };
     let Some(hash) = hash else {
         // The chain is already broken there: deleting would hide it.
         tracing::error!(seq = last, "audit chain broken: retention deletes nothing");

@@ -34,8 +34,8 @@ use uuid::Uuid;
 
 use super::health::PoolReporter;
 use super::{
-    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
-    StoreResult,
+    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError,
+    StoreOptions, StoreResult,
 };
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};

@@ -47,7 +47,9 @@ pub(super) fn seal(tx: &Connection) -> rusqlite::Result<usize> {
         .prepare_cached(&format!(
             "SELECT {EVENT_COLUMNS}, id FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT ?1"
         ))?
-        .query_map([SEAL_BATCH as i64], |r| Ok((r.get::<_, i64>(9)?, event_of(r)?)))?
+        .query_map([SEAL_BATCH as i64], |r| {
+            Ok((r.get::<_, i64>(9)?, event_of(r)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     if rows.is_empty() {
         return Ok(0);
@@ -56,7 +58,8 @@ pub(super) fn seal(tx: &Connection) -> rusqlite::Result<usize> {
         tracing::error!("audit chain head row holds a malformed hash: nothing sealed");
         return Ok(0);
     };
-    let mut update = tx.prepare_cached("UPDATE audit_events SET seq = ?2, hash = ?3 WHERE id = ?1")?;
+    let mut update =
+        tx.prepare_cached("UPDATE audit_events SET seq = ?2, hash = ?3 WHERE id = ?1")?;
     for (id, seq, hash) in &sealed {
         update.execute(params![id, seq, hash])?;
     }

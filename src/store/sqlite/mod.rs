@@ -26,8 +26,8 @@ use uuid::Uuid;
 
 use super::health::PoolReporter;
 use super::{
-    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
-    StoreResult,
+    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError,
+    StoreOptions, StoreResult,
 };
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
