@@ -39,6 +39,9 @@ pub enum Schema {
     Ready,
     /// Leave it alone (the `migrate` command handles it).
     AsIs,
+    /// Leave it alone, and open only a database that exists (a missing SQLite file is an
+    /// error, not created): `authd doctor` changes nothing.
+    Existing,
 }
 
 /// Opens the store and builds the shared service core.
@@ -53,9 +56,13 @@ pub async fn open_core(settings: Arc<Settings>, schema: Schema) -> Result<Arc<Co
         health: health.clone(),
     };
     let store = blocking(move || -> Result<_, StoreError> {
-        let store = store::open(&db.url, &options)?;
+        let store = if schema == Schema::Existing {
+            store::open_existing(&db.url, &options)?
+        } else {
+            store::open(&db.url, &options)?
+        };
         match schema {
-            Schema::AsIs => {}
+            Schema::AsIs | Schema::Existing => {}
             Schema::Ready if db.auto_migrate => {
                 for m in store.migrate()? {
                     tracing::info!(version = m.version, name = %m.name, "applied migration");

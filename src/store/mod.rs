@@ -60,6 +60,21 @@ pub struct ChainReport {
     pub unsealed: u64,
 }
 
+/// What a backend tells `authd doctor` about itself (`Store::diagnose`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// SQLite: the lines `PRAGMA integrity_check` answered (`["ok"]` for a sound file);
+    /// `None` where the database server checks itself (PostgreSQL).
+    pub integrity: Option<Vec<String>>,
+    /// SQLite: the database file and those next to it (`-wal`, `-shm`) that exist; empty for
+    /// PostgreSQL.
+    pub files: Vec<std::path::PathBuf>,
+    /// SQLite: the directory holding the database file.
+    pub dir: Option<std::path::PathBuf>,
+    /// PostgreSQL: the database server's clock (`now()`), in Unix milliseconds.
+    pub server_time: Option<Millis>,
+}
+
 /// A session to create together with its first refresh token.
 #[derive(Debug, Clone)]
 pub struct NewSession {
@@ -111,6 +126,8 @@ pub trait Store: Send + Sync + 'static {
     fn check_schema(&self) -> StoreResult<()>;
     /// Answers when the database does.
     fn ping(&self) -> StoreResult<()>;
+    /// What `authd doctor` asks of the backend, reading only (see `Diagnosis`).
+    fn diagnose(&self) -> StoreResult<Diagnosis>;
     /// Flushes and releases resources (for SQLite, checkpoints the WAL).
     fn close(&self);
 
@@ -356,6 +373,20 @@ pub fn check_url(url: &str) -> Result<(), String> {
             "'{url}' is not a URL such as sqlite://data/authd.db"
         )),
     }
+}
+
+/// `open`, for a database that must exist already: a SQLite file that is not there is an
+/// error instead of being created (`authd doctor` changes nothing). Migrates nothing.
+pub fn open_existing(url: &str, options: &StoreOptions) -> StoreResult<DynStore> {
+    if let Some(("sqlite", rest)) = url.split_once(':') {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if !std::path::Path::new(path).is_file() {
+            return Err(StoreError::Unavailable(format!(
+                "the SQLite database {path} does not exist"
+            )));
+        }
+    }
+    open(url, options)
 }
 
 /// Opens the backend named by the URL's scheme: `sqlite://PATH`, or `postgres://` /

@@ -19,6 +19,7 @@ mod client_ip;
 mod config;
 mod costly_hashes;
 mod docs_reference;
+mod doctor;
 mod duplicates;
 mod edge;
 mod faults;

@@ -427,6 +427,20 @@ impl Store for PostgresStore {
         self.read(|c| c.simple_query("SELECT 1").map(|_| ()))
     }
 
+    fn diagnose(&self) -> StoreResult<super::Diagnosis> {
+        let now: i64 = self.read(|c| {
+            c.query_one(
+                "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+                &[],
+            )?
+            .try_get(0)
+        })?;
+        Ok(super::Diagnosis {
+            server_time: Some(now),
+            ..Default::default()
+        })
+    }
+
     fn close(&self) {
         // Every commit is durable when it returns and pooled connections close with the
         // pool: nothing to flush.

@@ -52,6 +52,8 @@ pub struct SqliteStore {
     writer: writer::Writer,
     /// The database file's directory: `migrate` locks it (see `migration_lock`).
     dir: PathBuf,
+    /// The database file.
+    path: PathBuf,
 }
 
 /// Prepared statements kept per connection (rusqlite's default, 16, is fewer than the
@@ -123,6 +125,7 @@ impl SqliteStore {
             pool,
             writer: writer::Writer::new(probe, busy, checkpointer),
             dir,
+            path: PathBuf::from(path),
         })
     }
 
@@ -265,6 +268,29 @@ impl Store for SqliteStore {
 
     fn close(&self) {
         self.writer.close();
+    }
+
+    fn diagnose(&self) -> StoreResult<super::Diagnosis> {
+        let integrity = self.read(|c| {
+            c.prepare("PRAGMA integrity_check")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut files = vec![self.path.clone()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            let p = PathBuf::from(name);
+            if p.exists() {
+                files.push(p);
+            }
+        }
+        Ok(super::Diagnosis {
+            integrity: Some(integrity),
+            files,
+            dir: Some(self.dir.clone()),
+            server_time: None,
+        })
     }
 
     fn insert_user(
