@@ -44,7 +44,7 @@ fn unsealed(c: &mut Db<'_, impl GenericClient>) -> PgResult<u64> {
 }
 
 /// `Store::seal_audit` inside the caller's transaction.
-pub(super) fn seal(tx: &mut Db<'_, impl GenericClient>) -> PgResult<usize> {
+pub(super) fn seal(tx: &mut Db<'_, postgres::Transaction<'_>>) -> PgResult<usize> {
     let head = locked_state(tx)?;
     // Read after the lock (READ COMMITTED: a fresh snapshot per statement): an event another
     // sealer sealed while this one waited is not sealed twice.

@@ -644,7 +644,7 @@ impl Store for PostgresStore {
     }
 
     fn seal_audit(&self) -> StoreResult<usize> {
-        self.write(|tx| audit_chain::seal(tx))
+        self.write(audit_chain::seal)
     }
 
     fn verify_audit_chain(&self, anchor: Option<Anchor>) -> StoreResult<ChainReport> {
