@@ -106,14 +106,21 @@ pub async fn serve(
     cleanup.abort();
     watch.abort();
     seal.abort();
-    // What the last requests wrote is sealed now rather than by the next start.
-    if let Err(e) = core.seal_audit().await {
-        tracing::warn!(error = %e, "cannot seal the last audit events");
+    // What the last requests wrote is sealed now rather than by the next start (briefly: a
+    // database that does not answer leaves it to the next start, and says so only when it is
+    // not an outage `Core::db` has already reported).
+    match tokio::time::timeout(FINAL_SEAL, core.seal_audit()).await {
+        Ok(Ok(_)) | Ok(Err(AppError::Unavailable(_))) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot seal the last audit events"),
+        Err(_) => tracing::info!("the last audit events are left for the next start to seal"),
     }
     let store = core.store.clone();
     let _ = blocking(move || store.close()).await;
     tracing::info!("stopped; database closed");
 }
+
+/// How long a stopping server spends sealing the last audit events.
+const FINAL_SEAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Prunes expired and revoked tokens every `cleanup.interval`.
 async fn background_cleanup(state: HttpState) {

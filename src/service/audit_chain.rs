@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::{Admin, Core};
 use crate::domain::audit_chain::{Anchor, ChainState, SEAL_BATCH};
 use crate::domain::time::{duration_ms, now_ms};
-use crate::error::AppResult;
+use crate::error::{AppError, AppResult};
 use crate::store::ChainReport;
 
 /// How often each `serve` seals what was written since (the contract's bound is 10 s).
@@ -28,17 +28,32 @@ impl Core {
     }
 }
 
-/// Seals every `SEAL_EVERY` until the task is aborted. A failure (the database away) is
-/// logged and retried at the next tick; requests never wait for it.
+/// Seals every `SEAL_EVERY` until the task is aborted; requests never wait for it. A
+/// failure is retried at the next tick and logged once until sealing works again (not once a
+/// second); a database outage not at all here (`Core::db` logs the outage once).
 pub async fn seal_forever(core: Arc<Core>) {
     let mut ticker = tokio::time::interval(SEAL_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warned = false;
     loop {
         ticker.tick().await;
         match core.seal_audit().await {
-            Ok(0) => {}
-            Ok(n) => tracing::debug!(sealed = n, "audit events sealed"),
-            Err(e) => tracing::warn!(error = %e, "cannot seal audit events; retrying"),
+            Ok(n) => {
+                if warned {
+                    tracing::info!("audit events are sealed again");
+                    warned = false;
+                }
+                if n > 0 {
+                    tracing::debug!(sealed = n, "audit events sealed");
+                }
+            }
+            Err(AppError::Unavailable(_)) => {}
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(error = %e, "cannot seal audit events; retrying every second");
+                }
+                warned = true;
+            }
         }
     }
 }
