@@ -43,6 +43,16 @@ fn unsealed(c: &mut Db<'_, impl GenericClient>) -> PgResult<u64> {
     Ok(n as u64)
 }
 
+/// Whether any event awaits sealing (a read through the partial index: an idle server's
+/// sealer takes no lock).
+pub(super) fn any_unsealed(c: &mut Db<'_, postgres::Client>) -> PgResult<bool> {
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NULL)",
+        &[],
+    )?
+    .try_get(0)
+}
+
 /// `Store::seal_audit` inside the caller's transaction.
 pub(super) fn seal(tx: &mut Db<'_, postgres::Transaction<'_>>) -> PgResult<usize> {
     let head = locked_state(tx)?;

@@ -644,6 +644,9 @@ impl Store for PostgresStore {
     }
 
     fn seal_audit(&self) -> StoreResult<usize> {
+        if !self.read(audit_chain::any_unsealed)? {
+            return Ok(0);
+        }
         self.write(audit_chain::seal)
     }
 

@@ -38,6 +38,13 @@ pub(super) fn unsealed(c: &Connection) -> rusqlite::Result<u64> {
     .map(|n| n as u64)
 }
 
+/// Whether any event awaits sealing (a read through the partial index: an idle server's
+/// sealer takes no write lock).
+pub(super) fn any_unsealed(c: &Connection) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NULL)")?
+        .query_row([], |r| r.get(0))
+}
+
 /// `Store::seal_audit` inside the caller's `BEGIN IMMEDIATE` transaction (`SqliteStore::write`):
 /// the write lock, taken before the chain head is read, is what keeps two sealers (two
 /// processes on one file) from handing out the same seq or forking the chain.
