@@ -465,3 +465,27 @@ fn redis_cause(e: &redis::RedisError) -> String {
         format!("{:?}", e.kind())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_warns_past_two_seconds_either_way() {
+        assert_eq!(clock(1_900).status, Status::Ok);
+        assert_eq!(clock(-1_900).status, Status::Ok);
+        let ahead = clock(2_500);
+        assert_eq!(ahead.status, Status::Warn);
+        assert!(ahead.detail.contains("2.5 s ahead of"), "{ahead:?}");
+        let behind = clock(-3_000);
+        assert_eq!(behind.status, Status::Warn);
+        assert!(behind.detail.contains("behind"), "{behind:?}");
+    }
+
+    #[test]
+    fn the_disk_check_reads_the_filesystem() {
+        let c = disk_space(Path::new("."));
+        assert!(c.detail.contains("% free"), "{c:?}");
+        assert_eq!(disk_space(Path::new("/no/such/dir")).status, Status::Warn);
+    }
+}

@@ -335,3 +335,34 @@ fn doctor_never_prints_a_secret() {
         assert!(!all.contains(secret), "{secret} printed: {all}");
     }
 }
+
+#[test]
+fn a_damaged_sqlite_file_fails_the_integrity_check() {
+    let s = TestServer::start();
+    s.register(&unique_email("integrity"));
+    s.register(&unique_email("integrity"));
+    if s.on_postgres() {
+        let checks = report(&doctor(&s, &[]));
+        let c = find(&checks, "integrity");
+        assert_eq!(c.0, "ok");
+        assert!(c.2.contains("PostgreSQL"), "{c:?}");
+        return;
+    }
+    // An index whose recorded definition no longer matches its entries: rows "missing from
+    // index", as after a torn write.
+    {
+        let c = rusqlite::Connection::open(s.db_path()).unwrap();
+        c.execute_batch(
+            "PRAGMA writable_schema = ON;
+             UPDATE sqlite_master SET sql = 'CREATE INDEX audit_events_email ON audit_events (ip)'
+              WHERE name = 'audit_events_email';
+             PRAGMA writable_schema = OFF;",
+        )
+        .unwrap();
+    }
+    let checks = report(&doctor(&s, &[]));
+    let c = find(&checks, "integrity");
+    assert_eq!(c.0, "fail", "{c:?}");
+    assert!(c.2.contains("missing from index"), "{c:?}");
+    assert!(c.2.contains("backup"), "a fix: {c:?}");
+}
