@@ -160,8 +160,10 @@ async fn verify(settings: Arc<Settings>, args: VerifyArgs) -> Result<(), CliErro
                 .map_err(|e| CliError(format!("--anchor: {e}")))
         })
         .transpose()?;
-    let core = app::open_core(settings, Schema::Ready).await?;
-    let report = Admin::new(core).verify_audit_chain(anchor).await?;
+    let report = read_only(settings)
+        .await?
+        .verify_audit_chain(anchor)
+        .await?;
     let unsealed = report.unsealed;
     match report.verdict {
         Verdict::Ok {
@@ -209,8 +211,7 @@ pub(crate) fn ok_line(sealed: u64, head_seq: i64, head_hash: &str) -> String {
 
 /// `audit head`: the chain head as recorded (verify checks that the events match it).
 async fn head(settings: Arc<Settings>, args: HeadArgs) -> Result<(), CliError> {
-    let core = app::open_core(settings, Schema::Ready).await?;
-    let (state, unsealed) = Admin::new(core).audit_head().await?;
+    let (state, unsealed) = read_only(settings).await?.audit_head().await?;
     let head = format!("{}:{}", state.head_seq, state.head_hash);
     if args.json {
         println!(
@@ -221,4 +222,12 @@ async fn head(settings: Arc<Settings>, args: HeadArgs) -> Result<(), CliError> {
         println!("{head}");
     }
     Ok(())
+}
+
+/// The store for `verify` and `head`, which change nothing: an existing database at this
+/// binary's schema, neither created nor migrated.
+async fn read_only(settings: Arc<Settings>) -> Result<Admin, CliError> {
+    let core = app::open_core(settings, Schema::Existing).await?;
+    core.db(|s| s.check_schema()).await?;
+    Ok(Admin::new(core))
 }
