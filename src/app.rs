@@ -39,6 +39,9 @@ pub enum Schema {
     Ready,
     /// Leave it alone (the `migrate` command handles it).
     AsIs,
+    /// Leave it alone, and open only a database that exists (a missing SQLite file is an
+    /// error, not created): `authd doctor` changes nothing.
+    Existing,
 }
 
 /// Opens the store and builds the shared service core.
@@ -53,9 +56,13 @@ pub async fn open_core(settings: Arc<Settings>, schema: Schema) -> Result<Arc<Co
         health: health.clone(),
     };
     let store = blocking(move || -> Result<_, StoreError> {
-        let store = store::open(&db.url, &options)?;
+        let store = if schema == Schema::Existing {
+            store::open_existing(&db.url, &options)?
+        } else {
+            store::open(&db.url, &options)?
+        };
         match schema {
-            Schema::AsIs => {}
+            Schema::AsIs | Schema::Existing => {}
             Schema::Ready if db.auto_migrate => {
                 for m in store.migrate()? {
                     tracing::info!(version = m.version, name = %m.name, "applied migration");
@@ -94,13 +101,26 @@ pub async fn serve(
     tokio::spawn(async move { warm.passwords.warm_up().await });
     let cleanup = tokio::spawn(background_cleanup(state.clone()));
     let watch = tokio::spawn(watch_keys(state.clone()));
+    let seal = tokio::spawn(service::audit_chain::seal_forever(core.clone()));
     crate::http::server::serve(listener, state, shutdown).await;
     cleanup.abort();
     watch.abort();
+    seal.abort();
+    // What the last requests wrote is sealed now rather than by the next start (briefly: a
+    // database that does not answer leaves it to the next start, and says so only when it is
+    // not an outage `Core::db` has already reported).
+    match tokio::time::timeout(FINAL_SEAL, core.seal_audit()).await {
+        Ok(Ok(_)) | Ok(Err(AppError::Unavailable(_))) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot seal the last audit events"),
+        Err(_) => tracing::info!("the last audit events are left for the next start to seal"),
+    }
     let store = core.store.clone();
     let _ = blocking(move || store.close()).await;
     tracing::info!("stopped; database closed");
 }
+
+/// How long a stopping server spends sealing the last audit events.
+const FINAL_SEAL: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Prunes expired and revoked tokens every `cleanup.interval`.
 async fn background_cleanup(state: HttpState) {
@@ -123,6 +143,11 @@ async fn background_cleanup(state: HttpState) {
                 "background cleanup"
             ),
             Err(e) => tracing::warn!(error = %e, "background cleanup failed"),
+        }
+        match state.admin.prune_audit(false).await {
+            Ok(Some(n)) if n > 0 => tracing::info!(audit_events = n, "audit retention"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "audit retention failed"),
         }
     }
 }

@@ -6,6 +6,7 @@ mod check_config;
 mod cleanup_tokens;
 mod completions;
 mod create_user;
+mod doctor;
 mod healthcheck;
 mod import_users;
 mod keys;
@@ -83,6 +84,9 @@ pub enum Command {
     Users(users::Args),
     /// Validate the configuration and print the effective values (secrets redacted)
     CheckConfig,
+    /// Check the installation (configuration, database, permissions, keys, audit chain, disk,
+    /// clock, proxies, Redis, mail) without changing anything, and say what to fix
+    Doctor(doctor::Args),
     /// Exit 0 when the server's /healthz answers 200, else 1 (for container health checks)
     Healthcheck(healthcheck::Args),
     /// Print shell completions
@@ -189,6 +193,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let cli = match cli.command {
         Command::Completions(args) => return Ok(completions::completions(args)?),
         Command::ManPages(args) => return Ok(completions::man_pages(args)?),
+        // Its first check is the configuration: it loads it itself and reports a bad one.
+        Command::Doctor(args) => return doctor::run(cli.config, args),
         command => Cli { command, ..cli },
     };
     let (sources, source_warnings) = Sources::from_process(cli.config.clone())?;
@@ -227,7 +233,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             Command::Users(args) => users::run(settings, args).await,
             Command::CheckConfig => check_config::run(settings).await,
             Command::Healthcheck(args) => healthcheck::run(settings, args).await,
-            Command::Completions(_) | Command::ManPages(_) => unreachable!("handled above"),
+            Command::Completions(_) | Command::ManPages(_) | Command::Doctor(_) => {
+                unreachable!("handled above")
+            }
         }
     });
     Ok(outcome?)

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use config::{Config, File, FileFormat};
 
+mod audit;
 mod cleanup;
 mod cookie;
 mod database;
@@ -34,6 +35,7 @@ mod secret;
 mod secret_strength;
 mod server;
 
+pub use audit::AuditSettings;
 pub use cleanup::CleanupSettings;
 pub use cookie::CookieSettings;
 pub use database::DatabaseSettings;
@@ -72,6 +74,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("password_reset", password_reset::KEYS),
     ("pages", pages::KEYS),
     ("revocation_feed", revocation_feed::KEYS),
+    ("audit", audit::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -111,6 +114,7 @@ pub struct Settings {
     pub password_reset: PasswordResetSettings,
     pub pages: PagesSettings,
     pub revocation_feed: RevocationFeedSettings,
+    pub audit: AuditSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -132,6 +136,7 @@ impl Settings {
         let password_reset = PasswordResetSettings::read(r);
         let pages = PagesSettings::read(r);
         let revocation_feed = RevocationFeedSettings::read(r);
+        let audit = AuditSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -158,6 +163,7 @@ impl Settings {
             password_reset,
             pages,
             revocation_feed,
+            audit,
             warnings,
         }
     }
@@ -179,6 +185,7 @@ impl Settings {
             self.password_reset.to_toml(),
             self.pages.to_toml(),
             self.revocation_feed.to_toml(),
+            self.audit.to_toml(),
         ]
         .join("\n")
     }

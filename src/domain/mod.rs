@@ -1,6 +1,7 @@
 //! Domain layer: entities, newtypes and pure validation shared by every other layer.
 
 pub mod admins;
+pub mod audit_chain;
 pub mod entities;
 pub mod ip;
 pub mod keys;

@@ -7,8 +7,9 @@ use uuid::Uuid;
 
 use super::audit::{Event, Record};
 use super::Core;
+use crate::domain::audit_chain::AuditEntry;
 use crate::domain::time::{duration_ms, now_ms};
-use crate::domain::{validate, AuditEvent, AuditQuery, CleanupCounts, ClientInfo};
+use crate::domain::{validate, AuditQuery, CleanupCounts, ClientInfo};
 use crate::error::{AppError, AppResult};
 
 /// Whose sessions an admin revokes.
@@ -103,8 +104,8 @@ impl Admin {
             .await
     }
 
-    /// Reads the audit trail, newest first.
-    pub async fn audit_log(&self, mut query: AuditQuery) -> AppResult<Vec<AuditEvent>> {
+    /// Reads the audit trail, newest first, each event with its place in the chain once sealed.
+    pub async fn audit_log(&self, mut query: AuditQuery) -> AppResult<Vec<AuditEntry>> {
         if let Some(email) = query.email.take() {
             // As login records it: an over-long email finds its bounded stand-in's events.
             let email = validate::login_email(&email);
@@ -125,7 +126,7 @@ impl Admin {
                 ));
             }
         }
-        self.core.db(move |s| s.audit_events(&query)).await
+        self.core.db(move |s| s.audit_entries(&query)).await
     }
 
     /// Ok when the database answers within `database.busy_timeout` (at least 1 s);

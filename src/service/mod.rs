@@ -5,6 +5,8 @@
 pub mod accounts;
 pub mod admin;
 pub mod audit;
+pub mod audit_chain;
+pub mod doctor;
 pub mod import;
 pub mod keys;
 pub mod limits;

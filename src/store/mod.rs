@@ -15,6 +15,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
+use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState, Verdict};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
@@ -53,6 +54,29 @@ pub type AuditOf = Box<dyn Fn(&RotateOutcome) -> AuditEvent + Send>;
 /// Makes the audit row of a login from what opening its session did, or none (run inside that
 /// transaction; a backend that retries it calls it again).
 pub type OpeningAuditOf = Box<dyn Fn(&SessionOpening) -> Option<AuditEvent> + Send>;
+
+/// What `Store::verify_audit_chain` found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    pub verdict: Verdict,
+    /// Events awaiting sealing (not part of the verdict).
+    pub unsealed: u64,
+}
+
+/// What a backend tells `authd doctor` about itself (`Store::diagnose`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Diagnosis {
+    /// SQLite: the lines `PRAGMA integrity_check` answered (`["ok"]` for a sound file);
+    /// `None` where the database server checks itself (PostgreSQL).
+    pub integrity: Option<Vec<String>>,
+    /// SQLite: the database file and those next to it (`-wal`, `-shm`) that exist; empty for
+    /// PostgreSQL.
+    pub files: Vec<std::path::PathBuf>,
+    /// SQLite: the directory holding the database file.
+    pub dir: Option<std::path::PathBuf>,
+    /// PostgreSQL: the database server's clock (`now()`), in Unix milliseconds.
+    pub server_time: Option<Millis>,
+}
 
 /// A session to create together with its first refresh token.
 #[derive(Debug, Clone)]
@@ -105,6 +129,8 @@ pub trait Store: Send + Sync + 'static {
     fn check_schema(&self) -> StoreResult<()>;
     /// Answers when the database does.
     fn ping(&self) -> StoreResult<()>;
+    /// What `authd doctor` asks of the backend, reading only (see `Diagnosis`).
+    fn diagnose(&self) -> StoreResult<Diagnosis>;
     /// Flushes and releases resources (for SQLite, checkpoints the WAL).
     fn close(&self);
 
@@ -222,7 +248,33 @@ pub trait Store: Send + Sync + 'static {
     fn purge_revocation_feed(&self, issued_before: Millis, dry_run: bool) -> StoreResult<u64>;
 
     fn record_audit(&self, event: &AuditEvent) -> StoreResult<()>;
-    fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>>;
+    /// Events matching `query`, newest first, without their place in the chain.
+    fn audit_events(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+        Ok(self
+            .audit_entries(query)?
+            .into_iter()
+            .map(|e| e.event)
+            .collect())
+    }
+    /// Events matching `query`, newest first, each with its `seq` and `hash` once sealed.
+    fn audit_entries(&self, query: &AuditQuery) -> StoreResult<Vec<AuditEntry>>;
+    // The audit chain (table `audit_chain`, see `domain::audit_chain` and docs/SECURITY.md).
+
+    /// Seals at most `domain::audit_chain::SEAL_BATCH` unsealed events, in insertion order,
+    /// after the chain head, in one transaction that holds the chain head against every other
+    /// sealer (of this process or another sharing the database): exactly one chain. Returns how
+    /// many it sealed (0: nothing awaited sealing).
+    fn seal_audit(&self) -> StoreResult<usize>;
+    /// Walks the whole chain in one consistent snapshot (reading only) and says whether it
+    /// holds (`domain::audit_chain::Walk`), with `anchor` if given.
+    fn verify_audit_chain(&self, anchor: Option<Anchor>) -> StoreResult<ChainReport>;
+    /// The chain-head row, and how many events await sealing.
+    fn audit_chain_head(&self) -> StoreResult<(ChainState, u64)>;
+    /// Deletes (with `dry_run` only counts) the oldest sealed events: every one before the first
+    /// sealed event recorded at or after `cutoff` (never an unsealed one), recording the
+    /// last deleted event's seq and hash as the chain's base in the same transaction, so the
+    /// chain stays verifiable from the first remaining event. Returns how many.
+    fn prune_audit(&self, cutoff: Millis, dry_run: bool) -> StoreResult<u64>;
 
     /// The failed-login counter for a key, if any.
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>>;
@@ -366,6 +418,20 @@ pub fn check_url(url: &str) -> Result<(), String> {
             "'{url}' is not a URL such as sqlite://data/authd.db"
         )),
     }
+}
+
+/// `open`, for a database that must exist already: a SQLite file that is not there is an
+/// error instead of being created (`authd doctor` changes nothing). Migrates nothing.
+pub fn open_existing(url: &str, options: &StoreOptions) -> StoreResult<DynStore> {
+    if let Some(("sqlite", rest)) = url.split_once(':') {
+        let path = rest.strip_prefix("//").unwrap_or(rest);
+        if !std::path::Path::new(path).is_file() {
+            return Err(StoreError::Unavailable(format!(
+                "the SQLite database {path} does not exist"
+            )));
+        }
+    }
+    open(url, options)
 }
 
 /// Opens the backend named by the URL's scheme: `sqlite://PATH`, or `postgres://` /

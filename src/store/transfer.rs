@@ -23,7 +23,7 @@ use super::{migrations::TABLE as MIGRATIONS_TABLE, StoreError, StoreOptions, Sto
 /// Tables whose rows the migrations themselves write (e.g. the key set's generation counter):
 /// a freshly migrated target already holds them, so they are replaced by the source's rows
 /// instead of counting as data.
-const SEEDED_BY_MIGRATIONS: &[&str] = &["signing_key_generation"];
+const SEEDED_BY_MIGRATIONS: &[&str] = &["signing_key_generation", "audit_chain"];
 
 /// Most parameters one INSERT may carry (PostgreSQL's limit is 65535).
 const MAX_PARAMS: usize = 30_000;

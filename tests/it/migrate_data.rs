@@ -216,6 +216,14 @@ fn migrate_data_moves_a_sqlite_installation_to_postgres_and_tokens_keep_working(
     }
     let registers = names.iter().filter(|n| **n == "register").count();
     assert_eq!(registers, 1, "{names:?}");
+    // The audit chain came along (its head row included): it verifies on PostgreSQL.
+    let out = authd(new_dir.path(), &new_env, &["audit", "verify"]);
+    assert!(
+        out.status.success() && text(&out.stdout).starts_with("ok: "),
+        "audit verify: {}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@ use postgres::GenericClient;
 
 use super::db::Db;
 use super::{opt_text, text, PgResult};
+use crate::domain::audit_chain::AuditEntry;
 use crate::domain::{AuditEvent, AuditQuery};
 
 pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, e: &AuditEvent) -> PgResult<()> {
@@ -26,13 +27,14 @@ pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, e: &AuditEvent) -> PgRe
     .map(|_| ())
 }
 
-/// Newest first (ids are handed out in commit-ish order; ties in `at` keep insertion order).
+/// Newest first (ids are handed out in commit-ish order; ties in `at` keep insertion order),
+/// each with its place in the chain once sealed.
 pub(super) fn events(
     c: &mut Db<'_, impl GenericClient>,
     q: &AuditQuery,
-) -> PgResult<Vec<AuditEvent>> {
+) -> PgResult<Vec<AuditEntry>> {
     c.query(
-        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
+        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor, seq, hash
          FROM audit_events
          WHERE ($1::TEXT IS NULL OR email = $1 OR user_id = $5)
            AND ($2::TEXT IS NULL OR event = $2)
@@ -49,17 +51,27 @@ pub(super) fn events(
     )?
     .iter()
     .map(|r| {
-        Ok(AuditEvent {
-            at: r.try_get(0)?,
-            event: r.try_get(1)?,
-            user_id: r.try_get(2)?,
-            email: r.try_get(3)?,
-            ip: r.try_get(4)?,
-            user_agent: r.try_get(5)?,
-            outcome: r.try_get(6)?,
-            reason: r.try_get(7)?,
-            actor: r.try_get(8)?,
+        Ok(AuditEntry {
+            event: event_of(r)?,
+            seq: r.try_get(9)?,
+            hash: r.try_get(10)?,
         })
     })
     .collect()
+}
+
+/// The event in columns 0 to 8 (`at, event, user_id, email, ip, user_agent, outcome, reason,
+/// actor`).
+pub(super) fn event_of(r: &postgres::Row) -> PgResult<AuditEvent> {
+    Ok(AuditEvent {
+        at: r.try_get(0)?,
+        event: r.try_get(1)?,
+        user_id: r.try_get(2)?,
+        email: r.try_get(3)?,
+        ip: r.try_get(4)?,
+        user_agent: r.try_get(5)?,
+        outcome: r.try_get(6)?,
+        reason: r.try_get(7)?,
+        actor: r.try_get(8)?,
+    })
 }

@@ -10,6 +10,7 @@
 
 mod accounts;
 mod audit;
+mod audit_chain;
 mod cleanup;
 mod db;
 mod keys;
@@ -36,10 +37,11 @@ use uuid::Uuid;
 
 use super::health::PoolReporter;
 use super::{
-    AuditOf, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
-    StoreResult,
+    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError,
+    StoreOptions, StoreResult,
 };
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
+use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
@@ -431,6 +433,20 @@ impl Store for PostgresStore {
         self.read(|c| c.simple_query("SELECT 1").map(|_| ()))
     }
 
+    fn diagnose(&self) -> StoreResult<super::Diagnosis> {
+        let now: i64 = self.read(|c| {
+            c.query_one(
+                "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+                &[],
+            )?
+            .try_get(0)
+        })?;
+        Ok(super::Diagnosis {
+            server_time: Some(now),
+            ..Default::default()
+        })
+    }
+
     fn close(&self) {
         // Every commit is durable when it returns and pooled connections close with the
         // pool: nothing to flush.
@@ -640,8 +656,27 @@ impl Store for PostgresStore {
         self.write(|tx| audit::insert(tx, e))
     }
 
-    fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+    fn audit_entries(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         self.read(|c| audit::events(c, q))
+    }
+
+    fn seal_audit(&self) -> StoreResult<usize> {
+        if !self.read(audit_chain::any_unsealed)? {
+            return Ok(0);
+        }
+        self.write(audit_chain::seal)
+    }
+
+    fn verify_audit_chain(&self, anchor: Option<Anchor>) -> StoreResult<ChainReport> {
+        self.read(|c| audit_chain::verify(c, anchor.clone()))
+    }
+
+    fn audit_chain_head(&self) -> StoreResult<(ChainState, u64)> {
+        self.read(audit_chain::head)
+    }
+
+    fn prune_audit(&self, cutoff: Millis, dry_run: bool) -> StoreResult<u64> {
+        self.write(|tx| audit_chain::prune(tx, cutoff, dry_run))
     }
 
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>> {

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection};
 
 use super::opt_uuid_col;
+use crate::domain::audit_chain::AuditEntry;
 use crate::domain::{AuditEvent, AuditQuery};
 
 pub(super) fn insert(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
@@ -26,9 +27,10 @@ pub(super) fn insert(tx: &Connection, e: &AuditEvent) -> rusqlite::Result<()> {
     .map(|_| ())
 }
 
-pub(super) fn events(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEvent>> {
+/// Newest first, each with its place in the chain once sealed.
+pub(super) fn events(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<AuditEntry>> {
     c.prepare_cached(
-        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor
+        "SELECT at, event, user_id, email, ip, user_agent, outcome, reason, actor, seq, hash
          FROM audit_events
          WHERE (?1 IS NULL OR email = ?1 OR user_id = ?5)
            AND (?2 IS NULL OR event = ?2)
@@ -45,18 +47,28 @@ pub(super) fn events(c: &Connection, q: &AuditQuery) -> rusqlite::Result<Vec<Aud
             q.user_id.map(|u| u.to_string())
         ],
         |r| {
-            Ok(AuditEvent {
-                at: r.get(0)?,
-                event: r.get(1)?,
-                user_id: opt_uuid_col(r, 2)?,
-                email: r.get(3)?,
-                ip: r.get(4)?,
-                user_agent: r.get(5)?,
-                outcome: r.get(6)?,
-                reason: r.get(7)?,
-                actor: r.get(8)?,
+            Ok(AuditEntry {
+                event: event_of(r)?,
+                seq: r.get(9)?,
+                hash: r.get(10)?,
             })
         },
     )?
     .collect()
+}
+
+/// The event in columns 0 to 8 (`at, event, user_id, email, ip, user_agent, outcome, reason,
+/// actor`).
+pub(super) fn event_of(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
+    Ok(AuditEvent {
+        at: r.get(0)?,
+        event: r.get(1)?,
+        user_id: opt_uuid_col(r, 2)?,
+        email: r.get(3)?,
+        ip: r.get(4)?,
+        user_agent: r.get(5)?,
+        outcome: r.get(6)?,
+        reason: r.get(7)?,
+        actor: r.get(8)?,
+    })
 }

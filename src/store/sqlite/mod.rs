@@ -5,6 +5,7 @@
 
 mod accounts;
 mod audit;
+mod audit_chain;
 mod checkpoint;
 mod cleanup;
 mod keys;
@@ -28,9 +29,10 @@ use uuid::Uuid;
 
 use super::health::PoolReporter;
 use super::{
-    AuditOf, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError, StoreOptions,
-    StoreResult,
+    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError,
+    StoreOptions, StoreResult,
 };
+use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
@@ -56,6 +58,8 @@ pub struct SqliteStore {
     writer: writer::Writer,
     /// The database file's directory: `migrate` locks it (see `migration_lock`).
     dir: PathBuf,
+    /// The database file.
+    path: PathBuf,
 }
 
 /// Prepared statements kept per connection (rusqlite's default, 16, is fewer than the
@@ -127,6 +131,7 @@ impl SqliteStore {
             pool,
             writer: writer::Writer::new(probe, busy, checkpointer),
             dir,
+            path: PathBuf::from(path),
         })
     }
 
@@ -271,6 +276,29 @@ impl Store for SqliteStore {
         self.writer.close();
     }
 
+    fn diagnose(&self) -> StoreResult<super::Diagnosis> {
+        let integrity = self.read(|c| {
+            c.prepare("PRAGMA integrity_check")?
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        let mut files = vec![self.path.clone()];
+        for suffix in ["-wal", "-shm"] {
+            let mut name = self.path.clone().into_os_string();
+            name.push(suffix);
+            let p = PathBuf::from(name);
+            if p.exists() {
+                files.push(p);
+            }
+        }
+        Ok(super::Diagnosis {
+            integrity: Some(integrity),
+            files,
+            dir: Some(self.dir.clone()),
+            server_time: None,
+        })
+    }
+
     fn insert_user(
         &self,
         u: &NewUser,
@@ -409,8 +437,27 @@ impl Store for SqliteStore {
         self.write(move |tx| audit::insert(tx, &e))
     }
 
-    fn audit_events(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEvent>> {
+    fn audit_entries(&self, q: &AuditQuery) -> StoreResult<Vec<AuditEntry>> {
         self.read(|c| audit::events(c, q))
+    }
+
+    fn seal_audit(&self) -> StoreResult<usize> {
+        if !self.read(audit_chain::any_unsealed)? {
+            return Ok(0);
+        }
+        self.write(audit_chain::seal)
+    }
+
+    fn verify_audit_chain(&self, anchor: Option<Anchor>) -> StoreResult<ChainReport> {
+        self.read(|c| audit_chain::verify(c, anchor))
+    }
+
+    fn audit_chain_head(&self) -> StoreResult<(ChainState, u64)> {
+        self.read(audit_chain::head)
+    }
+
+    fn prune_audit(&self, cutoff: Millis, dry_run: bool) -> StoreResult<u64> {
+        self.write(move |tx| audit_chain::prune(tx, cutoff, dry_run))
     }
 
     fn failure_counter(&self, key: &str) -> StoreResult<Option<FailureCounter>> {
