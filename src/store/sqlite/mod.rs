@@ -9,7 +9,7 @@ mod checkpoint;
 mod cleanup;
 mod keys;
 mod limits;
-mod migrations;
+pub(crate) mod migrations;
 mod one_time;
 mod outbox;
 mod passwords;
