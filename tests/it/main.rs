@@ -9,6 +9,7 @@ mod admin_api;
 mod admin_cli;
 mod admin_cursors;
 mod audit;
+mod backup;
 mod bench_smoke;
 mod browser;
 mod change_password;
