@@ -477,9 +477,7 @@ fn sqlite_tables(
     let mut tables = BTreeMap::new();
     for name in names {
         let cols: Vec<String> = conn
-            .prepare(&format!(
-                "SELECT name FROM pragma_table_info(?1, ?2) ORDER BY cid"
-            ))?
+            .prepare("SELECT name FROM pragma_table_info(?1, ?2) ORDER BY cid")?
             .query_map([name.as_str(), schema], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tables.insert(name, cols);
@@ -593,7 +591,7 @@ pub fn verify(file: &Path) -> StoreResult<Verified> {
             problems.join("; ")
         )));
     }
-    let schema_version = check_backup_schema(&mut conn).map_err(|e| bad(e))?;
+    let schema_version = check_backup_schema(&mut conn).map_err(&bad)?;
     let tables = sqlite_tables(&conn, "main").map_err(damaged)?;
     let mut counts = Vec::new();
     for t in tables.keys() {

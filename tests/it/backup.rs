@@ -24,7 +24,8 @@ fn authd(dir: &Path, url: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("AUTHD_")) {
         cmd.env_remove(k);
     }
-    cmd.env("AUTHD_DATABASE__URL", url).envs(env.iter().copied());
+    cmd.env("AUTHD_DATABASE__URL", url)
+        .envs(env.iter().copied());
     cmd.output().expect("authd runs")
 }
 
@@ -180,7 +181,12 @@ fn a_backup_under_load_fails_no_request_and_restores_into_the_other_backend() {
         .unwrap()
         .to_string();
     assert_eq!(
-        post(&base, "/api/auth/logout", json!({ "refreshToken": out_token })).status,
+        post(
+            &base,
+            "/api/auth/logout",
+            json!({ "refreshToken": out_token })
+        )
+        .status,
         200
     );
 
@@ -253,7 +259,13 @@ fn a_backup_under_load_fails_no_request_and_restores_into_the_other_backend() {
 
     // What the command printed: the row counts, the file's SHA-256; the file is 0600 and
     // nothing else was left beside it.
-    for table in ["users", "sessions", "refresh_tokens", "signing_keys", "audit_events"] {
+    for table in [
+        "users",
+        "sessions",
+        "refresh_tokens",
+        "signing_keys",
+        "audit_events",
+    ] {
         assert!(out.contains(&format!("{table}: ")), "{table}: {out}");
     }
     let sha = sha256_hex(&file);
@@ -313,8 +325,12 @@ fn a_backup_under_load_fails_no_request_and_restores_into_the_other_backend() {
     let rotated = post(&b, "/api/auth/refresh", json!({ "refreshToken": live }));
     assert_eq!(rotated.status, 200, "{}", rotated.text);
     // The logged-out session stays revoked.
-    post(&b, "/api/auth/refresh", json!({ "refreshToken": out_token }))
-        .assert_error(401, "TOKEN_REVOKED");
+    post(
+        &b,
+        "/api/auth/refresh",
+        json!({ "refreshToken": out_token }),
+    )
+    .assert_error(401, "TOKEN_REVOKED");
     // Users log in.
     let login = post(
         &b,
@@ -346,7 +362,12 @@ fn a_backup_restores_into_the_same_backend_and_a_second_restore_is_refused() {
     ));
     drop(s);
     let target = Target::like_servers();
-    ok(&authd(work.path(), &target.url(), &[], &["restore", file_arg]));
+    ok(&authd(
+        work.path(),
+        &target.url(),
+        &[],
+        &["restore", file_arg],
+    ));
     let users = target.query("SELECT count(*) FROM users");
     assert_eq!(users, ["1"]);
     // The target now holds data: a second restore writes nothing.
