@@ -840,7 +840,9 @@ fn into_sqlite(file: &Path, path: &str, options: &StoreOptions) -> StoreResult<V
                 &format!("INSERT INTO main.{table} ({list}) SELECT {list} FROM backup.{table}"),
                 [],
             )
-            .map_err(read_err)?;
+            .map_err(|e| {
+                StoreError::Other(format!("restoring table {table}: {e}; nothing was written"))
+            })?;
         let (expected, landed): (i64, i64) = tx
             .query_row(
                 &format!(
