@@ -81,6 +81,8 @@ if grep -E 'deb-systemd-invoke (start|\$_dh_action)' <<<"$postinst"; then
 fi
 grep -qF 'deb-systemd-helper enable authd-cleanup.service' <<<"$postinst" &&
     fail "postinst enables authd-cleanup.service (the timer starts it)"
+grep -qE 'deb-systemd-helper enable authd-backup\.(service|timer)' <<<"$postinst" &&
+    fail "postinst enables the backup timer (it is off by default)"
 grep -qF 'rm -rf /var/lib/authd' <<<"$postrm" || fail "postrm does not delete /var/lib/authd on purge"
 awk '/"\$1" = "purge"/{p=1} p && /rm -rf \/var\/lib\/authd/{found=1} END{exit !found}' <<<"$postrm" ||
     fail "postrm deletes /var/lib/authd outside of purge"
@@ -100,7 +102,7 @@ expect() { # expect MODE PATH
 }
 expect -rwxr-xr-x /usr/bin/authd
 expect -rw-r----- /etc/authd/authd.toml
-for u in authd.service authd-cleanup.service authd-cleanup.timer; do
+for u in authd.service authd-cleanup.service authd-cleanup.timer authd-backup.service authd-backup.timer; do
     expect -rw-r--r-- "/usr/lib/systemd/system/$u"
 done
 # One man page per command, nested ones included, exactly as the packaged binary writes them.
@@ -138,7 +140,7 @@ fi
 if awk '$2 != "0/0"' "$tmp/files" | grep -q .; then
     fail "files not owned by root in the package: $(awk '$2 != "0/0"' "$tmp/files")"
 fi
-unexpected="$(awk '{print $3}' "$tmp/files" | grep -vxE '/usr/bin/authd|/etc/authd/authd\.toml|/usr/lib/systemd/system/authd(-cleanup)?\.(service|timer)|/usr/share/man/man1/authd[a-z-]*\.1\.gz|/usr/share/bash-completion/completions/authd|/usr/share/zsh/vendor-completions/_authd|/usr/share/fish/vendor_completions\.d/authd\.fish|/usr/share/doc/authd/.*' || true)"
+unexpected="$(awk '{print $3}' "$tmp/files" | grep -vxE '/usr/bin/authd|/etc/authd/authd\.toml|/usr/lib/systemd/system/authd(-cleanup|-backup)?\.(service|timer)|/usr/share/man/man1/authd[a-z-]*\.1\.gz|/usr/share/bash-completion/completions/authd|/usr/share/zsh/vendor-completions/_authd|/usr/share/fish/vendor_completions\.d/authd\.fish|/usr/share/doc/authd/.*' || true)"
 unexpected_docs="$(awk '$3 ~ /^\/usr\/share\/doc\/authd\// {sub(/^\/usr\/share\/doc\/authd\//, "", $3); print $3}' "$tmp/files" | grep -vxF -f <(printf '%s\n' "${docs[@]}") || true)"
 [ -z "$unexpected_docs" ] || fail "unexpected files in /usr/share/doc/authd: $unexpected_docs"
 [ -z "$unexpected" ] || fail "unexpected files in the package: $unexpected"

@@ -2,6 +2,7 @@
 //! calls the same services as the HTTP API.
 
 mod audit;
+mod backup;
 mod check_config;
 mod cleanup_tokens;
 mod completions;
@@ -68,6 +69,10 @@ pub enum Command {
     Migrate(migrate::Args),
     /// Copy a SQLite installation into a fresh PostgreSQL database (every table, one transaction)
     MigrateData(migrate_data::Args),
+    /// Write a consistent copy of the database to a SQLite file while servers run
+    Backup(backup::BackupArgs),
+    /// Restore a backup into the configured (empty) database, or --verify it
+    Restore(backup::RestoreArgs),
     /// Create a user (prompts on a terminal; --password-stdin for scripts)
     CreateUser(create_user::Args),
     /// Import users with their bcrypt hashes from a JSON Lines file (all or nothing)
@@ -224,6 +229,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             Command::Serve => serve::run(settings).await,
             Command::Migrate(args) => migrate::run(settings, args).await,
             Command::MigrateData(args) => migrate_data::run(settings, args).await,
+            Command::Backup(args) => backup::backup(settings, args).await,
+            Command::Restore(args) => backup::restore(settings, args).await,
             Command::CreateUser(args) => create_user::run(settings, args).await,
             Command::ImportUsers(args) => import_users::run(settings, args).await,
             Command::RevokeSessions(args) => revoke_sessions::run(settings, args).await,

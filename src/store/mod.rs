@@ -1,6 +1,7 @@
 //! Store layer: the `Store` trait (whole operations, synchronous, each backend owning its
 //! transactions), the backend-neutral `StoreError`, and `open(url)`.
 
+pub mod backup;
 pub mod health;
 pub(crate) mod migrations;
 pub(crate) mod opening;

@@ -23,7 +23,7 @@ use super::{migrations::TABLE as MIGRATIONS_TABLE, StoreError, StoreOptions, Sto
 /// Tables whose rows the migrations themselves write (e.g. the key set's generation counter):
 /// a freshly migrated target already holds them, so they are replaced by the source's rows
 /// instead of counting as data.
-const SEEDED_BY_MIGRATIONS: &[&str] = &["signing_key_generation", "audit_chain"];
+pub(crate) const SEEDED_BY_MIGRATIONS: &[&str] = &["signing_key_generation", "audit_chain"];
 
 /// Most parameters one INSERT may carry (PostgreSQL's limit is 65535).
 const MAX_PARAMS: usize = 30_000;
@@ -96,9 +96,24 @@ pub fn sqlite_to_postgres(
     )
     .map_err(|e| StoreError::Unavailable(format!("cannot open {path}: {e}")))?;
     src.busy_timeout(options.busy_timeout).map_err(sqlite_err)?;
+    let tables = copy_into_postgres(&mut src, postgres_url)?;
+    Ok(TransferReport {
+        tables,
+        migrations_applied: applied,
+    })
+}
+
+/// Copies every table of the SQLite database on `src` (at this binary's schema) into the
+/// PostgreSQL database at `postgres_url` (migrated to this binary's schema, holding no data),
+/// in one PostgreSQL transaction read from one SQLite snapshot; returns the rows per table in
+/// the order copied. Shared by `migrate-data` and `restore` (`store::backup`).
+pub(crate) fn copy_into_postgres(
+    src: &mut rusqlite::Connection,
+    postgres_url: &str,
+) -> StoreResult<Vec<(String, u64)>> {
     let mut config: postgres::Config = postgres_url
         .parse()
-        .map_err(|e| StoreError::Other(format!("--to is not a valid PostgreSQL URL: {e}")))?;
+        .map_err(|e| StoreError::Other(format!("not a valid PostgreSQL URL: {e}")))?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(5));
     }
@@ -126,7 +141,7 @@ pub fn sqlite_to_postgres(
         if rows > 0 {
             return Err(StoreError::Other(format!(
                 "the target database is not empty (table {table} has {rows} rows); \
-                 migrate-data copies only into a fresh database"
+                 authd copies only into a database that holds no data"
             )));
         }
     }
@@ -138,10 +153,7 @@ pub fn sqlite_to_postgres(
             .map_err(pg_err)?;
     }
 
-    let mut report = TransferReport {
-        tables: Vec::new(),
-        migrations_applied: applied,
-    };
+    let mut tables = Vec::new();
     for table in &plan.order {
         let columns = &plan.columns[table];
         let copied = copy_table(&src_tx, &mut tx, table, columns)?;
@@ -167,10 +179,10 @@ pub fn sqlite_to_postgres(
             ))
             .map_err(pg_err)?;
         }
-        report.tables.push((table.clone(), landed as u64));
+        tables.push((table.clone(), landed as u64));
     }
     tx.commit().map_err(pg_err)?;
-    Ok(report)
+    Ok(tables)
 }
 
 /// A target column: its name, PostgreSQL type name and whether it is an identity column.
@@ -393,11 +405,11 @@ fn convert(v: ValueRef<'_>, c: &Column) -> Result<PgValue, String> {
     })
 }
 
-fn sqlite_err(e: rusqlite::Error) -> StoreError {
+pub(crate) fn sqlite_err(e: rusqlite::Error) -> StoreError {
     StoreError::Other(format!("reading the SQLite database: {e}"))
 }
 
-fn pg_err(e: postgres::Error) -> StoreError {
+pub(crate) fn pg_err(e: postgres::Error) -> StoreError {
     let text = match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => match std::error::Error::source(&e) {

@@ -10,6 +10,7 @@ mod admin_cli;
 mod admin_cursors;
 mod audit;
 mod audit_chain;
+mod backup;
 mod bench_smoke;
 mod browser;
 mod change_password;

@@ -81,7 +81,7 @@ pub(super) fn seal(tx: &Connection) -> rusqlite::Result<usize> {
 
 /// `Store::verify_audit_chain` on a read connection, in one read transaction: WAL gives it a
 /// snapshot, so a sealer committing meanwhile cannot make a sound chain look broken.
-pub(super) fn verify(c: &Connection, anchor: Option<Anchor>) -> rusqlite::Result<ChainReport> {
+pub(crate) fn verify(c: &Connection, anchor: Option<Anchor>) -> rusqlite::Result<ChainReport> {
     c.execute_batch("BEGIN DEFERRED")?;
     let report = walk(c, anchor);
     let _ = c.execute_batch("ROLLBACK");

@@ -57,6 +57,30 @@ pub(super) fn check(conn: &mut Connection) -> StoreResult<()> {
     shared::check(&runner, &applied)
 }
 
+/// For backups (`store::backup`), on a connection of their own: applies every migration.
+pub(crate) fn apply_all(conn: &mut Connection) -> StoreResult<()> {
+    apply(conn).map(|_| ())
+}
+
+/// For backups: this binary's migrations as `(version, name, checksum)`, in order.
+pub(crate) fn known() -> Vec<(i64, String, u64)> {
+    runner()
+        .get_migrations()
+        .iter()
+        .map(|m| (i64::from(m.version()), m.name().to_string(), m.checksum()))
+        .collect()
+}
+
+/// For backups: the migrations recorded in the database on `conn` as `(version, name,
+/// checksum)`, in order (none when it has no history table).
+pub(crate) fn recorded(conn: &mut Connection) -> StoreResult<Vec<(i64, String, u64)>> {
+    let runner = runner();
+    Ok(applied(&runner, conn)?
+        .iter()
+        .map(|m| (i64::from(m.version()), m.name().to_string(), m.checksum()))
+        .collect())
+}
+
 /// Applies the migrations up to `version` only: a database as an older authd left it.
 #[cfg(test)]
 pub(super) fn apply_up_to(conn: &mut Connection, version: i32) -> StoreResult<()> {

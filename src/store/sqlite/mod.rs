@@ -5,12 +5,12 @@
 
 mod accounts;
 mod audit;
-mod audit_chain;
+pub(crate) mod audit_chain;
 mod checkpoint;
 mod cleanup;
 mod keys;
 mod limits;
-mod migrations;
+pub(crate) mod migrations;
 mod one_time;
 mod outbox;
 mod passwords;
