@@ -1,5 +1,5 @@
 //! Wiring: builds the store, services and HTTP state from `Settings`, and runs the server
-//! (with its background cleanup) on a listener. The CLI and the integration tests use this.
+//! (with its background cleanup and mail worker) on a listener. The CLI and the integration tests use this.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -94,9 +94,26 @@ pub async fn serve(
     tokio::spawn(async move { warm.passwords.warm_up().await });
     let cleanup = tokio::spawn(background_cleanup(state.clone()));
     let watch = tokio::spawn(watch_keys(state.clone()));
+    let (stop_mail, mail_stopped) = tokio::sync::watch::channel(false);
+    let mail = match service::Mail::new(core.clone()) {
+        Ok(mail) => Some(tokio::spawn(mail.run(mail_stopped))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the mail transport; no mail is sent");
+            None
+        }
+    };
+    let grace = state.settings.server.shutdown_grace;
     crate::http::server::serve(listener, state, shutdown).await;
     cleanup.abort();
     watch.abort();
+    // The mail worker finishes the mails it holds (up to the shutdown grace); a mail cut off
+    // keeps its lease, which runs out, and the next `serve` sends it.
+    let _ = stop_mail.send(true);
+    if let Some(mut mail) = mail {
+        if tokio::time::timeout(grace, &mut mail).await.is_err() {
+            mail.abort();
+        }
+    }
     let store = core.store.clone();
     let _ = blocking(move || store.close()).await;
     tracing::info!("stopped; database closed");
