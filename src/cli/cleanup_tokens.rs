@@ -23,8 +23,9 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         "deleted"
     };
     println!(
-        "{verb} {} refresh token(s), {} session(s), {} login-failure counter(s)",
-        c.refresh_tokens, c.sessions, c.login_failures
+        "{verb} {} refresh token(s), {} session(s), {} login-failure counter(s), {} one-time \
+         token(s), {} mail(s)",
+        c.refresh_tokens, c.sessions, c.login_failures, c.one_time_tokens, c.mails
     );
     if c.stopped_early {
         eprintln!(

@@ -49,6 +49,7 @@ mod redis_budget;
 mod secrets;
 mod session_race;
 mod slow_clients;
+mod smtp;
 mod store_conformance;
 mod terminal;
 mod tokens;
