@@ -484,3 +484,40 @@ fn cleanup_deletes_finished_mails_and_expired_tokens_but_never_a_queued_mail() {
     assert!(store.one_time_token(p, &expired).unwrap().is_none());
     assert!(store.one_time_token(p, &live).unwrap().is_some());
 }
+
+#[test]
+fn a_mail_survives_kill_9_and_two_serve_processes_deliver_each_mail_once() {
+    // The database is the TestServer's (transport none: its own worker does not run).
+    let server = TestServer::start();
+    let url = database_url_in(server.dir.path());
+    let store = store_of(&server);
+    let email = unique_email("kill9");
+    let user = user_id(&server, &email);
+    let relay = Relay::start();
+    let addr = relay.stop();
+    let mut env = smtp_settings(addr);
+    env.push(("AUTHD_DATABASE__URL", url));
+    let work = tempfile::tempdir().unwrap();
+    let first = crate::support::ServeProcess::spawn(work.path(), &refs(&env));
+    let id = enqueue(&store, MailKind::PasswordReset, Some(user), &email);
+    wait_until(|| column(&server, "attempts", id) == "1" && status_of(&server, id) == "queued");
+    first.kill9();
+
+    let relay = Relay::on(addr);
+    due_now(&server, id);
+    let ids: Vec<Uuid> = (0..10)
+        .map(|_| enqueue(&store, MailKind::PasswordResetNotice, Some(user), &email))
+        .collect();
+    let a = crate::support::ServeProcess::spawn(work.path(), &refs(&env));
+    let b = crate::support::ServeProcess::spawn(work.path(), &refs(&env));
+    wait_until(|| status_of(&server, id) == "sent");
+    for m in &ids {
+        wait_until(|| status_of(&server, *m) == "sent");
+    }
+    assert_eq!(
+        relay.messages().len(),
+        11,
+        "each mail delivered exactly once"
+    );
+    drop((a, b));
+}
