@@ -1,5 +1,5 @@
 //! Wiring: builds the store, services and HTTP state from `Settings`, and runs the server
-//! (with its background cleanup) on a listener. The CLI and the integration tests use this.
+//! (with its background cleanup and mail worker) on a listener. The CLI and the integration tests use this.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -102,13 +102,30 @@ pub async fn serve(
     let cleanup = tokio::spawn(background_cleanup(state.clone()));
     let watch = tokio::spawn(watch_keys(state.clone()));
     let seal = tokio::spawn(service::audit_chain::seal_forever(core.clone()));
+    let (stop_mail, mail_stopped) = tokio::sync::watch::channel(false);
+    let mail = match service::Mail::new(core.clone()) {
+        Ok(mail) => Some(tokio::spawn(mail.run(mail_stopped))),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up the mail transport; no mail is sent");
+            None
+        }
+    };
+    let grace = state.settings.server.shutdown_grace;
     crate::http::server::serve(listener, state, shutdown).await;
     cleanup.abort();
     watch.abort();
     seal.abort();
-    // What the last requests wrote is sealed now rather than by the next start (briefly: a
-    // database that does not answer leaves it to the next start, and says so only when it is
-    // not an outage `Core::db` has already reported).
+    // The mail worker finishes the mails it holds (up to the shutdown grace); a mail cut off
+    // keeps its lease, which runs out, and the next `serve` sends it.
+    let _ = stop_mail.send(true);
+    if let Some(mut mail) = mail {
+        if tokio::time::timeout(grace, &mut mail).await.is_err() {
+            mail.abort();
+        }
+    }
+    // What the last requests (and the mail worker) wrote is sealed now rather than by the next
+    // start (briefly: a database that does not answer leaves it to the next start, and says so
+    // only when it is not an outage `Core::db` has already reported).
     match tokio::time::timeout(FINAL_SEAL, core.seal_audit()).await {
         Ok(Ok(_)) | Ok(Err(AppError::Unavailable(_))) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "cannot seal the last audit events"),

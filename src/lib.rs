@@ -11,6 +11,7 @@ pub mod domain;
 pub mod episode;
 pub mod error;
 pub mod http;
+pub mod mail;
 pub mod metrics;
 pub mod service;
 pub mod store;

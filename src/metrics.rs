@@ -66,6 +66,13 @@ pub struct Metrics {
     pub bcrypt_waiting: IntGaugeVec,
     /// `authd_bcrypt_operations_total{pool}`: bcrypt operations run under a permit of `pool`.
     pub bcrypt_operations: IntCounterVec,
+    /// `authd_mail_outbox{status}`: mails in the outbox by status (`queued`, `sending`,
+    /// `sent`, `failed`), refreshed by the mail worker every few seconds.
+    pub mail_outbox: IntGaugeVec,
+    /// `authd_mail_deliveries_total{outcome}`: attempts at handing a mail over, by outcome
+    /// (`sent`, `retry`: a 4xx or a connection failure, `failed`: a 5xx, attempts used up, the
+    /// link expired or the user gone).
+    pub mail_deliveries: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -192,6 +199,28 @@ impl Metrics {
             bcrypt_waiting.with_label_values(&[pool]);
             bcrypt_operations.with_label_values(&[pool]);
         }
+        let mail_outbox = IntGaugeVec::new(
+            Opts::new(
+                "authd_mail_outbox",
+                "Mails in the outbox by status (queued, sending, sent, failed)",
+            ),
+            &["status"],
+        )
+        .expect("valid metric");
+        let mail_deliveries = IntCounterVec::new(
+            Opts::new(
+                "authd_mail_deliveries_total",
+                "Attempts at handing a mail over, by outcome (sent, retry, failed)",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for status in ["queued", "sending", "sent", "failed"] {
+            mail_outbox.with_label_values(&[status]);
+        }
+        for outcome in ["sent", "retry", "failed"] {
+            mail_deliveries.with_label_values(&[outcome]);
+        }
         for c in [
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
@@ -209,6 +238,8 @@ impl Metrics {
             Box::new(bcrypt_in_use.clone()),
             Box::new(bcrypt_waiting.clone()),
             Box::new(bcrypt_operations.clone()),
+            Box::new(mail_outbox.clone()),
+            Box::new(mail_deliveries.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -230,6 +261,8 @@ impl Metrics {
             bcrypt_in_use,
             bcrypt_waiting,
             bcrypt_operations,
+            mail_outbox,
+            mail_deliveries,
         }
     }
 

@@ -26,9 +26,14 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         "deleted"
     };
     println!(
-        "{verb} {} refresh token(s), {} session(s), {} login-failure counter(s), {} \
-         revoked-session feed row(s)",
-        c.refresh_tokens, c.sessions, c.login_failures, c.revocation_feed
+        "{verb} {} refresh token(s), {} session(s), {} login-failure counter(s), {} one-time \
+         token(s), {} mail(s), {} revoked-session feed row(s)",
+        c.refresh_tokens,
+        c.sessions,
+        c.login_failures,
+        c.one_time_tokens,
+        c.mails,
+        c.revocation_feed
     );
     if let Some(n) = audit {
         println!("{verb} {n} audit event(s) older than audit.retention");

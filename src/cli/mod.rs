@@ -11,6 +11,7 @@ mod doctor;
 mod healthcheck;
 mod import_users;
 mod keys;
+mod mail;
 mod migrate;
 mod migrate_data;
 mod revoke_sessions;
@@ -87,6 +88,8 @@ pub enum Command {
     Keys(keys::Args),
     /// Manage accounts: list, show, disable, enable, delete, set-role, set-password, unlock
     Users(users::Args),
+    /// Outgoing mail: send a test message, see and retry the outbox
+    Mail(mail::Args),
     /// Validate the configuration and print the effective values (secrets redacted)
     CheckConfig,
     /// Check the installation (configuration, database, permissions, keys, audit chain, disk,
@@ -238,6 +241,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             Command::Audit(args) => audit::run(settings, args).await,
             Command::Keys(args) => keys::run(settings, args).await,
             Command::Users(args) => users::run(settings, args).await,
+            Command::Mail(args) => mail::run(settings, args).await,
             Command::CheckConfig => check_config::run(settings).await,
             Command::Healthcheck(args) => healthcheck::run(settings, args).await,
             Command::Completions(_) | Command::ManPages(_) | Command::Doctor(_) => {

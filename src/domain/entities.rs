@@ -181,6 +181,10 @@ pub struct CleanupCounts {
     /// Rows of the revoked-session feed whose tokens have all expired (see
     /// `Store::purge_revocation_feed`).
     pub revocation_feed: u64,
+    /// One-time tokens past their lifetime (every purpose).
+    pub one_time_tokens: u64,
+    /// Sent or failed mails finished before the cutoff (never a queued or sending one).
+    pub mails: u64,
     /// The run stopped early because another process was cleaning up the same database
     /// (PostgreSQL's purge lock, see docs/DESIGN.md); the counts are what it did until then.
     pub stopped_early: bool,

@@ -98,6 +98,95 @@ pub struct NewMail {
     pub created_at: Millis,
 }
 
+/// Where a mail is in its life (`mail_outbox.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MailStatus {
+    /// Waiting for its next attempt (`next_attempt_at`).
+    Queued,
+    /// Leased by a worker until `lease_until`; taken back when the lease ran out.
+    Sending,
+    /// The transport took it (a 2xx from the relay, the file written).
+    Sent,
+    /// Given up: a 5xx, the attempts used up, the link expired or the user gone.
+    Failed,
+}
+
+impl MailStatus {
+    /// Every status, in the order of a mail's life.
+    pub const ALL: [MailStatus; 4] = [
+        MailStatus::Queued,
+        MailStatus::Sending,
+        MailStatus::Sent,
+        MailStatus::Failed,
+    ];
+
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MailStatus::Queued => "queued",
+            MailStatus::Sending => "sending",
+            MailStatus::Sent => "sent",
+            MailStatus::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for MailStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        MailStatus::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown mail status '{s}' (queued, sending, sent or failed)"))
+    }
+}
+
+/// A row of the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxMail {
+    pub id: Uuid,
+    pub kind: MailKind,
+    pub user_id: Option<Uuid>,
+    pub to: String,
+    pub payload: Option<String>,
+    pub status: MailStatus,
+    /// Attempts so far, the first included (a leased mail counts the one under way).
+    pub attempts: u32,
+    /// Not before this time (milliseconds).
+    pub next_attempt_at: Millis,
+    /// While `Sending`: the lease's end (milliseconds); it also names the lease, so a worker
+    /// whose lease ran out and was taken over cannot settle the mail any more.
+    pub lease_until: Option<Millis>,
+    /// Why the last attempt did not deliver it (an SMTP reply code and text, `connection`, ...).
+    pub last_error: Option<String>,
+    pub created_at: Millis,
+    /// When it became `Sent` or `Failed`.
+    pub finished_at: Option<Millis>,
+}
+
+/// How one attempt at a leased mail ended (`Store::settle_mail`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settle {
+    /// Delivered: `sent`.
+    Sent,
+    /// Try again at `at` (milliseconds): `queued`, with `error` kept as `last_error`.
+    Retry { at: Millis, error: String },
+    /// Given up: `failed`, with `error` kept as `last_error`.
+    Failed { error: String },
+}
+
+/// The outbox by status, for `authd mail status` and the `authd_mail_outbox` gauge.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub queued: u64,
+    pub sending: u64,
+    pub sent: u64,
+    pub failed: u64,
+    /// `created_at` of the oldest queued mail, if any.
+    pub oldest_queued_at: Option<Millis>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

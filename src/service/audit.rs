@@ -40,6 +40,9 @@ pub enum Event {
     AdminUnlock,
     PasswordChange,
     UserImport,
+    /// The mail worker gave a mail up (CONTRACT 10.1): `reason` is the relay's reply code,
+    /// `connection`, or `user_gone`; `actor` is `mail:<kind>`.
+    MailFailed,
 }
 
 impl Event {
@@ -67,10 +70,11 @@ impl Event {
             Event::AdminSetRole => "admin_set_role",
             Event::AdminSetPassword => "admin_set_password",
             Event::AdminUnlock => "admin_unlock",
+            Event::MailFailed => "mail_failed",
         }
     }
 
-    pub const ALL: [Event; 22] = [
+    pub const ALL: [Event; 23] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -93,6 +97,7 @@ impl Event {
         Event::AdminUnlock,
         Event::PasswordChange,
         Event::UserImport,
+        Event::MailFailed,
     ];
 }
 

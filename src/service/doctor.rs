@@ -449,10 +449,21 @@ pub async fn redis(settings: &Settings) -> Check {
     }
 }
 
-/// The mail transport: connect and EHLO, sending nothing. Mail is not part of this build
-/// yet: the transport is `none`. (Wired to the real transport when mail arrives.)
-pub async fn check_mail(_settings: &Settings) -> Check {
-    Check::ok("mail", "transport none")
+/// The mail transport (`email.transport`): for `smtp`, connect and EHLO (and STARTTLS or TLS
+/// as configured), sending nothing; a relay that does not answer is a warning (mail waits in
+/// the outbox until it does).
+pub async fn check_mail(settings: &Settings) -> Check {
+    match crate::mail::transport::probe(&settings.email).await {
+        Ok(found) => Check::ok("mail", found),
+        Err(why) => Check::warn(
+            "mail",
+            format!(
+                "{why}; mail waits in the outbox until the relay answers: check email.smtp_host, \
+                 email.smtp_port and email.smtp_tls, and that this host may reach the relay \
+                 (`authd mail test --to you@example.com` sends one message)"
+            ),
+        ),
+    }
 }
 
 /// Why Redis did not answer, without anything of the URL (it may hold a password).

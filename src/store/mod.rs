@@ -19,7 +19,7 @@ use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState, Verdict};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::NewMail;
+use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
@@ -352,6 +352,34 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a mail on its own. A flow whose mail goes with other writes queues it inside
     /// that write's transaction, through the backends' `outbox` module.
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()>;
+    /// Leases up to `limit` due mails until `lease_until`: queued ones whose `next_attempt_at`
+    /// is at or before `now`, and `sending` ones whose lease ran out by `now` (a worker that
+    /// died). Each comes back `sending` with its attempt counted. Of workers in any number of
+    /// processes on one database, exactly one leases a given mail at a time.
+    fn lease_mails(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMail>>;
+    /// Ends the lease `lease_until` of mail `id` as `outcome` says, recording `audit` in the
+    /// same transaction when given; `false` (and nothing written) when the lease is no longer
+    /// this one (it ran out and another worker took the mail).
+    fn settle_mail(
+        &self,
+        id: Uuid,
+        lease_until: Millis,
+        outcome: &Settle,
+        now: Millis,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<bool>;
+    /// The outbox by status.
+    fn outbox_counts(&self) -> StoreResult<OutboxCounts>;
+    /// The outbox (of one status, or all), oldest first.
+    fn list_mails(&self, status: Option<MailStatus>) -> StoreResult<Vec<OutboxMail>>;
+    /// Queues failed mails again, due at `now` with their attempts counted afresh: mail `id`,
+    /// or every failed one. Returns how many.
+    fn requeue_mails(&self, id: Option<Uuid>, now: Millis) -> StoreResult<usize>;
     // Accounts (admin).
 
     /// Users matching `filter`, in creation order (`created_at`, then `id`), each with the

@@ -27,17 +27,36 @@ const DEAD_SESSIONS: &str = "FROM sessions WHERE revoked_at < $1 OR expires_at <
 const STALE_FAILURES: &str = "FROM login_failures WHERE window_start <= $1
      AND (locked_until IS NULL OR locked_until <= $2)";
 
-/// The three kinds of dead rows: table, key columns, `FROM ... WHERE ...`, and whether the
-/// filter is the failures' (binding the window's end and now) rather than the cutoff alone.
-const KINDS: [(&str, &str, &str, bool); 3] = [
+// A one-time token goes once its lifetime is over (any purpose). $1 is now.
+const EXPIRED_ONE_TIME: &str = "FROM one_time_tokens WHERE expires_at <= $1";
+// A mail goes once it is over (sent or failed) and older than the retention; a queued or
+// sending one is never touched. $1 is the cutoff.
+const FINISHED_MAILS: &str = "FROM mail_outbox WHERE status IN ('sent', 'failed')
+     AND finished_at < $1";
+
+/// What a kind's filter binds.
+#[derive(Debug, Clone, Copy)]
+enum Bind {
+    /// `$1` = the cutoff.
+    Cutoff,
+    /// `$1` = when a window that ended by now started at the latest, `$2` = now.
+    Failures,
+    /// `$1` = now.
+    Now,
+}
+
+/// The kinds of dead rows: table, key columns, `FROM ... WHERE ...`, and what it binds.
+const KINDS: [(&str, &str, &str, Bind); 5] = [
     (
         "refresh_tokens",
         "session_id, token_hash",
         DEAD_TOKENS,
-        false,
+        Bind::Cutoff,
     ),
-    ("sessions", "id", DEAD_SESSIONS, false),
-    ("login_failures", "key", STALE_FAILURES, true),
+    ("sessions", "id", DEAD_SESSIONS, Bind::Cutoff),
+    ("login_failures", "key", STALE_FAILURES, Bind::Failures),
+    ("one_time_tokens", "token_hash", EXPIRED_ONE_TIME, Bind::Now),
+    ("mail_outbox", "id", FINISHED_MAILS, Bind::Cutoff),
 ];
 
 /// When the purge runs and what it keeps.
@@ -49,11 +68,11 @@ pub(super) struct Horizon {
 }
 
 impl Horizon {
-    fn params(&self, failures: bool) -> Vec<i64> {
-        if failures {
-            vec![self.now - self.failure_window, self.now]
-        } else {
-            vec![self.cutoff]
+    fn params(&self, bind: Bind) -> Vec<i64> {
+        match bind {
+            Bind::Failures => vec![self.now - self.failure_window, self.now],
+            Bind::Cutoff => vec![self.cutoff],
+            Bind::Now => vec![self.now],
         }
     }
 }
@@ -66,7 +85,7 @@ fn refs(p: &[i64]) -> Vec<&(dyn postgres::types::ToSql + Sync)> {
 
 /// What a purge would delete now (a dry run).
 pub(super) fn count(c: &mut Db<'_, impl GenericClient>, h: Horizon) -> PgResult<CleanupCounts> {
-    let mut n = [0u64; 3];
+    let mut n = [0u64; 5];
     for (i, (_, _, what, failures)) in KINDS.into_iter().enumerate() {
         let sql = format!("SELECT COUNT(*) {what}");
         let p = h.params(failures);
@@ -76,6 +95,8 @@ pub(super) fn count(c: &mut Db<'_, impl GenericClient>, h: Horizon) -> PgResult<
         refresh_tokens: n[0],
         sessions: n[1],
         login_failures: n[2],
+        one_time_tokens: n[3],
+        mails: n[4],
         stopped_early: false,
         revocation_feed: 0,
     })
@@ -85,7 +106,7 @@ pub(super) fn count(c: &mut Db<'_, impl GenericClient>, h: Horizon) -> PgResult<
 /// `PURGE_LOCK` without waiting; when another instance holds it, that instance is cleaning up
 /// and this one stops, returning what it deleted so far (often nothing).
 pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCounts> {
-    let mut n = [0u64; 3];
+    let mut n = [0u64; 5];
     let mut stopped_early = false;
     'kinds: for (i, (table, key, what, failures)) in KINDS.into_iter().enumerate() {
         // SKIP LOCKED: a row a request holds right now (a rotation's token and session, a
@@ -121,6 +142,8 @@ pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCou
         refresh_tokens: n[0],
         sessions: n[1],
         login_failures: n[2],
+        one_time_tokens: n[3],
+        mails: n[4],
         stopped_early,
         revocation_feed: 0,
     })

@@ -44,7 +44,7 @@ use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::NewMail;
+use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
@@ -751,5 +751,37 @@ impl Store for PostgresStore {
 
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
         self.write(|tx| outbox::enqueue(tx, mail))
+    }
+
+    fn lease_mails(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        self.write(|tx| outbox::lease(tx, now, lease_until, limit))
+    }
+
+    fn settle_mail(
+        &self,
+        id: Uuid,
+        lease_until: Millis,
+        outcome: &Settle,
+        now: Millis,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<bool> {
+        self.write(|tx| outbox::settle(tx, id, lease_until, outcome, now, audit))
+    }
+
+    fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+        self.read(outbox::counts)
+    }
+
+    fn list_mails(&self, status: Option<MailStatus>) -> StoreResult<Vec<OutboxMail>> {
+        self.read(|c| outbox::list(c, status))
+    }
+
+    fn requeue_mails(&self, id: Option<Uuid>, now: Millis) -> StoreResult<usize> {
+        self.write(|tx| outbox::requeue(tx, id, now))
     }
 }

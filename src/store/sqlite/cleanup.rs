@@ -17,6 +17,14 @@ const DEAD_TOKENS: &str = "FROM refresh_tokens WHERE session_id IN
 const STALE_FAILURES: &str = "FROM login_failures WHERE window_start <= ?1
      AND (locked_until IS NULL OR locked_until <= ?2)";
 
+// A one-time token goes once its lifetime is over (any purpose): using it would answer
+// TOKEN_EXPIRED, after the purge TOKEN_INVALID; both refuse it.
+const EXPIRED_ONE_TIME: &str = "FROM one_time_tokens WHERE expires_at <= ?1";
+// A mail goes once it is over (sent or failed) and older than the retention; a queued or
+// sending one is never touched.
+const FINISHED_MAILS: &str = "FROM mail_outbox WHERE status IN ('sent', 'failed')
+     AND finished_at < ?1";
+
 /// `Store::purge` inside the caller's write transaction: counts what is dead and, unless
 /// `dry_run`, deletes it.
 pub(super) fn purge(
@@ -37,6 +45,8 @@ pub(super) fn purge(
         refresh_tokens: count(DEAD_TOKENS, &[&cutoff])?,
         sessions: count(DEAD_SESSIONS, &[&cutoff])?,
         login_failures: count(STALE_FAILURES, &[&window_ended_before, &now])?,
+        one_time_tokens: count(EXPIRED_ONE_TIME, &[&now])?,
+        mails: count(FINISHED_MAILS, &[&cutoff])?,
         stopped_early: false,
         revocation_feed: 0,
     };
@@ -47,6 +57,8 @@ pub(super) fn purge(
             &format!("DELETE {STALE_FAILURES}"),
             [window_ended_before, now],
         )?;
+        tx.execute(&format!("DELETE {EXPIRED_ONE_TIME}"), [now])?;
+        tx.execute(&format!("DELETE {FINISHED_MAILS}"), [cutoff])?;
     }
     Ok(counts)
 }

@@ -35,7 +35,7 @@ use super::{
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::NewMail;
+use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
@@ -586,6 +586,40 @@ impl Store for SqliteStore {
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
         let mail = mail.clone();
         self.write(move |tx| outbox::enqueue(tx, &mail))
+    }
+
+    fn lease_mails(
+        &self,
+        now: Millis,
+        lease_until: Millis,
+        limit: u32,
+    ) -> StoreResult<Vec<OutboxMail>> {
+        self.write(move |tx| outbox::lease(tx, now, lease_until, limit))
+    }
+
+    fn settle_mail(
+        &self,
+        id: Uuid,
+        lease_until: Millis,
+        outcome: &Settle,
+        now: Millis,
+        audit: Option<&AuditEvent>,
+    ) -> StoreResult<bool> {
+        let outcome = outcome.clone();
+        let audit = audit.cloned();
+        self.write(move |tx| outbox::settle(tx, id, lease_until, &outcome, now, audit.as_ref()))
+    }
+
+    fn outbox_counts(&self) -> StoreResult<OutboxCounts> {
+        self.read(outbox::counts)
+    }
+
+    fn list_mails(&self, status: Option<MailStatus>) -> StoreResult<Vec<OutboxMail>> {
+        self.read(|c| outbox::list(c, status))
+    }
+
+    fn requeue_mails(&self, id: Option<Uuid>, now: Millis) -> StoreResult<usize> {
+        self.write(move |tx| outbox::requeue(tx, id, now))
     }
 }
 
