@@ -21,6 +21,7 @@ mod email;
 mod jwt;
 mod log;
 mod metrics;
+mod mfa;
 mod pages;
 mod password;
 mod password_reset;
@@ -40,6 +41,7 @@ pub use email::{EmailSettings, MailTransport, SmtpTls, TOKEN_PLACEHOLDER};
 pub use jwt::{JwtAlgorithm, JwtSettings};
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
+pub use mfa::MfaSettings;
 pub use pages::PagesSettings;
 pub use password::PasswordSettings;
 pub use password_reset::PasswordResetSettings;
@@ -69,6 +71,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("email", email::KEYS),
     ("password_reset", password_reset::KEYS),
     ("pages", pages::KEYS),
+    ("mfa", mfa::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -83,6 +86,7 @@ const FILE_KEYS: &[&[&str]] = &[
     database::FILE_KEYS,
     rate_limit::FILE_KEYS,
     email::FILE_KEYS,
+    mfa::FILE_KEYS,
 ];
 
 /// The suffix of the environment variable naming a file that holds a `FILE_KEYS` value.
@@ -107,6 +111,7 @@ pub struct Settings {
     pub email: EmailSettings,
     pub password_reset: PasswordResetSettings,
     pub pages: PagesSettings,
+    pub mfa: MfaSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -127,6 +132,7 @@ impl Settings {
         let email = EmailSettings::read(r);
         let password_reset = PasswordResetSettings::read(r);
         let pages = PagesSettings::read(r);
+        let mfa = MfaSettings::read(r, &mut warnings);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -152,6 +158,7 @@ impl Settings {
             email,
             password_reset,
             pages,
+            mfa,
             warnings,
         }
     }
@@ -172,6 +179,7 @@ impl Settings {
             self.email.to_toml(),
             self.password_reset.to_toml(),
             self.pages.to_toml(),
+            self.mfa.to_toml(),
         ]
         .join("\n")
     }

@@ -7,3 +7,4 @@ pub mod keys;
 pub mod one_time;
 pub mod password;
 pub mod refresh;
+pub mod totp;

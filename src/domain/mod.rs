@@ -6,6 +6,7 @@ pub mod ip;
 pub mod keys;
 pub mod limits;
 pub mod mail;
+pub mod mfa;
 pub mod one_time;
 pub mod terminal;
 pub mod time;

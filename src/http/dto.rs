@@ -8,7 +8,9 @@ use serde_json::{json, Map, Value};
 use crate::domain::time::rfc3339;
 use crate::domain::{validate, Role, Session};
 use crate::error::{AppError, FieldError};
-use crate::service::{IssuedTokens, LoginInput, NewUserInput, PasswordChange};
+use crate::service::{
+    IssuedTokens, LoginInput, MfaVerifyInput, NewUserInput, PasswordAndCode, PasswordChange,
+};
 
 /// A JSON object whose keys are unique.
 pub struct JsonObject(Map<String, Value>);
@@ -153,6 +155,72 @@ impl FromJson for PasswordChange {
         let value = PasswordChange {
             current_password: f.required("currentPassword"),
             new_password: f.required("newPassword"),
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for MfaVerifyInput {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["mfaToken", "code", "recoveryCode", "ceremonyId", "credential"]);
+        let credential = match f.obj.get("credential") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(_) => {
+                f.errors
+                    .push(FieldError::new("credential", "must be an object"));
+                None
+            }
+        };
+        let value = MfaVerifyInput {
+            mfa_token: f.required("mfaToken"),
+            code: f.optional("code"),
+            recovery_code: f.optional("recoveryCode"),
+            ceremony_id: f.optional("ceremonyId"),
+            credential,
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for PasswordAndCode {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["currentPassword", "code"]);
+        let value = PasswordAndCode {
+            current_password: f.required("currentPassword"),
+            code: f.required("code"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"currentPassword"}` (TOTP enrolment).
+#[derive(Debug, Default)]
+pub struct CurrentPasswordBody {
+    pub current_password: String,
+}
+
+impl FromJson for CurrentPasswordBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["currentPassword"]);
+        let value = CurrentPasswordBody {
+            current_password: f.required("currentPassword"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"code"}` (TOTP confirmation).
+#[derive(Debug, Default)]
+pub struct CodeBody {
+    pub code: String,
+}
+
+impl FromJson for CodeBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["code"]);
+        let value = CodeBody {
+            code: f.required("code"),
         };
         f.finish(value)
     }

@@ -40,6 +40,16 @@ pub enum Event {
     AdminUnlock,
     PasswordChange,
     UserImport,
+    /// A TOTP enrolment confirmed (CONTRACT 11.4).
+    MfaEnroll,
+    /// A second-factor answer at `POST /api/auth/mfa/verify`, right or wrong.
+    MfaVerify,
+    /// TOTP turned off by its user.
+    MfaDisable,
+    /// Recovery codes regenerated.
+    MfaRecoveryCodesRegenerate,
+    /// An admin removed an account's second factors.
+    AdminMfaReset,
 }
 
 impl Event {
@@ -67,10 +77,15 @@ impl Event {
             Event::AdminSetRole => "admin_set_role",
             Event::AdminSetPassword => "admin_set_password",
             Event::AdminUnlock => "admin_unlock",
+            Event::MfaEnroll => "mfa_enroll",
+            Event::MfaVerify => "mfa_verify",
+            Event::MfaDisable => "mfa_disable",
+            Event::MfaRecoveryCodesRegenerate => "mfa_recovery_codes_regenerate",
+            Event::AdminMfaReset => "admin_mfa_reset",
         }
     }
 
-    pub const ALL: [Event; 22] = [
+    pub const ALL: [Event; 27] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -93,6 +108,11 @@ impl Event {
         Event::AdminUnlock,
         Event::PasswordChange,
         Event::UserImport,
+        Event::MfaEnroll,
+        Event::MfaVerify,
+        Event::MfaDisable,
+        Event::MfaRecoveryCodesRegenerate,
+        Event::AdminMfaReset,
     ];
 }
 

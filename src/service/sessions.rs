@@ -76,7 +76,7 @@ impl Presented {
 
 /// The audit record of a login whose password matched, from what opening its session did
 /// (stored in that transaction).
-fn login_record<'a>(
+pub(super) fn login_record<'a>(
     outcome: &SessionOpening,
     email: &'a str,
     client: &'a ClientInfo,
@@ -252,6 +252,12 @@ impl Sessions {
                 .await;
         }
         attempt.succeeded().await;
+        // A confirmed second factor: no session yet, an mfaToken instead (CONTRACT 11.1).
+        // A disabled account goes on to the refusal below (403 after the right password).
+        if !creds.user.disabled {
+            self.require_second_factor(&creds, &email, client, input.device_info.as_deref())
+                .await?;
+        }
         // The session opens only if the account, in the session's own transaction, still
         // has the hash just verified and is enabled (see `store::opening`).
         let (new, refresh_token) = self.new_session(
@@ -419,7 +425,7 @@ impl Sessions {
         (new, refresh_token)
     }
 
-    fn tokens(
+    pub(super) fn tokens(
         &self,
         user_id: Uuid,
         session_id: Uuid,
