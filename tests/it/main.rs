@@ -35,6 +35,7 @@ mod limits;
 mod limits_race;
 mod log_floods;
 mod logs;
+mod mfa;
 mod migrate_data;
 mod multi_instance;
 mod openapi;
