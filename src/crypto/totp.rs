@@ -147,7 +147,10 @@ mod tests {
         let u = Uuid::new_v4();
         let typed = format!(" {} ", c.to_uppercase().replace('-', " "));
         assert_eq!(recovery_code_hash(u, &c), recovery_code_hash(u, &typed));
-        assert_ne!(recovery_code_hash(u, &c), recovery_code_hash(Uuid::new_v4(), &c));
+        assert_ne!(
+            recovery_code_hash(u, &c),
+            recovery_code_hash(Uuid::new_v4(), &c)
+        );
     }
 
     #[test]

@@ -162,7 +162,13 @@ impl FromJson for PasswordChange {
 
 impl FromJson for MfaVerifyInput {
     fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
-        let mut f = obj.fields(["mfaToken", "code", "recoveryCode", "ceremonyId", "credential"]);
+        let mut f = obj.fields([
+            "mfaToken",
+            "code",
+            "recoveryCode",
+            "ceremonyId",
+            "credential",
+        ]);
         let credential = match f.obj.get("credential") {
             None | Some(Value::Null) => None,
             Some(v @ Value::Object(_)) => Some(v.clone()),

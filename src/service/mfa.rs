@@ -120,7 +120,9 @@ impl Sessions {
         })?;
         sealer
             .open(&user_id.to_string(), SEAL_USE, stored)
-            .map_err(|_| AppError::Internal("a TOTP secret does not open with mfa.secret_key".into()))
+            .map_err(|_| {
+                AppError::Internal("a TOTP secret does not open with mfa.secret_key".into())
+            })
     }
 
     /// At login, after the right password of an enabled account: when it has a confirmed
@@ -281,17 +283,18 @@ impl Sessions {
             "recovery_code" => {
                 let code = input.recovery_code.as_deref().unwrap_or_default();
                 let normalized = totp::normalize_recovery_code(code);
-                (!normalized.is_empty() && normalized.len() <= 64).then(|| {
-                    MfaProof::RecoveryCode {
-                        code_hash: totp::recovery_code_hash(user_id, &normalized),
-                    }
+                (!normalized.is_empty() && normalized.len() <= 64).then(|| MfaProof::RecoveryCode {
+                    code_hash: totp::recovery_code_hash(user_id, &normalized),
                 })
             }
             _ => {
                 let ok = passkey_second_factor_stub(
                     user_id,
                     input.ceremony_id.as_deref().unwrap_or_default(),
-                    input.credential.as_ref().unwrap_or(&serde_json::Value::Null),
+                    input
+                        .credential
+                        .as_ref()
+                        .unwrap_or(&serde_json::Value::Null),
                 );
                 // With the real passkey check, this becomes the proof it returns.
                 let _ = ok;
@@ -340,7 +343,9 @@ impl Sessions {
                     &proof,
                     &new,
                     &verified,
-                    Box::new(move |o| Some(login_record(o, &audit_email, &audit_client).to_event())),
+                    Box::new(move |o| {
+                        Some(login_record(o, &audit_email, &audit_client).to_event())
+                    }),
                 )
             })
             .await?;
@@ -366,14 +371,20 @@ impl Sessions {
                         })
                     }
                 };
-                self.audit_mfa(Event::MfaVerify, user_id, client, None).await;
+                self.audit_mfa(Event::MfaVerify, user_id, client, None)
+                    .await;
                 self.core
                     .metrics
                     .logins
                     .with_label_values(&["success"])
                     .inc();
-                let tokens =
-                    self.tokens(user.id, session_id, user.role.as_str(), refresh_token, opened_at);
+                let tokens = self.tokens(
+                    user.id,
+                    session_id,
+                    user.role.as_str(),
+                    refresh_token,
+                    opened_at,
+                );
                 Ok(MfaVerified {
                     outcome: AuthOutcome { user, tokens },
                     recovery_codes_remaining: (second == AuthMethod::RecoveryCode)
@@ -442,7 +453,10 @@ impl Sessions {
         let attempt = match self.limits.reserve(&email, client).await {
             Ok(a) => a,
             Err(e) => {
-                if matches!(e, AppError::AccountLocked { .. } | AppError::RateLimited { .. }) {
+                if matches!(
+                    e,
+                    AppError::AccountLocked { .. } | AppError::RateLimited { .. }
+                ) {
                     self.audit_mfa(event, user_id, client, Some("rate_limited"))
                         .await;
                 }
@@ -583,7 +597,8 @@ impl Sessions {
         };
         match self.core.db(move |s| s.enable_totp(&enrollment)).await? {
             EnableOutcome::Enabled { revoked_sessions } => {
-                self.audit_mfa(Event::MfaEnroll, user_id, client, None).await;
+                self.audit_mfa(Event::MfaEnroll, user_id, client, None)
+                    .await;
                 Ok(TotpConfirmed {
                     recovery_codes: codes,
                     revoked_sessions,
@@ -646,7 +661,8 @@ impl Sessions {
         self.core
             .db(move |s| s.disable_mfa(user_id, false, now_ms()))
             .await?;
-        self.audit_mfa(Event::MfaDisable, user_id, client, None).await;
+        self.audit_mfa(Event::MfaDisable, user_id, client, None)
+            .await;
         Ok(())
     }
 

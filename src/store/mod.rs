@@ -18,7 +18,9 @@ use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
-use crate::domain::mfa::{EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment};
+use crate::domain::mfa::{
+    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::time::Millis;
 use crate::domain::{

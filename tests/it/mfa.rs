@@ -15,7 +15,11 @@ use crate::tokens::text;
 const SKEW: (&str, &str) = ("AUTHD_MFA__TOTP_SKEW", "2");
 
 fn now_step() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() / 30
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        / 30
 }
 
 /// The code of `secret` (base32, as enroll answered it) for step `step`.
@@ -168,17 +172,26 @@ fn enrolment_then_login_asks_for_the_second_factor_and_spends_each_code_once() {
     verify(&s, json!({"mfaToken": token, "code": code(&secret, step)}))
         .assert_error(401, "MFA_INVALID");
     verify(&s, json!({"mfaToken": token, "code": "12345"})).assert_error(401, "MFA_INVALID");
-    let r = verify(&s, json!({"mfaToken": token, "code": code(&secret, step + 1)}));
+    let r = verify(
+        &s,
+        json!({"mfaToken": token, "code": code(&secret, step + 1)}),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert!(r.cookie("authd_refresh").is_some());
     assert_eq!(r.body["data"]["user"]["email"], email.as_str());
     let session = r.body["data"].clone();
     // The used mfaToken is gone; the same code on a new one is a replay.
-    verify(&s, json!({"mfaToken": token, "code": code(&secret, step + 2)}))
-        .assert_error(401, "TOKEN_INVALID");
+    verify(
+        &s,
+        json!({"mfaToken": token, "code": code(&secret, step + 2)}),
+    )
+    .assert_error(401, "TOKEN_INVALID");
     let token2 = mfa_token(&s, &email);
-    verify(&s, json!({"mfaToken": token2, "code": code(&secret, step + 1)}))
-        .assert_error(401, "MFA_INVALID");
+    verify(
+        &s,
+        json!({"mfaToken": token2, "code": code(&secret, step + 1)}),
+    )
+    .assert_error(401, "MFA_INVALID");
 
     // The session says how it was opened; refresh does not ask again.
     let listed = s.get_auth("/api/auth/sessions", &text(&session, "accessToken"));
@@ -261,7 +274,8 @@ fn two_verifies_with_one_code_at_once_open_one_session() {
             let handles: Vec<_> = tokens
                 .iter()
                 .map(|t| {
-                    let (client, url, c) = (s.client.clone(), s.url("/api/auth/mfa/verify"), c.clone());
+                    let (client, url, c) =
+                        (s.client.clone(), s.url("/api/auth/mfa/verify"), c.clone());
                     scope.spawn(move || {
                         send(client.post(url).json(&json!({"mfaToken": t, "code": c}))).status
                     })
@@ -274,7 +288,10 @@ fn two_verifies_with_one_code_at_once_open_one_session() {
             1,
             "round {round}: {statuses:?}"
         );
-        assert!(statuses.iter().all(|&st| st == 200 || st == 401), "{statuses:?}");
+        assert!(
+            statuses.iter().all(|&st| st == 200 || st == 401),
+            "{statuses:?}"
+        );
     }
 }
 
@@ -295,20 +312,33 @@ fn many_mfa_tokens_guessing_in_parallel_get_no_more_checks_than_the_lockout() {
                 let t = tokens[i % tokens.len()].clone();
                 let (client, url) = (s.client.clone(), s.url("/api/auth/mfa/verify"));
                 scope.spawn(move || {
-                    send(client.post(url).json(&json!({"mfaToken": t, "code": format!("{:06}", i)})))
-                        .status
+                    send(
+                        client
+                            .post(url)
+                            .json(&json!({"mfaToken": t, "code": format!("{:06}", i)})),
+                    )
+                    .status
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let checked = statuses.iter().filter(|&&st| st == 401).count();
-    assert!(checked <= 4, "more code checks than the lockout allows: {statuses:?}");
-    assert!(statuses.iter().all(|&st| st == 401 || st == 423), "{statuses:?}");
+    assert!(
+        checked <= 4,
+        "more code checks than the lockout allows: {statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|&st| st == 401 || st == 423),
+        "{statuses:?}"
+    );
     // Locked now: the right code is refused without a check.
     let t = &tokens[0];
-    verify(&s, json!({"mfaToken": t, "code": code(&e.secret, e.step + 1)}))
-        .assert_error(423, "ACCOUNT_LOCKED");
+    verify(
+        &s,
+        json!({"mfaToken": t, "code": code(&e.secret, e.step + 1)}),
+    )
+    .assert_error(423, "ACCOUNT_LOCKED");
 }
 
 #[test]
@@ -326,8 +356,11 @@ fn disable_and_regenerate_need_the_password_and_a_code() {
     assert_eq!(fresh.len(), 10);
     // The old set no longer works.
     let token = mfa_token(&s, &e.email);
-    verify(&s, json!({"mfaToken": token, "recoveryCode": e.recovery[1]}))
-        .assert_error(401, "MFA_INVALID");
+    verify(
+        &s,
+        json!({"mfaToken": token, "recoveryCode": e.recovery[1]}),
+    )
+    .assert_error(401, "MFA_INVALID");
 
     send(
         s.post("/api/auth/mfa/totp/disable")

@@ -66,7 +66,10 @@ pub async fn confirm(
     client: ClientInfo,
     body: CodeBody,
 ) -> Result<Response, Rejection> {
-    let done = state.sessions.confirm_totp(who, &body.code, &client).await?;
+    let done = state
+        .sessions
+        .confirm_totp(who, &body.code, &client)
+        .await?;
     Ok(envelope(
         StatusCode::OK,
         json!({"recoveryCodes": done.recovery_codes, "revokedSessions": done.revoked_sessions}),

@@ -63,7 +63,11 @@ fn recovery_left(c: &mut Db<'_, impl GenericClient>, user_id: Uuid) -> PgResult<
 }
 
 /// Spends `proof` for `user_id`; false when it was spent already.
-pub(super) fn spend(c: &mut Db<'_, impl GenericClient>, user_id: Uuid, proof: &MfaProof) -> PgResult<bool> {
+pub(super) fn spend(
+    c: &mut Db<'_, impl GenericClient>,
+    user_id: Uuid,
+    proof: &MfaProof,
+) -> PgResult<bool> {
     let n = match proof {
         // Conditional update: of two answers with one step (from any instance), the second
         // waits for the first's row lock, re-reads `last_step` and changes nothing (replay,
@@ -158,7 +162,10 @@ pub(super) fn enable(
 ) -> PgResult<EnableOutcome> {
     // Lock: the user's row, so two confirmations of one account run one after the other and
     // the second finds TOTP on.
-    tx.execute("SELECT 1 FROM users WHERE id = $1 FOR UPDATE", &[&e.user_id])?;
+    tx.execute(
+        "SELECT 1 FROM users WHERE id = $1 FOR UPDATE",
+        &[&e.user_id],
+    )?;
     if totp(tx, e.user_id)?.is_some() {
         return Ok(EnableOutcome::AlreadyEnabled);
     }

@@ -14,8 +14,8 @@ mod cleanup;
 mod db;
 mod keys;
 mod limits;
-mod migrations;
 mod mfa;
+mod migrations;
 mod one_time;
 mod outbox;
 mod passwords;
@@ -43,7 +43,9 @@ use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
-use crate::domain::mfa::{EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment};
+use crate::domain::mfa::{
+    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::time::Millis;
 use crate::domain::{

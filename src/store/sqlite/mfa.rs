@@ -226,4 +226,3 @@ pub(super) fn disable(
     let revoked = sessions::revoke_where(tx, "user_id = ?1", &id, now, "mfa_reset")?;
     Ok((had, revoked))
 }
-

@@ -9,8 +9,8 @@ mod checkpoint;
 mod cleanup;
 mod keys;
 mod limits;
-mod migrations;
 mod mfa;
+mod migrations;
 mod one_time;
 mod outbox;
 mod passwords;
@@ -34,7 +34,9 @@ use super::{
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::NewMail;
-use crate::domain::mfa::{EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment};
+use crate::domain::mfa::{
+    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::time::Millis;
 use crate::domain::{
