@@ -381,3 +381,25 @@ fn disable_and_regenerate_need_the_password_and_a_code() {
     // A plain login again.
     assert_eq!(login(&s, &e.email).status, 200);
 }
+
+#[test]
+fn with_a_secret_key_the_totp_secret_is_sealed_at_rest() {
+    let key = format!(
+        "{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let s = TestServer::with(&[SKEW, ("AUTHD_MFA__SECRET_KEY", key.as_str())]);
+    let e = enroll_and_confirm(&s, "mfa-sealed");
+    let sealed = s.query_column("SELECT CAST(sealed AS TEXT) FROM mfa_totp", &[]);
+    assert!(
+        sealed[0] == "1" || sealed[0] == "true",
+        "sealed flag: {sealed:?}"
+    );
+    let token = mfa_token(&s, &e.email);
+    let r = verify(
+        &s,
+        json!({"mfaToken": token, "code": code(&e.secret, e.step + 1)}),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
