@@ -48,6 +48,19 @@ pub enum AppError {
     /// 401 `TOKEN_REVOKED`: the token's session was revoked, or a refresh token was reused.
     #[error("token has been revoked")]
     TokenRevoked,
+    /// 401 `MFA_REQUIRED` (CONTRACT 11.1): the password was right and the account has a
+    /// second factor. The answer adds `mfaToken` (the token for `POST /api/auth/mfa/verify`),
+    /// `methods` (`totp`, `recovery_code`, `webauthn`: what the account can use) and
+    /// `expiresIn` (seconds the token lives).
+    #[error("a second factor is required")]
+    MfaRequired {
+        mfa_token: String,
+        methods: Vec<&'static str>,
+        expires_in: u64,
+    },
+    /// 401 `MFA_INVALID`: a wrong, replayed or malformed second-factor code or assertion.
+    #[error("the second-factor code is invalid")]
+    MfaInvalid,
     /// 403 `ACCOUNT_DISABLED` (only said after the right password).
     #[error("account is disabled")]
     AccountDisabled,
@@ -67,6 +80,9 @@ pub enum AppError {
     /// 409 `EMAIL_TAKEN`.
     #[error("email is already registered")]
     EmailTaken,
+    /// 409 `MFA_ALREADY_ENABLED`: TOTP enrolment while TOTP is on.
+    #[error("TOTP is already enabled")]
+    MfaAlreadyEnabled,
     /// 413 `PAYLOAD_TOO_LARGE`.
     #[error("request body is too large")]
     PayloadTooLarge,
@@ -102,6 +118,9 @@ impl AppError {
             AppError::TokenInvalid => "TOKEN_INVALID",
             AppError::TokenExpired => "TOKEN_EXPIRED",
             AppError::TokenRevoked => "TOKEN_REVOKED",
+            AppError::MfaRequired { .. } => "MFA_REQUIRED",
+            AppError::MfaInvalid => "MFA_INVALID",
+            AppError::MfaAlreadyEnabled => "MFA_ALREADY_ENABLED",
             AppError::AccountDisabled => "ACCOUNT_DISABLED",
             AppError::Forbidden => "FORBIDDEN",
             AppError::NotFound => "NOT_FOUND",

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub logins: IntCounterVec,
+    /// `authd_mfa_verifications_total{method,outcome}`: second-factor answers at
+    /// `POST /api/auth/mfa/verify` (`method`: totp, recovery_code, webauthn; `outcome`:
+    /// success, invalid, token_invalid, token_expired, rate_limited, locked).
+    pub mfa_verifications: IntCounterVec,
     pub registrations: IntCounterVec,
     pub refreshes: IntCounterVec,
     pub reuse_detected: IntCounter,
@@ -108,6 +112,14 @@ impl Metrics {
         let logins = IntCounterVec::new(
             Opts::new("authd_logins_total", "Login attempts by outcome"),
             &["outcome"],
+        )
+        .expect("valid metric");
+        let mfa_verifications = IntCounterVec::new(
+            Opts::new(
+                "authd_mfa_verifications_total",
+                "Second-factor verifications by method and outcome",
+            ),
+            &["method", "outcome"],
         )
         .expect("valid metric");
         let registrations = IntCounterVec::new(
@@ -225,6 +237,7 @@ impl Metrics {
             Box::new(http_requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(http_duration.clone()),
             Box::new(logins.clone()),
+            Box::new(mfa_verifications.clone()),
             Box::new(registrations.clone()),
             Box::new(refreshes.clone()),
             Box::new(reuse_detected.clone()),
@@ -248,6 +261,7 @@ impl Metrics {
             http_requests,
             http_duration,
             logins,
+            mfa_verifications,
             registrations,
             refreshes,
             reuse_detected,

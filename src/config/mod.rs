@@ -22,6 +22,7 @@ mod email;
 mod jwt;
 mod log;
 mod metrics;
+mod mfa;
 mod pages;
 mod password;
 mod password_reset;
@@ -43,6 +44,7 @@ pub use email::{EmailSettings, MailTransport, SmtpTls, TOKEN_PLACEHOLDER};
 pub use jwt::{JwtAlgorithm, JwtSettings};
 pub use log::{LogFormat, LogSettings};
 pub use metrics::MetricsSettings;
+pub use mfa::MfaSettings;
 pub use pages::PagesSettings;
 pub use password::PasswordSettings;
 pub use password_reset::PasswordResetSettings;
@@ -75,6 +77,7 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("pages", pages::KEYS),
     ("revocation_feed", revocation_feed::KEYS),
     ("audit", audit::KEYS),
+    ("mfa", mfa::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
@@ -89,6 +92,7 @@ const FILE_KEYS: &[&[&str]] = &[
     database::FILE_KEYS,
     rate_limit::FILE_KEYS,
     email::FILE_KEYS,
+    mfa::FILE_KEYS,
 ];
 
 /// The suffix of the environment variable naming a file that holds a `FILE_KEYS` value.
@@ -115,6 +119,7 @@ pub struct Settings {
     pub pages: PagesSettings,
     pub revocation_feed: RevocationFeedSettings,
     pub audit: AuditSettings,
+    pub mfa: MfaSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -137,6 +142,7 @@ impl Settings {
         let pages = PagesSettings::read(r);
         let revocation_feed = RevocationFeedSettings::read(r);
         let audit = AuditSettings::read(r);
+        let mfa = MfaSettings::read(r, &mut warnings);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -164,6 +170,7 @@ impl Settings {
             pages,
             revocation_feed,
             audit,
+            mfa,
             warnings,
         }
     }
@@ -186,6 +193,7 @@ impl Settings {
             self.pages.to_toml(),
             self.revocation_feed.to_toml(),
             self.audit.to_toml(),
+            self.mfa.to_toml(),
         ]
         .join("\n")
     }

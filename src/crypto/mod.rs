@@ -8,3 +8,4 @@ pub mod keys;
 pub mod one_time;
 pub mod password;
 pub mod refresh;
+pub mod totp;

@@ -7,6 +7,7 @@ pub mod ip;
 pub mod keys;
 pub mod limits;
 pub mod mail;
+pub mod mfa;
 pub mod one_time;
 pub mod revocation_feed;
 pub mod terminal;

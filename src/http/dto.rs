@@ -8,7 +8,9 @@ use serde_json::{json, Map, Value};
 use crate::domain::time::rfc3339;
 use crate::domain::{validate, Role, Session};
 use crate::error::{AppError, FieldError};
-use crate::service::{IssuedTokens, LoginInput, NewUserInput, PasswordChange};
+use crate::service::{
+    IssuedTokens, LoginInput, MfaVerifyInput, NewUserInput, PasswordAndCode, PasswordChange,
+};
 
 /// A JSON object whose keys are unique.
 pub struct JsonObject(Map<String, Value>);
@@ -158,6 +160,78 @@ impl FromJson for PasswordChange {
     }
 }
 
+impl FromJson for MfaVerifyInput {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields([
+            "mfaToken",
+            "code",
+            "recoveryCode",
+            "ceremonyId",
+            "credential",
+        ]);
+        let credential = match f.obj.get("credential") {
+            None | Some(Value::Null) => None,
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            Some(_) => {
+                f.errors
+                    .push(FieldError::new("credential", "must be an object"));
+                None
+            }
+        };
+        let value = MfaVerifyInput {
+            mfa_token: f.required("mfaToken"),
+            code: f.optional("code"),
+            recovery_code: f.optional("recoveryCode"),
+            ceremony_id: f.optional("ceremonyId"),
+            credential,
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for PasswordAndCode {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["currentPassword", "code"]);
+        let value = PasswordAndCode {
+            current_password: f.required("currentPassword"),
+            code: f.required("code"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"currentPassword"}` (TOTP enrolment).
+#[derive(Debug, Default)]
+pub struct CurrentPasswordBody {
+    pub current_password: String,
+}
+
+impl FromJson for CurrentPasswordBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["currentPassword"]);
+        let value = CurrentPasswordBody {
+            current_password: f.required("currentPassword"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"code"}` (TOTP confirmation).
+#[derive(Debug, Default)]
+pub struct CodeBody {
+    pub code: String,
+}
+
+impl FromJson for CodeBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["code"]);
+        let value = CodeBody {
+            code: f.required("code"),
+        };
+        f.finish(value)
+    }
+}
+
 /// `{"refreshToken"?}` for refresh and logout (the body wins over the cookie).
 #[derive(Debug, Default)]
 pub struct RefreshBody {
@@ -237,6 +311,7 @@ pub fn session_json(s: &Session, current: bool) -> Value {
         "userAgent": s.user_agent,
         "ip": s.ip,
         "deviceInfo": device_info_json(s.device_info.as_deref()),
+        "authMethods": s.auth_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         "current": current,
     })
 }

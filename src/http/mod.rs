@@ -23,15 +23,16 @@ use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{
-    Accounts, Admin, LoginInput, NewUserInput, PasswordChange, RevocationFeed, Sessions,
+    Accounts, Admin, LoginInput, MfaVerifyInput, NewUserInput, PasswordAndCode, PasswordChange,
+    RevocationFeed, Sessions,
 };
 use budget::RequestBudget;
-use dto::{EmptyBody, RefreshBody, RoleBody};
+use dto::{CodeBody, CurrentPasswordBody, EmptyBody, RefreshBody, RoleBody};
 use filters::{
     acting_admin, authenticated, client, json_body, plain_http, refresh_cookie,
     same_origin_or_allowed, BodyLimits,
 };
-use handlers::{admin, auth, meta, pages, passwords, revocation_feed, sessions};
+use handlers::{admin, auth, meta, mfa, pages, passwords, revocation_feed, sessions};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -43,6 +44,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/logout"),
     ("POST", "/api/auth/logout-all"),
     ("POST", "/api/auth/password"),
+    ("POST", "/api/auth/mfa/verify"),
+    ("GET", "/api/auth/mfa"),
+    ("POST", "/api/auth/mfa/totp/enroll"),
+    ("POST", "/api/auth/mfa/totp/confirm"),
+    ("POST", "/api/auth/mfa/totp/disable"),
+    ("POST", "/api/auth/mfa/recovery-codes"),
     ("GET", "/api/auth/profile"),
     ("GET", "/api/auth/sessions"),
     ("DELETE", "/api/auth/sessions/{id}"),
@@ -250,6 +257,56 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(client())
         .and(json_body::<PasswordChange>(limit, false))
         .and_then(passwords::change);
+    let mfa_verify = warp::path!("api" / "auth" / "mfa" / "verify")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<MfaVerifyInput>(limit, false))
+        .and_then(mfa::verify);
+    let mfa_state = warp::path!("api" / "auth" / "mfa")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and_then(mfa::state);
+    let mfa_enroll = warp::path!("api" / "auth" / "mfa" / "totp" / "enroll")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<CurrentPasswordBody>(limit, false))
+        .and_then(mfa::enroll);
+    let mfa_confirm = warp::path!("api" / "auth" / "mfa" / "totp" / "confirm")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<CodeBody>(limit, false))
+        .and_then(mfa::confirm);
+    let mfa_disable = warp::path!("api" / "auth" / "mfa" / "totp" / "disable")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<PasswordAndCode>(limit, false))
+        .and_then(mfa::disable);
+    let mfa_codes = warp::path!("api" / "auth" / "mfa" / "recovery-codes")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<PasswordAndCode>(limit, false))
+        .and_then(mfa::regenerate);
+    let mfa_routes = mfa_verify
+        .or(mfa_state)
+        .unify()
+        .or(mfa_enroll)
+        .unify()
+        .or(mfa_confirm)
+        .unify()
+        .or(mfa_disable)
+        .unify()
+        .or(mfa_codes)
+        .unify();
     let profile = warp::path!("api" / "auth" / "profile")
         .and(warp::get())
         .and(with_state.clone())
@@ -323,6 +380,8 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(delete_session)
         .unify()
         .or(change_password)
+        .unify()
+        .or(mfa_routes)
         .unify();
     let ops = jwks
         .or(revoked_sessions)

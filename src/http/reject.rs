@@ -34,12 +34,14 @@ pub fn status(e: &AppError) -> StatusCode {
         | AppError::TokenMissingOverHttp
         | AppError::TokenInvalid
         | AppError::TokenExpired
-        | AppError::TokenRevoked => StatusCode::UNAUTHORIZED,
+        | AppError::TokenRevoked
+        | AppError::MfaRequired { .. }
+        | AppError::MfaInvalid => StatusCode::UNAUTHORIZED,
         AppError::AccountDisabled | AppError::Forbidden => StatusCode::FORBIDDEN,
         AppError::NotFound => StatusCode::NOT_FOUND,
         AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-        AppError::EmailTaken => StatusCode::CONFLICT,
+        AppError::EmailTaken | AppError::MfaAlreadyEnabled => StatusCode::CONFLICT,
         AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         AppError::AccountLocked { .. } => StatusCode::LOCKED,
@@ -64,6 +66,16 @@ pub fn error_response(e: &AppError) -> Response {
     });
     if let AppError::Validation(details) = e {
         body["details"] = json!(details);
+    }
+    if let AppError::MfaRequired {
+        mfa_token,
+        methods,
+        expires_in,
+    } = e
+    {
+        body["mfaToken"] = json!(mfa_token);
+        body["methods"] = json!(methods);
+        body["expiresIn"] = json!(expires_in);
     }
     let mut resp = warp::reply::with_status(warp::reply::json(&body), status(e)).into_response();
     let headers = resp.headers_mut();

@@ -43,6 +43,16 @@ pub enum Event {
     /// The mail worker gave a mail up (CONTRACT 10.1): `reason` is the relay's reply code,
     /// `connection`, or `user_gone`; `actor` is `mail:<kind>`.
     MailFailed,
+    /// A TOTP enrolment confirmed (CONTRACT 11.4).
+    MfaEnroll,
+    /// A second-factor answer at `POST /api/auth/mfa/verify`, right or wrong.
+    MfaVerify,
+    /// TOTP turned off by its user.
+    MfaDisable,
+    /// Recovery codes regenerated.
+    MfaRecoveryCodesRegenerate,
+    /// An admin removed an account's second factors.
+    AdminMfaReset,
 }
 
 impl Event {
@@ -71,10 +81,15 @@ impl Event {
             Event::AdminSetPassword => "admin_set_password",
             Event::AdminUnlock => "admin_unlock",
             Event::MailFailed => "mail_failed",
+            Event::MfaEnroll => "mfa_enroll",
+            Event::MfaVerify => "mfa_verify",
+            Event::MfaDisable => "mfa_disable",
+            Event::MfaRecoveryCodesRegenerate => "mfa_recovery_codes_regenerate",
+            Event::AdminMfaReset => "admin_mfa_reset",
         }
     }
 
-    pub const ALL: [Event; 23] = [
+    pub const ALL: [Event; 28] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -98,6 +113,11 @@ impl Event {
         Event::PasswordChange,
         Event::UserImport,
         Event::MailFailed,
+        Event::MfaEnroll,
+        Event::MfaVerify,
+        Event::MfaDisable,
+        Event::MfaRecoveryCodesRegenerate,
+        Event::AdminMfaReset,
     ];
 }
 

@@ -15,7 +15,8 @@ use crate::crypto::keys::KeySet;
 use crate::crypto::refresh::RefreshTokens;
 use crate::domain::time::{duration_ms, now_ms, Millis};
 use crate::domain::{
-    validate, ClientInfo, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+    validate, AuthMethod, ClientInfo, Refusal, RotateOutcome, Rotation, Session, SessionOpening,
+    User,
 };
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store::NewSession;
@@ -76,7 +77,7 @@ impl Presented {
 
 /// The audit record of a login whose password matched, from what opening its session did
 /// (stored in that transaction).
-fn login_record<'a>(
+pub(super) fn login_record<'a>(
     outcome: &SessionOpening,
     email: &'a str,
     client: &'a ClientInfo,
@@ -187,7 +188,8 @@ impl Sessions {
         if !self.core.settings.registration.enabled {
             return Err(AppError::Forbidden);
         }
-        let (new, refresh_token) = self.new_session(Uuid::new_v4(), client, None);
+        let (new, refresh_token) =
+            self.new_session(Uuid::new_v4(), client, None, vec![AuthMethod::Pwd]);
         let (session_id, now) = (new.session.id, new.session.created_at);
         let user = self
             .users
@@ -252,9 +254,20 @@ impl Sessions {
                 .await;
         }
         attempt.succeeded().await;
+        // A confirmed second factor: no session yet, an mfaToken instead (CONTRACT 11.1).
+        // A disabled account goes on to the refusal below (403 after the right password).
+        if !creds.user.disabled {
+            self.require_second_factor(&creds, &email, client, input.device_info.as_deref())
+                .await?;
+        }
         // The session opens only if the account, in the session's own transaction, still
         // has the hash just verified and is enabled (see `store::opening`).
-        let (new, refresh_token) = self.new_session(creds.user.id, client, input.device_info);
+        let (new, refresh_token) = self.new_session(
+            creds.user.id,
+            client,
+            input.device_info,
+            vec![AuthMethod::Pwd],
+        );
         let (session_id, now) = (new.session.id, new.session.created_at);
         let mut outcome = self
             .open(&new, &creds.password_hash, &email, client, false)
@@ -380,11 +393,12 @@ impl Sessions {
 
     /// A new session of `user_id` starting now, with its first refresh token (stored by
     /// `open_session`, or with the user by `insert_user`), and that token.
-    fn new_session(
+    pub(super) fn new_session(
         &self,
         user_id: Uuid,
         client: &ClientInfo,
         device_info: Option<String>,
+        auth_methods: Vec<AuthMethod>,
     ) -> (NewSession, String) {
         let now = now_ms();
         let session_id = Uuid::new_v4();
@@ -401,6 +415,7 @@ impl Sessions {
                 user_agent: client.user_agent.clone(),
                 ip: client.ip.clone(),
                 device_info,
+                auth_methods,
             },
             token: crate::domain::NewRefreshToken {
                 hash,
@@ -412,7 +427,7 @@ impl Sessions {
         (new, refresh_token)
     }
 
-    fn tokens(
+    pub(super) fn tokens(
         &self,
         user_id: Uuid,
         session_id: Uuid,

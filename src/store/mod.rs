@@ -20,6 +20,9 @@ use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState, Verdict};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mfa::{
+    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
@@ -380,6 +383,53 @@ pub trait Store: Send + Sync + 'static {
     /// Queues failed mails again, due at `now` with their attempts counted afresh: mail `id`,
     /// or every failed one. Returns how many.
     fn requeue_mails(&self, id: Option<Uuid>, now: Millis) -> StoreResult<usize>;
+    // Second factors (`domain::mfa`, CONTRACT 11). mfaTokens and pending enrolments are
+    // one-time tokens (purposes `Mfa`, `TotpEnrollment`).
+
+    /// The account's second factors.
+    fn mfa_state(&self, user_id: Uuid) -> StoreResult<MfaState>;
+    /// The account's confirmed TOTP secret (as stored), if TOTP is on.
+    fn totp_secret(&self, user_id: Uuid) -> StoreResult<Option<StoredTotp>>;
+    /// Opens a session on a second factor, in one transaction: reads the live mfaToken
+    /// `mfa_token_hash` of `new.session.user_id` (locking it), spends `proof` (a TOTP step
+    /// by conditional update of `last_step`, a recovery code by deleting its row; already
+    /// spent: `Spent`, nothing else written), uses the token up and opens the session as
+    /// `open_session` does (with `verified_hash`). The audit row `audit` makes of a decided
+    /// opening is stored in that transaction too.
+    fn open_mfa_session(
+        &self,
+        mfa_token_hash: &str,
+        proof: &MfaProof,
+        new: &NewSession,
+        verified_hash: &str,
+        audit: OpeningAuditOf,
+    ) -> StoreResult<MfaOpening>;
+    /// Counts one wrong answer on the mfaToken; deletes it at `max_attempts`. True when it
+    /// died now.
+    fn mfa_wrong_answer(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool>;
+    /// Confirms a TOTP enrolment in one transaction: uses up its pending one-time token,
+    /// stores the secret with `last_step` = the confirming step, replaces the recovery
+    /// codes, revokes every other session of the user, and adds `otp` to the confirming
+    /// session's auth methods.
+    fn enable_totp(&self, enrollment: &TotpEnrollment) -> StoreResult<EnableOutcome>;
+    /// Spends `proof` outside a login (disable, regenerate): false when already spent.
+    fn spend_mfa_proof(&self, user_id: Uuid, proof: &MfaProof) -> StoreResult<bool>;
+    /// Replaces the account's recovery codes by `hashes`, in one transaction.
+    fn replace_recovery_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[String],
+        now: Millis,
+    ) -> StoreResult<()>;
+    /// Deletes TOTP and the recovery codes (and the pending mfaTokens and enrolments); with
+    /// `reset_all` (admin reset) also the passkeys, revoking every session of the user.
+    /// Returns (whether TOTP was on, sessions revoked).
+    fn disable_mfa(
+        &self,
+        user_id: Uuid,
+        reset_all: bool,
+        now: Millis,
+    ) -> StoreResult<(bool, usize)>;
     // Accounts (admin).
 
     /// Users matching `filter`, in creation order (`created_at`, then `id`), each with the

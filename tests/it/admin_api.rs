@@ -296,6 +296,7 @@ fn sessions_are_listed_and_revoked() {
         assert_eq!(
             keys_of(sess),
             [
+                "authMethods",
                 "createdAt",
                 "deviceInfo",
                 "expiresAt",
@@ -306,6 +307,7 @@ fn sessions_are_listed_and_revoked() {
             ]
             .into()
         );
+        assert_eq!(sess["authMethods"], serde_json::json!(["pwd"]));
     }
 
     let r = delete(&s, &path, &admin);

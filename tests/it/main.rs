@@ -39,6 +39,7 @@ mod limits_race;
 mod log_floods;
 mod logs;
 mod mail;
+mod mfa;
 mod migrate_data;
 mod multi_instance;
 mod openapi;

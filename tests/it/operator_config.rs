@@ -97,6 +97,9 @@ fn secrets_can_be_given_as_files() {
     let (access, refresh) = (strong_secret(), strong_secret());
     std::fs::write(dir.path().join("access"), format!("{access}\n")).unwrap();
     std::fs::write(dir.path().join("refresh"), &refresh).unwrap();
+    let mfa_key = strong_secret();
+    std::fs::write(dir.path().join("mfa_key"), format!("{mfa_key}\n")).unwrap();
+    let mfa_file = dir.path().join("mfa_key").display().to_string();
     let url = format!("sqlite://{}", dir.path().join("file.db").display());
     std::fs::write(dir.path().join("db_url"), format!("{url}\n")).unwrap();
     let access_file = dir.path().join("access").display().to_string();
@@ -107,9 +110,15 @@ fn secrets_can_be_given_as_files() {
     cmd.env("AUTHD_JWT__ACCESS_SECRET_FILE", &access_file)
         .env("AUTHD_JWT__REFRESH_SECRET_FILE", &refresh_file)
         .env("AUTHD_DATABASE__URL_FILE", &url_file)
+        .env("AUTHD_MFA__SECRET_KEY_FILE", &mfa_file)
         .arg("check-config");
     let out = run(&mut cmd, None);
     assert_eq!(out.status.code(), Some(0), "{out:#?}");
+    assert!(
+        !out.stdout.contains(&mfa_key) && out.stdout.contains("secret_key = \"***\""),
+        "mfa.secret_key from a file, redacted: {}",
+        out.stdout
+    );
     assert!(
         out.stdout.contains(&format!("url = \"{url}\"")),
         "{}",

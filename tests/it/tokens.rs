@@ -493,6 +493,7 @@ fn sessions_lists_live_sessions_and_marks_the_current_one() {
         "userAgent",
         "ip",
         "deviceInfo",
+        "authMethods",
         "current",
     ]
     .into();

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod meta;
+pub mod mfa;
 pub mod pages;
 pub mod passwords;
 pub mod revocation_feed;

@@ -15,6 +15,7 @@ mod cleanup;
 mod db;
 mod keys;
 mod limits;
+mod mfa;
 mod migrations;
 mod one_time;
 mod outbox;
@@ -45,6 +46,9 @@ use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mfa::{
+    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
@@ -747,6 +751,63 @@ impl Store for PostgresStore {
 
     fn kill_one_time_tokens(&self, user_id: Uuid, purposes: &[Purpose]) -> StoreResult<usize> {
         self.write(|tx| one_time::kill(tx, user_id, purposes))
+    }
+
+    fn mfa_state(&self, user_id: Uuid) -> StoreResult<MfaState> {
+        self.read(|c| mfa::state(c, user_id))
+    }
+
+    fn totp_secret(&self, user_id: Uuid) -> StoreResult<Option<StoredTotp>> {
+        self.read(|c| mfa::totp(c, user_id))
+    }
+
+    fn open_mfa_session(
+        &self,
+        mfa_token_hash: &str,
+        proof: &MfaProof,
+        new: &NewSession,
+        verified_hash: &str,
+        audit: OpeningAuditOf,
+    ) -> StoreResult<MfaOpening> {
+        self.write(|tx| {
+            let outcome = mfa::open_session(tx, mfa_token_hash, proof, new, verified_hash)?;
+            if let MfaOpening::Decided { opening, .. } = &outcome {
+                if let Some(event) = audit(opening) {
+                    audit::insert(tx, &event)?;
+                }
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn mfa_wrong_answer(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool> {
+        self.write(|tx| mfa::wrong_answer(tx, mfa_token_hash, max_attempts))
+    }
+
+    fn enable_totp(&self, enrollment: &TotpEnrollment) -> StoreResult<EnableOutcome> {
+        self.write(|tx| mfa::enable(tx, enrollment))
+    }
+
+    fn spend_mfa_proof(&self, user_id: Uuid, proof: &MfaProof) -> StoreResult<bool> {
+        self.write(|tx| mfa::spend(tx, user_id, proof))
+    }
+
+    fn replace_recovery_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[String],
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.write(|tx| mfa::replace_codes(tx, user_id, hashes, now))
+    }
+
+    fn disable_mfa(
+        &self,
+        user_id: Uuid,
+        reset_all: bool,
+        now: Millis,
+    ) -> StoreResult<(bool, usize)> {
+        self.write(|tx| mfa::disable(tx, user_id, reset_all, now))
     }
 
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {

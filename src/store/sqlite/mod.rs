@@ -10,6 +10,7 @@ mod checkpoint;
 mod cleanup;
 mod keys;
 mod limits;
+mod mfa;
 pub(crate) mod migrations;
 mod one_time;
 mod outbox;
@@ -36,6 +37,9 @@ use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mfa::{
+    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+};
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
@@ -583,6 +587,73 @@ impl Store for SqliteStore {
         self.write(move |tx| one_time::kill(tx, user_id, &purposes))
     }
 
+    fn mfa_state(&self, user_id: Uuid) -> StoreResult<MfaState> {
+        self.read(|c| mfa::state(c, user_id))
+    }
+
+    fn totp_secret(&self, user_id: Uuid) -> StoreResult<Option<StoredTotp>> {
+        self.read(|c| mfa::totp(c, user_id))
+    }
+
+    fn open_mfa_session(
+        &self,
+        mfa_token_hash: &str,
+        proof: &MfaProof,
+        new: &NewSession,
+        verified_hash: &str,
+        audit: OpeningAuditOf,
+    ) -> StoreResult<MfaOpening> {
+        let (hash, proof, new, verified) = (
+            mfa_token_hash.to_owned(),
+            proof.clone(),
+            new.clone(),
+            verified_hash.to_owned(),
+        );
+        self.write(move |tx| {
+            let outcome = mfa::open_session(tx, &hash, &proof, &new, &verified)?;
+            if let MfaOpening::Decided { opening, .. } = &outcome {
+                if let Some(event) = audit(opening) {
+                    audit::insert(tx, &event)?;
+                }
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn mfa_wrong_answer(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool> {
+        let hash = mfa_token_hash.to_owned();
+        self.write(move |tx| mfa::wrong_answer(tx, &hash, max_attempts))
+    }
+
+    fn enable_totp(&self, enrollment: &TotpEnrollment) -> StoreResult<EnableOutcome> {
+        let e = enrollment.clone();
+        self.write(move |tx| mfa::enable(tx, &e))
+    }
+
+    fn spend_mfa_proof(&self, user_id: Uuid, proof: &MfaProof) -> StoreResult<bool> {
+        let proof = proof.clone();
+        self.write(move |tx| mfa::spend(tx, user_id, &proof))
+    }
+
+    fn replace_recovery_codes(
+        &self,
+        user_id: Uuid,
+        hashes: &[String],
+        now: Millis,
+    ) -> StoreResult<()> {
+        let hashes = hashes.to_vec();
+        self.write(move |tx| mfa::replace_codes(tx, user_id, &hashes, now))
+    }
+
+    fn disable_mfa(
+        &self,
+        user_id: Uuid,
+        reset_all: bool,
+        now: Millis,
+    ) -> StoreResult<(bool, usize)> {
+        self.write(move |tx| mfa::disable(tx, user_id, reset_all, now))
+    }
+
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
         let mail = mail.clone();
         self.write(move |tx| outbox::enqueue(tx, &mail))
@@ -817,6 +888,7 @@ mod tests {
                 user_agent: None,
                 ip: None,
                 device_info: None,
+                auth_methods: vec![crate::domain::AuthMethod::Pwd],
             },
             token: NewRefreshToken {
                 hash,
