@@ -32,6 +32,7 @@ mod render;
 mod secret;
 mod secret_strength;
 mod server;
+mod webauthn;
 
 pub use cleanup::CleanupSettings;
 pub use cookie::CookieSettings;
@@ -48,6 +49,7 @@ pub use redact::redact_url;
 pub use registration::RegistrationSettings;
 pub use secret::{check_secret_strength, Secret, SECRET_MIN_BITS};
 pub use server::{ConnectionLimits, ServerSettings};
+pub use webauthn::WebauthnSettings;
 
 use reader::Reader;
 
@@ -69,10 +71,11 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("email", email::KEYS),
     ("password_reset", password_reset::KEYS),
     ("pages", pages::KEYS),
+    ("webauthn", webauthn::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS];
+const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS, webauthn::LIST_KEYS];
 
 /// Secret keys that can also be given as a file: `AUTHD_<SECTION>__<KEY>_FILE=/path` holds the
 /// value (one trailing newline stripped), the systemd credentials and container secrets
@@ -107,6 +110,7 @@ pub struct Settings {
     pub email: EmailSettings,
     pub password_reset: PasswordResetSettings,
     pub pages: PagesSettings,
+    pub webauthn: WebauthnSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -127,6 +131,7 @@ impl Settings {
         let email = EmailSettings::read(r);
         let password_reset = PasswordResetSettings::read(r);
         let pages = PagesSettings::read(r);
+        let webauthn = WebauthnSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -152,6 +157,7 @@ impl Settings {
             email,
             password_reset,
             pages,
+            webauthn,
             warnings,
         }
     }
@@ -172,6 +178,7 @@ impl Settings {
             self.email.to_toml(),
             self.password_reset.to_toml(),
             self.pages.to_toml(),
+            self.webauthn.to_toml(),
         ]
         .join("\n")
     }

@@ -7,6 +7,7 @@ pub mod keys;
 pub mod limits;
 pub mod mail;
 pub mod one_time;
+pub mod passkeys;
 pub mod terminal;
 pub mod time;
 pub mod validate;

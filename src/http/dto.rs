@@ -8,7 +8,9 @@ use serde_json::{json, Map, Value};
 use crate::domain::time::rfc3339;
 use crate::domain::{validate, Role, Session};
 use crate::error::{AppError, FieldError};
-use crate::service::{IssuedTokens, LoginInput, NewUserInput, PasswordChange};
+use crate::service::{
+    IssuedTokens, LoginInput, NewUserInput, PasskeyLogin, PasskeyRegistrationInput, PasswordChange,
+};
 
 /// A JSON object whose keys are unique.
 pub struct JsonObject(Map<String, Value>);
@@ -88,6 +90,21 @@ impl Fields<'_> {
         }
     }
 
+    /// A required JSON object (a WebAuthn credential), as sent.
+    fn object(&mut self, key: &str) -> Value {
+        match self.obj.get(key) {
+            Some(v @ Value::Object(_)) => v.clone(),
+            None | Some(Value::Null) => {
+                self.errors.push(FieldError::new(key, "is required"));
+                Value::Null
+            }
+            Some(_) => {
+                self.errors.push(FieldError::new(key, "must be an object"));
+                Value::Null
+            }
+        }
+    }
+
     /// A string, or an object (kept as compact JSON), at most `max` bytes.
     fn string_or_object(&mut self, key: &str, max: usize) -> Option<String> {
         let text = match self.obj.get(key) {
@@ -153,6 +170,62 @@ impl FromJson for PasswordChange {
         let value = PasswordChange {
             current_password: f.required("currentPassword"),
             new_password: f.required("newPassword"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"currentPassword"}`: a passkey registration's start.
+#[derive(Debug)]
+pub struct CurrentPasswordBody {
+    pub current_password: String,
+}
+
+impl FromJson for CurrentPasswordBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["currentPassword"]);
+        let value = CurrentPasswordBody {
+            current_password: f.required("currentPassword"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"mfaToken"}`: a second-factor passkey ceremony's start.
+#[derive(Debug)]
+pub struct MfaTokenBody {
+    pub mfa_token: String,
+}
+
+impl FromJson for MfaTokenBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["mfaToken"]);
+        let value = MfaTokenBody {
+            mfa_token: f.required("mfaToken"),
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for PasskeyRegistrationInput {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["ceremonyId", "credential", "name"]);
+        let value = PasskeyRegistrationInput {
+            ceremony_id: f.required("ceremonyId"),
+            credential: f.object("credential"),
+            name: f.optional("name"),
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for PasskeyLogin {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["ceremonyId", "credential", "deviceInfo"]);
+        let value = PasskeyLogin {
+            ceremony_id: f.required("ceremonyId"),
+            credential: f.object("credential"),
+            device_info: f.string_or_object("deviceInfo", validate::DEVICE_INFO_MAX_BYTES),
         };
         f.finish(value)
     }

@@ -40,6 +40,15 @@ pub enum Event {
     AdminUnlock,
     PasswordChange,
     UserImport,
+    /// A passkey registered (CONTRACT 11.3).
+    PasskeyRegister,
+    /// A passkey deleted by its owner.
+    PasskeyDelete,
+    /// A passwordless login with a passkey (success or failure).
+    PasskeyLogin,
+    /// An assertion whose signature counter did not go up (allowed; a cloned authenticator
+    /// shows this way).
+    PasskeyCounterRegression,
 }
 
 impl Event {
@@ -67,10 +76,14 @@ impl Event {
             Event::AdminSetRole => "admin_set_role",
             Event::AdminSetPassword => "admin_set_password",
             Event::AdminUnlock => "admin_unlock",
+            Event::PasskeyRegister => "passkey_register",
+            Event::PasskeyDelete => "passkey_delete",
+            Event::PasskeyLogin => "passkey_login",
+            Event::PasskeyCounterRegression => "passkey_counter_regression",
         }
     }
 
-    pub const ALL: [Event; 22] = [
+    pub const ALL: [Event; 26] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -93,6 +106,10 @@ impl Event {
         Event::AdminUnlock,
         Event::PasswordChange,
         Event::UserImport,
+        Event::PasskeyRegister,
+        Event::PasskeyDelete,
+        Event::PasskeyLogin,
+        Event::PasskeyCounterRegression,
     ];
 }
 

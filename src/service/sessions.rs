@@ -380,7 +380,7 @@ impl Sessions {
 
     /// A new session of `user_id` starting now, with its first refresh token (stored by
     /// `open_session`, or with the user by `insert_user`), and that token.
-    fn new_session(
+    pub(super) fn new_session(
         &self,
         user_id: Uuid,
         client: &ClientInfo,
@@ -412,7 +412,7 @@ impl Sessions {
         (new, refresh_token)
     }
 
-    fn tokens(
+    pub(super) fn tokens(
         &self,
         user_id: Uuid,
         session_id: Uuid,

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod meta;
 pub mod pages;
+pub mod passkeys;
 pub mod passwords;
 pub mod sessions;
 
