@@ -178,7 +178,10 @@ impl SoftKey {
 // ---------- the API, step by step ----------
 
 fn access(data: &Value) -> String {
-    data["accessToken"].as_str().expect("accessToken").to_string()
+    data["accessToken"]
+        .as_str()
+        .expect("accessToken")
+        .to_string()
 }
 
 /// Registers `key` for the user signed in with `access`; returns the user handle and the
@@ -254,16 +257,21 @@ fn every_passkey_route_is_404_until_configured_and_login_routes_without_password
     ];
     let body = json!({"currentPassword": PASSWORD});
     send(s.post(posts[0]).bearer_auth(&a).json(&body)).assert_error(404, "NOT_FOUND");
-    s.post_json(posts[2], json!({})).assert_error(404, "NOT_FOUND");
+    s.post_json(posts[2], json!({}))
+        .assert_error(404, "NOT_FOUND");
     s.post_json(posts[4], json!({"mfaToken": "x".repeat(43)}))
         .assert_error(404, "NOT_FOUND");
     s.get_auth("/api/auth/passkeys", &a)
         .assert_error(404, "NOT_FOUND");
-    send(s.delete(&format!("/api/auth/passkeys/{}", uuid::Uuid::new_v4())).bearer_auth(&a))
-        .assert_error(404, "NOT_FOUND");
+    send(
+        s.delete(&format!("/api/auth/passkeys/{}", uuid::Uuid::new_v4()))
+            .bearer_auth(&a),
+    )
+    .assert_error(404, "NOT_FOUND");
 
     let s = webauthn_on(&[("AUTHD_WEBAUTHN__PASSWORDLESS", "false")]);
-    s.post_json(posts[2], json!({})).assert_error(404, "NOT_FOUND");
+    s.post_json(posts[2], json!({}))
+        .assert_error(404, "NOT_FOUND");
     s.post_json(posts[3], json!({"ceremonyId": "x", "credential": {}}))
         .assert_error(404, "NOT_FOUND");
     // Registration still works: passkeys as a second factor only.
@@ -297,8 +305,14 @@ fn register_list_login_and_delete() {
     assert_eq!(opts.status, 200, "{}", opts.text);
     let pk = &opts.body["data"]["publicKey"];
     // The WebAuthn JSON form: binary fields base64url, UV required, no attestation.
-    assert!(B64.decode(pk["challenge"].as_str().unwrap()).is_ok(), "{pk}");
-    assert!(B64.decode(pk["user"]["id"].as_str().unwrap()).is_ok(), "{pk}");
+    assert!(
+        B64.decode(pk["challenge"].as_str().unwrap()).is_ok(),
+        "{pk}"
+    );
+    assert!(
+        B64.decode(pk["user"]["id"].as_str().unwrap()).is_ok(),
+        "{pk}"
+    );
     assert_eq!(pk["authenticatorSelection"]["userVerification"], "required");
     assert_eq!(pk["authenticatorSelection"]["residentKey"], "required");
     assert_eq!(pk["attestation"], "none");
@@ -370,12 +384,19 @@ fn register_list_login_and_delete() {
             .bearer_auth(access(&stranger)),
     )
     .assert_error(404, "NOT_FOUND");
-    let r = send(s.delete(&format!("/api/auth/passkeys/{id}")).bearer_auth(&a));
+    let r = send(
+        s.delete(&format!("/api/auth/passkeys/{id}"))
+            .bearer_auth(&a),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(audit_count(&s, "passkey_delete"), 1);
     let (ceremony, options) = login_options(&s);
-    login_verify(&s, &ceremony, &key.assert(&options, &handle, &Twist::default()))
-        .assert_error(401, "INVALID_CREDENTIALS");
+    login_verify(
+        &s,
+        &ceremony,
+        &key.assert(&options, &handle, &Twist::default()),
+    )
+    .assert_error(401, "INVALID_CREDENTIALS");
 }
 
 #[test]
@@ -384,11 +405,41 @@ fn broken_assertions_are_invalid_credentials() {
     let (_, mut key, handle) = user_with_passkey(&s, "pk-broken");
     let (_, _, other_handle) = user_with_passkey(&s, "pk-broken-other");
     let cases = [
-        ("no UV", Twist { no_uv: true, ..Default::default() }),
-        ("wrong origin", Twist { origin: Some("http://evil.localhost:5173".into()), ..Default::default() }),
-        ("wrong RP id", Twist { rp_id: Some("example.com".into()), ..Default::default() }),
-        ("another user's handle", Twist { user_handle: Some(other_handle.clone()), ..Default::default() }),
-        ("bad signature", Twist { bad_signature: true, ..Default::default() }),
+        (
+            "no UV",
+            Twist {
+                no_uv: true,
+                ..Default::default()
+            },
+        ),
+        (
+            "wrong origin",
+            Twist {
+                origin: Some("http://evil.localhost:5173".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "wrong RP id",
+            Twist {
+                rp_id: Some("example.com".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "another user's handle",
+            Twist {
+                user_handle: Some(other_handle.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "bad signature",
+            Twist {
+                bad_signature: true,
+                ..Default::default()
+            },
+        ),
     ];
     for (what, twist) in cases {
         let (ceremony, options) = login_options(&s);
@@ -396,16 +447,28 @@ fn broken_assertions_are_invalid_credentials() {
         assert_eq!(r.status, 401, "{what}: {}", r.text);
         assert_eq!(r.body["error"], "INVALID_CREDENTIALS", "{what}: {}", r.text);
         // The ceremony is used up by the failure too.
-        login_verify(&s, &ceremony, &key.assert(&options, &handle, &Twist::default()))
-            .assert_error(401, "TOKEN_INVALID");
+        login_verify(
+            &s,
+            &ceremony,
+            &key.assert(&options, &handle, &Twist::default()),
+        )
+        .assert_error(401, "TOKEN_INVALID");
     }
     // Unknown and malformed ceremonies are 401 at login.
     let (_, options) = login_options(&s);
-    login_verify(&s, &"A".repeat(43), &key.assert(&options, &handle, &Twist::default()))
-        .assert_error(401, "TOKEN_INVALID");
+    login_verify(
+        &s,
+        &"A".repeat(43),
+        &key.assert(&options, &handle, &Twist::default()),
+    )
+    .assert_error(401, "TOKEN_INVALID");
     // Still fine with an honest assertion.
     let (ceremony, options) = login_options(&s);
-    let r = login_verify(&s, &ceremony, &key.assert(&options, &handle, &Twist::default()));
+    let r = login_verify(
+        &s,
+        &ceremony,
+        &key.assert(&options, &handle, &Twist::default()),
+    );
     assert_eq!(r.status, 200, "{}", r.text);
 }
 
@@ -414,12 +477,18 @@ fn a_counter_regression_is_allowed_and_audited() {
     let s = webauthn_on(&[]);
     let (_, mut key, handle) = user_with_passkey(&s, "pk-counter");
     let (ceremony, options) = login_options(&s);
-    let twist = Twist { counter: Some(10), ..Default::default() };
+    let twist = Twist {
+        counter: Some(10),
+        ..Default::default()
+    };
     let r = login_verify(&s, &ceremony, &key.assert(&options, &handle, &twist));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(audit_count(&s, "passkey_counter_regression"), 0);
     let (ceremony, options) = login_options(&s);
-    let twist = Twist { counter: Some(3), ..Default::default() };
+    let twist = Twist {
+        counter: Some(3),
+        ..Default::default()
+    };
     let r = login_verify(&s, &ceremony, &key.assert(&options, &handle, &twist));
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(audit_count(&s, "passkey_counter_regression"), 1);
@@ -434,10 +503,7 @@ fn a_credential_id_is_registered_once_across_accounts() {
     let second = s.register(&unique_email("pk-dup-other"));
     let (_, r) = register_key(&s, &access(&second), &key);
     r.assert_error(400, "VALIDATION_ERROR");
-    assert_eq!(
-        s.query_column("SELECT COUNT(*) FROM passkeys", &[])[0],
-        "1"
-    );
+    assert_eq!(s.query_column("SELECT COUNT(*) FROM passkeys", &[])[0], "1");
 }
 
 #[test]
@@ -459,10 +525,17 @@ fn a_disabled_account_is_403_after_a_good_assertion() {
     let s = webauthn_on(&[]);
     let (data, mut key, handle) = user_with_passkey(&s, "pk-disabled");
     let id = data["user"]["id"].as_str().unwrap().to_string();
-    s.execute_sql("UPDATE users SET disabled = ?1 WHERE id = ?2", &["1", &id]);
+    s.execute_sql(
+        "UPDATE users SET disabled = (1 = 1) WHERE CAST(id AS TEXT) = ?1",
+        &[&id],
+    );
     let (ceremony, options) = login_options(&s);
-    login_verify(&s, &ceremony, &key.assert(&options, &handle, &Twist::default()))
-        .assert_error(403, "ACCOUNT_DISABLED");
+    login_verify(
+        &s,
+        &ceremony,
+        &key.assert(&options, &handle, &Twist::default()),
+    )
+    .assert_error(403, "ACCOUNT_DISABLED");
 }
 
 #[test]
@@ -472,15 +545,22 @@ fn failed_assertions_spend_the_client_ips_failed_login_budget() {
         ("AUTHD_RATE_LIMIT__MAX_FAILED_LOGINS", "2"),
     ]);
     let (_, mut key, handle) = user_with_passkey(&s, "pk-budget");
-    let bad = Twist { no_uv: true, ..Default::default() };
+    let bad = Twist {
+        no_uv: true,
+        ..Default::default()
+    };
     for _ in 0..2 {
         let (ceremony, options) = login_options(&s);
         login_verify(&s, &ceremony, &key.assert(&options, &handle, &bad))
             .assert_error(401, "INVALID_CREDENTIALS");
     }
     let (ceremony, options) = login_options(&s);
-    login_verify(&s, &ceremony, &key.assert(&options, &handle, &Twist::default()))
-        .assert_error(429, "RATE_LIMITED");
+    login_verify(
+        &s,
+        &ceremony,
+        &key.assert(&options, &handle, &Twist::default()),
+    )
+    .assert_error(429, "RATE_LIMITED");
 }
 
 #[test]
