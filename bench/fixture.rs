@@ -15,7 +15,7 @@ use authd::config::{Settings, Sources};
 use authd::crypto::jwt::AccessTokens;
 use authd::crypto::refresh::RefreshTokens;
 use authd::domain::time::{duration_ms, now_ms, Millis};
-use authd::domain::{AuditEvent, NewRefreshToken, NewUser, Role, Session, SessionOpening};
+use authd::domain::{AuditEvent, AuthMethod, NewRefreshToken, NewUser, Role, Session, SessionOpening};
 use authd::store::{ImportOutcome, NewSession, StoreOptions};
 use rusqlite::params;
 use uuid::Uuid;
@@ -275,6 +275,7 @@ impl Fixture {
                         user_agent: Some("authd-bench".into()),
                         ip: Some("127.0.0.1".into()),
                         device_info: None,
+                        auth_methods: vec![AuthMethod::Pwd],
                     },
                     token: NewRefreshToken {
                         hash,

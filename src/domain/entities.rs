@@ -82,6 +82,68 @@ pub struct Session {
     pub user_agent: Option<String>,
     pub ip: Option<String>,
     pub device_info: Option<String>,
+    /// How the session was opened (CONTRACT 11.1), in the order the factors were shown:
+    /// `[Pwd]`, `[Pwd, Otp]`, `[Pwd, RecoveryCode]`, `[Pwd, Webauthn]`, `[Webauthn]`. Stored as
+    /// a JSON array of `AuthMethod::as_str` names; a session from before migration V8 reads
+    /// as `[Pwd]`. A confirmed TOTP enrolment adds `Otp` to the confirming session.
+    pub auth_methods: Vec<AuthMethod>,
+}
+
+/// One way a session's user proved who it is (CONTRACT 11.1 `authMethods`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// The account's password.
+    Pwd,
+    /// A TOTP code (RFC 6238).
+    Otp,
+    /// One of the account's recovery codes.
+    RecoveryCode,
+    /// A passkey (WebAuthn assertion with user verification).
+    Webauthn,
+}
+
+impl AuthMethod {
+    /// Every method, in a stable order.
+    pub const ALL: [AuthMethod; 4] = [
+        AuthMethod::Pwd,
+        AuthMethod::Otp,
+        AuthMethod::RecoveryCode,
+        AuthMethod::Webauthn,
+    ];
+
+    /// The contract's name: `pwd`, `otp`, `recovery_code`, `webauthn`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Pwd => "pwd",
+            AuthMethod::Otp => "otp",
+            AuthMethod::RecoveryCode => "recovery_code",
+            AuthMethod::Webauthn => "webauthn",
+        }
+    }
+
+    /// Whether it is a second factor (`mfa.required_for_admins`): anything but the password.
+    pub fn is_second_factor(self) -> bool {
+        self != AuthMethod::Pwd
+    }
+
+    /// The stored form of a list: a JSON array of names.
+    pub fn encode_list(methods: &[AuthMethod]) -> String {
+        let names: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+        serde_json::to_string(&names).unwrap_or_else(|_| "[\"pwd\"]".into())
+    }
+
+    /// A stored list: NULL (a session from before migration V8) is `[Pwd]`; unknown names
+    /// are skipped.
+    pub fn decode_list(stored: Option<&str>) -> Vec<AuthMethod> {
+        let Some(text) = stored else {
+            return vec![AuthMethod::Pwd];
+        };
+        serde_json::from_str::<Vec<String>>(text)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|n| AuthMethod::ALL.into_iter().find(|m| m.as_str() == n))
+            .collect()
+    }
 }
 
 impl Session {

@@ -310,6 +310,7 @@ pub fn session_json(s: &Session, current: bool) -> Value {
         "userAgent": s.user_agent,
         "ip": s.ip,
         "deviceInfo": device_info_json(s.device_info.as_deref()),
+        "authMethods": s.auth_methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
         "current": current,
     })
 }

@@ -15,7 +15,7 @@ use crate::crypto::keys::KeySet;
 use crate::crypto::refresh::RefreshTokens;
 use crate::domain::time::{duration_ms, now_ms, Millis};
 use crate::domain::{
-    validate, ClientInfo, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+    validate, AuthMethod, ClientInfo, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
 };
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store::NewSession;
@@ -187,7 +187,7 @@ impl Sessions {
         if !self.core.settings.registration.enabled {
             return Err(AppError::Forbidden);
         }
-        let (new, refresh_token) = self.new_session(Uuid::new_v4(), client, None);
+        let (new, refresh_token) = self.new_session(Uuid::new_v4(), client, None, vec![AuthMethod::Pwd]);
         let (session_id, now) = (new.session.id, new.session.created_at);
         let user = self
             .users
@@ -254,7 +254,12 @@ impl Sessions {
         attempt.succeeded().await;
         // The session opens only if the account, in the session's own transaction, still
         // has the hash just verified and is enabled (see `store::opening`).
-        let (new, refresh_token) = self.new_session(creds.user.id, client, input.device_info);
+        let (new, refresh_token) = self.new_session(
+            creds.user.id,
+            client,
+            input.device_info,
+            vec![AuthMethod::Pwd],
+        );
         let (session_id, now) = (new.session.id, new.session.created_at);
         let mut outcome = self
             .open(&new, &creds.password_hash, &email, client, false)
@@ -385,6 +390,7 @@ impl Sessions {
         user_id: Uuid,
         client: &ClientInfo,
         device_info: Option<String>,
+        auth_methods: Vec<AuthMethod>,
     ) -> (NewSession, String) {
         let now = now_ms();
         let session_id = Uuid::new_v4();
@@ -401,6 +407,7 @@ impl Sessions {
                 user_agent: client.user_agent.clone(),
                 ip: client.ip.clone(),
                 device_info,
+                auth_methods,
             },
             token: crate::domain::NewRefreshToken {
                 hash,

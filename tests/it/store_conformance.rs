@@ -209,6 +209,7 @@ fn new_session(store: &dyn Store, user: Uuid, at: Millis, expires_at: Millis) ->
                 user_agent: Some("ua".into()),
                 ip: Some("192.0.2.1".into()),
                 device_info: None,
+                auth_methods: vec![authd::domain::AuthMethod::Pwd],
             },
             token: NewRefreshToken {
                 hash: hash.clone(),
@@ -330,6 +331,7 @@ fn draft_session(user: Uuid, at: Millis) -> NewSession {
             user_agent: None,
             ip: None,
             device_info: None,
+            auth_methods: vec![authd::domain::AuthMethod::Pwd],
         },
         token: NewRefreshToken {
             hash: format!("h-{}", Uuid::new_v4().simple()),
@@ -782,6 +784,7 @@ fn text_with_nul_bytes_is_recorded_not_refused(store: &dyn Store) {
                 user_agent: Some("\0".into()),
                 ip: None,
                 device_info: Some("a\0b".into()),
+                auth_methods: vec![authd::domain::AuthMethod::Pwd],
             },
             token: NewRefreshToken {
                 hash: "h-nul".into(),

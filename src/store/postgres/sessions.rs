@@ -10,14 +10,15 @@ use super::users::{self, user_at};
 use super::{opt_text, role, PgResult};
 use crate::domain::time::Millis;
 use crate::domain::{
-    NewRefreshToken, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+    AuthMethod, NewRefreshToken, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
 };
 use crate::store::opening;
 use crate::store::rotation::{self, Presented, Step};
 use crate::store::NewSession;
 
 const SESSION_COLS: &str =
-    "id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, device_info";
+    "id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, device_info,
+     auth_methods";
 
 /// A session from the `SESSION_COLS` columns (also `s.`-qualified) starting at column 0.
 fn session_row(row: &Row) -> PgResult<Session> {
@@ -31,6 +32,7 @@ fn session_row(row: &Row) -> PgResult<Session> {
         user_agent: row.try_get(6)?,
         ip: row.try_get(7)?,
         device_info: row.try_get(8)?,
+        auth_methods: AuthMethod::decode_list(row.try_get::<_, Option<String>>(9)?.as_deref()),
     })
 }
 
@@ -63,8 +65,8 @@ pub(super) fn create(tx: &mut Db<'_, Transaction<'_>>, new: &NewSession) -> PgRe
     let (s, t) = (&new.session, &new.token);
     tx.execute(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at,
-                               user_agent, ip, device_info)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                               user_agent, ip, device_info, auth_methods)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &s.id,
             &s.user_id,
@@ -74,6 +76,7 @@ pub(super) fn create(tx: &mut Db<'_, Transaction<'_>>, new: &NewSession) -> PgRe
             &opt_text(&s.user_agent),
             &opt_text(&s.ip),
             &opt_text(&s.device_info),
+            &AuthMethod::encode_list(&s.auth_methods),
         ],
     )?;
     insert_token(tx, t, false)
@@ -121,7 +124,7 @@ macro_rules! token_lookup {
 /// The session a token belongs to (logout): a plain read.
 const SESSION_OF_TOKEN: TokenLookup = token_lookup!(
     "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
-            s.user_agent, s.ip, s.device_info
+            s.user_agent, s.ip, s.device_info, s.auth_methods
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id",
     ""
 );
@@ -241,13 +244,13 @@ pub(super) fn with_user(
 ) -> PgResult<Option<(Session, User)>> {
     c.query_opt(
         "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
-                s.user_agent, s.ip, s.device_info,
+                s.user_agent, s.ip, s.device_info, s.auth_methods,
                 u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.id = $1",
         &[&id],
     )?
-    .map(|r| Ok((session_row(&r)?, user_at(&r, 9)?)))
+    .map(|r| Ok((session_row(&r)?, user_at(&r, 10)?)))
     .transpose()
 }
 

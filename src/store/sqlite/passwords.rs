@@ -154,6 +154,7 @@ mod tests {
                         user_agent: None,
                         ip: None,
                         device_info: None,
+                        auth_methods: vec![crate::domain::AuthMethod::Pwd],
                     },
                     token: NewRefreshToken {
                         hash: id.to_string(),

@@ -8,14 +8,15 @@ use super::users::{self, user_at};
 use super::{parsed_col, uuid_col};
 use crate::domain::time::Millis;
 use crate::domain::{
-    NewRefreshToken, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+    AuthMethod, NewRefreshToken, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
 };
 use crate::store::opening;
 use crate::store::rotation::{self, Presented, Step};
 use crate::store::NewSession;
 
 const SESSION_COLS: &str =
-    "id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, device_info";
+    "id, user_id, created_at, last_used_at, expires_at, revoked_at, user_agent, ip, device_info,
+     auth_methods";
 
 fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
     Ok(Session {
@@ -28,6 +29,7 @@ fn session_row(row: &Row<'_>) -> rusqlite::Result<Session> {
         user_agent: row.get(6)?,
         ip: row.get(7)?,
         device_info: row.get(8)?,
+        auth_methods: AuthMethod::decode_list(row.get::<_, Option<String>>(9)?.as_deref()),
     })
 }
 
@@ -63,8 +65,8 @@ pub(super) fn create(tx: &Connection, new: &NewSession) -> rusqlite::Result<()> 
     let (s, t) = (&new.session, &new.token);
     tx.prepare_cached(
         "INSERT INTO sessions (id, user_id, created_at, last_used_at, expires_at,
-                               user_agent, ip, device_info)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                               user_agent, ip, device_info, auth_methods)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?
     .execute(params![
         s.id.to_string(),
@@ -74,7 +76,8 @@ pub(super) fn create(tx: &Connection, new: &NewSession) -> rusqlite::Result<()> 
         s.expires_at,
         s.user_agent,
         s.ip,
-        s.device_info
+        s.device_info,
+        AuthMethod::encode_list(&s.auth_methods)
     ])?;
     insert_token(tx, t, false)
 }
@@ -116,7 +119,7 @@ macro_rules! token_lookup {
 /// The session a token belongs to (logout).
 const SESSION_OF_TOKEN: TokenLookup = token_lookup!(
     "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
-            s.user_agent, s.ip, s.device_info
+            s.user_agent, s.ip, s.device_info, s.auth_methods
      FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id"
 );
 
@@ -219,14 +222,14 @@ pub(super) fn by_id(c: &Connection, id: Uuid) -> rusqlite::Result<Option<Session
 pub(super) fn with_user(c: &Connection, id: Uuid) -> rusqlite::Result<Option<(Session, User)>> {
     c.prepare_cached(
         "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
-                s.user_agent, s.ip, s.device_info,
+                s.user_agent, s.ip, s.device_info, s.auth_methods,
                 u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.id = ?1",
     )?
     .query_row([id.to_string()], |r| {
         let session = session_row(r)?;
-        let user = user_at(r, 9)?;
+        let user = user_at(r, 10)?;
         Ok((session, user))
     })
     .optional()
