@@ -15,7 +15,9 @@ use authd::config::{Settings, Sources};
 use authd::crypto::jwt::AccessTokens;
 use authd::crypto::refresh::RefreshTokens;
 use authd::domain::time::{duration_ms, now_ms, Millis};
-use authd::domain::{AuditEvent, AuthMethod, NewRefreshToken, NewUser, Role, Session, SessionOpening};
+use authd::domain::{
+    AuditEvent, AuthMethod, NewRefreshToken, NewUser, Role, Session, SessionOpening,
+};
 use authd::store::{ImportOutcome, NewSession, StoreOptions};
 use rusqlite::params;
 use uuid::Uuid;

@@ -23,7 +23,7 @@ use crate::crypto::one_time;
 use crate::domain::one_time::{Consumed, NewOneTimeToken, Purpose};
 use crate::domain::passkeys::{PasskeyInsert, StoredPasskey};
 use crate::domain::time::{duration_ms, now_ms};
-use crate::domain::{validate, ClientInfo, Refusal, SessionOpening};
+use crate::domain::{validate, AuthMethod, ClientInfo, Refusal, SessionOpening};
 use crate::error::{AppError, AppResult, FieldError};
 
 /// Longest passkey name kept, in characters.
@@ -476,7 +476,12 @@ impl Sessions {
             let Some(creds) = self.core.db(move |s| s.user_by_email(&email)).await? else {
                 break;
             };
-            let (new, refresh_token) = self.new_session(user_id, client, device_info.clone());
+            let (new, refresh_token) = self.new_session(
+                user_id,
+                client,
+                device_info.clone(),
+                vec![AuthMethod::Webauthn],
+            );
             let (session_id, now) = (new.session.id, new.session.created_at);
             let audit_client = client.clone();
             let opening = self

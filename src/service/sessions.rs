@@ -15,7 +15,8 @@ use crate::crypto::keys::KeySet;
 use crate::crypto::refresh::RefreshTokens;
 use crate::domain::time::{duration_ms, now_ms, Millis};
 use crate::domain::{
-    validate, AuthMethod, ClientInfo, Refusal, RotateOutcome, Rotation, Session, SessionOpening, User,
+    validate, AuthMethod, ClientInfo, Refusal, RotateOutcome, Rotation, Session, SessionOpening,
+    User,
 };
 use crate::error::{AppError, AppResult, FieldError};
 use crate::store::NewSession;
@@ -187,7 +188,8 @@ impl Sessions {
         if !self.core.settings.registration.enabled {
             return Err(AppError::Forbidden);
         }
-        let (new, refresh_token) = self.new_session(Uuid::new_v4(), client, None, vec![AuthMethod::Pwd]);
+        let (new, refresh_token) =
+            self.new_session(Uuid::new_v4(), client, None, vec![AuthMethod::Pwd]);
         let (session_id, now) = (new.session.id, new.session.created_at);
         let user = self
             .users

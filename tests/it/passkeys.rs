@@ -366,6 +366,21 @@ fn register_list_login_and_delete() {
     let fresh = access(&r.body["data"]);
     assert!(r.cookie("authd_refresh").is_some());
     assert_eq!(s.get_auth("/api/auth/profile", &fresh).status, 200);
+    // The session records how it was opened.
+    let sessions = s.get_auth("/api/auth/sessions", &fresh);
+    let current = sessions.body["data"]["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["current"] == true)
+        .cloned()
+        .unwrap_or_else(|| panic!("{}", sessions.text));
+    assert_eq!(
+        current["authMethods"],
+        json!(["webauthn"]),
+        "{}",
+        sessions.text
+    );
     assert_eq!(audit_count(&s, "passkey_login"), 1);
     let list = s.get_auth("/api/auth/passkeys", &a);
     assert!(list.body["data"]["passkeys"][0]["lastUsedAt"].is_string());
