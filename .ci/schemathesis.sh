@@ -97,6 +97,8 @@ trap 'exit 143' TERM
         AUTHD_PASSWORD__BCRYPT_COST=10 \
         AUTHD_COOKIE__SECURE=false \
         AUTHD_PAGES__ENABLED=true \
+        AUTHD_WEBAUTHN__RP_ID=localhost \
+        AUTHD_WEBAUTHN__ORIGINS=http://localhost:8080 \
         AUTHD_LOG__LEVEL='warn,authd::cli::serve=info' \
         "$BIN" serve >"$WORK/authd.out" 2>"$WORK/authd.err" </dev/null
 ) &

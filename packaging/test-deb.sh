@@ -59,6 +59,8 @@ grep -qE '(^|, )adduser($|[ ,])' <<<"$depends" || fail "Depends lacks adduser: $
 grep -qE '(^|, )libc6' <<<"$depends" || fail "Depends lacks libc6 (\$auto): $depends"
 # bcrypt is libxcrypt's crypt_rn (src/crypto/bcrypt.rs): $auto must have found libcrypt.so.1.
 grep -qE '(^|, )libcrypt1' <<<"$depends" || fail "Depends lacks libcrypt1 (\$auto): $depends"
+# webauthn-rs links the system's OpenSSL.
+grep -qE '(^|, )libssl3' <<<"$depends" || fail "Depends lacks libssl3 (\$auto, for webauthn-rs): $depends"
 for f in conffiles postinst prerm postrm; do
     grep -qE "^ +[0-9]+ bytes, +[0-9]+ lines .* $f( |$)" <<<"$info" || fail "control member $f missing"
 done
@@ -134,6 +136,8 @@ for f in "${docs[@]}"; do
         cmp -s "$root/usr/share/doc/authd/$f" "$f" || fail "/usr/share/doc/authd/$f differs from $f"
     fi
 done
+grep -q 'MPL-2.0' "$root/usr/share/doc/authd/copyright" ||
+    fail "/usr/share/doc/authd/copyright does not note webauthn-rs's MPL-2.0"
 if grep -q 'authd-bench' "$tmp/contents"; then
     fail "the package ships authd-bench: $(grep authd-bench "$tmp/contents")"
 fi

@@ -45,6 +45,13 @@ pub enum AppError {
     /// 401 `TOKEN_EXPIRED`.
     #[error("token has expired")]
     TokenExpired,
+    /// 400 `TOKEN_INVALID`: a one-time token or ceremony id in a request body is unknown,
+    /// used up or superseded (CONTRACT 10.2, 11.3).
+    #[error("token is invalid or has been used")]
+    OneTimeTokenInvalid,
+    /// 400 `TOKEN_EXPIRED`: a one-time token or ceremony id in a request body has expired.
+    #[error("token has expired")]
+    OneTimeTokenExpired,
     /// 401 `TOKEN_REVOKED`: the token's session was revoked, or a refresh token was reused.
     #[error("token has been revoked")]
     TokenRevoked,
@@ -115,8 +122,8 @@ impl AppError {
             AppError::MalformedJson => "MALFORMED_JSON",
             AppError::InvalidCredentials => "INVALID_CREDENTIALS",
             AppError::TokenMissing | AppError::TokenMissingOverHttp => "TOKEN_MISSING",
-            AppError::TokenInvalid => "TOKEN_INVALID",
-            AppError::TokenExpired => "TOKEN_EXPIRED",
+            AppError::TokenInvalid | AppError::OneTimeTokenInvalid => "TOKEN_INVALID",
+            AppError::TokenExpired | AppError::OneTimeTokenExpired => "TOKEN_EXPIRED",
             AppError::TokenRevoked => "TOKEN_REVOKED",
             AppError::MfaRequired { .. } => "MFA_REQUIRED",
             AppError::MfaInvalid => "MFA_INVALID",

@@ -35,6 +35,7 @@ mod revocation_feed;
 mod secret;
 mod secret_strength;
 mod server;
+mod webauthn;
 
 pub use audit::AuditSettings;
 pub use cleanup::CleanupSettings;
@@ -54,6 +55,7 @@ pub use registration::RegistrationSettings;
 pub use revocation_feed::RevocationFeedSettings;
 pub use secret::{check_secret_strength, Secret, SECRET_MIN_BITS};
 pub use server::{ConnectionLimits, ServerSettings};
+pub use webauthn::WebauthnSettings;
 
 use reader::Reader;
 
@@ -78,10 +80,11 @@ const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("revocation_feed", revocation_feed::KEYS),
     ("audit", audit::KEYS),
     ("mfa", mfa::KEYS),
+    ("webauthn", webauthn::KEYS),
 ];
 
 /// Keys whose environment value is a comma-separated list.
-const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS];
+const LIST_KEYS: &[&[&str]] = &[server::LIST_KEYS, webauthn::LIST_KEYS];
 
 /// Secret keys that can also be given as a file: `AUTHD_<SECTION>__<KEY>_FILE=/path` holds the
 /// value (one trailing newline stripped), the systemd credentials and container secrets
@@ -120,6 +123,7 @@ pub struct Settings {
     pub revocation_feed: RevocationFeedSettings,
     pub audit: AuditSettings,
     pub mfa: MfaSettings,
+    pub webauthn: WebauthnSettings,
     /// Non-fatal remarks found while loading (unknown `AUTHD_*` variables, insecure choices).
     pub warnings: Vec<String>,
 }
@@ -143,6 +147,7 @@ impl Settings {
         let revocation_feed = RevocationFeedSettings::read(r);
         let audit = AuditSettings::read(r);
         let mfa = MfaSettings::read(r, &mut warnings);
+        let webauthn = WebauthnSettings::read(r);
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {
@@ -171,6 +176,7 @@ impl Settings {
             revocation_feed,
             audit,
             mfa,
+            webauthn,
             warnings,
         }
     }
@@ -194,6 +200,7 @@ impl Settings {
             self.revocation_feed.to_toml(),
             self.audit.to_toml(),
             self.mfa.to_toml(),
+            self.webauthn.to_toml(),
         ]
         .join("\n")
     }

@@ -59,6 +59,9 @@ pub enum MfaProof {
     Totp { step: i64 },
     /// A recovery code with this hash: the session opens only if deleting the row finds it.
     RecoveryCode { code_hash: String },
+    /// A passkey assertion checked against the ceremony bound to this mfaToken: the ceremony
+    /// was used up by that check (a replay finds nothing), so nothing is left to spend.
+    Webauthn,
 }
 
 /// What `Store::open_mfa_session` did.

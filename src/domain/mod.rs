@@ -9,6 +9,7 @@ pub mod limits;
 pub mod mail;
 pub mod mfa;
 pub mod one_time;
+pub mod passkeys;
 pub mod revocation_feed;
 pub mod terminal;
 pub mod time;

@@ -9,7 +9,8 @@ use crate::domain::time::rfc3339;
 use crate::domain::{validate, Role, Session};
 use crate::error::{AppError, FieldError};
 use crate::service::{
-    IssuedTokens, LoginInput, MfaVerifyInput, NewUserInput, PasswordAndCode, PasswordChange,
+    IssuedTokens, LoginInput, MfaVerifyInput, NewUserInput, PasskeyLogin, PasskeyRegistrationInput,
+    PasswordAndCode, PasswordChange,
 };
 
 /// A JSON object whose keys are unique.
@@ -87,6 +88,21 @@ impl Fields<'_> {
                 String::new()
             }
             Some(_) => self.optional(key).unwrap_or_default(),
+        }
+    }
+
+    /// A required JSON object (a WebAuthn credential), as sent.
+    fn object(&mut self, key: &str) -> Value {
+        match self.obj.get(key) {
+            Some(v @ Value::Object(_)) => v.clone(),
+            None | Some(Value::Null) => {
+                self.errors.push(FieldError::new(key, "is required"));
+                Value::Null
+            }
+            Some(_) => {
+                self.errors.push(FieldError::new(key, "must be an object"));
+                Value::Null
+            }
         }
     }
 
@@ -200,7 +216,7 @@ impl FromJson for PasswordAndCode {
     }
 }
 
-/// `{"currentPassword"}` (TOTP enrolment).
+/// `{"currentPassword"}` (a TOTP enrolment's or a passkey registration's start).
 #[derive(Debug, Default)]
 pub struct CurrentPasswordBody {
     pub current_password: String,
@@ -227,6 +243,46 @@ impl FromJson for CodeBody {
         let mut f = obj.fields(["code"]);
         let value = CodeBody {
             code: f.required("code"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"mfaToken"}`: a second-factor passkey ceremony's start.
+#[derive(Debug)]
+pub struct MfaTokenBody {
+    pub mfa_token: String,
+}
+
+impl FromJson for MfaTokenBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["mfaToken"]);
+        let value = MfaTokenBody {
+            mfa_token: f.required("mfaToken"),
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for PasskeyRegistrationInput {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["ceremonyId", "credential", "name"]);
+        let value = PasskeyRegistrationInput {
+            ceremony_id: f.required("ceremonyId"),
+            credential: f.object("credential"),
+            name: f.optional("name"),
+        };
+        f.finish(value)
+    }
+}
+
+impl FromJson for PasskeyLogin {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["ceremonyId", "credential", "deviceInfo"]);
+        let value = PasskeyLogin {
+            ceremony_id: f.required("ceremonyId"),
+            credential: f.object("credential"),
+            device_info: f.string_or_object("deviceInfo", validate::DEVICE_INFO_MAX_BYTES),
         };
         f.finish(value)
     }

@@ -23,16 +23,16 @@ use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{
-    Accounts, Admin, LoginInput, MfaVerifyInput, NewUserInput, PasswordAndCode, PasswordChange,
-    RevocationFeed, Sessions,
+    Accounts, Admin, LoginInput, MfaVerifyInput, NewUserInput, PasskeyLogin,
+    PasskeyRegistrationInput, PasswordAndCode, PasswordChange, RevocationFeed, Sessions,
 };
 use budget::RequestBudget;
-use dto::{CodeBody, CurrentPasswordBody, EmptyBody, RefreshBody, RoleBody};
+use dto::{CodeBody, CurrentPasswordBody, EmptyBody, MfaTokenBody, RefreshBody, RoleBody};
 use filters::{
     acting_admin, authenticated, client, json_body, plain_http, refresh_cookie,
     same_origin_or_allowed, BodyLimits,
 };
-use handlers::{admin, auth, meta, mfa, pages, passwords, revocation_feed, sessions};
+use handlers::{admin, auth, meta, mfa, pages, passkeys, passwords, revocation_feed, sessions};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -52,6 +52,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/mfa/recovery-codes"),
     ("GET", "/api/auth/profile"),
     ("GET", "/api/auth/sessions"),
+    ("POST", "/api/auth/passkeys/register/options"),
+    ("POST", "/api/auth/passkeys/register/verify"),
+    ("GET", "/api/auth/passkeys"),
+    ("DELETE", "/api/auth/passkeys/{id}"),
+    ("POST", "/api/auth/passkeys/login/options"),
+    ("POST", "/api/auth/passkeys/login/verify"),
+    ("POST", "/api/auth/mfa/webauthn/options"),
     ("DELETE", "/api/auth/sessions/{id}"),
     ("GET", "/.well-known/jwks.json"),
     ("GET", "/.well-known/revoked-sessions"),
@@ -398,9 +405,77 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(admin_routes(state.clone()))
         .unify()
+        .or(passkey_routes(state.clone()))
+        .unify()
         .or(page_routes(&state))
         .unify()
         .recover(reject::recover)
+        .unify()
+        .boxed()
+}
+
+/// Passkeys (`handlers::passkeys`, CONTRACT 11.3) and the passkey ceremony of the MFA step.
+/// Always routed: the service answers 404 while `[webauthn]` is not configured.
+fn passkey_routes(state: HttpState) -> BoxedFilter<(Response,)> {
+    let limit = BodyLimits::of(&state.settings.server);
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let auth = authenticated(state);
+    let register_options = warp::path!("api" / "auth" / "passkeys" / "register" / "options")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<CurrentPasswordBody>(limit, false))
+        .and_then(passkeys::register_options);
+    let register_verify = warp::path!("api" / "auth" / "passkeys" / "register" / "verify")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<PasskeyRegistrationInput>(limit, false))
+        .and_then(passkeys::register_verify);
+    let list = warp::path!("api" / "auth" / "passkeys")
+        .and(warp::get())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and_then(passkeys::list);
+    let delete = warp::path!("api" / "auth" / "passkeys" / String)
+        .and(warp::delete())
+        .and(with_state.clone())
+        .and(auth)
+        .and(client())
+        .and_then(passkeys::delete);
+    let login_options = warp::path!("api" / "auth" / "passkeys" / "login" / "options")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(passkeys::login_options);
+    let login_verify = warp::path!("api" / "auth" / "passkeys" / "login" / "verify")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<PasskeyLogin>(limit, false))
+        .and_then(passkeys::login_verify);
+    let mfa_options = warp::path!("api" / "auth" / "mfa" / "webauthn" / "options")
+        .and(warp::post())
+        .and(with_state)
+        .and(json_body::<MfaTokenBody>(limit, false))
+        .and_then(passkeys::mfa_options);
+    login_verify
+        .or(login_options)
+        .unify()
+        .or(register_options)
+        .unify()
+        .or(register_verify)
+        .unify()
+        .or(list)
+        .unify()
+        .or(delete)
+        .unify()
+        .or(mfa_options)
         .unify()
         .boxed()
 }

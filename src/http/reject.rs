@@ -28,7 +28,10 @@ impl From<AppError> for Rejection {
 /// The contract's status for each error.
 pub fn status(e: &AppError) -> StatusCode {
     match e {
-        AppError::Validation(_) | AppError::MalformedJson => StatusCode::BAD_REQUEST,
+        AppError::Validation(_)
+        | AppError::MalformedJson
+        | AppError::OneTimeTokenInvalid
+        | AppError::OneTimeTokenExpired => StatusCode::BAD_REQUEST,
         AppError::InvalidCredentials
         | AppError::TokenMissing
         | AppError::TokenMissingOverHttp

@@ -53,6 +53,15 @@ pub enum Event {
     MfaRecoveryCodesRegenerate,
     /// An admin removed an account's second factors.
     AdminMfaReset,
+    /// A passkey registered (CONTRACT 11.3).
+    PasskeyRegister,
+    /// A passkey deleted by its owner.
+    PasskeyDelete,
+    /// A passwordless login with a passkey (success or failure).
+    PasskeyLogin,
+    /// An assertion whose signature counter did not go up (allowed; a cloned authenticator
+    /// shows this way).
+    PasskeyCounterRegression,
 }
 
 impl Event {
@@ -86,10 +95,14 @@ impl Event {
             Event::MfaDisable => "mfa_disable",
             Event::MfaRecoveryCodesRegenerate => "mfa_recovery_codes_regenerate",
             Event::AdminMfaReset => "admin_mfa_reset",
+            Event::PasskeyRegister => "passkey_register",
+            Event::PasskeyDelete => "passkey_delete",
+            Event::PasskeyLogin => "passkey_login",
+            Event::PasskeyCounterRegression => "passkey_counter_regression",
         }
     }
 
-    pub const ALL: [Event; 28] = [
+    pub const ALL: [Event; 32] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -118,6 +131,10 @@ impl Event {
         Event::MfaDisable,
         Event::MfaRecoveryCodesRegenerate,
         Event::AdminMfaReset,
+        Event::PasskeyRegister,
+        Event::PasskeyDelete,
+        Event::PasskeyLogin,
+        Event::PasskeyCounterRegression,
     ];
 }
 

@@ -126,6 +126,55 @@ impl LoginLimits {
     }
 }
 
+impl LoginLimits {
+    /// Reserves one check of a credential that names no email (a passwordless passkey
+    /// login): a slot of the client IP's failed-login budget only. Errors as `reserve`
+    /// (`RateLimited` only).
+    pub async fn reserve_ip(&self, client: &ClientInfo) -> AppResult<Attempt> {
+        let limits = &self.core.settings.rate_limit;
+        let ip = client
+            .ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        let (true, Some(ip)) = (limits.enabled, ip) else {
+            return Ok(Attempt {
+                core: self.core.clone(),
+                grant: None,
+            });
+        };
+        let now = now_ms();
+        let request = SlotRequest {
+            now,
+            window: duration_ms(limits.window),
+            counters: vec![CounterLimit {
+                key: format!("ip:{}", rate_key(ip, limits.ipv6_prefix)),
+                max: limits.max_failed_logins,
+                lock_for: None,
+            }],
+        };
+        let admission = self
+            .core
+            .db(move |s| s.reserve_login_slots(&request))
+            .await?;
+        match admission {
+            Admission::Granted(grant) => Ok(Attempt {
+                core: self.core.clone(),
+                grant: Some(grant),
+            }),
+            Admission::Refused { retry_at, .. } => {
+                self.core
+                    .metrics
+                    .rate_limited
+                    .with_label_values(&["failed_logins"])
+                    .inc();
+                Err(AppError::RateLimited {
+                    retry_after_secs: secs_until(retry_at, now),
+                })
+            }
+        }
+    }
+}
+
 impl Attempt {
     /// The password was right: the slots are given back (a success counts nothing, and does
     /// not clear failures counted before it; see `docs/DESIGN.md`).

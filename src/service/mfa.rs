@@ -83,17 +83,6 @@ fn enrollment_hash(user_id: Uuid) -> String {
     one_time::hash(&format!("totp_enrollment:{user_id}"))
 }
 
-/// The stand-in for the passkey engineer's `service::passkeys::verify_second_factor`
-/// (branch `passkeys`): until it is merged, a passkey answer at `mfa/verify` is wrong.
-/// STUB: replace with the real call at merge.
-fn passkey_second_factor_stub(
-    _user_id: Uuid,
-    _ceremony_id: &str,
-    _credential: &serde_json::Value,
-) -> bool {
-    false
-}
-
 impl Sessions {
     fn sealer(&self) -> Option<Sealer> {
         self.core
@@ -288,17 +277,23 @@ impl Sessions {
                 })
             }
             _ => {
-                let ok = passkey_second_factor_stub(
-                    user_id,
-                    input.ceremony_id.as_deref().unwrap_or_default(),
-                    input
-                        .credential
-                        .as_ref()
-                        .unwrap_or(&serde_json::Value::Null),
-                );
-                // With the real passkey check, this becomes the proof it returns.
-                let _ = ok;
-                None
+                let checked = self
+                    .verify_second_factor(
+                        user_id,
+                        &token_hash,
+                        input.ceremony_id.as_deref().unwrap_or_default(),
+                        input.credential.clone().unwrap_or(serde_json::Value::Null),
+                        client,
+                    )
+                    .await;
+                match checked {
+                    Ok(()) => Some(MfaProof::Webauthn),
+                    Err(AppError::InvalidCredentials) => None,
+                    Err(e) => {
+                        attempt.succeeded().await;
+                        return Err(e);
+                    }
+                }
             }
         };
         let Some(proof) = proof else {
@@ -325,6 +320,7 @@ impl Sessions {
         let second = match proof {
             MfaProof::Totp { .. } => AuthMethod::Otp,
             MfaProof::RecoveryCode { .. } => AuthMethod::RecoveryCode,
+            MfaProof::Webauthn => AuthMethod::Webauthn,
         };
         let device_info = match payload.get("deviceInfo") {
             Some(serde_json::Value::String(s)) => Some(s.clone()),

@@ -24,6 +24,7 @@ use crate::domain::mfa::{
     EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
+use crate::domain::passkeys::{PasskeyInsert, StoredPasskey};
 use crate::domain::revocation_feed::FeedRead;
 use crate::domain::time::Millis;
 use crate::domain::{
@@ -350,6 +351,35 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Consumed>;
     /// Deletes the user's tokens of `purposes` (of every purpose when empty); returns how many.
     fn kill_one_time_tokens(&self, user_id: Uuid, purposes: &[Purpose]) -> StoreResult<usize>;
+    // Passkeys (`domain::passkeys`, CONTRACT 11.3).
+
+    /// The user's passkeys, oldest first.
+    fn passkeys(&self, user_id: Uuid) -> StoreResult<Vec<StoredPasskey>>;
+    /// The passkey whose credential id (base64url) is `credential_id`, whoever owns it.
+    fn passkey_by_credential_id(&self, credential_id: &str) -> StoreResult<Option<StoredPasskey>>;
+    /// Stores `passkey` in one transaction that also checks (against concurrent registrations
+    /// from any process) that its credential id is registered to no account (`Duplicate`) and
+    /// that its owner has fewer than `max` passkeys (`TooMany`). When it is the owner's first
+    /// second factor (no other passkey, no TOTP), every live session of the owner except
+    /// `keep_session` is revoked in the same transaction.
+    fn insert_passkey(
+        &self,
+        passkey: &StoredPasskey,
+        max: u64,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<PasskeyInsert>;
+    /// Deletes the user's passkey `id`; false if the user has no such passkey.
+    fn delete_passkey(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool>;
+    /// Records a use of passkey `id`: its credential as updated by the assertion, the
+    /// signature counter seen, and `now` as `last_used_at`.
+    fn record_passkey_use(
+        &self,
+        id: Uuid,
+        credential: &str,
+        sign_count: u32,
+        now: Millis,
+    ) -> StoreResult<()>;
     // Mail outbox (`domain::mail`).
 
     /// Queues a mail on its own. A flow whose mail goes with other writes queues it inside

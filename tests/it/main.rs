@@ -45,6 +45,7 @@ mod multi_instance;
 mod openapi;
 mod operator_config;
 mod pages;
+mod passkeys;
 mod password_chars;
 mod postgres_backend;
 mod process;

@@ -65,7 +65,12 @@ fn the_spec_lists_exactly_the_routes_the_server_has() {
 #[test]
 fn every_route_is_served_and_nothing_else_is() {
     // The landing pages are routes only when `pages.enabled` (tests/it/pages.rs: 404 when off).
-    let s = TestServer::with(&[("AUTHD_PAGES__ENABLED", "true")]);
+    // Passkey routes likewise only with `[webauthn]` (tests/it/passkeys.rs: 404 when off).
+    let s = TestServer::with(&[
+        ("AUTHD_PAGES__ENABLED", "true"),
+        ("AUTHD_WEBAUTHN__RP_ID", "localhost"),
+        ("AUTHD_WEBAUTHN__ORIGINS", "http://localhost:8080"),
+    ]);
     let routes = server_routes();
     let client = &s.client;
     for (method, template) in &routes {

@@ -13,7 +13,7 @@ use crate::http::dto::{tokens_json, EmptyBody, RefreshBody};
 use crate::http::HttpState;
 use crate::service::{AuthOutcome, LoginInput, NewUserInput, Presented, Principal};
 
-fn auth_reply(state: &HttpState, status: StatusCode, out: AuthOutcome) -> Response {
+pub(super) fn auth_reply(state: &HttpState, status: StatusCode, out: AuthOutcome) -> Response {
     let mut data = tokens_json(&out.tokens);
     data.insert("user".into(), user_json(&out.user));
     with_cookie(

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod meta;
 pub mod mfa;
 pub mod pages;
+pub mod passkeys;
 pub mod passwords;
 pub mod revocation_feed;
 pub mod sessions;

@@ -82,6 +82,7 @@ pub(super) fn spend(
             "DELETE FROM mfa_recovery_codes WHERE user_id = $1 AND code_hash = $2",
             &[&user_id, code_hash],
         )?,
+        MfaProof::Webauthn => 1,
     };
     Ok(n > 0)
 }

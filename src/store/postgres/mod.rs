@@ -19,6 +19,7 @@ mod mfa;
 mod migrations;
 mod one_time;
 mod outbox;
+mod passkeys;
 mod passwords;
 mod revocation_feed;
 mod sessions;
@@ -844,5 +845,40 @@ impl Store for PostgresStore {
 
     fn requeue_mails(&self, id: Option<Uuid>, now: Millis) -> StoreResult<usize> {
         self.write(|tx| outbox::requeue(tx, id, now))
+    }
+
+    fn passkeys(&self, user_id: Uuid) -> StoreResult<Vec<crate::domain::passkeys::StoredPasskey>> {
+        self.read(|c| passkeys::of_user(c, user_id))
+    }
+
+    fn passkey_by_credential_id(
+        &self,
+        credential_id: &str,
+    ) -> StoreResult<Option<crate::domain::passkeys::StoredPasskey>> {
+        self.read(|c| passkeys::by_credential_id(c, credential_id))
+    }
+
+    fn insert_passkey(
+        &self,
+        passkey: &crate::domain::passkeys::StoredPasskey,
+        max: u64,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<crate::domain::passkeys::PasskeyInsert> {
+        self.write(|tx| passkeys::insert(tx, passkey, max, keep_session, now))
+    }
+
+    fn delete_passkey(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        self.write(|tx| passkeys::delete(tx, user_id, id))
+    }
+
+    fn record_passkey_use(
+        &self,
+        id: Uuid,
+        credential: &str,
+        sign_count: u32,
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.write(|tx| passkeys::record_use(tx, id, credential, sign_count, now))
     }
 }

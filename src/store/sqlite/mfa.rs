@@ -70,6 +70,7 @@ pub(super) fn spend(c: &Connection, user_id: Uuid, proof: &MfaProof) -> rusqlite
         MfaProof::RecoveryCode { code_hash } => c
             .prepare_cached("DELETE FROM mfa_recovery_codes WHERE user_id = ?1 AND code_hash = ?2")?
             .execute(params![id, code_hash])?,
+        MfaProof::Webauthn => 1,
     };
     Ok(n > 0)
 }

@@ -14,6 +14,7 @@ mod mfa;
 pub(crate) mod migrations;
 mod one_time;
 mod outbox;
+mod passkeys;
 mod passwords;
 mod revocation_feed;
 mod sessions;
@@ -691,6 +692,43 @@ impl Store for SqliteStore {
 
     fn requeue_mails(&self, id: Option<Uuid>, now: Millis) -> StoreResult<usize> {
         self.write(move |tx| outbox::requeue(tx, id, now))
+    }
+
+    fn passkeys(&self, user_id: Uuid) -> StoreResult<Vec<crate::domain::passkeys::StoredPasskey>> {
+        self.read(|c| passkeys::of_user(c, user_id))
+    }
+
+    fn passkey_by_credential_id(
+        &self,
+        credential_id: &str,
+    ) -> StoreResult<Option<crate::domain::passkeys::StoredPasskey>> {
+        self.read(|c| passkeys::by_credential_id(c, credential_id))
+    }
+
+    fn insert_passkey(
+        &self,
+        passkey: &crate::domain::passkeys::StoredPasskey,
+        max: u64,
+        keep_session: Option<Uuid>,
+        now: Millis,
+    ) -> StoreResult<crate::domain::passkeys::PasskeyInsert> {
+        let passkey = passkey.clone();
+        self.write(move |tx| passkeys::insert(tx, &passkey, max, keep_session, now))
+    }
+
+    fn delete_passkey(&self, user_id: Uuid, id: Uuid) -> StoreResult<bool> {
+        self.write(move |tx| passkeys::delete(tx, user_id, id))
+    }
+
+    fn record_passkey_use(
+        &self,
+        id: Uuid,
+        credential: &str,
+        sign_count: u32,
+        now: Millis,
+    ) -> StoreResult<()> {
+        let credential = credential.to_owned();
+        self.write(move |tx| passkeys::record_use(tx, id, &credential, sign_count, now))
     }
 }
 
