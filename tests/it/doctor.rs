@@ -93,7 +93,10 @@ fn a_healthy_installation_passes_every_check() {
         assert!(c.0 == "ok" || c.1 == "disk-space", "{c:?}");
     }
     assert!(find(&checks, "audit-chain").2.contains("events sealed"));
-    assert_eq!(find(&checks, "mail").2, "transport none");
+    assert_eq!(
+        find(&checks, "mail").2,
+        "email.transport is none: no mail is sent"
+    );
     // The JSON form holds the same checks and counts.
     let o = doctor_at(s.dir.path(), &s.database_url(), &[], true);
     assert_eq!(o.status.code(), Some(0));
