@@ -350,9 +350,12 @@ fn entries_leave_after_exp_and_leeway_and_cleanup_deletes_their_rows() {
         cleanup(true)
     );
 
-    // Past the later exp + leeway (+ one second of rounding): gone from the feed.
+    // Past the later exp + leeway (+ one second of rounding): gone from the feed. Cleanup
+    // deletes a row once it was issued more than access_ttl + leeway + 1 s ago, measured in
+    // milliseconds while exp is in whole seconds: one more second so that holds whatever the
+    // millisecond the tokens were issued at.
     let last = exp(&a).max(exp(&b)) + 1;
-    let wait_ms = (last + 1) * 1000 - authd::domain::time::now_ms();
+    let wait_ms = (last + 2) * 1000 - authd::domain::time::now_ms();
     std::thread::sleep(std::time::Duration::from_millis(wait_ms.max(0) as u64));
     let (listed, _) = entries(&feed(&s, None));
     assert!(listed.is_empty(), "{listed:?}");
