@@ -64,21 +64,26 @@ pub(crate) fn apply_all(conn: &mut Connection) -> StoreResult<()> {
 
 /// For backups: this binary's migrations as `(version, name, checksum)`, in order.
 pub(crate) fn known() -> Vec<(i64, String, u64)> {
-    runner()
+    let mut known: Vec<_> = runner()
         .get_migrations()
         .iter()
         .map(|m| (i64::from(m.version()), m.name().to_string(), m.checksum()))
-        .collect()
+        .collect();
+    // By version: the embedded list is in file-name order, where V11 sorts before V2.
+    known.sort_by_key(|k| k.0);
+    known
 }
 
 /// For backups: the migrations recorded in the database on `conn` as `(version, name,
 /// checksum)`, in order (none when it has no history table).
 pub(crate) fn recorded(conn: &mut Connection) -> StoreResult<Vec<(i64, String, u64)>> {
     let runner = runner();
-    Ok(applied(&runner, conn)?
+    let mut recorded: Vec<_> = applied(&runner, conn)?
         .iter()
         .map(|m| (i64::from(m.version()), m.name().to_string(), m.checksum()))
-        .collect())
+        .collect();
+    recorded.sort_by_key(|k| k.0);
+    Ok(recorded)
 }
 
 /// Applies the migrations up to `version` only: a database as an older authd left it.
