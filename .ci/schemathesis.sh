@@ -331,10 +331,39 @@ def _valid_password_change(body):
 # Unicode character classes, sizes in UTF-8 bytes or as serialised JSON. The spec states
 # them in prose and describes everything it can (types, required fields, no unknown fields,
 # lengths and patterns that are exact).
+def _nonempty(body, *fields):
+    return isinstance(body, dict) and all(
+        isinstance(body.get(f), str) and body.get(f) for f in fields
+    )
+
+
+def _one_mfa_answer(body):
+    """mfa/verify takes exactly one answer: a code, a recovery code, or a ceremony with its
+    credential (a correct 400 otherwise)."""
+    if not isinstance(body, dict):
+        return False
+    answers = [bool(body.get("code")), bool(body.get("recoveryCode")),
+               bool(body.get("ceremonyId")) and isinstance(body.get("credential"), dict)]
+    return sum(answers) == 1 and not (body.get("ceremonyId") and not answers[2])
+
+
+def _needs_server_state(_body):
+    """Accepted only with state the fuzzer cannot hold: a TOTP enrolment begun with the
+    account's password, or a ceremony id the server issued (any other is a correct 400)."""
+    return False
+
+
 CONTRACT_RULES = {
     "POST /api/auth/register": _valid_register,
     "POST /api/auth/login": _valid_login,
     "POST /api/auth/password": _valid_password_change,
+    "POST /api/auth/mfa/totp/enroll": lambda b: _nonempty(b, "currentPassword"),
+    "POST /api/auth/mfa/totp/disable": lambda b: _nonempty(b, "currentPassword", "code"),
+    "POST /api/auth/mfa/recovery-codes": lambda b: _nonempty(b, "currentPassword", "code"),
+    "POST /api/auth/mfa/totp/confirm": _needs_server_state,
+    "POST /api/auth/mfa/verify": _one_mfa_answer,
+    "POST /api/auth/passkeys/register/options": lambda b: _nonempty(b, "currentPassword"),
+    "POST /api/auth/passkeys/register/verify": _needs_server_state,
 }
 
 
@@ -345,8 +374,14 @@ def _issued_cursor(query):
 
 
 # Query parameters the contract constrains beyond their schema.
+def _issued_since(query):
+    """The feed's `since` is opaque too: only a `cursor` the feed issued is one."""
+    return "since" not in (query or {})
+
+
 QUERY_RULES = {
     "GET /api/admin/users": _issued_cursor,
+    "GET /.well-known/revoked-sessions": _issued_since,
 }
 
 
