@@ -83,7 +83,9 @@ if grep -E 'deb-systemd-invoke (start|\$_dh_action)' <<<"$postinst"; then
 fi
 grep -qF 'deb-systemd-helper enable authd-cleanup.service' <<<"$postinst" &&
     fail "postinst enables authd-cleanup.service (the timer starts it)"
-grep -qE 'deb-systemd-helper enable authd-backup\.(service|timer)' <<<"$postinst" &&
+# Off by default: the backup units are enabled again only where the admin had enabled them
+# (an `enable` inside `was-enabled`, kept across upgrades), never on a fresh install.
+awk '/was-enabled authd-backup/{guard=NR} /deb-systemd-helper enable authd-backup\.(service|timer)/{ if (NR - guard > 2) bad=1 } END{exit !bad}' <<<"$postinst" &&
     fail "postinst enables the backup timer (it is off by default)"
 grep -qF 'rm -rf /var/lib/authd' <<<"$postrm" || fail "postrm does not delete /var/lib/authd on purge"
 awk '/"\$1" = "purge"/{p=1} p && /rm -rf \/var\/lib\/authd/{found=1} END{exit !found}' <<<"$postrm" ||
