@@ -265,6 +265,7 @@ impl Fixture {
                     role: Role::User,
                     password_hash: password_hash.to_string(),
                     created_at: now,
+                    email_verified: true,
                 });
                 sessions.push(NewSession {
                     session: Session {

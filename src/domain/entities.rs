@@ -50,6 +50,10 @@ pub struct User {
     pub disabled: bool,
     pub created_at: Millis,
     pub last_login_at: Option<Millis>,
+    /// Whether the account proved it owns `email` (CONTRACT 10.4). Accounts from before
+    /// migration V13, and those made by `create-user`, `import-users` and the admin routes, are
+    /// verified; a self-registered account is not until its verification link is used.
+    pub email_verified: bool,
 }
 
 /// A user with the bcrypt hash needed to check a login.
@@ -68,6 +72,8 @@ pub struct NewUser {
     pub role: Role,
     pub password_hash: String,
     pub created_at: Millis,
+    /// `User::email_verified` of the new account.
+    pub email_verified: bool,
 }
 
 /// A refresh session: one login on one device, carried by a chain of rotating refresh tokens.

@@ -98,6 +98,31 @@ pub struct NewMail {
     pub created_at: Millis,
 }
 
+/// The per-address throttle of the public routes that send mail (CONTRACT 10.2): a mail to an
+/// address is dropped, silently, when another mail went to it less than `cooldown` ago or
+/// `max_per_day` mails went to it in the last 24 hours. Decided when the mail is queued, in the
+/// queueing transaction, so concurrent requests for one address cannot both slip through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MailThrottle {
+    /// `email.send_cooldown` in milliseconds; 0 turns the cooldown off.
+    pub cooldown_ms: Millis,
+    /// `email.max_mails_per_day`; 0 turns the daily cap off.
+    pub max_per_day: u32,
+}
+
+impl MailThrottle {
+    /// The window of the daily cap, in milliseconds.
+    pub const DAY_MS: Millis = 86_400_000;
+
+    /// Whether a mail queued at `now` is dropped, given the newest earlier mail to the address
+    /// (`last`, milliseconds) and how many went to it since `now - DAY_MS` (`in_last_day`).
+    pub fn drops(&self, now: Millis, last: Option<Millis>, in_last_day: u64) -> bool {
+        let cooling = self.cooldown_ms > 0 && last.is_some_and(|at| now - at < self.cooldown_ms);
+        let capped = self.max_per_day > 0 && in_last_day >= u64::from(self.max_per_day);
+        cooling || capped
+    }
+}
+
 /// Where a mail is in its life (`mail_outbox.status`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MailStatus {
@@ -201,5 +226,23 @@ mod tests {
             Some(Purpose::PasswordReset)
         );
         assert_eq!(MailKind::PasswordResetNotice.purpose(), None);
+    }
+
+    #[test]
+    fn the_throttle_drops_within_the_cooldown_and_past_the_daily_cap() {
+        let t = MailThrottle {
+            cooldown_ms: 60_000,
+            max_per_day: 5,
+        };
+        assert!(!t.drops(1_000_000, None, 0));
+        assert!(t.drops(1_000_000, Some(1_000_000 - 59_999), 1));
+        assert!(!t.drops(1_000_000, Some(1_000_000 - 60_000), 1));
+        assert!(t.drops(1_000_000, Some(0), 5));
+        assert!(!t.drops(1_000_000, Some(0), 4));
+        let off = MailThrottle {
+            cooldown_ms: 0,
+            max_per_day: 0,
+        };
+        assert!(!off.drops(1_000_000, Some(1_000_000), 1_000));
     }
 }

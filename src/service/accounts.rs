@@ -549,6 +549,7 @@ mod tests {
             disabled: false,
             created_at: 1_764_000_000_123,
             last_login_at: None,
+            email_verified: true,
         };
         let cursor = encode_cursor(&user);
         assert_eq!(decode_cursor(&cursor).unwrap(), (user.created_at, user.id));

@@ -271,6 +271,7 @@ fn user_of_line(
             role,
             password_hash,
             created_at: now,
+            email_verified: true,
         }),
         (email, _) => Err((email, problems)),
     }

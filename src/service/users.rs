@@ -100,6 +100,7 @@ impl Users {
             role: input.role,
             password_hash,
             created_at: now_ms(),
+            email_verified: true,
         };
         let event = Record {
             event: via,

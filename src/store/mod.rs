@@ -19,7 +19,7 @@ use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState, Verdict};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::mfa::{
     EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
 };
@@ -385,6 +385,10 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a mail on its own. A flow whose mail goes with other writes queues it inside
     /// that write's transaction, through the backends' `outbox` module.
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()>;
+    /// Queues a mail of a public route unless the per-address `throttle` drops it (CONTRACT
+    /// 10.2), decided in the queueing transaction: `true` when it was queued. Every mail queued
+    /// to `mail.to` counts, whatever its kind.
+    fn enqueue_mail_throttled(&self, mail: &NewMail, throttle: &MailThrottle) -> StoreResult<bool>;
     /// Leases up to `limit` due mails until `lease_until`: queued ones whose `next_attempt_at`
     /// is at or before `now`, and `sending` ones whose lease ran out by `now` (a worker that
     /// died). Each comes back `sending` with its attempt counted. Of workers in any number of

@@ -44,6 +44,7 @@ mod tests {
                 disabled,
                 created_at: 0,
                 last_login_at: None,
+                email_verified: true,
             },
             password_hash: hash.into(),
         }

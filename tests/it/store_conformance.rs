@@ -143,6 +143,7 @@ fn new_user(store: &dyn Store, email: &str) -> Uuid {
                 role: Role::User,
                 password_hash: HASH.into(),
                 created_at: 1_000,
+                email_verified: true,
             },
             &created(id),
             None,
@@ -292,6 +293,7 @@ fn users_are_unique_by_email_and_found_by_email_and_id(store: &dyn Store) {
             role: Role::Admin,
             password_hash: "x".into(),
             created_at: 2_000,
+            email_verified: true,
         },
         &created(again_id),
         None,
@@ -403,6 +405,7 @@ fn a_user_and_its_first_session_are_stored_together_or_not_at_all(store: &dyn St
         role: Role::User,
         password_hash: HASH.into(),
         created_at: 1_000,
+        email_verified: true,
     };
     let first = Uuid::new_v4();
     let session = draft_session(first, 1_000);
@@ -1550,6 +1553,7 @@ fn password_hashes_change_upgrade_and_import(store: &dyn Store) {
                 role: Role::User,
                 password_hash: "$2b$10$imported".into(),
                 created_at: 9_000,
+                email_verified: true,
             })
             .collect()
     };

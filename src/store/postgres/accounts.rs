@@ -25,7 +25,7 @@ pub(super) fn list_users(
     };
     let limit = f.limit.map(i64::from);
     c.query(
-        "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at,
+        "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at, u.email_verified,
                 f.locked_until
          FROM users u
          LEFT JOIN login_failures f ON f.key = 'email:' || u.email AND f.locked_until > $7
@@ -52,7 +52,7 @@ pub(super) fn list_users(
     .map(|r| {
         Ok(Account {
             user: user_at(r, 0)?,
-            locked_until: r.try_get(7)?,
+            locked_until: r.try_get(8)?,
         })
     })
     .collect()

@@ -46,7 +46,7 @@ use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::mfa::{
     EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
 };
@@ -813,6 +813,10 @@ impl Store for PostgresStore {
 
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
         self.write(|tx| outbox::enqueue(tx, mail))
+    }
+
+    fn enqueue_mail_throttled(&self, mail: &NewMail, throttle: &MailThrottle) -> StoreResult<bool> {
+        self.write(|tx| outbox::enqueue_throttled(tx, mail, throttle))
     }
 
     fn lease_mails(

@@ -1,12 +1,12 @@
 //! Store layer (PostgreSQL): the mail outbox (`domain::mail`). `enqueue` runs inside the
 //! transaction of the request that decided to send the mail.
 
-use postgres::{GenericClient, Row};
+use postgres::{GenericClient, Row, Transaction};
 use uuid::Uuid;
 
 use super::db::Db;
 use super::{parsed, PgResult};
-use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::time::Millis;
 use crate::domain::AuditEvent;
 
@@ -26,6 +26,33 @@ pub(super) fn enqueue(c: &mut Db<'_, impl GenericClient>, m: &NewMail) -> PgResu
         ],
     )?;
     Ok(())
+}
+
+/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting every mail queued to
+/// `m.to`); whether it was queued. Runs in the caller's transaction; a transaction-scoped
+/// advisory lock on the address makes two requests for one address, at any instance, decide
+/// one after the other.
+pub(super) fn enqueue_throttled(
+    c: &mut Db<'_, Transaction<'_>>,
+    m: &NewMail,
+    throttle: &MailThrottle,
+) -> PgResult<bool> {
+    c.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('authd-mail:' || $1, 0))",
+        &[&m.to],
+    )?;
+    let row = c.query_one(
+        "SELECT MAX(created_at), COUNT(*) FROM mail_outbox
+         WHERE to_address = $1 AND created_at > $2",
+        &[&m.to, &(m.created_at - MailThrottle::DAY_MS)],
+    )?;
+    let last: Option<Millis> = row.try_get(0)?;
+    let in_last_day: i64 = row.try_get(1)?;
+    if throttle.drops(m.created_at, last, in_last_day.max(0) as u64) {
+        return Ok(false);
+    }
+    enqueue(c, m)?;
+    Ok(true)
 }
 
 const COLS: &str = "id, kind, user_id, to_address, payload, status, attempts, next_attempt_at,

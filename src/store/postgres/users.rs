@@ -8,7 +8,8 @@ use super::{role, PgResult};
 use crate::domain::time::Millis;
 use crate::domain::{NewUser, User, UserCredentials};
 
-pub(super) const USER_COLS: &str = "id, email, name, role, disabled, created_at, last_login_at";
+pub(super) const USER_COLS: &str =
+    "id, email, name, role, disabled, created_at, last_login_at, email_verified";
 
 /// A user from the `USER_COLS` columns starting at column `at`.
 pub(super) fn user_at(row: &Row, at: usize) -> PgResult<User> {
@@ -20,14 +21,15 @@ pub(super) fn user_at(row: &Row, at: usize) -> PgResult<User> {
         disabled: row.try_get(at + 4)?,
         created_at: row.try_get(at + 5)?,
         last_login_at: row.try_get(at + 6)?,
+        email_verified: row.try_get(at + 7)?,
     })
 }
 
 /// Inserts a user; a taken email is a unique violation (`Conflict`).
 pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, u: &NewUser) -> PgResult<User> {
     c.execute(
-        "INSERT INTO users (id, email, name, role, password_hash, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO users (id, email, name, role, password_hash, created_at, email_verified)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             &u.id,
             &u.email,
@@ -35,6 +37,7 @@ pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, u: &NewUser) -> PgResul
             &u.role.as_str(),
             &u.password_hash,
             &u.created_at,
+            &u.email_verified,
         ],
     )?;
     Ok(User {
@@ -45,6 +48,7 @@ pub(super) fn insert(c: &mut Db<'_, impl GenericClient>, u: &NewUser) -> PgResul
         disabled: false,
         created_at: u.created_at,
         last_login_at: None,
+        email_verified: u.email_verified,
     })
 }
 
@@ -70,7 +74,7 @@ pub(super) fn credentials_for_session(
 fn credentials(r: &Row) -> PgResult<UserCredentials> {
     Ok(UserCredentials {
         user: user_at(r, 0)?,
-        password_hash: r.try_get(7)?,
+        password_hash: r.try_get(8)?,
     })
 }
 

@@ -25,7 +25,7 @@ pub(super) fn list_users(
     // SQLite reads a negative LIMIT as "no limit".
     let limit = f.limit.map_or(-1, i64::from);
     c.prepare_cached(
-        "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at,
+        "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at, u.email_verified,
                 f.locked_until
          FROM users u
          LEFT JOIN login_failures f ON f.key = 'email:' || u.email AND f.locked_until > ?7
@@ -51,7 +51,7 @@ pub(super) fn list_users(
         |r| {
             Ok(Account {
                 user: user_at(r, 0)?,
-                locked_until: r.get(7)?,
+                locked_until: r.get(8)?,
             })
         },
     )?

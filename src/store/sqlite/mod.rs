@@ -37,7 +37,7 @@ use super::{
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::mfa::{
     EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
 };
@@ -660,6 +660,11 @@ impl Store for SqliteStore {
         self.write(move |tx| outbox::enqueue(tx, &mail))
     }
 
+    fn enqueue_mail_throttled(&self, mail: &NewMail, throttle: &MailThrottle) -> StoreResult<bool> {
+        let (mail, throttle) = (mail.clone(), *throttle);
+        self.write(move |tx| outbox::enqueue_throttled(tx, &mail, &throttle))
+    }
+
     fn lease_mails(
         &self,
         now: Millis,
@@ -942,6 +947,7 @@ mod tests {
             role: Role::User,
             password_hash: "x".into(),
             created_at: 0,
+            email_verified: true,
         };
         store
             .insert_user(&new, &audit()(&RotateOutcome::Unknown), Some(&first))

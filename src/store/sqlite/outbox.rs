@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, Row};
 use uuid::Uuid;
 
 use super::{opt_uuid_col, parsed_col, uuid_col};
-use crate::domain::mail::{MailStatus, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::time::Millis;
 use crate::domain::AuditEvent;
 
@@ -25,6 +25,29 @@ pub(super) fn enqueue(c: &Connection, m: &NewMail) -> rusqlite::Result<()> {
         m.created_at
     ])?;
     Ok(())
+}
+
+/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting every mail queued to
+/// `m.to`); whether it was queued. Runs in the caller's write transaction, which SQLite
+/// serialises, so two requests for one address see each other's mail.
+pub(super) fn enqueue_throttled(
+    c: &Connection,
+    m: &NewMail,
+    throttle: &MailThrottle,
+) -> rusqlite::Result<bool> {
+    let (last, in_last_day): (Option<Millis>, i64) = c
+        .prepare_cached(
+            "SELECT MAX(created_at), COUNT(*) FROM mail_outbox
+             WHERE to_address = ?1 AND created_at > ?2",
+        )?
+        .query_row(params![m.to, m.created_at - MailThrottle::DAY_MS], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if throttle.drops(m.created_at, last, in_last_day.max(0) as u64) {
+        return Ok(false);
+    }
+    enqueue(c, m)?;
+    Ok(true)
 }
 
 const COLS: &str = "id, kind, user_id, to_address, payload, status, attempts, next_attempt_at,

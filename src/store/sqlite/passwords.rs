@@ -116,6 +116,7 @@ mod tests {
             role: Role::User,
             password_hash: hash.into(),
             created_at: 0,
+            email_verified: true,
         }
     }
 

@@ -223,7 +223,7 @@ pub(super) fn with_user(c: &Connection, id: Uuid) -> rusqlite::Result<Option<(Se
     c.prepare_cached(
         "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
                 s.user_agent, s.ip, s.device_info, s.auth_methods,
-                u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at
+                u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at, u.email_verified
          FROM sessions s JOIN users u ON u.id = s.user_id
          WHERE s.id = ?1",
     )?

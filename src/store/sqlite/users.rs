@@ -8,7 +8,8 @@ use super::{parsed_col, uuid_col};
 use crate::domain::time::Millis;
 use crate::domain::{NewUser, User, UserCredentials};
 
-pub(super) const USER_COLS: &str = "id, email, name, role, disabled, created_at, last_login_at";
+pub(super) const USER_COLS: &str =
+    "id, email, name, role, disabled, created_at, last_login_at, email_verified";
 
 pub(super) fn user_row(row: &Row<'_>) -> rusqlite::Result<User> {
     user_at(row, 0)
@@ -24,21 +25,23 @@ pub(super) fn user_at(row: &Row<'_>, at: usize) -> rusqlite::Result<User> {
         disabled: row.get::<_, i64>(at + 4)? != 0,
         created_at: row.get(at + 5)?,
         last_login_at: row.get(at + 6)?,
+        email_verified: row.get::<_, i64>(at + 7)? != 0,
     })
 }
 
 /// `Store::insert_user`, inside the caller's write transaction.
 pub(super) fn insert(tx: &Connection, u: &NewUser) -> rusqlite::Result<User> {
     tx.execute(
-        "INSERT INTO users (id, email, name, role, password_hash, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        "INSERT INTO users (id, email, name, role, password_hash, created_at, email_verified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![
             u.id.to_string(),
             u.email,
             u.name,
             u.role.as_str(),
             u.password_hash,
-            u.created_at
+            u.created_at,
+            u.email_verified
         ],
     )?;
     Ok(User {
@@ -49,13 +52,14 @@ pub(super) fn insert(tx: &Connection, u: &NewUser) -> rusqlite::Result<User> {
         disabled: false,
         created_at: u.created_at,
         last_login_at: None,
+        email_verified: u.email_verified,
     })
 }
 
 fn credentials(r: &Row<'_>) -> rusqlite::Result<UserCredentials> {
     Ok(UserCredentials {
         user: user_row(r)?,
-        password_hash: r.get(7)?,
+        password_hash: r.get(8)?,
     })
 }
 
