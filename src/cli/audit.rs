@@ -22,16 +22,14 @@ pub struct Args {
     /// Only events about this email
     #[arg(long, value_name = "E")]
     pub email: Option<String>,
-    /// Only this event (login, register, refresh, refresh_reuse, logout, logout_all,
-    /// session_revoke, admin_revoke, user_create, admin_list, admin_show, admin_sessions,
-    /// admin_disable, admin_enable, admin_delete, admin_set_role, admin_set_password,
-    /// admin_unlock, admin_key_rotate, admin_key_revoke, password_change, user_import)
+    /// Only this event, e.g. login, refresh, refresh_reuse, logout_all, admin_disable,
+    /// password_change, mail_failed (an unknown name is refused, and the error lists every name)
     #[arg(long, value_name = "EVENT")]
     pub event: Option<String>,
     /// Only events newer than this: a duration back from now (24h, 7d) or an RFC 3339 time
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
-    /// At most this many events, newest first
+    /// At most this many events (1 to 100000), newest first
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub limit: u32,
     /// A JSON array of events (`time`, `event`, `userId`, `actor`, `ip`, `userAgent`,

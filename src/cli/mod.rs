@@ -80,7 +80,9 @@ pub enum Command {
     ImportUsers(import_users::Args),
     /// Revoke refresh sessions of one user or of everyone
     RevokeSessions(revoke_sessions::Args),
-    /// Delete refresh tokens and sessions that expired or were revoked more than cleanup.retention ago
+    /// Delete what expired or was revoked more than cleanup.retention ago: refresh tokens,
+    /// sessions, login-failure counters, one-time tokens, finished mails, revoked-session feed
+    /// rows (and audit events older than audit.retention when it is set)
     CleanupTokens(cleanup_tokens::Args),
     /// Read the audit trail (logins, refreshes, revocations, ...)
     Audit(audit::Args),

@@ -77,7 +77,7 @@ pub enum UsersCommand {
     },
     /// Clear the failed-login lockout of an email (whether or not an account has it)
     Unlock {
-        /// The email (normalised like a login's)
+        /// The email (normalised like a login's), or a user's id (standing for that user's email)
         email: String,
     },
 }
