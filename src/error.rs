@@ -74,6 +74,10 @@ pub enum AppError {
     /// 403 `FORBIDDEN`: e.g. a cross-site request from an origin that is not allowed.
     #[error("forbidden")]
     Forbidden,
+    /// 403 `FORBIDDEN` at `POST /api/auth/register` with `registration.enabled = false`: the
+    /// message says why (accounts come from an administrator).
+    #[error("registration is closed: accounts are made by an administrator")]
+    RegistrationClosed,
     /// 404 `NOT_FOUND`.
     #[error("not found")]
     NotFound,
@@ -129,7 +133,7 @@ impl AppError {
             AppError::MfaInvalid => "MFA_INVALID",
             AppError::MfaAlreadyEnabled => "MFA_ALREADY_ENABLED",
             AppError::AccountDisabled => "ACCOUNT_DISABLED",
-            AppError::Forbidden => "FORBIDDEN",
+            AppError::Forbidden | AppError::RegistrationClosed => "FORBIDDEN",
             AppError::NotFound => "NOT_FOUND",
             AppError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
             AppError::RequestTimeout => "REQUEST_TIMEOUT",

@@ -40,7 +40,9 @@ pub fn status(e: &AppError) -> StatusCode {
         | AppError::TokenRevoked
         | AppError::MfaRequired { .. }
         | AppError::MfaInvalid => StatusCode::UNAUTHORIZED,
-        AppError::AccountDisabled | AppError::Forbidden => StatusCode::FORBIDDEN,
+        AppError::AccountDisabled | AppError::Forbidden | AppError::RegistrationClosed => {
+            StatusCode::FORBIDDEN
+        }
         AppError::NotFound => StatusCode::NOT_FOUND,
         AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -186,7 +186,7 @@ impl Sessions {
         client: &ClientInfo,
     ) -> AppResult<AuthOutcome> {
         if !self.core.settings.registration.enabled {
-            return Err(AppError::Forbidden);
+            return Err(AppError::RegistrationClosed);
         }
         let (new, refresh_token) =
             self.new_session(Uuid::new_v4(), client, None, vec![AuthMethod::Pwd]);

@@ -19,6 +19,11 @@ fn closed_registration_refuses_register_and_creates_nothing() {
         json!({"email": email, "password": PASSWORD}),
     );
     r.assert_error(403, "FORBIDDEN");
+    assert!(
+        r.body["message"].as_str().unwrap().contains("registration is closed"),
+        "the message says why: {}",
+        r.text
+    );
     assert!(r.cookie("refresh_token").is_none() && r.header("set-cookie").is_none());
     let r = s.post_json(
         "/api/auth/login",
