@@ -75,6 +75,16 @@ pub enum UsersCommand {
         #[arg(long)]
         password_stdin: bool,
     },
+    /// Set a user's email address (register's rules; marked verified), revoke all its
+    /// sessions and kill its one-time tokens and a pending email change. Prints
+    /// `email of <old> is now <new>; revoked n session(s)`; an address another account has
+    /// is exit 1
+    SetEmail {
+        /// The user's email or id
+        user: String,
+        /// The new address
+        email: String,
+    },
     /// Clear the failed-login lockout of an email (whether or not an account has it)
     Unlock {
         /// The email (normalised like a login's), or a user's id (standing for that user's email)
@@ -250,6 +260,24 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 .map_err(cli_error)?;
             println!(
                 "password of {} changed; revoked {n} session(s)",
+                Shown(&a.user.email)
+            );
+        }
+        UsersCommand::SetEmail { user, email } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let (old, a, n) = accounts
+                .set_email(&by, id, &email)
+                .await
+                .map_err(|e| match e {
+                    AppError::EmailTaken => CliError(format!(
+                        "{} is already the email of another account",
+                        Shown(&email)
+                    )),
+                    other => cli_error(other),
+                })?;
+            println!(
+                "email of {} is now {}; revoked {n} session(s)",
+                Shown(&old),
                 Shown(&a.user.email)
             );
         }

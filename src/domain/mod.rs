@@ -2,6 +2,7 @@
 
 pub mod admins;
 pub mod audit_chain;
+pub mod email_change;
 pub mod entities;
 pub mod ip;
 pub mod keys;

@@ -9,8 +9,8 @@ use crate::domain::time::rfc3339;
 use crate::domain::{validate, Role, Session};
 use crate::error::{AppError, FieldError};
 use crate::service::{
-    IssuedTokens, LoginInput, MfaVerifyInput, NewUserInput, PasskeyLogin, PasskeyRegistrationInput,
-    PasswordAndCode, PasswordChange,
+    EmailChangeInput, IssuedTokens, LoginInput, MfaVerifyInput, NewUserInput, PasskeyLogin,
+    PasskeyRegistrationInput, PasswordAndCode, PasswordChange,
 };
 
 /// A JSON object whose keys are unique.
@@ -346,6 +346,49 @@ impl FromJson for RoleBody {
             }
         };
         f.finish(RoleBody { role })
+    }
+}
+
+impl FromJson for EmailChangeInput {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["newEmail", "currentPassword"]);
+        let value = EmailChangeInput {
+            new_email: f.required("newEmail"),
+            current_password: f.required("currentPassword"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"token"}`: a one-time token from a mailed link (an email change's confirmation).
+#[derive(Debug, Default)]
+pub struct TokenBody {
+    pub token: String,
+}
+
+impl FromJson for TokenBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["token"]);
+        let value = TokenBody {
+            token: f.required("token"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `{"email"}`: an admin sets an account's address.
+#[derive(Debug, Default)]
+pub struct EmailBody {
+    pub email: String,
+}
+
+impl FromJson for EmailBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["email"]);
+        let value = EmailBody {
+            email: f.required("email"),
+        };
+        f.finish(value)
     }
 }
 

@@ -23,16 +23,21 @@ use crate::domain::ip::rate_key;
 use crate::error::AppError;
 use crate::metrics::Metrics;
 use crate::service::{
-    Accounts, Admin, LoginInput, MfaVerifyInput, NewUserInput, PasskeyLogin,
+    Accounts, Admin, EmailChangeInput, LoginInput, MfaVerifyInput, NewUserInput, PasskeyLogin,
     PasskeyRegistrationInput, PasswordAndCode, PasswordChange, RevocationFeed, Sessions,
 };
 use budget::RequestBudget;
-use dto::{CodeBody, CurrentPasswordBody, EmptyBody, MfaTokenBody, RefreshBody, RoleBody};
+use dto::{
+    CodeBody, CurrentPasswordBody, EmailBody, EmptyBody, MfaTokenBody, RefreshBody, RoleBody,
+    TokenBody,
+};
 use filters::{
     acting_admin, authenticated, client, json_body, plain_http, refresh_cookie,
     same_origin_or_allowed, BodyLimits,
 };
-use handlers::{admin, auth, meta, mfa, pages, passkeys, passwords, revocation_feed, sessions};
+use handlers::{
+    admin, auth, email_change, meta, mfa, pages, passkeys, passwords, revocation_feed, sessions,
+};
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
 /// metrics label requests by template, and a test holds this list, the live server and
@@ -44,6 +49,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/logout"),
     ("POST", "/api/auth/logout-all"),
     ("POST", "/api/auth/password"),
+    ("POST", "/api/auth/email"),
+    ("POST", "/api/auth/email/confirm"),
+    ("POST", "/api/auth/email/cancel"),
     ("POST", "/api/auth/mfa/verify"),
     ("GET", "/api/auth/mfa"),
     ("POST", "/api/auth/mfa/totp/enroll"),
@@ -78,6 +86,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/admin/users/{id}/enable"),
     ("POST", "/api/admin/users/{id}/unlock"),
     ("POST", "/api/admin/users/{id}/role"),
+    ("POST", "/api/admin/users/{id}/email"),
     ("GET", "/api/admin/users/{id}/sessions"),
     ("DELETE", "/api/admin/users/{id}/sessions"),
 ];
@@ -407,6 +416,8 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(passkey_routes(state.clone()))
         .unify()
+        .or(email_change_routes(state.clone()))
+        .unify()
         .or(page_routes(&state))
         .unify()
         .recover(reject::recover)
@@ -478,6 +489,37 @@ fn passkey_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(mfa_options)
         .unify()
         .boxed()
+}
+
+/// Email change (`handlers::email_change`, CONTRACT 10.5). Always routed: the request answers
+/// 404 while `email.transport` is `none`.
+fn email_change_routes(state: HttpState) -> BoxedFilter<(Response,)> {
+    let limit = BodyLimits::of(&state.settings.server);
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let auth = authenticated(state);
+    let request = warp::path!("api" / "auth" / "email")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(auth.clone())
+        .and(client())
+        .and(json_body::<EmailChangeInput>(limit, false))
+        .and_then(email_change::request);
+    let confirm = warp::path!("api" / "auth" / "email" / "confirm")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<TokenBody>(limit, false))
+        .and_then(email_change::confirm);
+    let cancel = warp::path!("api" / "auth" / "email" / "cancel")
+        .and(warp::post())
+        .and(with_state)
+        .and(auth)
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(email_change::cancel);
+    request.or(confirm).unify().or(cancel).unify().boxed()
 }
 
 /// The landing pages of the mailed links and their assets (`handlers::pages`), when
@@ -556,6 +598,13 @@ fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(acting.clone())
         .and(json_body::<RoleBody>(limit, false))
         .and_then(admin::set_role);
+    let set_email = base
+        .and(warp::path!(String / "email"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmailBody>(limit, false))
+        .and_then(admin::set_email);
     let sessions = base
         .and(warp::path!(String / "sessions"))
         .and(warp::get())
@@ -579,6 +628,8 @@ fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(unlock)
         .unify()
         .or(role)
+        .unify()
+        .or(set_email)
         .unify()
         .or(sessions)
         .unify()

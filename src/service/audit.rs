@@ -62,6 +62,15 @@ pub enum Event {
     /// An assertion whose signature counter did not go up (allowed; a cloned authenticator
     /// shows this way).
     PasskeyCounterRegression,
+    /// `POST /api/auth/email` (CONTRACT 10.5): reason `queued`, `email_taken`,
+    /// `wrong_password`, `locked` or `rate_limited`; `email` is the address asked for.
+    EmailChangeRequest,
+    /// The last confirmation of an email change: reason `<old> -> <new>; revoked n
+    /// session(s)`, or `email_taken` (the change dropped).
+    EmailChange,
+    /// An admin set an account's address (`authd users set-email`,
+    /// `POST /api/admin/users/{id}/email`).
+    AdminSetEmail,
 }
 
 impl Event {
@@ -99,10 +108,13 @@ impl Event {
             Event::PasskeyDelete => "passkey_delete",
             Event::PasskeyLogin => "passkey_login",
             Event::PasskeyCounterRegression => "passkey_counter_regression",
+            Event::EmailChangeRequest => "email_change_request",
+            Event::EmailChange => "email_change",
+            Event::AdminSetEmail => "admin_set_email",
         }
     }
 
-    pub const ALL: [Event; 32] = [
+    pub const ALL: [Event; 35] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -135,6 +147,9 @@ impl Event {
         Event::PasskeyDelete,
         Event::PasskeyLogin,
         Event::PasskeyCounterRegression,
+        Event::EmailChangeRequest,
+        Event::EmailChange,
+        Event::AdminSetEmail,
     ];
 }
 

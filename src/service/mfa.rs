@@ -434,8 +434,9 @@ impl Sessions {
 
     /// The principal's current password, checked within the login limits (a wrong one counts
     /// as a failed login: 401 `INVALID_CREDENTIALS`; past the limits 429/423), as
-    /// `POST /api/auth/password` does.
-    async fn check_current_password(
+    /// `POST /api/auth/password` does. Used by the email change too (CONTRACT 10.5), which
+    /// counts a wrong password the same way.
+    pub(super) async fn check_current_password(
         &self,
         who: &Principal,
         password: &str,

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod audit;
 pub mod audit_chain;
 pub mod doctor;
+pub mod email_change;
 pub mod import;
 pub mod keys;
 pub mod limits;
@@ -30,6 +31,7 @@ use crate::store::{DynStore, Store, StoreResult};
 
 pub use accounts::{Accounts, Acting, Actor};
 pub use admin::{Admin, RevokeTarget};
+pub use email_change::{EmailChangeConfirmed, EmailChangeInput};
 pub use import::{Import, ImportError, ImportOptions, ImportReport};
 pub use keys::Keys;
 pub use limits::{Attempt, LoginLimits};

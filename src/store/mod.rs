@@ -17,6 +17,9 @@ use uuid::Uuid;
 
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState, Verdict};
+use crate::domain::email_change::{
+    ConfirmOutcome, PendingEmailChange, RequestOutcome, SetEmailOutcome,
+};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
@@ -150,8 +153,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<User>;
     fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
-    /// Replaces the user's bcrypt hash and revokes every live session of the user except
-    /// `keep_session`, in one transaction; returns how many sessions it revoked (0, and
+    /// Replaces the user's bcrypt hash, revokes every live session of the user except
+    /// `keep_session`, kills its mailed one-time tokens and drops its pending email change
+    /// (CONTRACT 10.2), in one transaction; returns how many sessions it revoked (0, and
     /// nothing changed, for an unknown user).
     fn set_password_hash(
         &self,
@@ -351,6 +355,33 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Consumed>;
     /// Deletes the user's tokens of `purposes` (of every purpose when empty); returns how many.
     fn kill_one_time_tokens(&self, user_id: Uuid, purposes: &[Purpose]) -> StoreResult<usize>;
+    // Email change (`domain::email_change`, CONTRACT 10.5; table `email_changes`, V14).
+
+    /// The user's pending email change, if any.
+    fn pending_email_change(&self, user_id: Uuid) -> StoreResult<Option<PendingEmailChange>>;
+    /// Stores `change` as the user's pending email change and queues `mails`, in one
+    /// transaction that first checks that no other account has `change.new_email`
+    /// (`EmailTaken`, nothing written). An older pending change of the user is replaced and
+    /// its tokens killed.
+    fn request_email_change(
+        &self,
+        change: &PendingEmailChange,
+        mails: &[NewMail],
+    ) -> StoreResult<RequestOutcome>;
+    /// Confirms with the email-change token whose hash is `token_hash` (either purpose), in
+    /// one transaction: uses the token up (of concurrent confirmations of one token exactly
+    /// one finds it), reads the owner's pending change (locked) and lets
+    /// `domain::email_change::step` decide. At the last required confirmation, re-checks that
+    /// the address is free (taken: the change and its tokens dropped, `EmailTaken`), sets it
+    /// (verified), revokes every live session of the user except the one that asked, kills
+    /// the user's mailed one-time tokens and deletes the pending change.
+    fn confirm_email_change(&self, token_hash: &str, now: Millis) -> StoreResult<ConfirmOutcome>;
+    /// Deletes the user's pending email change and its tokens; whether there was one.
+    fn cancel_email_change(&self, user_id: Uuid) -> StoreResult<bool>;
+    /// An admin sets the user's address, in one transaction: unless another account has it
+    /// (`EmailTaken`, nothing written), sets it (verified), revokes every live session of the
+    /// user, kills its mailed one-time tokens and drops a pending change.
+    fn set_email(&self, user_id: Uuid, email: &str, now: Millis) -> StoreResult<SetEmailOutcome>;
     // Passkeys (`domain::passkeys`, CONTRACT 11.3).
 
     /// The user's passkeys, oldest first.

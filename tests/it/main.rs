@@ -23,6 +23,7 @@ mod docs_reference;
 mod doctor;
 mod duplicates;
 mod edge;
+mod email_change;
 mod faults;
 mod flows;
 mod hostile;

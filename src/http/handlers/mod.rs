@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod email_change;
 pub mod meta;
 pub mod mfa;
 pub mod pages;

@@ -13,6 +13,7 @@ mod audit;
 mod audit_chain;
 mod cleanup;
 mod db;
+mod email_change;
 mod keys;
 mod limits;
 mod mfa;
@@ -44,6 +45,9 @@ use super::{
 };
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
+use crate::domain::email_change::{
+    ConfirmOutcome, PendingEmailChange, RequestOutcome, SetEmailOutcome,
+};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
@@ -512,6 +516,30 @@ impl Store for PostgresStore {
         last_admin: LastAdmin,
     ) -> StoreResult<ChangeOutcome> {
         self.write(|tx| accounts::delete_user(tx, user_id, now, last_admin))
+    }
+
+    fn pending_email_change(&self, user_id: Uuid) -> StoreResult<Option<PendingEmailChange>> {
+        self.read(|c| email_change::pending(c, user_id))
+    }
+
+    fn request_email_change(
+        &self,
+        change: &PendingEmailChange,
+        mails: &[NewMail],
+    ) -> StoreResult<RequestOutcome> {
+        self.write(|tx| email_change::request(tx, change, mails))
+    }
+
+    fn confirm_email_change(&self, token_hash: &str, now: Millis) -> StoreResult<ConfirmOutcome> {
+        self.write(|tx| email_change::confirm(tx, token_hash, now))
+    }
+
+    fn cancel_email_change(&self, user_id: Uuid) -> StoreResult<bool> {
+        self.write(|tx| email_change::cancel(tx, user_id))
+    }
+
+    fn set_email(&self, user_id: Uuid, email: &str, now: Millis) -> StoreResult<SetEmailOutcome> {
+        self.write(|tx| email_change::set_email(tx, user_id, email, now))
     }
 
     fn set_password_hash(

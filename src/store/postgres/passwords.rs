@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 use super::db::Db;
 use super::PgResult;
+use super::{email_change, one_time};
+use crate::domain::one_time::Purpose;
 use crate::domain::time::Millis;
 use crate::domain::NewUser;
 use crate::store::ImportOutcome;
@@ -30,13 +32,17 @@ pub(super) fn set_password_hash(
     // In the same transaction as the new hash (whose row lock is held to commit): no session
     // opened with the old password outlives the change, and none opened with the new one is
     // revoked. Conditional update: a session revoked meanwhile is not counted again.
-    tx.execute(
+    let revoked = tx.execute(
         "UPDATE sessions SET revoked_at = $2, revoke_reason = 'password_change'
          WHERE user_id = $1 AND id IS DISTINCT FROM $3
            AND revoked_at IS NULL AND expires_at > $2",
         &[&user_id, &now, &keep_session],
-    )
-    .map(|n| n as usize)
+    )? as usize;
+    // A credential change kills every mailed link of the user (CONTRACT 10.2), and with the
+    // email-change links their pending change.
+    one_time::kill(tx, user_id, &Purpose::MAILED)?;
+    email_change::drop_pending(tx, user_id)?;
+    Ok(revoked)
 }
 
 /// See `Store::upgrade_password_hash`.

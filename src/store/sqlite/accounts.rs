@@ -5,10 +5,13 @@
 use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
+use super::email_change;
+use super::one_time;
 use super::sessions::revoke_where;
 use super::users::{user_at, user_row, USER_COLS};
 use super::uuid_col;
 use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
+use crate::domain::one_time::Purpose;
 use crate::domain::time::Millis;
 use crate::domain::{Account, Role, UserFilter};
 
@@ -202,10 +205,16 @@ pub(super) fn set_password_hash(
     }
     // Same transaction as the new hash: a session opened with the old password cannot
     // survive the change (except the one the caller keeps).
-    tx.prepare_cached(
-        "UPDATE sessions SET revoked_at = ?2, revoke_reason = 'password_change'
-         WHERE user_id = ?1 AND (?3 IS NULL OR id <> ?3)
-           AND revoked_at IS NULL AND expires_at > ?2",
-    )?
-    .execute(params![id, now, keep_session.map(|s| s.to_string())])
+    let revoked = tx
+        .prepare_cached(
+            "UPDATE sessions SET revoked_at = ?2, revoke_reason = 'password_change'
+             WHERE user_id = ?1 AND (?3 IS NULL OR id <> ?3)
+               AND revoked_at IS NULL AND expires_at > ?2",
+        )?
+        .execute(params![id, now, keep_session.map(|s| s.to_string())])?;
+    // A credential change kills every mailed link of the user (CONTRACT 10.2), and with the
+    // email-change links their pending change.
+    one_time::kill(tx, user_id, &Purpose::MAILED)?;
+    email_change::drop_pending(tx, user_id)?;
+    Ok(revoked)
 }

@@ -8,6 +8,7 @@ mod audit;
 pub(crate) mod audit_chain;
 mod checkpoint;
 mod cleanup;
+mod email_change;
 mod keys;
 mod limits;
 mod mfa;
@@ -35,6 +36,9 @@ use super::{
     StoreOptions, StoreResult,
 };
 use crate::domain::audit_chain::{Anchor, AuditEntry, ChainState};
+use crate::domain::email_change::{
+    ConfirmOutcome, PendingEmailChange, RequestOutcome, SetEmailOutcome,
+};
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
@@ -586,6 +590,33 @@ impl Store for SqliteStore {
     fn kill_one_time_tokens(&self, user_id: Uuid, purposes: &[Purpose]) -> StoreResult<usize> {
         let purposes = purposes.to_vec();
         self.write(move |tx| one_time::kill(tx, user_id, &purposes))
+    }
+
+    fn pending_email_change(&self, user_id: Uuid) -> StoreResult<Option<PendingEmailChange>> {
+        self.read(|c| email_change::pending(c, user_id))
+    }
+
+    fn request_email_change(
+        &self,
+        change: &PendingEmailChange,
+        mails: &[NewMail],
+    ) -> StoreResult<RequestOutcome> {
+        let (change, mails) = (change.clone(), mails.to_vec());
+        self.write(move |tx| email_change::request(tx, &change, &mails))
+    }
+
+    fn confirm_email_change(&self, token_hash: &str, now: Millis) -> StoreResult<ConfirmOutcome> {
+        let hash = token_hash.to_owned();
+        self.write(move |tx| email_change::confirm(tx, &hash, now))
+    }
+
+    fn cancel_email_change(&self, user_id: Uuid) -> StoreResult<bool> {
+        self.write(move |tx| email_change::cancel(tx, user_id))
+    }
+
+    fn set_email(&self, user_id: Uuid, email: &str, now: Millis) -> StoreResult<SetEmailOutcome> {
+        let email = email.to_owned();
+        self.write(move |tx| email_change::set_email(tx, user_id, &email, now))
     }
 
     fn mfa_state(&self, user_id: Uuid) -> StoreResult<MfaState> {
