@@ -78,6 +78,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/admin/users/{id}/enable"),
     ("POST", "/api/admin/users/{id}/unlock"),
     ("POST", "/api/admin/users/{id}/role"),
+    ("POST", "/api/admin/users/{id}/mfa/reset"),
     ("GET", "/api/admin/users/{id}/sessions"),
     ("DELETE", "/api/admin/users/{id}/sessions"),
 ];
@@ -556,6 +557,13 @@ fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(acting.clone())
         .and(json_body::<RoleBody>(limit, false))
         .and_then(admin::set_role);
+    let mfa_reset = base
+        .and(warp::path!(String / "mfa" / "reset"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::mfa_reset);
     let sessions = base
         .and(warp::path!(String / "sessions"))
         .and(warp::get())
@@ -579,6 +587,8 @@ fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(unlock)
         .unify()
         .or(role)
+        .unify()
+        .or(mfa_reset)
         .unify()
         .or(sessions)
         .unify()
