@@ -213,7 +213,8 @@ parameters = { "path.id" = { dictionary = "live-session", probability = 0.5 } }
 
 TOML
 for op in adminListUsers adminGetUser adminDeleteUser adminDisableUser adminEnableUser \
-    adminUnlockUser adminSetUserRole adminListUserSessions adminRevokeUserSessions; do
+    adminUnlockUser adminSetUserRole adminResetUserMfa adminListUserSessions \
+    adminRevokeUserSessions; do
     cat >>"$WORK/schemathesis.toml" <<TOML
 [[operations]]
 include-operation-id = "$op"

@@ -29,11 +29,12 @@ pub enum UsersCommand {
     /// List users in creation order: id, email, role, state (disabled, locked or active),
     /// created, last login
     List(ListArgs),
-    /// Show a user, its number of live sessions and its lockout state
+    /// Show a user, its number of live sessions, its lockout state and its second factors
     Show {
         /// The user's email or id
         user: String,
-        /// Print `{"user": ..., "liveSessions": n}` as JSON
+        /// Print `{"user": ..., "liveSessions": n}` as JSON (`user` with `disabled`,
+        /// `lockedUntil` and `mfa`: `{"totp": bool, "passkeys": n}`)
         #[arg(long)]
         json: bool,
     },
@@ -84,6 +85,16 @@ pub enum UsersCommand {
         user: String,
         /// The new address
         email: String,
+    },
+    /// Remove a user's second factors (TOTP, recovery codes and passkeys) and revoke all its
+    /// sessions, for an account whose owner lost them; its next login asks only for the
+    /// password
+    MfaReset {
+        /// The user's email or id
+        user: String,
+        /// Do not ask for confirmation (required when stdin is not a terminal)
+        #[arg(long, short = 'y')]
+        yes: bool,
     },
     /// Clear the failed-login lockout of an email (whether or not an account has it)
     Unlock {
@@ -206,6 +217,11 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
             println!("last login     {}", dash(u.last_login_at.map(rfc3339)));
             println!("locked until   {}", dash(a.locked_until.map(rfc3339)));
             println!("live sessions  {}", d.live_sessions);
+            println!(
+                "mfa            totp {}, {} passkey(s)",
+                if a.mfa.totp { "on" } else { "off" },
+                a.mfa.passkeys
+            );
         }
         UsersCommand::Disable { user } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
@@ -225,7 +241,14 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         UsersCommand::Delete { user, yes } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;
             if !yes {
-                confirm_delete(&user)?;
+                confirm(
+                    &format!(
+                        "Delete user {} with its sessions and tokens? This cannot be undone",
+                        Shown(&user)
+                    ),
+                    "delete",
+                    "nothing was deleted",
+                )?;
             }
             let done = accounts.delete(&by, id).await.map_err(cli_error)?;
             let u = &done.account.user;
@@ -281,6 +304,29 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 Shown(&a.user.email)
             );
         }
+        UsersCommand::MfaReset { user, yes } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            if !yes {
+                confirm(
+                    &format!(
+                        "Remove every second factor (TOTP, recovery codes, passkeys) of {} and \
+                         revoke all its sessions?",
+                        Shown(&user)
+                    ),
+                    "reset second factors",
+                    "nothing was changed",
+                )?;
+            }
+            let done = accounts.mfa_reset(&by, id).await.map_err(cli_error)?;
+            let r = &done.removed;
+            println!(
+                "reset second factors of {}: TOTP {}, {} passkey(s) removed; revoked {} session(s)",
+                Shown(&done.account.user.email),
+                if r.totp { "removed" } else { "was off" },
+                r.passkeys,
+                r.revoked_sessions
+            );
+        }
         UsersCommand::Unlock { email } => {
             let (email, was_locked) = accounts
                 .unlock_email(&by, &email)
@@ -311,24 +357,22 @@ fn warn_if_no_admin(done: &Changed) {
     }
 }
 
-/// Asks on a terminal; without one, `--yes` is required.
-fn confirm_delete(user: &str) -> Result<(), CliError> {
+/// Asks `prompt` on a terminal; without one, `--yes` is required (`refusing to <action>
+/// ...`). A "no" is an error saying `<untouched>`.
+fn confirm(prompt: &str, action: &str, untouched: &str) -> Result<(), CliError> {
     if !stdin_is_terminal() {
-        return Err(CliError(
-            "refusing to delete without confirmation: stdin is not a terminal; pass --yes".into(),
-        ));
+        return Err(CliError(format!(
+            "refusing to {action} without confirmation: stdin is not a terminal; pass --yes"
+        )));
     }
     let confirmed = dialoguer::Confirm::new()
-        .with_prompt(format!(
-            "Delete user {} with its sessions and tokens? This cannot be undone",
-            Shown(user)
-        ))
+        .with_prompt(prompt)
         .default(false)
         .interact()
         .map_err(|e| CliError(format!("prompt failed: {e}")))?;
     if confirmed {
         Ok(())
     } else {
-        Err(CliError("aborted: nothing was deleted".into()))
+        Err(CliError(format!("aborted: {untouched}")))
     }
 }

@@ -285,12 +285,14 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
-/// A user as an admin sees it: with the lockout of its email.
+/// A user as an admin sees it: with the lockout of its email and its second factors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub user: User,
     /// When the failed-login lockout of the user's email ends, if it is locked now.
     pub locked_until: Option<Millis>,
+    /// Its TOTP and passkeys (CONTRACT 11.4).
+    pub mfa: super::mfa::MfaSummary,
 }
 
 /// Which users an admin lists, in creation order (`created_at`, then `id`).

@@ -40,6 +40,26 @@ impl MfaState {
     }
 }
 
+/// An account's second factors as an admin sees them (CONTRACT 11.4: the `mfa` object of
+/// `authd users show` and the admin account object, `{"totp": bool, "passkeys": n}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MfaSummary {
+    /// TOTP is confirmed.
+    pub totp: bool,
+    /// Registered passkeys.
+    pub passkeys: u32,
+}
+
+impl MfaState {
+    /// What an admin sees of it (no recovery-code count).
+    pub fn summary(&self) -> MfaSummary {
+        MfaSummary {
+            totp: self.totp,
+            passkeys: self.passkeys,
+        }
+    }
+}
+
 /// An account's TOTP secret as stored: sealed under `mfa.secret_key` when `sealed`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredTotp {
@@ -109,4 +129,15 @@ pub enum EnableOutcome {
     NoEnrollment,
     /// TOTP was already on.
     AlreadyEnabled,
+}
+
+/// What `Store::disable_mfa` removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MfaRemoved {
+    /// TOTP was on (its secret and the recovery codes are gone).
+    pub totp: bool,
+    /// Passkeys deleted (admin reset only).
+    pub passkeys: usize,
+    /// Live sessions revoked (admin reset only).
+    pub revoked_sessions: usize,
 }

@@ -20,11 +20,13 @@ pub fn user_json(u: &User) -> Value {
     })
 }
 
-/// The admin's view of a user: the `User` object with `disabled` and `lockedUntil`
-/// (RFC 3339, or null when the email is not locked out).
+/// The admin's view of a user: the `User` object with `disabled`, `lockedUntil` (RFC 3339,
+/// or null when the email is not locked out) and `mfa`: `{"totp": bool, "passkeys": n}`
+/// (CONTRACT 11.4).
 pub fn account_json(a: &Account) -> Value {
     let mut v = user_json(&a.user);
     v["disabled"] = a.user.disabled.into();
     v["lockedUntil"] = a.locked_until.map(rfc3339).into();
+    v["mfa"] = json!({"totp": a.mfa.totp, "passkeys": a.mfa.passkeys});
     v
 }

@@ -16,7 +16,7 @@ use super::HttpState;
 use crate::config::ServerSettings;
 use crate::domain::{validate, ClientInfo};
 use crate::error::AppError;
-use crate::service::{Accounts, Acting, Presented, Principal};
+use crate::service::{Acting, Presented, Principal};
 
 /// Set on every request by the server before routing (as an `Arc`, so each filter that reads
 /// the headers shares one copy of them).
@@ -94,16 +94,17 @@ pub fn authenticated(
     })
 }
 
-/// An admin's verified access token (any other role: 403 `FORBIDDEN`), with the client it
-/// acts from.
+/// An admin's verified access token (any other role, or with `mfa.required_for_admins` a
+/// session opened without a second factor: 403 `FORBIDDEN`), with the client it acts from.
 pub fn acting_admin(
     state: HttpState,
 ) -> impl Filter<Extract = (Acting,), Error = Rejection> + Clone {
-    authenticated(state)
-        .and(client())
-        .and_then(|who: Principal, client: ClientInfo| async move {
-            Accounts::acting_admin(&who, client).map_err(Rejection::from)
-        })
+    authenticated(state.clone()).and(client()).and_then(
+        move |who: Principal, client: ClientInfo| {
+            let acting = state.accounts.acting_admin(&who, client);
+            async move { acting.map_err(Rejection::from) }
+        },
+    )
 }
 
 /// Whether the request came over plain HTTP (`server::plain_http`).

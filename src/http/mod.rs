@@ -87,6 +87,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/admin/users/{id}/unlock"),
     ("POST", "/api/admin/users/{id}/role"),
     ("POST", "/api/admin/users/{id}/email"),
+    ("POST", "/api/admin/users/{id}/mfa/reset"),
     ("GET", "/api/admin/users/{id}/sessions"),
     ("DELETE", "/api/admin/users/{id}/sessions"),
 ];
@@ -605,6 +606,13 @@ fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(acting.clone())
         .and(json_body::<EmailBody>(limit, false))
         .and_then(admin::set_email);
+    let mfa_reset = base
+        .and(warp::path!(String / "mfa" / "reset"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::mfa_reset);
     let sessions = base
         .and(warp::path!(String / "sessions"))
         .and(warp::get())
@@ -630,6 +638,8 @@ fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(role)
         .unify()
         .or(set_email)
+        .unify()
+        .or(mfa_reset)
         .unify()
         .or(sessions)
         .unify()

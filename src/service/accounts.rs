@@ -1,7 +1,8 @@
 //! Service layer: accounts over their whole life, for admins. The CLI (`authd users ...`)
 //! and the admin HTTP API (`/api/admin/users...`) call these same methods: listing with an
 //! opaque cursor, showing, disabling and enabling, deleting, changing the role or the
-//! password, clearing the failed-login lockout, and listing or revoking a user's sessions.
+//! password, clearing the failed-login lockout, listing or revoking a user's sessions, and
+//! resetting its second factors.
 //! Every method records an `admin_<action>` audit event naming the acting admin (`actor`).
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use super::audit::{Event, Record};
 use super::{Core, Principal};
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
 use crate::domain::email_change::SetEmailOutcome;
+use crate::domain::mfa::MfaRemoved;
 use crate::domain::time::{now_ms, Millis};
 use crate::domain::{validate, Account, ClientInfo, Role, Session, User, UserFilter};
 use crate::error::{AppError, AppResult};
@@ -100,6 +102,15 @@ pub struct Changed {
     pub leaves_no_admin: bool,
 }
 
+/// What an admin's reset of second factors did (`Accounts::mfa_reset`).
+#[derive(Debug, Clone)]
+pub struct MfaResetDone {
+    /// The account after the reset (its `mfa` all off).
+    pub account: Account,
+    /// What was removed, and how many live sessions were revoked.
+    pub removed: MfaRemoved,
+}
+
 /// The admin's account operations (see the module comment).
 #[derive(Clone)]
 pub struct Accounts {
@@ -149,10 +160,19 @@ impl Accounts {
         Accounts { core }
     }
 
-    /// The admin acting through an access token: its stored role (read with the session when
-    /// the token was checked, so a demotion bites at once) must be `admin`, else `Forbidden`.
-    pub fn acting_admin(who: &Principal, client: ClientInfo) -> AppResult<Acting> {
+    /// The admin acting through an access token (every `/api/admin/*` request): its stored
+    /// role (read with the session when the token was checked, so a demotion bites at once)
+    /// must be `admin`, else `Forbidden`. With `mfa.required_for_admins` (CONTRACT 11.2), the
+    /// token's session must also have been opened with a second factor (`authMethods`
+    /// holding `otp`, `recovery_code` or `webauthn`, also read with the session, so a reset
+    /// or a newly confirmed TOTP counts on the next request), else `Forbidden`.
+    pub fn acting_admin(&self, who: &Principal, client: ClientInfo) -> AppResult<Acting> {
         if who.user.role != Role::Admin {
+            return Err(AppError::Forbidden);
+        }
+        if self.core.settings.mfa.required_for_admins
+            && !who.auth_methods.iter().any(|m| m.is_second_factor())
+        {
             return Err(AppError::Forbidden);
         }
         Ok(Acting {
@@ -413,6 +433,38 @@ impl Accounts {
         Ok((old_email, self.account(user).await?, n))
     }
 
+    /// The admin's reset of second factors (CONTRACT 11.4, `authd users mfa-reset` and
+    /// `POST /api/admin/users/{id}/mfa/reset`): removes the account's TOTP, recovery codes
+    /// and passkeys and revokes every session of it, in one transaction (`Store::disable_mfa`
+    /// with `reset_all`); its next login asks for no second factor. Audited
+    /// `admin_mfa_reset`. An admin over HTTP cannot reset its own factors (a validation error
+    /// on `id`: it would take the second factor off the session it acts with); `NotFound`
+    /// for an unknown user.
+    pub async fn mfa_reset(&self, by: &Acting, id: Uuid) -> AppResult<MfaResetDone> {
+        refuse_self(
+            by,
+            id,
+            "names the acting admin: an admin cannot reset its own second factors",
+        )?;
+        let user = self.user(id).await?;
+        let removed = self
+            .core
+            .db(move |s| s.disable_mfa(id, true, now_ms()))
+            .await?;
+        let reason = format!(
+            "TOTP {}; {} passkey(s) removed; revoked {} session(s)",
+            if removed.totp { "removed" } else { "was off" },
+            removed.passkeys,
+            removed.revoked_sessions
+        );
+        self.record(by, Event::AdminMfaReset, Some(&user), Some(&reason), None)
+            .await;
+        Ok(MfaResetDone {
+            account: self.account(user).await?,
+            removed,
+        })
+    }
+
     /// Clears the failed-login lockout of the user's email.
     pub async fn unlock(&self, by: &Acting, id: Uuid) -> AppResult<Account> {
         let user = self.user(id).await?;
@@ -498,14 +550,18 @@ impl Accounts {
             .ok_or(AppError::NotFound)
     }
 
-    /// The user with the lockout of its email as of now.
+    /// The user with the lockout of its email and its second factors, as of now.
     async fn account(&self, user: User) -> AppResult<Account> {
-        let key = lockout_key(&user.email);
+        let (key, id) = (lockout_key(&user.email), user.id);
         let now = now_ms();
-        let counter = self.core.db(move |s| s.failure_counter(&key)).await?;
+        let (counter, mfa) = self
+            .core
+            .db(move |s| Ok((s.failure_counter(&key)?, s.mfa_state(id)?)))
+            .await?;
         Ok(Account {
             user,
             locked_until: counter.and_then(|c| c.locked_until).filter(|u| *u > now),
+            mfa: mfa.summary(),
         })
     }
 

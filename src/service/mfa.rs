@@ -17,7 +17,7 @@ use crate::crypto::{one_time, totp};
 use crate::domain::mfa::{EnableOutcome, MfaOpening, MfaProof, MfaState, TotpEnrollment};
 use crate::domain::one_time::{NewOneTimeToken, Purpose};
 use crate::domain::time::{duration_ms, now_ms};
-use crate::domain::{validate, AuthMethod, ClientInfo, Refusal, SessionOpening, UserCredentials};
+use crate::domain::{AuthMethod, ClientInfo, Refusal, SessionOpening, UserCredentials};
 use crate::error::{AppError, AppResult, FieldError};
 
 /// The sealing context of TOTP secrets (the AEAD's associated data is the user id and this).
@@ -430,60 +430,6 @@ impl Sessions {
     pub async fn mfa_state(&self, who: &Principal) -> AppResult<MfaState> {
         let user_id = who.user_id;
         self.core.db(move |s| s.mfa_state(user_id)).await
-    }
-
-    /// The principal's current password, checked within the login limits (a wrong one counts
-    /// as a failed login: 401 `INVALID_CREDENTIALS`; past the limits 429/423), as
-    /// `POST /api/auth/password` does. Used by the email change too (CONTRACT 10.5), which
-    /// counts a wrong password the same way.
-    pub(super) async fn check_current_password(
-        &self,
-        who: &Principal,
-        password: &str,
-        client: &ClientInfo,
-        event: Event,
-    ) -> AppResult<()> {
-        if password.is_empty() {
-            return Err(AppError::validation("currentPassword", "is required"));
-        }
-        let (user_id, email) = (who.user_id, who.user.email.clone());
-        let attempt = match self.limits.reserve(&email, client).await {
-            Ok(a) => a,
-            Err(e) => {
-                if matches!(
-                    e,
-                    AppError::AccountLocked { .. } | AppError::RateLimited { .. }
-                ) {
-                    self.audit_mfa(event, user_id, client, Some("rate_limited"))
-                        .await;
-                }
-                return Err(e);
-            }
-        };
-        let lookup = email.clone();
-        let creds = self
-            .core
-            .db(move |s| s.user_by_email(&lookup))
-            .await?
-            .filter(|c| c.user.id == user_id)
-            .ok_or(AppError::TokenRevoked)?;
-        let current = validate::normalize_password(password);
-        let presentable = validate::password_presentable(&current);
-        let matched = self
-            .core
-            .passwords
-            .verify(current, creds.password_hash)
-            .await?;
-        if !(matched && presentable) {
-            attempt.failed().await;
-            self.audit_mfa(event, user_id, client, Some("wrong_password"))
-                .await;
-            return self
-                .login_failed(Some(user_id), &email, client, event.as_str())
-                .await;
-        }
-        attempt.succeeded().await;
-        Ok(())
     }
 
     /// `POST /api/auth/mfa/totp/enroll`: after the current password, a new secret waiting

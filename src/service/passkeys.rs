@@ -23,7 +23,7 @@ use crate::crypto::one_time;
 use crate::domain::one_time::{Consumed, NewOneTimeToken, Purpose};
 use crate::domain::passkeys::{PasskeyInsert, StoredPasskey};
 use crate::domain::time::{duration_ms, now_ms};
-use crate::domain::{validate, AuthMethod, ClientInfo, Refusal, SessionOpening};
+use crate::domain::{AuthMethod, ClientInfo, Refusal, SessionOpening};
 use crate::error::{AppError, AppResult, FieldError};
 
 /// Longest passkey name kept, in characters.
@@ -163,50 +163,6 @@ impl Sessions {
         Ok((token.user_id, payload))
     }
 
-    /// Checks the signed-in user's current password for a passkey change, within the login
-    /// limits: a wrong one counts as a failed login (as in `POST /api/auth/password`).
-    async fn check_password_for_passkey(
-        &self,
-        who: &Principal,
-        password: &str,
-        client: &ClientInfo,
-    ) -> AppResult<()> {
-        if password.is_empty() {
-            return Err(AppError::validation("currentPassword", "is required"));
-        }
-        let email = who.user.email.clone();
-        let attempt = self.limits.reserve(&email, client).await?;
-        let found = {
-            let email = email.clone();
-            self.core.db(move |s| s.user_by_email(&email)).await?
-        };
-        let Some(creds) = found.filter(|c| c.user.id == who.user_id) else {
-            return Err(AppError::TokenRevoked);
-        };
-        let current = validate::normalize_password(password);
-        let presentable = validate::password_presentable(&current);
-        let matched = self
-            .core
-            .passwords
-            .verify(current, creds.password_hash)
-            .await?;
-        if !(matched && presentable) {
-            attempt.failed().await;
-            self.audit_passkey(
-                Event::PasskeyRegister,
-                Some(who.user_id),
-                client,
-                Some("wrong_password"),
-            )
-            .await;
-            return self
-                .login_failed(Some(who.user_id), &email, client, "passkey_register")
-                .await;
-        }
-        attempt.succeeded().await;
-        Ok(())
-    }
-
     /// `POST /api/auth/passkeys/register/options`: after the current password, a registration
     /// ceremony for the signed-in user (user handle: the account's id; the account's passkeys
     /// excluded; a discoverable credential with user verification required; no attestation).
@@ -220,7 +176,7 @@ impl Sessions {
         client: &ClientInfo,
     ) -> AppResult<PasskeyCeremony> {
         let rp = self.relying_party()?;
-        self.check_password_for_passkey(&who, &current_password, client)
+        self.check_current_password(&who, &current_password, client, Event::PasskeyRegister)
             .await?;
         let user_id = who.user_id;
         let existing = self.core.db(move |s| s.passkeys(user_id)).await?;

@@ -111,12 +111,16 @@ pub struct AuthOutcome {
     pub tokens: IssuedTokens,
 }
 
-/// Who presented a valid access token: the user as stored when the token was checked.
+/// Who presented a valid access token: the user and its session as stored when the token
+/// was checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub user_id: Uuid,
     pub session_id: Uuid,
     pub user: User,
+    /// How the token's session was opened (CONTRACT 11.1 `authMethods`), read with the
+    /// session (no second lookup): `mfa.required_for_admins` is judged on it.
+    pub auth_methods: Vec<AuthMethod>,
 }
 
 #[derive(Debug, Clone)]
@@ -391,6 +395,74 @@ impl Sessions {
         Err(AppError::InvalidCredentials)
     }
 
+    /// The principal's current password for a change to its own credentials (TOTP enrolment,
+    /// disable and regeneration, passkey registration), checked within the login limits as
+    /// `POST /api/auth/password` does: a slot of the client IP's failed-login budget and of the
+    /// email's lockout is reserved first (past them 429 `RateLimited` / 423 `AccountLocked`,
+    /// audited as `event` with reason `rate_limited` or `locked`); a wrong password counts as a
+    /// failed login, is audited as `event` (reason `wrong_password`) and as a failed `login`,
+    /// and answers 401 `InvalidCredentials`. An empty one is a validation error on
+    /// `currentPassword`; an account deleted meanwhile is `TokenRevoked`.
+    pub(super) async fn check_current_password(
+        &self,
+        who: &Principal,
+        password: &str,
+        client: &ClientInfo,
+        event: Event,
+    ) -> AppResult<()> {
+        if password.is_empty() {
+            return Err(AppError::validation("currentPassword", "is required"));
+        }
+        let (user_id, email) = (who.user_id, who.user.email.clone());
+        let refused = |reason: &'static str| Record {
+            event,
+            user_id: Some(user_id),
+            email: None,
+            client,
+            success: false,
+            reason: Some(reason),
+        };
+        let attempt = match self.limits.reserve(&email, client).await {
+            Ok(a) => a,
+            Err(e) => {
+                let reason = match e {
+                    AppError::AccountLocked { .. } => "locked",
+                    AppError::RateLimited { .. } => "rate_limited",
+                    _ => return Err(e),
+                };
+                self.core.audit(refused(reason)).await;
+                return Err(e);
+            }
+        };
+        let lookup = email.clone();
+        // The session's user, unless it was deleted (and the email reused) meanwhile (the
+        // attempt is dropped unsettled: its slots are given back).
+        let creds = self
+            .core
+            .db(move |s| s.user_by_email(&lookup))
+            .await?
+            .filter(|c| c.user.id == user_id)
+            .ok_or(AppError::TokenRevoked)?;
+        // A password that could not have been registered is a wrong one, after the same
+        // bcrypt (as at login).
+        let current = validate::normalize_password(password);
+        let presentable = validate::password_presentable(&current);
+        let matched = self
+            .core
+            .passwords
+            .verify(current, creds.password_hash)
+            .await?;
+        if !(matched && presentable) {
+            attempt.failed().await;
+            self.core.audit(refused("wrong_password")).await;
+            return self
+                .login_failed(Some(user_id), &email, client, event.as_str())
+                .await;
+        }
+        attempt.succeeded().await;
+        Ok(())
+    }
+
     /// A new session of `user_id` starting now, with its first refresh token (stored by
     /// `open_session`, or with the user by `insert_user`), and that token.
     pub(super) fn new_session(
@@ -656,6 +728,7 @@ impl Sessions {
             user_id,
             session_id,
             user,
+            auth_methods: session.auth_methods,
         })
     }
 

@@ -24,7 +24,7 @@ use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::mfa::{
-    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+    EnableOutcome, MfaOpening, MfaProof, MfaRemoved, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::passkeys::{PasskeyInsert, StoredPasskey};
@@ -486,15 +486,11 @@ pub trait Store: Send + Sync + 'static {
         hashes: &[String],
         now: Millis,
     ) -> StoreResult<()>;
-    /// Deletes TOTP and the recovery codes (and the pending mfaTokens and enrolments); with
-    /// `reset_all` (admin reset) also the passkeys, revoking every session of the user.
-    /// Returns (whether TOTP was on, sessions revoked).
-    fn disable_mfa(
-        &self,
-        user_id: Uuid,
-        reset_all: bool,
-        now: Millis,
-    ) -> StoreResult<(bool, usize)>;
+    /// Deletes TOTP and the recovery codes (and the pending mfaTokens and enrolments), in one
+    /// transaction; with `reset_all` (the admin's reset, CONTRACT 11.4) in that same
+    /// transaction also the passkeys and the user's pending passkey ceremonies, and revokes
+    /// every live session of the user. An unknown user changes nothing.
+    fn disable_mfa(&self, user_id: Uuid, reset_all: bool, now: Millis) -> StoreResult<MfaRemoved>;
     // Accounts (admin).
 
     /// Users matching `filter`, in creation order (`created_at`, then `id`), each with the

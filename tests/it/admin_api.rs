@@ -34,13 +34,14 @@ fn access(data: &Value) -> String {
     data["accessToken"].as_str().unwrap().to_string()
 }
 
-const ACCOUNT_KEYS: [&str; 8] = [
+const ACCOUNT_KEYS: [&str; 9] = [
     "createdAt",
     "disabled",
     "email",
     "id",
     "lastLoginAt",
     "lockedUntil",
+    "mfa",
     "name",
     "role",
 ];
@@ -56,6 +57,7 @@ fn admin_routes(id: &str) -> Vec<(&'static str, String)> {
         ("POST", format!("{u}/enable")),
         ("POST", format!("{u}/unlock")),
         ("POST", format!("{u}/role")),
+        ("POST", format!("{u}/mfa/reset")),
         ("GET", format!("{u}/sessions")),
         ("DELETE", format!("{u}/sessions")),
     ]

@@ -264,6 +264,7 @@ fn list_and_show_print_lines_and_json() {
                 "id",
                 "lastLoginAt",
                 "lockedUntil",
+                "mfa",
                 "name",
                 "role"
             ]

@@ -41,6 +41,7 @@ mod log_floods;
 mod logs;
 mod mail;
 mod mfa;
+mod mfa_admin;
 mod migrate_data;
 mod multi_instance;
 mod openapi;

@@ -12,9 +12,9 @@ use crate::support::*;
 use crate::tokens::text;
 
 /// Skew 2: the tests use codes of the next steps without waiting for them.
-const SKEW: (&str, &str) = ("AUTHD_MFA__TOTP_SKEW", "2");
+pub(crate) const SKEW: (&str, &str) = ("AUTHD_MFA__TOTP_SKEW", "2");
 
-fn now_step() -> u64 {
+pub(crate) fn now_step() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -23,21 +23,21 @@ fn now_step() -> u64 {
 }
 
 /// The code of `secret` (base32, as enroll answered it) for step `step`.
-fn code(secret: &str, step: u64) -> String {
+pub(crate) fn code(secret: &str, step: u64) -> String {
     let bytes = Secret::Encoded(secret.to_string()).to_bytes().unwrap();
     TOTP::new_unchecked(Algorithm::SHA1, 6, 0, 30, bytes).generate(step * 30)
 }
 
-struct Enrolled {
-    email: String,
-    secret: String,
+pub(crate) struct Enrolled {
+    pub email: String,
+    pub secret: String,
     /// The step whose code confirmed the enrolment.
-    step: u64,
-    recovery: Vec<String>,
-    data: Value,
+    pub step: u64,
+    pub recovery: Vec<String>,
+    pub data: Value,
 }
 
-fn enroll_and_confirm(s: &TestServer, tag: &str) -> Enrolled {
+pub(crate) fn enroll_and_confirm(s: &TestServer, tag: &str) -> Enrolled {
     let email = unique_email(tag);
     let data = s.register(&email);
     let access = text(&data, "accessToken");
@@ -70,20 +70,20 @@ fn enroll_and_confirm(s: &TestServer, tag: &str) -> Enrolled {
     }
 }
 
-fn login(s: &TestServer, email: &str) -> Resp {
+pub(crate) fn login(s: &TestServer, email: &str) -> Resp {
     s.post_json(
         "/api/auth/login",
         json!({"email": email, "password": PASSWORD}),
     )
 }
 
-fn mfa_token(s: &TestServer, email: &str) -> String {
+pub(crate) fn mfa_token(s: &TestServer, email: &str) -> String {
     let r = login(s, email);
     r.assert_error(401, "MFA_REQUIRED");
     text(&r.body, "mfaToken")
 }
 
-fn verify(s: &TestServer, body: Value) -> Resp {
+pub(crate) fn verify(s: &TestServer, body: Value) -> Resp {
     s.post_json("/api/auth/mfa/verify", body)
 }
 

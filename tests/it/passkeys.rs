@@ -15,7 +15,7 @@ use crate::support::*;
 const RP_ID: &str = "localhost";
 const ORIGIN: &str = "http://localhost:5173";
 
-fn webauthn_on(extra: &[(&str, &str)]) -> TestServer {
+pub(crate) fn webauthn_on(extra: &[(&str, &str)]) -> TestServer {
     let mut all = vec![
         ("AUTHD_WEBAUTHN__RP_ID", RP_ID),
         ("AUTHD_WEBAUTHN__ORIGINS", ORIGIN),
@@ -63,7 +63,7 @@ fn cbor_text(t: &str, out: &mut Vec<u8>) {
 // ---------- the authenticator ----------
 
 /// One credential of a software authenticator.
-struct SoftKey {
+pub(crate) struct SoftKey {
     key: SigningKey,
     id: Vec<u8>,
     counter: u32,
@@ -71,17 +71,17 @@ struct SoftKey {
 
 /// How to break an assertion.
 #[derive(Default, Clone)]
-struct Twist {
-    no_uv: bool,
-    origin: Option<String>,
-    rp_id: Option<String>,
-    user_handle: Option<String>,
-    bad_signature: bool,
-    counter: Option<u32>,
+pub(crate) struct Twist {
+    pub no_uv: bool,
+    pub origin: Option<String>,
+    pub rp_id: Option<String>,
+    pub user_handle: Option<String>,
+    pub bad_signature: bool,
+    pub counter: Option<u32>,
 }
 
 impl SoftKey {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let secret: [u8; 32] = rand::random();
         SoftKey {
             key: SigningKey::from_slice(&secret).expect("a P-256 scalar"),
@@ -145,7 +145,7 @@ impl SoftKey {
 
     /// `navigator.credentials.get()` answered as `AuthenticationResponseJSON`, for the user
     /// whose handle (base64url) is `user_handle`, bent by `twist`.
-    fn assert(&mut self, options: &Value, user_handle: &str, twist: &Twist) -> Value {
+    pub(crate) fn assert(&mut self, options: &Value, user_handle: &str, twist: &Twist) -> Value {
         let challenge = options["challenge"].as_str().expect("a challenge");
         let origin = twist.origin.as_deref().unwrap_or(ORIGIN);
         let cdj = Self::client_data("webauthn.get", challenge, origin);
@@ -177,7 +177,7 @@ impl SoftKey {
 
 // ---------- the API, step by step ----------
 
-fn access(data: &Value) -> String {
+pub(crate) fn access(data: &Value) -> String {
     data["accessToken"]
         .as_str()
         .expect("accessToken")
@@ -186,7 +186,7 @@ fn access(data: &Value) -> String {
 
 /// Registers `key` for the user signed in with `access`; returns the user handle and the
 /// verify response.
-fn register_key(s: &TestServer, access: &str, key: &SoftKey) -> (String, Resp) {
+pub(crate) fn register_key(s: &TestServer, access: &str, key: &SoftKey) -> (String, Resp) {
     let r = send(
         s.post("/api/auth/passkeys/register/options")
             .bearer_auth(access)

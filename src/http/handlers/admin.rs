@@ -124,6 +124,26 @@ pub async fn set_role(
     ))
 }
 
+/// `POST /api/admin/users/{id}/mfa/reset` (CONTRACT 11.4): removes the user's TOTP, recovery
+/// codes and passkeys and revokes every session of it (not the acting admin's own: 400).
+/// 200, `data` `{"user", "revokedSessions"}`.
+pub async fn mfa_reset(
+    id: String,
+    state: HttpState,
+    by: Acting,
+    _body: EmptyBody,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let done = state.accounts.mfa_reset(&by, id).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({
+            "user": account_json(&done.account),
+            "revokedSessions": done.removed.revoked_sessions,
+        }),
+    ))
+}
+
 /// `GET /api/admin/users/{id}/sessions`: the user's live sessions, newest first.
 pub async fn sessions(id: String, state: HttpState, by: Acting) -> Result<Response, Rejection> {
     let id = Accounts::parse_id(&id)?;

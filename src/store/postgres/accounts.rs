@@ -10,10 +10,12 @@ use super::sessions::revoke_of_user;
 use super::users::{user_at, USER_COLS};
 use super::{text, PgResult};
 use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
+use crate::domain::mfa::MfaSummary;
 use crate::domain::time::Millis;
 use crate::domain::{Account, Role, UserFilter};
 
-/// `Store::list_users`: one statement, the lockout joined from the email's failure counter.
+/// `Store::list_users`: one statement, the lockout joined from the email's failure counter,
+/// the second factors counted by indexed subqueries (`mfa_totp`'s key, `passkeys_user`).
 pub(super) fn list_users(
     c: &mut Db<'_, impl GenericClient>,
     f: &UserFilter,
@@ -26,7 +28,9 @@ pub(super) fn list_users(
     let limit = f.limit.map(i64::from);
     c.query(
         "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at, u.email_verified,
-                f.locked_until
+                f.locked_until,
+                EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id),
+                (SELECT COUNT(*) FROM passkeys p WHERE p.user_id = u.id)
          FROM users u
          LEFT JOIN login_failures f ON f.key = 'email:' || u.email AND f.locked_until > $7
          WHERE ($1::BIGINT IS NULL OR (u.created_at, u.id) > ($1, $2::UUID))
@@ -53,6 +57,10 @@ pub(super) fn list_users(
         Ok(Account {
             user: user_at(r, 0)?,
             locked_until: r.try_get(8)?,
+            mfa: MfaSummary {
+                totp: r.try_get(9)?,
+                passkeys: r.try_get::<_, i64>(10)?.max(0) as u32,
+            },
         })
     })
     .collect()

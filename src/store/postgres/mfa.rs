@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::db::Db;
 use super::{one_time, sessions, PgResult};
 use crate::domain::mfa::{
-    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+    EnableOutcome, MfaOpening, MfaProof, MfaRemoved, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, Purpose};
 use crate::domain::time::Millis;
@@ -236,25 +236,37 @@ pub(super) fn replace_codes(
     Ok(())
 }
 
-/// `Store::disable_mfa`: TOTP and the recovery codes deleted; with `reset_all` (admin
-/// reset) also the passkeys, and every session of the user revoked. Returns (whether TOTP
-/// was on, sessions revoked).
+/// `Store::disable_mfa`, in the caller's transaction: TOTP and the recovery codes deleted
+/// with the pending mfaTokens and enrolments; with `reset_all` (admin reset) also the
+/// passkeys and pending passkey ceremonies, and every live session of the user revoked.
 pub(super) fn disable(
     tx: &mut Db<'_, Transaction<'_>>,
     user_id: Uuid,
     reset_all: bool,
     now: Millis,
-) -> PgResult<(bool, usize)> {
-    let had = tx.execute("DELETE FROM mfa_totp WHERE user_id = $1", &[&user_id])? > 0;
+) -> PgResult<MfaRemoved> {
+    let totp = tx.execute("DELETE FROM mfa_totp WHERE user_id = $1", &[&user_id])? > 0;
     tx.execute(
         "DELETE FROM mfa_recovery_codes WHERE user_id = $1",
         &[&user_id],
     )?;
     one_time::kill(tx, user_id, &[Purpose::Mfa, Purpose::TotpEnrollment])?;
     if !reset_all {
-        return Ok((had, 0));
+        return Ok(MfaRemoved {
+            totp,
+            ..MfaRemoved::default()
+        });
     }
-    tx.execute("DELETE FROM passkeys WHERE user_id = $1", &[&user_id])?;
-    let revoked = sessions::revoke_of_user(tx, user_id, now, "mfa_reset")?;
-    Ok((had, revoked))
+    let passkeys = tx.execute("DELETE FROM passkeys WHERE user_id = $1", &[&user_id])? as usize;
+    one_time::kill(
+        tx,
+        user_id,
+        &[Purpose::PasskeyRegistration, Purpose::PasskeyAuthentication],
+    )?;
+    let revoked_sessions = sessions::revoke_of_user(tx, user_id, now, "mfa_reset")?;
+    Ok(MfaRemoved {
+        totp,
+        passkeys,
+        revoked_sessions,
+    })
 }

@@ -12,10 +12,12 @@ use super::users::{user_at, user_row, USER_COLS};
 use super::uuid_col;
 use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
 use crate::domain::one_time::Purpose;
+use crate::domain::mfa::MfaSummary;
 use crate::domain::time::Millis;
 use crate::domain::{Account, Role, UserFilter};
 
-/// `Store::list_users`: one statement, the lockout joined from the email's failure counter.
+/// `Store::list_users`: one statement, the lockout joined from the email's failure counter,
+/// the second factors counted by indexed subqueries (`mfa_totp`'s key, `passkeys_user`).
 pub(super) fn list_users(
     c: &Connection,
     f: &UserFilter,
@@ -29,7 +31,9 @@ pub(super) fn list_users(
     let limit = f.limit.map_or(-1, i64::from);
     c.prepare_cached(
         "SELECT u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at, u.email_verified,
-                f.locked_until
+                f.locked_until,
+                EXISTS (SELECT 1 FROM mfa_totp t WHERE t.user_id = u.id),
+                (SELECT COUNT(*) FROM passkeys p WHERE p.user_id = u.id)
          FROM users u
          LEFT JOIN login_failures f ON f.key = 'email:' || u.email AND f.locked_until > ?7
          WHERE (?1 IS NULL OR (u.created_at, u.id) > (?1, ?2))
@@ -55,6 +59,10 @@ pub(super) fn list_users(
             Ok(Account {
                 user: user_at(r, 0)?,
                 locked_until: r.get(8)?,
+                mfa: MfaSummary {
+                    totp: r.get(9)?,
+                    passkeys: r.get(10)?,
+                },
             })
         },
     )?

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::{one_time, sessions};
 use crate::domain::mfa::{
-    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+    EnableOutcome, MfaOpening, MfaProof, MfaRemoved, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, Purpose};
 use crate::domain::time::Millis;
@@ -202,17 +202,17 @@ pub(super) fn replace_codes(
     Ok(())
 }
 
-/// `Store::disable_totp`: TOTP and the recovery codes deleted; with `revoke`, every session
-/// of the user revoked too (admin reset, which also deletes passkeys). Returns (whether TOTP
-/// was on, sessions revoked).
+/// `Store::disable_mfa`, in the caller's write transaction: TOTP and the recovery codes
+/// deleted with the pending mfaTokens and enrolments; with `reset_all` (admin reset) also the
+/// passkeys and pending passkey ceremonies, and every live session of the user revoked.
 pub(super) fn disable(
     tx: &Connection,
     user_id: Uuid,
     reset_all: bool,
     now: Millis,
-) -> rusqlite::Result<(bool, usize)> {
+) -> rusqlite::Result<MfaRemoved> {
     let id = user_id.to_string();
-    let had = tx
+    let totp = tx
         .prepare_cached("DELETE FROM mfa_totp WHERE user_id = ?1")?
         .execute([&id])?
         > 0;
@@ -220,10 +220,23 @@ pub(super) fn disable(
         .execute([&id])?;
     one_time::kill(tx, user_id, &[Purpose::Mfa, Purpose::TotpEnrollment])?;
     if !reset_all {
-        return Ok((had, 0));
+        return Ok(MfaRemoved {
+            totp,
+            ..MfaRemoved::default()
+        });
     }
-    tx.prepare_cached("DELETE FROM passkeys WHERE user_id = ?1")?
+    let passkeys = tx
+        .prepare_cached("DELETE FROM passkeys WHERE user_id = ?1")?
         .execute([&id])?;
-    let revoked = sessions::revoke_where(tx, "user_id = ?1", &id, now, "mfa_reset")?;
-    Ok((had, revoked))
+    one_time::kill(
+        tx,
+        user_id,
+        &[Purpose::PasskeyRegistration, Purpose::PasskeyAuthentication],
+    )?;
+    let revoked_sessions = sessions::revoke_where(tx, "user_id = ?1", &id, now, "mfa_reset")?;
+    Ok(MfaRemoved {
+        totp,
+        passkeys,
+        revoked_sessions,
+    })
 }

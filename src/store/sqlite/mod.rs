@@ -43,7 +43,7 @@ use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
 use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
 use crate::domain::mfa::{
-    EnableOutcome, MfaOpening, MfaProof, MfaState, StoredTotp, TotpEnrollment,
+    EnableOutcome, MfaOpening, MfaProof, MfaRemoved, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
@@ -677,12 +677,7 @@ impl Store for SqliteStore {
         self.write(move |tx| mfa::replace_codes(tx, user_id, &hashes, now))
     }
 
-    fn disable_mfa(
-        &self,
-        user_id: Uuid,
-        reset_all: bool,
-        now: Millis,
-    ) -> StoreResult<(bool, usize)> {
+    fn disable_mfa(&self, user_id: Uuid, reset_all: bool, now: Millis) -> StoreResult<MfaRemoved> {
         self.write(move |tx| mfa::disable(tx, user_id, reset_all, now))
     }
 
