@@ -20,7 +20,10 @@ fn closed_registration_refuses_register_and_creates_nothing() {
     );
     r.assert_error(403, "FORBIDDEN");
     assert!(
-        r.body["message"].as_str().unwrap().contains("registration is closed"),
+        r.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("registration is closed"),
         "the message says why: {}",
         r.text
     );

@@ -11,8 +11,8 @@ use super::sessions::revoke_where;
 use super::users::{user_at, user_row, USER_COLS};
 use super::uuid_col;
 use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
-use crate::domain::one_time::Purpose;
 use crate::domain::mfa::MfaSummary;
+use crate::domain::one_time::Purpose;
 use crate::domain::time::Millis;
 use crate::domain::{Account, Role, UserFilter};
 
