@@ -87,46 +87,10 @@ impl Sessions {
             return Err(AppError::Validation(errors));
         }
         let user_id = who.user_id;
-        let email = who.user.email.clone();
-        // The same limits as a login, reserved before the password check (contract 9).
-        let attempt = match self.limits.reserve(&email, client).await {
-            Ok(attempt) => attempt,
-            Err(e) => {
-                let reason = match e {
-                    AppError::AccountLocked { .. } => "locked",
-                    AppError::RateLimited { .. } => "rate_limited",
-                    _ => return Err(e),
-                };
-                self.audit_change(user_id, client, Err(reason)).await;
-                return Err(e);
-            }
-        };
-        let found = {
-            let email = email.clone();
-            self.core.db(move |s| s.user_by_email(&email)).await?
-        };
-        // The session's user, unless it was deleted (and the email reused) meanwhile (the
-        // attempt is dropped unsettled: its slots are given back).
-        let Some(creds) = found.filter(|c| c.user.id == user_id) else {
-            return Err(AppError::TokenRevoked);
-        };
-        // A current password that could not have been registered is a wrong one, after the
-        // same bcrypt (as at login).
-        let presentable = validate::password_presentable(&current);
-        let matched = self
-            .core
-            .passwords
-            .verify(current, creds.password_hash)
+        // The same limits as a login, reserved before the password check (contract 9); a wrong
+        // current password counts as a failed login.
+        self.check_current_password(&who, &input.current_password, client, Event::PasswordChange)
             .await?;
-        if !(matched && presentable) {
-            attempt.failed().await;
-            self.audit_change(user_id, client, Err("wrong_password"))
-                .await;
-            return self
-                .login_failed(Some(user_id), &email, client, "password_change")
-                .await;
-        }
-        attempt.succeeded().await;
         let hash = self.core.passwords.hash(new).await?;
         let keep = who.session_id;
         let revoked = self
