@@ -71,6 +71,12 @@ pub enum AppError {
     /// 403 `ACCOUNT_DISABLED` (only said after the right password).
     #[error("account is disabled")]
     AccountDisabled,
+    /// 403 `EMAIL_NOT_VERIFIED` (CONTRACT 10.4): with `email.require_verification`, a login of
+    /// an account whose address is not verified yet (only said after the right password).
+    #[error(
+        "the email address is not verified yet: open the link mailed to it, or ask for a new one"
+    )]
+    EmailNotVerified,
     /// 403 `FORBIDDEN`: e.g. a cross-site request from an origin that is not allowed.
     #[error("forbidden")]
     Forbidden,
@@ -133,6 +139,7 @@ impl AppError {
             AppError::MfaInvalid => "MFA_INVALID",
             AppError::MfaAlreadyEnabled => "MFA_ALREADY_ENABLED",
             AppError::AccountDisabled => "ACCOUNT_DISABLED",
+            AppError::EmailNotVerified => "EMAIL_NOT_VERIFIED",
             AppError::Forbidden | AppError::RegistrationClosed => "FORBIDDEN",
             AppError::NotFound => "NOT_FOUND",
             AppError::MethodNotAllowed => "METHOD_NOT_ALLOWED",

@@ -35,6 +35,12 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
         c.mails,
         c.revocation_feed
     );
+    if c.unverified_accounts > 0 || admin.core().settings.email.require_verification {
+        println!(
+            "{verb} {} unverified account(s) older than email.unverified_ttl",
+            c.unverified_accounts
+        );
+    }
     if let Some(n) = audit {
         println!("{verb} {n} audit event(s) older than audit.retention");
     }

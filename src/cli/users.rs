@@ -15,7 +15,7 @@ use crate::domain::views::account_json;
 use crate::domain::{Account, Role};
 use crate::error::AppError;
 use crate::service::accounts::{Changed, ListQuery};
-use crate::service::{Accounts, Acting};
+use crate::service::{parse_reset_ttl, Accounts, Acting};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -26,7 +26,8 @@ pub struct Args {
 /// `<USER>` everywhere below is a user's email or its id.
 #[derive(Debug, clap::Subcommand)]
 pub enum UsersCommand {
-    /// List users in creation order: id, email, role, state (disabled, locked or active),
+    /// List users in creation order: id, email, role, state (disabled, locked, unverified or
+    /// active),
     /// created, last login
     List(ListArgs),
     /// Show a user, its number of live sessions, its lockout state and its second factors
@@ -96,6 +97,29 @@ pub enum UsersCommand {
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Make a password-reset token for a user (killing its older ones), for installs that
+    /// send no mail: prints `reset link for <email>: <link>` and `expires <RFC 3339>` (the
+    /// token itself without `email.link_base`). Hand it over by a channel you trust
+    ResetLink {
+        /// The user's email or id
+        user: String,
+        /// How long the token lives, 5m to 24h (default `password_reset.ttl`)
+        #[arg(long, value_name = "D")]
+        ttl: Option<String>,
+        /// Print `{"email", "link" (or null), "token", "expiresAt"}` as JSON
+        #[arg(long, conflicts_with = "send")]
+        json: bool,
+        /// Queue the ordinary reset mail to the user's address instead of printing a link
+        /// (exit 1 with `email.transport = "none"`)
+        #[arg(long)]
+        send: bool,
+    },
+    /// Mark a user's email address verified (you vouch for it); with
+    /// `email.require_verification` its next login works
+    VerifyEmail {
+        /// The user's email or id
+        user: String,
+    },
     /// Clear the failed-login lockout of an email (whether or not an account has it)
     Unlock {
         /// The email (normalised like a login's), or a user's id (standing for that user's email)
@@ -134,12 +158,15 @@ fn cli_error(e: AppError) -> CliError {
     }
 }
 
-/// The state column: `disabled`, else `locked`, else `active`.
+/// The state column: `disabled`, else `locked`, else `unverified` (CONTRACT 10.5), else
+/// `active`.
 fn state(a: &Account) -> &'static str {
     if a.user.disabled {
         "disabled"
     } else if a.locked_until.is_some() {
         "locked"
+    } else if !a.user.email_verified {
+        "unverified"
     } else {
         "active"
     }
@@ -303,6 +330,55 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 Shown(&old),
                 Shown(&a.user.email)
             );
+        }
+        UsersCommand::ResetLink {
+            user,
+            ttl,
+            json,
+            send,
+        } => {
+            let ttl = ttl
+                .as_deref()
+                .map(parse_reset_ttl)
+                .transpose()
+                .map_err(|_| {
+                    CliError("--ttl must be a duration from 5m to 24h (e.g. 30m, 2h)".into())
+                })?;
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let (u, made) =
+                accounts.reset_link(&by, id, ttl, send).await.map_err(|e| {
+                    match e {
+                    AppError::Validation(_) if send => CliError(
+                        "email.transport is none: no mail can be sent (drop --send to print a link)"
+                            .into(),
+                    ),
+                    other => cli_error(other),
+                }
+                })?;
+            match made {
+                None => println!("reset mail queued for {}", Shown(&u.email)),
+                Some(r) if json => println!(
+                    "{}",
+                    json!({
+                        "email": r.email,
+                        "link": r.link,
+                        "token": r.token,
+                        "expiresAt": rfc3339(r.expires_at),
+                    })
+                ),
+                Some(r) => {
+                    match &r.link {
+                        Some(link) => println!("reset link for {}: {link}", Shown(&r.email)),
+                        None => println!("reset token for {}: {}", Shown(&r.email), r.token),
+                    }
+                    println!("expires {}", rfc3339(r.expires_at));
+                }
+            }
+        }
+        UsersCommand::VerifyEmail { user } => {
+            let id = accounts.resolve(&user).await.map_err(cli_error)?;
+            let a = accounts.verify_email(&by, id).await.map_err(cli_error)?;
+            println!("email {} of the account is verified", Shown(&a.user.email));
         }
         UsersCommand::MfaReset { user, yes } => {
             let id = accounts.resolve(&user).await.map_err(cli_error)?;

@@ -282,6 +282,13 @@ impl EmailSettings {
         let send_cooldown = r.duration("email.send_cooldown", true);
         let max_mails_per_day = r.uint("email.max_mails_per_day", 1, 10_000) as u32;
         let require_verification = r.boolean("email.require_verification");
+        if require_verification && !mailing {
+            r.fail::<()>(
+                "email.require_verification",
+                "needs a mail transport (email.transport = \"smtp\" or \"file\"): without \
+                 one no address could ever be verified",
+            );
+        }
         let unverified_ttl = Self::at_least_a_second(r, "email.unverified_ttl");
         let verification_ttl = Self::at_least_a_second(r, "email.verification_ttl");
         let verification_link_path = link_path(r, "email.verification_link_path");

@@ -48,7 +48,7 @@ pub use metrics::MetricsSettings;
 pub use mfa::MfaSettings;
 pub use pages::PagesSettings;
 pub use password::PasswordSettings;
-pub use password_reset::PasswordResetSettings;
+pub use password_reset::{PasswordResetSettings, TTL_RANGE as RESET_TTL_RANGE};
 pub use rate_limit::RateLimitSettings;
 pub use redact::redact_url;
 pub use registration::RegistrationSettings;

@@ -253,6 +253,9 @@ pub struct CleanupCounts {
     pub one_time_tokens: u64,
     /// Sent or failed mails finished before the cutoff (never a queued or sending one).
     pub mails: u64,
+    /// Accounts still unverified after `email.unverified_ttl` (only with
+    /// `email.require_verification`; see `Store::purge_unverified`).
+    pub unverified_accounts: u64,
     /// The run stopped early because another process was cleaning up the same database
     /// (PostgreSQL's purge lock, see docs/DESIGN.md); the counts are what it did until then.
     pub stopped_early: bool,

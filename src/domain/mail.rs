@@ -99,8 +99,9 @@ pub struct NewMail {
 }
 
 /// The per-address throttle of the public routes that send mail (CONTRACT 10.2): a mail to an
-/// address is dropped, silently, when another mail went to it less than `cooldown` ago or
-/// `max_per_day` mails went to it in the last 24 hours. Decided when the mail is queued, in the
+/// address is dropped, silently, when another mail of its kind went to it less than `cooldown`
+/// ago or `max_per_day` mails of its kind went to it in the last 24 hours (so a reset link
+/// asked for just after registering is not dropped for the verification mail). Decided when the mail is queued, in the
 /// queueing transaction, so concurrent requests for one address cannot both slip through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MailThrottle {

@@ -12,6 +12,7 @@ pub mod mfa;
 pub mod one_time;
 pub mod passkeys;
 pub mod revocation_feed;
+pub mod self_service;
 pub mod terminal;
 pub mod time;
 pub mod validate;

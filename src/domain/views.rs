@@ -17,6 +17,7 @@ pub fn user_json(u: &User) -> Value {
         "role": u.role.as_str(),
         "createdAt": rfc3339(u.created_at),
         "lastLoginAt": u.last_login_at.map(rfc3339),
+        "emailVerified": u.email_verified,
     })
 }
 

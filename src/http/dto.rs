@@ -468,3 +468,37 @@ mod tests {
         );
     }
 }
+
+/// `POST /api/auth/password-reset/confirm`: `{"token", "newPassword"}`.
+#[derive(Debug, Default)]
+pub struct ResetConfirmBody {
+    pub token: String,
+    pub new_password: String,
+}
+
+impl FromJson for ResetConfirmBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["token", "newPassword"]);
+        let value = ResetConfirmBody {
+            token: f.required("token"),
+            new_password: f.required("newPassword"),
+        };
+        f.finish(value)
+    }
+}
+
+/// `POST /api/admin/users/{id}/reset-link`: `{}` or `{"ttl"}` (`30m`, `2h`; 5m to 24h).
+#[derive(Debug, Default)]
+pub struct ResetLinkBody {
+    pub ttl: Option<String>,
+}
+
+impl FromJson for ResetLinkBody {
+    fn from_json(obj: &JsonObject) -> Result<Self, AppError> {
+        let mut f = obj.fields(["ttl"]);
+        let value = ResetLinkBody {
+            ttl: f.optional("ttl"),
+        };
+        f.finish(value)
+    }
+}

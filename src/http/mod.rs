@@ -28,15 +28,16 @@ use crate::service::{
 };
 use budget::RequestBudget;
 use dto::{
-    CodeBody, CurrentPasswordBody, EmailBody, EmptyBody, MfaTokenBody, RefreshBody, RoleBody,
-    TokenBody,
+    CodeBody, CurrentPasswordBody, EmailBody, EmptyBody, MfaTokenBody, RefreshBody,
+    ResetConfirmBody, ResetLinkBody, RoleBody, TokenBody,
 };
 use filters::{
     acting_admin, authenticated, client, json_body, plain_http, refresh_cookie,
     same_origin_or_allowed, BodyLimits,
 };
 use handlers::{
-    admin, auth, email_change, meta, mfa, pages, passkeys, passwords, revocation_feed, sessions,
+    admin, auth, email_change, meta, mfa, pages, passkeys, passwords, revocation_feed,
+    self_service, sessions,
 };
 
 /// Every route authd serves, as (method, path template). `routes()` implements exactly these;
@@ -52,6 +53,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/auth/email"),
     ("POST", "/api/auth/email/confirm"),
     ("POST", "/api/auth/email/cancel"),
+    ("POST", "/api/auth/password-reset/request"),
+    ("POST", "/api/auth/password-reset/confirm"),
+    ("POST", "/api/auth/verify-email"),
+    ("POST", "/api/auth/verify-email/resend"),
     ("POST", "/api/auth/mfa/verify"),
     ("GET", "/api/auth/mfa"),
     ("POST", "/api/auth/mfa/totp/enroll"),
@@ -88,6 +93,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/admin/users/{id}/role"),
     ("POST", "/api/admin/users/{id}/email"),
     ("POST", "/api/admin/users/{id}/mfa/reset"),
+    ("POST", "/api/admin/users/{id}/reset-link"),
+    ("POST", "/api/admin/users/{id}/verify-email"),
     ("GET", "/api/admin/users/{id}/sessions"),
     ("DELETE", "/api/admin/users/{id}/sessions"),
 ];
@@ -411,15 +418,24 @@ pub fn routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .unify()
         .or(openapi)
         .unify();
-    api.or(ops)
-        .unify()
+    // The rest behind one box: the hot routes above stay unboxed, and their (large) filter
+    // type is nested in only one more `or`. Each level of `or` around it is proved again by
+    // the compiler, which made every new route group cost minutes of build time.
+    let rest = ops
         .or(admin_routes(state.clone()))
         .unify()
         .or(passkey_routes(state.clone()))
         .unify()
         .or(email_change_routes(state.clone()))
         .unify()
+        .or(self_service_routes(state.clone()))
+        .unify()
+        .or(admin_mail_routes(state.clone()))
+        .unify()
         .or(page_routes(&state))
+        .unify()
+        .boxed();
+    api.or(rest)
         .unify()
         .recover(reject::recover)
         .unify()
@@ -521,6 +537,45 @@ fn email_change_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .and(json_body::<EmptyBody>(limit, true))
         .and_then(email_change::cancel);
     request.or(confirm).unify().or(cancel).unify().boxed()
+}
+
+/// Password reset and email verification (`handlers::self_service`, CONTRACT 10.3, 10.4).
+/// Always routed: the services answer 404 where the feature is off.
+fn self_service_routes(state: HttpState) -> BoxedFilter<(Response,)> {
+    let limit = BodyLimits::of(&state.settings.server);
+    let with_state = warp::any().map(move || state.clone());
+    let request = warp::path!("api" / "auth" / "password-reset" / "request")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<EmailBody>(limit, false))
+        .and_then(self_service::request_reset);
+    let confirm = warp::path!("api" / "auth" / "password-reset" / "confirm")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<ResetConfirmBody>(limit, false))
+        .and_then(self_service::confirm_reset);
+    let verify = warp::path!("api" / "auth" / "verify-email")
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(client())
+        .and(json_body::<TokenBody>(limit, false))
+        .and_then(self_service::verify);
+    let resend = warp::path!("api" / "auth" / "verify-email" / "resend")
+        .and(warp::post())
+        .and(with_state)
+        .and(client())
+        .and(json_body::<EmailBody>(limit, false))
+        .and_then(self_service::resend);
+    request
+        .or(confirm)
+        .unify()
+        .or(verify)
+        .unify()
+        .or(resend)
+        .unify()
+        .boxed()
 }
 
 /// The landing pages of the mailed links and their assets (`handlers::pages`), when
@@ -646,4 +701,31 @@ fn admin_routes(state: HttpState) -> BoxedFilter<(Response,)> {
         .or(revoke)
         .unify()
         .boxed()
+}
+
+/// The admin's side of password reset and email verification (`handlers::admin`,
+/// CONTRACT 10.3, 10.4): `reset-link` and `verify-email` under `/api/admin/users/{id}`.
+fn admin_mail_routes(state: HttpState) -> BoxedFilter<(Response,)> {
+    let limit = BodyLimits::of(&state.settings.server);
+    let with_state = {
+        let state = state.clone();
+        warp::any().map(move || state.clone())
+    };
+    let acting = acting_admin(state);
+    let base = warp::path!("api" / "admin" / "users" / ..);
+    let reset_link = base
+        .and(warp::path!(String / "reset-link"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<ResetLinkBody>(limit, true))
+        .and_then(admin::reset_link);
+    let verify_email = base
+        .and(warp::path!(String / "verify-email"))
+        .and(warp::post())
+        .and(with_state.clone())
+        .and(acting.clone())
+        .and(json_body::<EmptyBody>(limit, true))
+        .and_then(admin::verify_email);
+    reset_link.or(verify_email).unify().boxed()
 }

@@ -40,9 +40,10 @@ pub fn status(e: &AppError) -> StatusCode {
         | AppError::TokenRevoked
         | AppError::MfaRequired { .. }
         | AppError::MfaInvalid => StatusCode::UNAUTHORIZED,
-        AppError::AccountDisabled | AppError::Forbidden | AppError::RegistrationClosed => {
-            StatusCode::FORBIDDEN
-        }
+        AppError::AccountDisabled
+        | AppError::EmailNotVerified
+        | AppError::Forbidden
+        | AppError::RegistrationClosed => StatusCode::FORBIDDEN,
         AppError::NotFound => StatusCode::NOT_FOUND,
         AppError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,

@@ -114,7 +114,7 @@ pub struct MfaResetDone {
 /// The admin's account operations (see the module comment).
 #[derive(Clone)]
 pub struct Accounts {
-    core: Arc<Core>,
+    pub(super) core: Arc<Core>,
 }
 
 /// The failure-counter key of an email's lockout (as counted by login).
@@ -543,7 +543,7 @@ impl Accounts {
         })
     }
 
-    async fn user(&self, id: Uuid) -> AppResult<User> {
+    pub(super) async fn user(&self, id: Uuid) -> AppResult<User> {
         self.core
             .db(move |s| s.user_by_id(id))
             .await?
@@ -551,7 +551,7 @@ impl Accounts {
     }
 
     /// The user with the lockout of its email and its second factors, as of now.
-    async fn account(&self, user: User) -> AppResult<Account> {
+    pub(super) async fn account(&self, user: User) -> AppResult<Account> {
         let (key, id) = (lockout_key(&user.email), user.id);
         let now = now_ms();
         let (counter, mfa) = self
@@ -565,7 +565,7 @@ impl Accounts {
         })
     }
 
-    async fn record(
+    pub(super) async fn record(
         &self,
         by: &Acting,
         event: Event,

@@ -95,10 +95,19 @@ impl Admin {
         let cutoff = now - duration_ms(self.core.settings.cleanup.retention);
         let window = duration_ms(self.core.settings.rate_limit.window);
         let feed_before = super::RevocationFeed::new(self.core.clone()).purge_before(now);
+        // Unverified accounts are deleted only where verification is required (CONTRACT
+        // 10.4): elsewhere an unverified account is a working one.
+        let email = &self.core.settings.email;
+        let unverified_before = email
+            .require_verification
+            .then(|| now - duration_ms(email.unverified_ttl));
         self.core
             .db(move |s| {
                 let mut counts = s.purge(cutoff, now, window, dry_run)?;
                 counts.revocation_feed = s.purge_revocation_feed(feed_before, dry_run)?;
+                if let Some(before) = unverified_before {
+                    counts.unverified_accounts = s.purge_unverified(before, dry_run)?;
+                }
                 Ok(counts)
             })
             .await

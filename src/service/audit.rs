@@ -71,6 +71,22 @@ pub enum Event {
     /// An admin set an account's address (`authd users set-email`,
     /// `POST /api/admin/users/{id}/email`).
     AdminSetEmail,
+    /// `POST /api/auth/password-reset/request` (CONTRACT 10.3): reason `queued`,
+    /// `unknown_email`, `disabled` or `throttled`: what really happened behind the one answer.
+    PasswordResetRequest,
+    /// `POST /api/auth/password-reset/confirm`: success (reason `revoked n session(s)`), or
+    /// the refusal (`token_invalid`, `token_expired`, `rate_limited`).
+    PasswordReset,
+    /// An admin made a reset token (`authd users reset-link`,
+    /// `POST /api/admin/users/{id}/reset-link`): reason `link` or `mailed`.
+    AdminResetLink,
+    /// A verification mail asked for by `POST /api/auth/verify-email/resend` (CONTRACT 10.4):
+    /// reason `queued`, `unknown_email`, `disabled`, `verified` or `throttled`. (A
+    /// registration's link is part of its `register` event.)
+    VerifyEmailRequest,
+    /// An address verified: by its mailed link, or by an admin (`authd users verify-email`,
+    /// `POST /api/admin/users/{id}/verify-email`, the actor recorded).
+    EmailVerified,
 }
 
 impl Event {
@@ -111,10 +127,15 @@ impl Event {
             Event::EmailChangeRequest => "email_change_request",
             Event::EmailChange => "email_change",
             Event::AdminSetEmail => "admin_set_email",
+            Event::PasswordResetRequest => "password_reset_request",
+            Event::PasswordReset => "password_reset",
+            Event::AdminResetLink => "admin_reset_link",
+            Event::VerifyEmailRequest => "verify_email_request",
+            Event::EmailVerified => "email_verified",
         }
     }
 
-    pub const ALL: [Event; 35] = [
+    pub const ALL: [Event; 40] = [
         Event::Login,
         Event::Register,
         Event::Refresh,
@@ -150,6 +171,11 @@ impl Event {
         Event::EmailChangeRequest,
         Event::EmailChange,
         Event::AdminSetEmail,
+        Event::PasswordResetRequest,
+        Event::PasswordReset,
+        Event::AdminResetLink,
+        Event::VerifyEmailRequest,
+        Event::EmailVerified,
     ];
 }
 

@@ -16,6 +16,7 @@ pub mod mfa;
 pub mod passkeys;
 pub mod passwords;
 pub mod revocation_feed;
+pub mod self_service;
 pub mod sessions;
 pub mod users;
 
@@ -40,6 +41,7 @@ pub use mfa::{MfaVerified, MfaVerifyInput, PasswordAndCode, TotpConfirmed, TotpE
 pub use passkeys::{PasskeyCeremony, PasskeyLogin, PasskeyRegistrationInput};
 pub use passwords::PasswordChange;
 pub use revocation_feed::{FeedAnswer, FeedEntry, RevocationFeed};
+pub use self_service::{parse_reset_ttl, Registered, ResetLink};
 pub use sessions::{AuthOutcome, IssuedTokens, LoginInput, Presented, Principal, Sessions};
 pub use users::{NewUserInput, Users};
 

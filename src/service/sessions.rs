@@ -133,7 +133,7 @@ pub struct LoginInput {
 #[derive(Clone)]
 pub struct Sessions {
     pub(super) core: Arc<Core>,
-    users: Users,
+    pub(super) users: Users,
     pub(super) limits: LoginLimits,
     access: Arc<AccessTokens>,
     refresh: Arc<RefreshTokens>,
@@ -181,17 +181,12 @@ impl Sessions {
         self.access.jwks(now_ms().div_euclid(1000))
     }
 
-    /// Creates an account and signs it in on a new session.
-    ///
-    /// Errors: `Forbidden` when `registration.enabled` is false (nothing is created).
-    pub async fn register(
+    /// Creates an account and signs it in on a new session (see `register`).
+    pub(super) async fn register_signed_in(
         &self,
         input: NewUserInput,
         client: &ClientInfo,
     ) -> AppResult<AuthOutcome> {
-        if !self.core.settings.registration.enabled {
-            return Err(AppError::RegistrationClosed);
-        }
         let (new, refresh_token) =
             self.new_session(Uuid::new_v4(), client, None, vec![AuthMethod::Pwd]);
         let (session_id, now) = (new.session.id, new.session.created_at);
@@ -258,6 +253,24 @@ impl Sessions {
                 .await;
         }
         attempt.succeeded().await;
+        // An address that must be verified first (CONTRACT 10.4): said only after the right
+        // password. A disabled account goes on to the refusal below.
+        let settings = &self.core.settings.email;
+        if settings.require_verification && !creds.user.email_verified && !creds.user.disabled {
+            self.core
+                .metrics
+                .logins
+                .with_label_values(&["email_not_verified"])
+                .inc();
+            self.audit_login(
+                Some(creds.user.id),
+                &email,
+                client,
+                Some("email_not_verified"),
+            )
+            .await;
+            return Err(AppError::EmailNotVerified);
+        }
         // A confirmed second factor: no session yet, an mfaToken instead (CONTRACT 11.1).
         // A disabled account goes on to the refusal below (403 after the right password).
         if !creds.user.disabled {

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::audit::{log_event, Event, Record};
 use super::Core;
 use crate::blocking::blocking;
+use crate::domain::mail::{MailKind, NewMail};
 use crate::domain::time::now_ms;
 use crate::domain::{validate, ClientInfo, NewUser, Role, User};
 use crate::error::{AppError, AppResult, FieldError};
@@ -62,22 +63,7 @@ impl Users {
         via: Event,
         session: Option<NewSession>,
     ) -> AppResult<User> {
-        let mut errors: Vec<FieldError> = Vec::new();
-        let email = validate::email(&input.email)
-            .map_err(|e| errors.push(e))
-            .ok();
-        let password = validate::normalize_password(&input.password);
-        errors.extend(validate::password_policy(
-            &password,
-            self.core.settings.password.min_length,
-        ));
-        let name = validate::name(input.name.as_deref())
-            .map_err(|e| errors.push(e))
-            .ok()
-            .flatten();
-        let Some(email) = email.filter(|_| errors.is_empty()) else {
-            return Err(AppError::Validation(errors));
-        };
+        let (email, password, name) = self.validated(&input)?;
         let taken = {
             let email = email.clone();
             self.core
@@ -91,6 +77,9 @@ impl Users {
             return Err(AppError::EmailTaken);
         }
         let password_hash = self.core.passwords.hash(password).await?;
+        // A self-registered address is unproven (CONTRACT 10.4): unverified, and with a mail
+        // transport its verification link is queued with the account.
+        let registered = via == Event::Register;
         let new = NewUser {
             id: session
                 .as_ref()
@@ -100,8 +89,16 @@ impl Users {
             role: input.role,
             password_hash,
             created_at: now_ms(),
-            email_verified: true,
+            email_verified: !registered,
         };
+        let mail = (registered && self.core.settings.email.enabled()).then(|| NewMail {
+            id: Uuid::new_v4(),
+            kind: MailKind::VerifyEmail,
+            user_id: Some(new.id),
+            to: new.email.clone(),
+            payload: None,
+            created_at: new.created_at,
+        });
         let event = Record {
             event: via,
             user_id: Some(new.id),
@@ -113,7 +110,8 @@ impl Users {
         .to_event();
         let store = self.core.store.clone();
         let stored = event.clone();
-        match blocking(move || store.insert_user(&new, &stored, session.as_ref())).await? {
+        let insert = move || store.insert_user(&new, &stored, session.as_ref(), mail.as_ref());
+        match blocking(insert).await? {
             Ok(user) => {
                 log_event(&event);
                 self.count(via, "success");
@@ -133,7 +131,32 @@ impl Users {
         }
     }
 
-    async fn record(
+    /// The input checked against every rule (all failures reported together): the
+    /// normalised email, password (NFKC) and name.
+    pub(super) fn validated(
+        &self,
+        input: &NewUserInput,
+    ) -> AppResult<(String, String, Option<String>)> {
+        let mut errors: Vec<FieldError> = Vec::new();
+        let email = validate::email(&input.email)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let password = validate::normalize_password(&input.password);
+        errors.extend(validate::password_policy(
+            &password,
+            self.core.settings.password.min_length,
+        ));
+        let name = validate::name(input.name.as_deref())
+            .map_err(|e| errors.push(e))
+            .ok()
+            .flatten();
+        match email.filter(|_| errors.is_empty()) {
+            Some(email) => Ok((email, password, name)),
+            None => Err(AppError::Validation(errors)),
+        }
+    }
+
+    pub(super) async fn record(
         &self,
         via: Event,
         user_id: Option<Uuid>,
@@ -155,7 +178,7 @@ impl Users {
     }
 
     /// Counts a registration's outcome (other ways of creating users are not counted).
-    fn count(&self, via: Event, outcome: &str) {
+    pub(super) fn count(&self, via: Event, outcome: &str) {
         if via == Event::Register {
             self.core
                 .metrics

@@ -22,13 +22,16 @@ use crate::domain::email_change::{
 };
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{
+    MailKind, MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle,
+};
 use crate::domain::mfa::{
     EnableOutcome, MfaOpening, MfaProof, MfaRemoved, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::passkeys::{PasskeyInsert, StoredPasskey};
 use crate::domain::revocation_feed::FeedRead;
+use crate::domain::self_service::{MailRequested, Registration, ResetOutcome, VerifyOutcome};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry,
@@ -143,13 +146,14 @@ pub trait Store: Send + Sync + 'static {
     fn close(&self);
 
     /// Inserts a user with the audit event of its creation and, for a registration, its first
-    /// session (whose `user_id` is the user's), in one transaction: all of them or none.
-    /// `Conflict` if the email is taken.
+    /// session (whose `user_id` is the user's) and its verification mail, in one transaction:
+    /// all of them or none. `Conflict` if the email is taken.
     fn insert_user(
         &self,
         user: &NewUser,
         audit: &AuditEvent,
         session: Option<&NewSession>,
+        mail: Option<&NewMail>,
     ) -> StoreResult<User>;
     fn user_by_email(&self, email: &str) -> StoreResult<Option<UserCredentials>>;
     fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>>;
@@ -382,6 +386,57 @@ pub trait Store: Send + Sync + 'static {
     /// (`EmailTaken`, nothing written), sets it (verified), revokes every live session of the
     /// user, kills its mailed one-time tokens and drops a pending change.
     fn set_email(&self, user_id: Uuid, email: &str, now: Millis) -> StoreResult<SetEmailOutcome>;
+    // Password reset and email verification (`domain::self_service`, CONTRACT 10.3, 10.4).
+
+    /// A public route that sends mail (reset request, verification resend): in one
+    /// transaction, finds the account of `email`, lets `self_service::mail_decision` decide,
+    /// and queues mail `mail_id` of `kind` to the account's stored address unless `throttle`
+    /// drops it. The same work whatever it finds, so the route's time says nothing; the
+    /// returned reason goes only to the audit trail.
+    fn request_mail(
+        &self,
+        email: &str,
+        kind: MailKind,
+        mail_id: Uuid,
+        throttle: &MailThrottle,
+        now: Millis,
+    ) -> StoreResult<MailRequested>;
+    /// A password reset, in one transaction: uses the reset token `token_hash` up (of
+    /// concurrent confirmations exactly one finds it; one mailed to an address the account no
+    /// longer has is `Invalid`), sets `password_hash`, revokes every live session of the user,
+    /// kills every other one-time token (and a pending email change), clears the lockout of its
+    /// email (`login_failures` key `email:<email>`), marks the email verified, and queues the
+    /// notice mail `notice_id` (no link) to it.
+    fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        notice_id: Uuid,
+        now: Millis,
+    ) -> StoreResult<ResetOutcome>;
+    /// Verifies an address with the verification token `token_hash`, in one transaction: uses
+    /// it up and marks the account verified, if the account still has the address the token
+    /// was mailed to (else `Invalid`).
+    fn verify_email(&self, token_hash: &str, now: Millis) -> StoreResult<VerifyOutcome>;
+    /// Marks the user's address verified (an admin's decision) and kills its verification
+    /// tokens; the user as it is now, `None` for an unknown user.
+    fn mark_email_verified(&self, user_id: Uuid) -> StoreResult<Option<User>>;
+    /// A registration with `email.require_verification` (CONTRACT 10.4), in one transaction:
+    /// finds the account of `user.email` and does what `Registration::of` says: inserts
+    /// `user` (unverified), or replaces the unverified account's password hash, name and
+    /// creation time (killing its one-time tokens and revoking its sessions), or changes
+    /// nothing; then queues mail `mail_id` (`Registration::mail`) to the address unless
+    /// `throttle` drops it. Returns what it did, the account's id, and whether it queued.
+    fn register_unverified(
+        &self,
+        user: &NewUser,
+        mail_id: Uuid,
+        throttle: &MailThrottle,
+    ) -> StoreResult<(Registration, Uuid, bool)>;
+    /// Deletes (with `dry_run` only counts) the accounts with role `user` whose address is
+    /// still unverified and that were created before `created_before` (cleanup with
+    /// `email.require_verification`).
+    fn purge_unverified(&self, created_before: Millis, dry_run: bool) -> StoreResult<u64>;
     // Passkeys (`domain::passkeys`, CONTRACT 11.3).
 
     /// The user's passkeys, oldest first.
@@ -416,10 +471,6 @@ pub trait Store: Send + Sync + 'static {
     /// Queues a mail on its own. A flow whose mail goes with other writes queues it inside
     /// that write's transaction, through the backends' `outbox` module.
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()>;
-    /// Queues a mail of a public route unless the per-address `throttle` drops it (CONTRACT
-    /// 10.2), decided in the queueing transaction: `true` when it was queued. Every mail queued
-    /// to `mail.to` counts, whatever its kind.
-    fn enqueue_mail_throttled(&self, mail: &NewMail, throttle: &MailThrottle) -> StoreResult<bool>;
     /// Leases up to `limit` due mails until `lease_until`: queued ones whose `next_attempt_at`
     /// is at or before `now`, and `sending` ones whose lease ran out by `now` (a worker that
     /// died). Each comes back `sending` with its attempt counted. Of workers in any number of

@@ -9,11 +9,13 @@ use warp::reply::Response;
 use warp::Rejection;
 
 use super::{envelope, envelope_with_message};
+use crate::domain::time::rfc3339;
 use crate::domain::views::account_json;
-use crate::http::dto::{admin_session_json, EmailBody, EmptyBody, RoleBody};
+use crate::error::AppError;
+use crate::http::dto::{admin_session_json, EmailBody, EmptyBody, ResetLinkBody, RoleBody};
 use crate::http::HttpState;
 use crate::service::accounts::ListQuery;
-use crate::service::{Accounts, Acting};
+use crate::service::{parse_reset_ttl, Accounts, Acting};
 
 /// `GET /api/admin/users?limit=&cursor=&email=`: one page of users in creation order.
 pub async fn list(
@@ -177,5 +179,42 @@ pub async fn set_email(
     Ok(envelope(
         StatusCode::OK,
         json!({ "user": account_json(&account), "revokedSessions": n }),
+    ))
+}
+
+/// `POST /api/admin/users/{id}/reset-link` (`{}` or `{"ttl"}`): 200 with `{"link" (null
+/// without a mail transport), "token", "expiresAt"}`.
+pub async fn reset_link(
+    id: String,
+    state: HttpState,
+    by: Acting,
+    body: ResetLinkBody,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let ttl = body.ttl.as_deref().map(parse_reset_ttl).transpose()?;
+    let (_, made) = state.accounts.reset_link(&by, id, ttl, false).await?;
+    let link = made.ok_or(AppError::Internal("no reset link made".into()))?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({
+            "link": link.link,
+            "token": link.token,
+            "expiresAt": rfc3339(link.expires_at),
+        }),
+    ))
+}
+
+/// `POST /api/admin/users/{id}/verify-email`: 200 with `{"user"}`, its address verified.
+pub async fn verify_email(
+    id: String,
+    state: HttpState,
+    by: Acting,
+    _body: EmptyBody,
+) -> Result<Response, Rejection> {
+    let id = Accounts::parse_id(&id)?;
+    let account = state.accounts.verify_email(&by, id).await?;
+    Ok(envelope(
+        StatusCode::OK,
+        json!({ "user": account_json(&account) }),
     ))
 }

@@ -11,7 +11,7 @@ use crate::domain::ClientInfo;
 use crate::error::AppError;
 use crate::http::dto::{tokens_json, EmptyBody, RefreshBody};
 use crate::http::HttpState;
-use crate::service::{AuthOutcome, LoginInput, NewUserInput, Presented, Principal};
+use crate::service::{AuthOutcome, LoginInput, NewUserInput, Presented, Principal, Registered};
 
 pub(super) fn auth_reply(state: &HttpState, status: StatusCode, out: AuthOutcome) -> Response {
     let mut data = tokens_json(&out.tokens);
@@ -27,8 +27,12 @@ pub async fn register(
     client: ClientInfo,
     body: NewUserInput,
 ) -> Result<Response, Rejection> {
-    let out = state.sessions.register(body, &client).await?;
-    Ok(auth_reply(&state, StatusCode::CREATED, out))
+    match state.sessions.register(body, &client).await? {
+        Registered::SignedIn(out) => Ok(auth_reply(&state, StatusCode::CREATED, out)),
+        Registered::Accepted => Ok(super::self_service::accepted(
+            "check your mailbox: the link in it confirms the address",
+        )),
+    }
 }
 
 pub async fn login(

@@ -9,6 +9,7 @@ pub mod pages;
 pub mod passkeys;
 pub mod passwords;
 pub mod revocation_feed;
+pub mod self_service;
 pub mod sessions;
 
 use http::header::{HeaderValue, CONTENT_TYPE, SET_COOKIE};

@@ -99,6 +99,7 @@ pub(super) fn count(c: &mut Db<'_, impl GenericClient>, h: Horizon) -> PgResult<
         mails: n[4],
         stopped_early: false,
         revocation_feed: 0,
+        unverified_accounts: 0,
     })
 }
 
@@ -146,5 +147,6 @@ pub(super) fn purge(store: &PostgresStore, h: Horizon) -> StoreResult<CleanupCou
         mails: n[4],
         stopped_early,
         revocation_feed: 0,
+        unverified_accounts: 0,
     })
 }

@@ -43,7 +43,7 @@ fn pending_at(r: &Row) -> PgResult<PendingEmailChange> {
 /// The user, its row locked until the transaction ends. Lock: two confirmations of one
 /// change (its two links at once) must not both read "the other one is still missing", and a
 /// request, a cancel or a password change must not interleave with a confirmation.
-fn lock_user(tx: &mut Db<'_, Transaction<'_>>, id: Uuid) -> PgResult<Option<User>> {
+pub(super) fn lock_user(tx: &mut Db<'_, Transaction<'_>>, id: Uuid) -> PgResult<Option<User>> {
     tx.query_opt(
         &format!("SELECT {USER_COLS} FROM users WHERE id = $1 FOR UPDATE"),
         &[&id],

@@ -23,6 +23,7 @@ mod outbox;
 mod passkeys;
 mod passwords;
 mod revocation_feed;
+mod self_service;
 mod sessions;
 mod users;
 
@@ -50,12 +51,15 @@ use crate::domain::email_change::{
 };
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{
+    MailKind, MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle,
+};
 use crate::domain::mfa::{
     EnableOutcome, MfaOpening, MfaProof, MfaRemoved, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
+use crate::domain::self_service::{MailRequested, Registration, ResetOutcome, VerifyOutcome};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -466,12 +470,16 @@ impl Store for PostgresStore {
         u: &NewUser,
         audit: &AuditEvent,
         session: Option<&NewSession>,
+        mail: Option<&NewMail>,
     ) -> StoreResult<User> {
         self.write(|tx| {
             let user = users::insert(tx, u)?;
             audit::insert(tx, audit)?;
             if let Some(session) = session {
                 sessions::create(tx, session)?;
+            }
+            if let Some(mail) = mail {
+                outbox::enqueue(tx, mail)?;
             }
             Ok(user)
         })
@@ -540,6 +548,51 @@ impl Store for PostgresStore {
 
     fn set_email(&self, user_id: Uuid, email: &str, now: Millis) -> StoreResult<SetEmailOutcome> {
         self.write(|tx| email_change::set_email(tx, user_id, email, now))
+    }
+
+    fn request_mail(
+        &self,
+        email: &str,
+        kind: MailKind,
+        mail_id: Uuid,
+        throttle: &MailThrottle,
+        now: Millis,
+    ) -> StoreResult<MailRequested> {
+        self.write(|tx| self_service::request_mail(tx, email, kind, mail_id, throttle, now))
+    }
+
+    fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        notice_id: Uuid,
+        now: Millis,
+    ) -> StoreResult<ResetOutcome> {
+        self.write(|tx| self_service::reset_password(tx, token_hash, password_hash, notice_id, now))
+    }
+
+    fn verify_email(&self, token_hash: &str, now: Millis) -> StoreResult<VerifyOutcome> {
+        self.write(|tx| self_service::verify_email(tx, token_hash, now))
+    }
+
+    fn mark_email_verified(&self, user_id: Uuid) -> StoreResult<Option<User>> {
+        self.write(|tx| self_service::mark_verified(tx, user_id))
+    }
+
+    fn register_unverified(
+        &self,
+        user: &NewUser,
+        mail_id: Uuid,
+        throttle: &MailThrottle,
+    ) -> StoreResult<(Registration, Uuid, bool)> {
+        self.write(|tx| self_service::register_unverified(tx, user, mail_id, throttle))
+    }
+
+    fn purge_unverified(&self, created_before: Millis, dry_run: bool) -> StoreResult<u64> {
+        if dry_run {
+            return self.read(|c| self_service::purge_unverified(c, created_before, true));
+        }
+        self.write(|tx| self_service::purge_unverified(tx, created_before, false))
     }
 
     fn set_password_hash(
@@ -836,10 +889,6 @@ impl Store for PostgresStore {
 
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
         self.write(|tx| outbox::enqueue(tx, mail))
-    }
-
-    fn enqueue_mail_throttled(&self, mail: &NewMail, throttle: &MailThrottle) -> StoreResult<bool> {
-        self.write(|tx| outbox::enqueue_throttled(tx, mail, throttle))
     }
 
     fn lease_mails(

@@ -28,8 +28,8 @@ pub(super) fn enqueue(c: &mut Db<'_, impl GenericClient>, m: &NewMail) -> PgResu
     Ok(())
 }
 
-/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting every mail queued to
-/// `m.to`); whether it was queued. Runs in the caller's transaction; a transaction-scoped
+/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting the mails of `m.kind`
+/// queued to `m.to`); whether it was queued. Runs in the caller's transaction; a transaction-scoped
 /// advisory lock on the address makes two requests for one address, at any instance, decide
 /// one after the other.
 pub(super) fn enqueue_throttled(
@@ -43,8 +43,12 @@ pub(super) fn enqueue_throttled(
     )?;
     let row = c.query_one(
         "SELECT MAX(created_at), COUNT(*) FROM mail_outbox
-         WHERE to_address = $1 AND created_at > $2",
-        &[&m.to, &(m.created_at - MailThrottle::DAY_MS)],
+         WHERE to_address = $1 AND kind = $3 AND created_at > $2",
+        &[
+            &m.to,
+            &(m.created_at - MailThrottle::DAY_MS),
+            &m.kind.as_str(),
+        ],
     )?;
     let last: Option<Millis> = row.try_get(0)?;
     let in_last_day: i64 = row.try_get(1)?;

@@ -117,6 +117,9 @@ pub(super) fn set_disabled(
     // In the same transaction as the flag: no refresh can rotate in between and leave a
     // live session to a disabled account.
     let sessions = if disabled {
+        // A disabled account's links die with its sessions (CONTRACT 10.2).
+        one_time::kill(tx, user_id, &[])?;
+        email_change::drop_pending(tx, user_id)?;
         revoke_where(tx, "user_id = ?1", &id, now, "disabled")?
     } else {
         0

@@ -49,6 +49,7 @@ pub(super) fn purge(
         mails: count(FINISHED_MAILS, &[&cutoff])?,
         stopped_early: false,
         revocation_feed: 0,
+        unverified_accounts: 0,
     };
     if !dry_run {
         tx.execute(&format!("DELETE {DEAD_TOKENS}"), [cutoff])?;

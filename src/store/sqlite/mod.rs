@@ -18,6 +18,7 @@ mod outbox;
 mod passkeys;
 mod passwords;
 mod revocation_feed;
+mod self_service;
 mod sessions;
 mod users;
 mod writer;
@@ -41,12 +42,15 @@ use crate::domain::email_change::{
 };
 use crate::domain::keys::{KeyRevokeOutcome, StoredKey};
 use crate::domain::limits::{Admission, SlotGrant, SlotRequest};
-use crate::domain::mail::{MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle};
+use crate::domain::mail::{
+    MailKind, MailStatus, MailThrottle, NewMail, OutboxCounts, OutboxMail, Settle,
+};
 use crate::domain::mfa::{
     EnableOutcome, MfaOpening, MfaProof, MfaRemoved, MfaState, StoredTotp, TotpEnrollment,
 };
 use crate::domain::one_time::{Consumed, NewOneTimeToken, OneTimeToken, Purpose};
 use crate::domain::revocation_feed::FeedRead;
+use crate::domain::self_service::{MailRequested, Registration, ResetOutcome, VerifyOutcome};
 use crate::domain::time::Millis;
 use crate::domain::{
     Account, AuditEvent, AuditQuery, CleanupCounts, FailureCounter, MigrationEntry, NewUser, Role,
@@ -313,13 +317,18 @@ impl Store for SqliteStore {
         u: &NewUser,
         audit: &AuditEvent,
         session: Option<&NewSession>,
+        mail: Option<&NewMail>,
     ) -> StoreResult<User> {
         let (u, audit, session) = (u.clone(), audit.clone(), session.cloned());
+        let mail = mail.cloned();
         self.write(move |tx| {
             let user = users::insert(tx, &u)?;
             audit::insert(tx, &audit)?;
             if let Some(session) = &session {
                 sessions::create(tx, session)?;
+            }
+            if let Some(mail) = &mail {
+                outbox::enqueue(tx, mail)?;
             }
             Ok(user)
         })
@@ -619,6 +628,55 @@ impl Store for SqliteStore {
         self.write(move |tx| email_change::set_email(tx, user_id, &email, now))
     }
 
+    fn request_mail(
+        &self,
+        email: &str,
+        kind: MailKind,
+        mail_id: Uuid,
+        throttle: &MailThrottle,
+        now: Millis,
+    ) -> StoreResult<MailRequested> {
+        let (email, throttle) = (email.to_owned(), *throttle);
+        self.write(move |tx| self_service::request_mail(tx, &email, kind, mail_id, &throttle, now))
+    }
+
+    fn reset_password(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        notice_id: Uuid,
+        now: Millis,
+    ) -> StoreResult<ResetOutcome> {
+        let (token, hash) = (token_hash.to_owned(), password_hash.to_owned());
+        self.write(move |tx| self_service::reset_password(tx, &token, &hash, notice_id, now))
+    }
+
+    fn verify_email(&self, token_hash: &str, now: Millis) -> StoreResult<VerifyOutcome> {
+        let token = token_hash.to_owned();
+        self.write(move |tx| self_service::verify_email(tx, &token, now))
+    }
+
+    fn mark_email_verified(&self, user_id: Uuid) -> StoreResult<Option<User>> {
+        self.write(move |tx| self_service::mark_verified(tx, user_id))
+    }
+
+    fn register_unverified(
+        &self,
+        user: &NewUser,
+        mail_id: Uuid,
+        throttle: &MailThrottle,
+    ) -> StoreResult<(Registration, Uuid, bool)> {
+        let (user, throttle) = (user.clone(), *throttle);
+        self.write(move |tx| self_service::register_unverified(tx, &user, mail_id, &throttle))
+    }
+
+    fn purge_unverified(&self, created_before: Millis, dry_run: bool) -> StoreResult<u64> {
+        if dry_run {
+            return self.read(|c| self_service::purge_unverified(c, created_before, true));
+        }
+        self.write(move |tx| self_service::purge_unverified(tx, created_before, false))
+    }
+
     fn mfa_state(&self, user_id: Uuid) -> StoreResult<MfaState> {
         self.read(|c| mfa::state(c, user_id))
     }
@@ -684,11 +742,6 @@ impl Store for SqliteStore {
     fn enqueue_mail(&self, mail: &NewMail) -> StoreResult<()> {
         let mail = mail.clone();
         self.write(move |tx| outbox::enqueue(tx, &mail))
-    }
-
-    fn enqueue_mail_throttled(&self, mail: &NewMail, throttle: &MailThrottle) -> StoreResult<bool> {
-        let (mail, throttle) = (mail.clone(), *throttle);
-        self.write(move |tx| outbox::enqueue_throttled(tx, &mail, &throttle))
     }
 
     fn lease_mails(
@@ -976,7 +1029,7 @@ mod tests {
             email_verified: true,
         };
         store
-            .insert_user(&new, &audit()(&RotateOutcome::Unknown), Some(&first))
+            .insert_user(&new, &audit()(&RotateOutcome::Unknown), Some(&first), None)
             .unwrap();
         let (next, _) = keys.issue(session);
         let wrong = Uuid::new_v4();

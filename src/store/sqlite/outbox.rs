@@ -27,8 +27,8 @@ pub(super) fn enqueue(c: &Connection, m: &NewMail) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting every mail queued to
-/// `m.to`); whether it was queued. Runs in the caller's write transaction, which SQLite
+/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting the mails of `m.kind`
+/// queued to `m.to`); whether it was queued. Runs in the caller's write transaction, which SQLite
 /// serialises, so two requests for one address see each other's mail.
 pub(super) fn enqueue_throttled(
     c: &Connection,
@@ -38,11 +38,12 @@ pub(super) fn enqueue_throttled(
     let (last, in_last_day): (Option<Millis>, i64) = c
         .prepare_cached(
             "SELECT MAX(created_at), COUNT(*) FROM mail_outbox
-             WHERE to_address = ?1 AND created_at > ?2",
+             WHERE to_address = ?1 AND kind = ?3 AND created_at > ?2",
         )?
-        .query_row(params![m.to, m.created_at - MailThrottle::DAY_MS], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
+        .query_row(
+            params![m.to, m.created_at - MailThrottle::DAY_MS, m.kind.as_str()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
     if throttle.drops(m.created_at, last, in_last_day.max(0) as u64) {
         return Ok(false);
     }

@@ -181,10 +181,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         let u = store
-            .insert_user(&user("a@x.io", "old"), &created(), None)
+            .insert_user(&user("a@x.io", "old"), &created(), None, None)
             .unwrap();
         let other = store
-            .insert_user(&user("b@x.io", "old"), &created(), None)
+            .insert_user(&user("b@x.io", "old"), &created(), None, None)
             .unwrap();
         let (keep, drop1, drop2) = (
             session(&store, u.id),
@@ -221,7 +221,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         let u = store
-            .insert_user(&user("a@x.io", "verified"), &created(), None)
+            .insert_user(&user("a@x.io", "verified"), &created(), None, None)
             .unwrap();
         store.set_password_hash(u.id, "changed", None, 1).unwrap();
         assert!(!store
@@ -239,7 +239,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = store(&dir);
         store
-            .insert_user(&user("old@x.io", "h"), &created(), None)
+            .insert_user(&user("old@x.io", "h"), &created(), None, None)
             .unwrap();
         let batch = || vec![user("new@x.io", "h"), user("old@x.io", "h2")];
         let existing = ImportOutcome::Existing(vec!["old@x.io".into()]);
