@@ -34,10 +34,11 @@ fn access(data: &Value) -> String {
     data["accessToken"].as_str().unwrap().to_string()
 }
 
-const ACCOUNT_KEYS: [&str; 9] = [
+const ACCOUNT_KEYS: [&str; 10] = [
     "createdAt",
     "disabled",
     "email",
+    "emailVerified",
     "id",
     "lastLoginAt",
     "lockedUntil",

@@ -249,6 +249,16 @@ fn list_and_show_print_lines_and_json() {
     assert_eq!(cols[5], "-", "never logged in: {bob_line}");
     let alice_line = lines.iter().find(|l| l.contains(&alice)).unwrap();
     assert!(alice_line.starts_with(&alice_id), "{alice_line}");
+    // Self-registered and not verified yet (CONTRACT 10.5: after disabled and locked).
+    assert!(alice_line.contains(" unverified "), "{alice_line}");
+    users(&s, &["users", "verify-email", &alice]).ok();
+    let text = users(&s, &["users", "list"]);
+    let alice_line = text
+        .ok()
+        .lines()
+        .find(|l| l.contains(&alice))
+        .unwrap()
+        .to_string();
     assert!(alice_line.contains(" active "), "{alice_line}");
 
     let all = json_out(&users(&s, &["users", "list", "--json"]));
@@ -261,6 +271,7 @@ fn list_and_show_print_lines_and_json() {
                 "createdAt",
                 "disabled",
                 "email",
+                "emailVerified",
                 "id",
                 "lastLoginAt",
                 "lockedUntil",

@@ -86,7 +86,15 @@ fn success_envelopes_carry_data() {
     let keys = keys_of(user);
     assert_eq!(
         keys,
-        BTreeSet::from(["id", "email", "name", "role", "createdAt", "lastLoginAt"])
+        BTreeSet::from([
+            "id",
+            "email",
+            "name",
+            "role",
+            "createdAt",
+            "lastLoginAt",
+            "emailVerified"
+        ])
     );
     for key in ["accessToken", "refreshToken", "tokenType", "expiresIn"] {
         assert!(reg.body["data"].get(key).is_some(), "{key}: {}", reg.text);

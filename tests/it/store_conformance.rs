@@ -147,6 +147,7 @@ fn new_user(store: &dyn Store, email: &str) -> Uuid {
             },
             &created(id),
             None,
+            None,
         )
         .unwrap();
     id
@@ -297,6 +298,7 @@ fn users_are_unique_by_email_and_found_by_email_and_id(store: &dyn Store) {
         },
         &created(again_id),
         None,
+        None,
     );
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
 
@@ -410,12 +412,12 @@ fn a_user_and_its_first_session_are_stored_together_or_not_at_all(store: &dyn St
     let first = Uuid::new_v4();
     let session = draft_session(first, 1_000);
     store
-        .insert_user(&new(first), &created(first), Some(&session))
+        .insert_user(&new(first), &created(first), Some(&session), None)
         .unwrap();
     assert!(store.session(session.session.id).unwrap().is_some());
     let second = Uuid::new_v4();
     let session = draft_session(second, 2_000);
-    let again = store.insert_user(&new(second), &created(second), Some(&session));
+    let again = store.insert_user(&new(second), &created(second), Some(&session), None);
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
     assert!(store.session(session.session.id).unwrap().is_none());
     let audited = |user: Uuid| {
