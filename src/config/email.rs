@@ -373,6 +373,16 @@ impl EmailSettings {
         self.transport != MailTransport::None
     }
 
+    /// A mailed link: `link_base` followed by `path` (a `*_link_path`) with `{token}` replaced
+    /// by `token`. Never built from a request header (CONTRACT 10.1).
+    pub fn link(&self, path: &str, token: &str) -> String {
+        format!(
+            "{}{}",
+            self.link_base,
+            path.replace(TOKEN_PLACEHOLDER, token)
+        )
+    }
+
     pub(super) fn to_toml(&self) -> String {
         format!(
             "[email]\ntransport = {}\nfrom = {}\nreply_to = {}\nlink_base = {}\nsmtp_host = {}\n\

@@ -95,6 +95,30 @@ pub struct NewOneTimeToken {
     pub expires_at: Millis,
 }
 
+impl NewOneTimeToken {
+    /// A token of `purpose` for `user_id`, bound to `address`, made at `now` and living
+    /// `ttl_ms` milliseconds.
+    pub fn for_address(
+        token_hash: String,
+        purpose: Purpose,
+        user_id: Uuid,
+        address: &str,
+        payload: Option<String>,
+        now: Millis,
+        ttl_ms: Millis,
+    ) -> Self {
+        NewOneTimeToken {
+            token_hash,
+            purpose,
+            user_id: Some(user_id),
+            address: Some(address.to_string()),
+            payload,
+            created_at: now,
+            expires_at: now + ttl_ms,
+        }
+    }
+}
+
 /// A stored one-time token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OneTimeToken {

@@ -13,7 +13,6 @@ use uuid::Uuid;
 
 use super::audit::{log_event, Event};
 use super::Core;
-use crate::config::TOKEN_PLACEHOLDER;
 use crate::crypto::one_time::new_token;
 use crate::domain::mail::{MailKind, MailStatus, OutboxCounts, OutboxMail, Settle};
 use crate::domain::one_time::{NewOneTimeToken, Purpose};
@@ -152,26 +151,26 @@ impl Mail {
         }
         let ttl = self.ttl(purpose);
         let (token, hash) = new_token();
-        let record = NewOneTimeToken {
-            token_hash: hash,
+        let record = NewOneTimeToken::for_address(
+            hash,
             purpose,
-            user_id: Some(user_id),
-            address: Some(m.to.clone()),
-            payload: m.payload.clone(),
-            created_at: now,
-            expires_at: now + duration_ms(ttl),
-        };
+            user_id,
+            &m.to,
+            m.payload.clone(),
+            now,
+            duration_ms(ttl),
+        );
         let expires_at = record.expires_at;
         // A user deleted since the check above makes this insert fail (foreign key); the mail
         // is then retried, and the next attempt finds the user gone.
         self.core
             .db(move |s| s.issue_one_time_token(&record, true))
             .await?;
-        let url = format!(
-            "{}{}",
-            self.core.settings.email.link_base,
-            self.link_path(purpose).replace(TOKEN_PLACEHOLDER, &token)
-        );
+        let url = self
+            .core
+            .settings
+            .email
+            .link(self.link_path(purpose), &token);
         Ok(Some(Link {
             url,
             expires_at,

@@ -12,7 +12,7 @@ use super::accounts::{Accounts, Acting};
 use super::audit::{Event, Record};
 use super::sessions::{AuthOutcome, Sessions};
 use super::users::NewUserInput;
-use crate::config::{RESET_TTL_RANGE, TOKEN_PLACEHOLDER};
+use crate::config::RESET_TTL_RANGE;
 use crate::crypto::one_time::{hash as token_hash, new_token};
 use crate::domain::mail::{MailKind, MailThrottle, NewMail};
 use crate::domain::one_time::{NewOneTimeToken, Purpose};
@@ -391,15 +391,15 @@ impl Accounts {
         }
         let ttl = ttl.unwrap_or(settings.password_reset.ttl);
         let (token, hash) = new_token();
-        let record = NewOneTimeToken {
-            token_hash: hash,
-            purpose: Purpose::PasswordReset,
-            user_id: Some(user.id),
-            address: Some(user.email.clone()),
-            payload: None,
-            created_at: now,
-            expires_at: now + duration_ms(ttl),
-        };
+        let record = NewOneTimeToken::for_address(
+            hash,
+            Purpose::PasswordReset,
+            user.id,
+            &user.email,
+            None,
+            now,
+            duration_ms(ttl),
+        );
         let expires_at = record.expires_at;
         self.core
             .db(move |s| s.issue_one_time_token(&record, true))
@@ -407,14 +407,9 @@ impl Accounts {
         self.record(by, Event::AdminResetLink, Some(&user), Some("link"), None)
             .await;
         let link = settings.email.enabled().then(|| {
-            format!(
-                "{}{}",
-                settings.email.link_base,
-                settings
-                    .password_reset
-                    .link_path
-                    .replace(TOKEN_PLACEHOLDER, &token)
-            )
+            settings
+                .email
+                .link(&settings.password_reset.link_path, &token)
         });
         let reset = ResetLink {
             email: user.email.clone(),

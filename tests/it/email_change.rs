@@ -5,12 +5,12 @@
 //! `AUTHD_TEST_DATABASE=postgres`, on PostgreSQL.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
 use crate::admin_cli::{admin_token, users};
 use crate::mail::{file_settings, refs, store_of, LINK_BASE};
+use crate::password_reset::{mails, wait_mail};
 use crate::support::*;
 
 const NEW_LINK: &str = "Subject: Confirm your new email address";
@@ -46,36 +46,6 @@ fn login(s: &TestServer, email: &str) -> Resp {
         "/api/auth/login",
         json!({"email": email, "password": PASSWORD}),
     )
-}
-
-/// The mails in `dir` to `to` whose text holds `marker`, oldest first.
-fn mails(dir: &Path, to: &str, marker: &str) -> Vec<String> {
-    let mut found: Vec<(std::time::SystemTime, String)> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-        .filter_map(|e| {
-            let text = std::fs::read_to_string(e.path()).ok()?;
-            let at = e.metadata().ok()?.modified().ok()?;
-            (text.contains(&format!("To: {to}\r\n")) && text.contains(marker)).then_some((at, text))
-        })
-        .collect();
-    found.sort();
-    found.into_iter().map(|(_, t)| t).collect()
-}
-
-/// Waits (up to 30 s) for the `n`th (1-based) mail to `to` holding `marker`.
-fn wait_mail(dir: &Path, to: &str, marker: &str, n: usize) -> String {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        let found = mails(dir, to, marker);
-        if found.len() >= n {
-            return found[n - 1].clone();
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("mail {n} to {to} ({marker}) never came");
 }
 
 /// The token of a mail's link (`...#token=<token>`).

@@ -346,7 +346,14 @@ fn the_link_uses_link_base_whatever_host_the_request_named_and_no_raw_token_is_s
     let path = server.db_path();
     let dir_of_db = path.parent().unwrap().to_path_buf();
     let tmp = server.stop();
-    for entry in std::fs::read_dir(&dir_of_db).unwrap() {
+    assert_not_in_files(&dir_of_db, &token);
+    drop(tmp);
+}
+
+/// Asserts that no file directly in `dir` holds `token`'s bytes; returns how many it read.
+pub fn assert_not_in_files(dir: &Path, token: &str) -> usize {
+    let mut scanned = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
         let p = entry.unwrap().path();
         if p.is_file() {
             let bytes = std::fs::read(&p).unwrap();
@@ -355,9 +362,10 @@ fn the_link_uses_link_base_whatever_host_the_request_named_and_no_raw_token_is_s
                 "raw token found in {}",
                 p.display()
             );
+            scanned += 1;
         }
     }
-    drop(tmp);
+    scanned
 }
 
 fn mail_cli(server: &TestServer, args: &[&str]) -> crate::cli::Run {
