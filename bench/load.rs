@@ -472,6 +472,16 @@ pub fn login_request(host: &str, email: &str, password: &str) -> Request<Full<By
     post_json("/api/auth/login", host, Bytes::from(body.to_string()))
 }
 
+/// `POST /api/auth/password-reset/request` for `email`.
+pub fn reset_request(host: &str, email: &str) -> Request<Full<Bytes>> {
+    let body = serde_json::json!({ "email": email });
+    post_json(
+        "/api/auth/password-reset/request",
+        host,
+        Bytes::from(body.to_string()),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::percentile;

@@ -134,20 +134,33 @@ impl Mail {
     }
 
     /// Mints the token of a mail with a link and stores its hash (superseding the user's
-    /// older tokens of that purpose): the link, or `None` when the mail's user is gone. The
+    /// older tokens of that purpose): the link, or why none is made (`user_gone`,
+    /// `user_disabled`, `address_changed`). The
     /// token itself lives only in the returned link, which goes into the message and nowhere
     /// else (never a log, never the database).
-    async fn mint(&self, m: &OutboxMail, purpose: Purpose, now: Millis) -> AppResult<Option<Link>> {
+    async fn mint(
+        &self,
+        m: &OutboxMail,
+        purpose: Purpose,
+        now: Millis,
+    ) -> AppResult<Result<Link, &'static str>> {
         let Some(user_id) = m.user_id else {
-            return Ok(None);
+            return Ok(Err("user_gone"));
         };
-        if self
-            .core
-            .db(move |s| s.user_by_id(user_id))
-            .await?
-            .is_none()
-        {
-            return Ok(None);
+        // A user gone or disabled, or whose address is no longer the one the mail goes to,
+        // gets no link: a credential change kills links (CONTRACT 10.2), and this one would
+        // be made after it. (An email change's first link goes to the address to be.)
+        let user = self.core.db(move |s| s.user_by_id(user_id)).await?;
+        let refused = match &user {
+            None => Some("user_gone"),
+            Some(u) if u.disabled => Some("user_disabled"),
+            Some(u) if u.email != m.to && purpose != Purpose::EmailChangeNew => {
+                Some("address_changed")
+            }
+            Some(_) => None,
+        };
+        if let Some(reason) = refused {
+            return Ok(Err(reason));
         }
         let ttl = self.ttl(purpose);
         let (token, hash) = new_token();
@@ -171,7 +184,7 @@ impl Mail {
             .settings
             .email
             .link(self.link_path(purpose), &token);
-        Ok(Some(Link {
+        Ok(Ok(Link {
             url,
             expires_at,
             ttl,
@@ -183,9 +196,9 @@ impl Mail {
         let now = now_ms();
         let link = match m.kind.purpose() {
             Some(p) => match self.mint(&m, p, now).await? {
-                Some(l) => Some(l),
-                None => {
-                    let e = "user_gone".to_string();
+                Ok(l) => Some(l),
+                Err(reason) => {
+                    let e = reason.to_string();
                     return self
                         .settle(&m, lease_until, Outcome::Failed(e.clone(), e))
                         .await;

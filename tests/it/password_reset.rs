@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use crate::admin_cli::{admin_token, audit, json_out, users};
 use crate::cli::{authd_on, create_user, run, Run};
-use crate::mail::{file_settings, LINK_BASE};
+use crate::mail::{file_settings, refs, store_of, LINK_BASE};
 use crate::support::*;
 
 pub const RESET_MAIL: &str = "Subject: Reset your password";
@@ -699,4 +699,49 @@ fn the_admin_route_makes_a_reset_link() {
         .filter(|e| e["userId"] == id.as_str() && e["reason"] == "link")
         .count();
     assert_eq!(made, 2, "{events:?}");
+}
+
+/// A reset mail still waiting for the relay when the password changes, or the account is
+/// disabled, never goes out: its link would be minted after the change (CONTRACT 10.2).
+#[test]
+fn a_mail_still_queued_when_the_credential_changes_is_failed_not_sent() {
+    let relay = crate::smtp::Relay::start();
+    let down = relay.stop();
+    let settings = crate::mail::smtp_settings(down);
+    let s = TestServer::with(&refs(&settings));
+    let store = store_of(&s);
+    for (n, change) in [["users", "disable"], ["users", "set-password"]]
+        .iter()
+        .enumerate()
+    {
+        let email = unique_email(&format!("queued{n}"));
+        s.register(&email);
+        assert_eq!(request(&s, &email).status, 202);
+        let mail = || {
+            store
+                .list_mails(None)
+                .unwrap()
+                .into_iter()
+                .find(|m| m.to == email && m.kind.as_str() == "password_reset")
+                .expect("the reset mail is in the outbox")
+        };
+        // The relay is down: the first attempt failed and the mail waits for its retry.
+        crate::mail::wait_until(|| mail().attempts == 1 && mail().status.as_str() == "queued");
+        let mut args = change.to_vec();
+        args.push(&email);
+        if change[1] == "set-password" {
+            args.push("--password-stdin");
+            crate::admin_cli::users_with_input(&s, &args, NEW_PASSWORD).ok();
+        } else {
+            users(&s, &args).ok();
+        }
+        let m = mail();
+        assert_eq!(m.status.as_str(), "failed", "{m:?}");
+        assert!(
+            m.last_error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("credential_changed")),
+            "{m:?}"
+        );
+    }
 }

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::db::Db;
 use super::sessions::revoke_of_user;
 use super::users::{user_at, USER_COLS};
-use super::{email_change, one_time, text, PgResult};
+use super::{email_change, one_time, outbox, text, PgResult};
 use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
 use crate::domain::mfa::MfaSummary;
 use crate::domain::time::Millis;
@@ -124,6 +124,7 @@ pub(super) fn set_disabled(
         // A disabled account's links die with its sessions (CONTRACT 10.2).
         one_time::kill(tx, user_id, &[])?;
         email_change::drop_pending(tx, user_id)?;
+        outbox::cancel_links(tx, user_id, now)?;
         revoke_of_user(tx, user_id, now, "disabled")?
     } else {
         0

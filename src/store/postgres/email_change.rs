@@ -202,6 +202,7 @@ fn move_address(
         &[&user_id, &now, &keep],
     )? as usize;
     one_time::kill(tx, user_id, &Purpose::MAILED)?;
+    outbox::cancel_links(tx, user_id, now)?;
     drop_pending(tx, user_id)?;
     Ok((user, revoked))
 }

@@ -28,11 +28,10 @@ pub(super) fn enqueue(c: &mut Db<'_, impl GenericClient>, m: &NewMail) -> PgResu
     Ok(())
 }
 
-/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting the mails of `m.kind`
-/// queued to `m.to`); whether it was queued. Runs in the caller's transaction; a transaction-scoped
-/// advisory lock on the address makes two requests for one address, at any instance, decide
-/// one after the other.
-pub(super) fn enqueue_throttled(
+/// Whether `throttle` drops `m` (`MailThrottle::drops`, counting the mails of `m.kind` queued
+/// to `m.to`). Runs in the caller's transaction; a transaction-scoped advisory lock on the
+/// address makes two requests for one address, at any instance, decide one after the other.
+pub(super) fn dropped(
     c: &mut Db<'_, Transaction<'_>>,
     m: &NewMail,
     throttle: &MailThrottle,
@@ -52,7 +51,16 @@ pub(super) fn enqueue_throttled(
     )?;
     let last: Option<Millis> = row.try_get(0)?;
     let in_last_day: i64 = row.try_get(1)?;
-    if throttle.drops(m.created_at, last, in_last_day.max(0) as u64) {
+    Ok(throttle.drops(m.created_at, last, in_last_day.max(0) as u64))
+}
+
+/// Queues `m` unless `throttle` drops it (see `dropped`); whether it was queued.
+pub(super) fn enqueue_throttled(
+    c: &mut Db<'_, Transaction<'_>>,
+    m: &NewMail,
+    throttle: &MailThrottle,
+) -> PgResult<bool> {
+    if dropped(c, m, throttle)? {
         return Ok(false);
     }
     enqueue(c, m)?;
@@ -195,6 +203,26 @@ pub(super) fn requeue(
             SET status = 'queued', attempts = 0, next_attempt_at = $2, finished_at = NULL
           WHERE status = 'failed' AND ($1::UUID IS NULL OR id = $1)",
         &[&id, &now],
+    )?;
+    Ok(n as usize)
+}
+
+/// Fails the user's mails with a link that are not handed over yet (queued, or leased by a
+/// worker that has not settled them): a credential change kills every outstanding link
+/// (CONTRACT 10.2), and a link is minted only when its mail is handed over, so a mail queued
+/// before the change must not go out with a fresh one. Returns how many.
+pub(super) fn cancel_links(
+    c: &mut Db<'_, Transaction<'_>>,
+    user_id: Uuid,
+    now: Millis,
+) -> PgResult<usize> {
+    let n = c.execute(
+        "UPDATE mail_outbox
+            SET status = 'failed', last_error = 'credential_changed: the link died with the change',
+                finished_at = $2, lease_until = NULL
+          WHERE user_id = $1 AND status IN ('queued', 'sending')
+            AND kind IN ('password_reset', 'verify_email', 'email_change_new', 'email_change_old')",
+        &[&user_id, &now],
     )?;
     Ok(n as usize)
 }

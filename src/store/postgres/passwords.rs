@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::db::Db;
 use super::PgResult;
-use super::{email_change, one_time};
+use super::{email_change, one_time, outbox};
 use crate::domain::one_time::Purpose;
 use crate::domain::time::Millis;
 use crate::domain::NewUser;
@@ -41,6 +41,7 @@ pub(super) fn set_password_hash(
     // A credential change kills every mailed link of the user (CONTRACT 10.2), and with the
     // email-change links their pending change.
     one_time::kill(tx, user_id, &Purpose::MAILED)?;
+    outbox::cancel_links(tx, user_id, now)?;
     email_change::drop_pending(tx, user_id)?;
     Ok(revoked)
 }

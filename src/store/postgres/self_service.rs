@@ -74,15 +74,28 @@ pub(super) fn request_mail(
     now: Millis,
 ) -> PgResult<MailRequested> {
     let found = users::by_email(tx, email)?.map(|c| c.user);
+    // The throttle is read on every branch (for the address asked about, which is the
+    // account's stored one when there is an account): the same work whatever is found.
+    let mail = NewMail {
+        id: mail_id,
+        kind,
+        user_id: found.as_ref().map(|u| u.id),
+        to: email.to_string(),
+        payload: None,
+        created_at: now,
+    };
+    let dropped = outbox::dropped(tx, &mail, throttle)?;
     if let Err(reason) = mail_decision(kind, found.as_ref()) {
         return Ok(MailRequested {
-            user_id: found.map(|u| u.id),
+            user_id: mail.user_id,
             reason,
         });
     }
-    let user = found.expect("decided on an account");
-    let queued = outbox::enqueue_throttled(tx, &mail_to(&user, kind, mail_id, now), throttle)?;
-    Ok(MailRequested::queued(user.id, queued))
+    let user_id = mail.user_id.expect("decided on an account");
+    if !dropped {
+        outbox::enqueue(tx, &mail)?;
+    }
+    Ok(MailRequested::queued(user_id, !dropped))
 }
 
 /// `Store::reset_password`, inside the caller's transaction.

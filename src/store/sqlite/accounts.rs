@@ -6,10 +6,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use uuid::Uuid;
 
 use super::email_change;
-use super::one_time;
 use super::sessions::revoke_where;
 use super::users::{user_at, user_row, USER_COLS};
 use super::uuid_col;
+use super::{one_time, outbox};
 use crate::domain::admins::{self, AccountChange, ChangeOutcome, LastAdmin, Verdict};
 use crate::domain::mfa::MfaSummary;
 use crate::domain::one_time::Purpose;
@@ -120,6 +120,7 @@ pub(super) fn set_disabled(
         // A disabled account's links die with its sessions (CONTRACT 10.2).
         one_time::kill(tx, user_id, &[])?;
         email_change::drop_pending(tx, user_id)?;
+        outbox::cancel_links(tx, user_id, now)?;
         revoke_where(tx, "user_id = ?1", &id, now, "disabled")?
     } else {
         0
@@ -226,6 +227,7 @@ pub(super) fn set_password_hash(
     // A credential change kills every mailed link of the user (CONTRACT 10.2), and with the
     // email-change links their pending change.
     one_time::kill(tx, user_id, &Purpose::MAILED)?;
+    outbox::cancel_links(tx, user_id, now)?;
     email_change::drop_pending(tx, user_id)?;
     Ok(revoked)
 }

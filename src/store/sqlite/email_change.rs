@@ -193,6 +193,7 @@ fn move_address(
         None => revoke_where(tx, "user_id = ?1", &id, now, "email_change")?,
     };
     one_time::kill(tx, user_id, &Purpose::MAILED)?;
+    outbox::cancel_links(tx, user_id, now)?;
     drop_pending(tx, user_id)?;
     Ok((user, revoked))
 }

@@ -27,10 +27,10 @@ pub(super) fn enqueue(c: &Connection, m: &NewMail) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Queues `m` unless `throttle` drops it (`MailThrottle::drops`, counting the mails of `m.kind`
-/// queued to `m.to`); whether it was queued. Runs in the caller's write transaction, which SQLite
-/// serialises, so two requests for one address see each other's mail.
-pub(super) fn enqueue_throttled(
+/// Whether `throttle` drops `m` (`MailThrottle::drops`, counting the mails of `m.kind` queued
+/// to `m.to`). Runs in the caller's write transaction, which SQLite serialises, so two
+/// requests for one address see each other's mail.
+pub(super) fn dropped(
     c: &Connection,
     m: &NewMail,
     throttle: &MailThrottle,
@@ -44,7 +44,16 @@ pub(super) fn enqueue_throttled(
             params![m.to, m.created_at - MailThrottle::DAY_MS, m.kind.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-    if throttle.drops(m.created_at, last, in_last_day.max(0) as u64) {
+    Ok(throttle.drops(m.created_at, last, in_last_day.max(0) as u64))
+}
+
+/// Queues `m` unless `throttle` drops it (see `dropped`); whether it was queued.
+pub(super) fn enqueue_throttled(
+    c: &Connection,
+    m: &NewMail,
+    throttle: &MailThrottle,
+) -> rusqlite::Result<bool> {
+    if dropped(c, m, throttle)? {
         return Ok(false);
     }
     enqueue(c, m)?;
@@ -179,4 +188,19 @@ pub(super) fn requeue(c: &Connection, id: Option<Uuid>, now: Millis) -> rusqlite
           WHERE status = 'failed' AND (?1 IS NULL OR id = ?1)",
     )?
     .execute(params![id.map(|u| u.to_string()), now])
+}
+
+/// Fails the user's mails with a link that are not handed over yet (queued, or leased by a
+/// worker that has not settled them): a credential change kills every outstanding link
+/// (CONTRACT 10.2), and a link is minted only when its mail is handed over, so a mail queued
+/// before the change must not go out with a fresh one. Returns how many.
+pub(super) fn cancel_links(c: &Connection, user_id: Uuid, now: Millis) -> rusqlite::Result<usize> {
+    c.prepare_cached(
+        "UPDATE mail_outbox
+            SET status = 'failed', last_error = 'credential_changed: the link died with the change',
+                finished_at = ?2, lease_until = NULL
+          WHERE user_id = ?1 AND status IN ('queued', 'sending')
+            AND kind IN ('password_reset', 'verify_email', 'email_change_new', 'email_change_old')",
+    )?
+    .execute(params![user_id.to_string(), now])
 }
