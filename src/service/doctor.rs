@@ -420,7 +420,7 @@ pub async fn redis(settings: &Settings) -> Check {
     let Some(url) = settings.rate_limit.redis_url.as_deref() else {
         return Check::ok(
             "redis",
-            "not configured (rate limits are counted per process)",
+            "not configured (the per-IP request budget is counted per process; failed-login limits are in the database)",
         );
     };
     let shown = redact_url(url);
