@@ -98,6 +98,21 @@ pub struct NewMail {
     pub created_at: Millis,
 }
 
+impl NewMail {
+    /// A mail of `kind` about account `user_id`, to its stored `address`, without payload,
+    /// queued at `now`.
+    pub fn to_account(kind: MailKind, id: Uuid, user_id: Uuid, address: &str, now: Millis) -> Self {
+        NewMail {
+            id,
+            kind,
+            user_id: Some(user_id),
+            to: address.to_string(),
+            payload: None,
+            created_at: now,
+        }
+    }
+}
+
 /// The per-address throttle of the public routes that send mail (CONTRACT 10.2): a mail to an
 /// address is dropped, silently, when another mail of its kind went to it less than `cooldown`
 /// ago or `max_per_day` mails of its kind went to it in the last 24 hours (so a reset link

@@ -376,14 +376,13 @@ impl Accounts {
         let user = self.user(id).await?;
         let now = now_ms();
         if send {
-            let mail = NewMail {
-                id: Uuid::new_v4(),
-                kind: MailKind::PasswordReset,
-                user_id: Some(user.id),
-                to: user.email.clone(),
-                payload: None,
-                created_at: now,
-            };
+            let mail = NewMail::to_account(
+                MailKind::PasswordReset,
+                Uuid::new_v4(),
+                user.id,
+                &user.email,
+                now,
+            );
             self.core.db(move |s| s.enqueue_mail(&mail)).await?;
             self.record(by, Event::AdminResetLink, Some(&user), Some("mailed"), None)
                 .await;

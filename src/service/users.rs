@@ -91,13 +91,14 @@ impl Users {
             created_at: now_ms(),
             email_verified: !registered,
         };
-        let mail = (registered && self.core.settings.email.enabled()).then(|| NewMail {
-            id: Uuid::new_v4(),
-            kind: MailKind::VerifyEmail,
-            user_id: Some(new.id),
-            to: new.email.clone(),
-            payload: None,
-            created_at: new.created_at,
+        let mail = (registered && self.core.settings.email.enabled()).then(|| {
+            NewMail::to_account(
+                MailKind::VerifyEmail,
+                Uuid::new_v4(),
+                new.id,
+                &new.email,
+                new.created_at,
+            )
         });
         let event = Record {
             event: via,

@@ -17,18 +17,6 @@ use crate::domain::self_service::{
 use crate::domain::time::Millis;
 use crate::domain::{NewUser, User};
 
-/// A mail of `kind` about `user` to its stored address.
-fn mail_to(user: &User, kind: MailKind, id: Uuid, now: Millis) -> NewMail {
-    NewMail {
-        id,
-        kind,
-        user_id: Some(user.id),
-        to: user.email.clone(),
-        payload: None,
-        created_at: now,
-    }
-}
-
 /// The user a token was made for, if it still has the address the token was mailed to.
 fn owner(
     tx: &Connection,
@@ -101,7 +89,13 @@ pub(super) fn reset_password(
         .query_row([user.id.to_string()], user_row)?;
     outbox::enqueue(
         tx,
-        &mail_to(&user, MailKind::PasswordResetNotice, notice_id, now),
+        &NewMail::to_account(
+            MailKind::PasswordResetNotice,
+            notice_id,
+            user.id,
+            &user.email,
+            now,
+        ),
     )?;
     Ok(ResetOutcome::Done { user, revoked })
 }
@@ -164,9 +158,11 @@ pub(super) fn register_unverified(
         (_, None) => unreachable!("only a registration of a free address creates"),
     };
     let queued = match what.mail() {
-        Some(kind) => {
-            outbox::enqueue_throttled(tx, &mail_to(&user, kind, mail_id, new.created_at), throttle)?
-        }
+        Some(kind) => outbox::enqueue_throttled(
+            tx,
+            &NewMail::to_account(kind, mail_id, user.id, &user.email, new.created_at),
+            throttle,
+        )?,
         None => false,
     };
     Ok((what, user.id, queued))
