@@ -24,6 +24,7 @@
 #   DB, A1, A2      for `postgres` blocks: a fresh database on AUTHD_TEST_POSTGRES_URL's server
 #                   (default postgres://postgres@127.0.0.1:5432/postgres; dropped on exit), and
 #                   two free loopback ports for instances
+#   M               a free loopback port for the second server of "Mail and password reset"
 #
 # plus AUTHD_PASSWORD__BCRYPT_COST=10 (a debug build hashes slowly; 10 is the lowest allowed);
 # everything else is the built-in defaults (the refresh cookie stays Secure: curl sends it to
@@ -157,11 +158,13 @@ for _ in $(seq 1 300); do
 done
 [ -n "$port" ] || fail "serve did not log 'listening' within 30s: $(cat "$tmp/serve.log")"
 export A="http://127.0.0.1:$port"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+M="http://127.0.0.1:$(free_port)"
+export M
 if [ "$pg" = 1 ]; then
     pg_db="authd_test_readme_$$"
     psql "$pg_url" -qAtc "CREATE DATABASE $pg_db" >/dev/null
     export DB="${pg_url%/*}/$pg_db"
-    free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
     A1="http://127.0.0.1:$(free_port)"
     A2="http://127.0.0.1:$(free_port)"
     export A1 A2
