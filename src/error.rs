@@ -118,6 +118,12 @@ pub enum AppError {
     /// 500 `INTERNAL_ERROR`: the cause is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),
+    /// 500 `INTERNAL_ERROR` unless the service expected it: a write the database refused
+    /// under a unique constraint (`StoreError::Conflict`), e.g. an address taken by another
+    /// transaction between a service's check and its update. Services that can race so turn
+    /// it into their own answer (`EMAIL_TAKEN`, a retry); anywhere else it is a bug, logged.
+    #[error("unexpected conflict: {0}")]
+    Conflict(String),
 }
 
 impl AppError {
@@ -150,7 +156,7 @@ impl AppError {
             AppError::AccountLocked { .. } => "ACCOUNT_LOCKED",
             AppError::RateLimited { .. } => "RATE_LIMITED",
             AppError::Unavailable(_) => "SERVICE_UNAVAILABLE",
-            AppError::Internal(_) => "INTERNAL_ERROR",
+            AppError::Internal(_) | AppError::Conflict(_) => "INTERNAL_ERROR",
         }
     }
 
@@ -166,7 +172,7 @@ impl AppError {
                     .join("; ")
             ),
             AppError::Unavailable(_) => "service temporarily unavailable, retry later".into(),
-            AppError::Internal(_) => "internal server error".into(),
+            AppError::Internal(_) | AppError::Conflict(_) => "internal server error".into(),
             other => other.to_string(),
         }
     }
@@ -176,7 +182,7 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(m) => AppError::Unavailable(m),
-            StoreError::Conflict(m) => AppError::Internal(format!("unexpected conflict: {m}")),
+            StoreError::Conflict(m) => AppError::Conflict(m),
             StoreError::Migration(m) => AppError::Internal(m),
             StoreError::Other(m) => AppError::Internal(m),
         }

@@ -140,6 +140,7 @@ impl From<AppError> for CliError {
             e @ AppError::Validation(_) => e.public_message(),
             AppError::Unavailable(cause) => format!("database unavailable: {cause}"),
             AppError::Internal(cause) => cause,
+            e @ AppError::Conflict(_) => e.to_string(),
             other => other.to_string(),
         })
     }

@@ -53,7 +53,7 @@ pub fn status(e: &AppError) -> StatusCode {
         AppError::AccountLocked { .. } => StatusCode::LOCKED,
         AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        AppError::Internal(_) | AppError::Conflict(_) => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
 
@@ -61,6 +61,7 @@ pub fn status(e: &AppError) -> StatusCode {
 pub fn error_response(e: &AppError) -> Response {
     match e {
         AppError::Internal(cause) => tracing::error!(cause = %cause, "internal error"),
+        AppError::Conflict(cause) => tracing::error!(cause = %cause, "unexpected conflict"),
         // Logged once per episode where it arose (`service::Core::db`), not once a request.
         AppError::Unavailable(cause) => tracing::debug!(cause = %cause, "database unavailable"),
         _ => {}

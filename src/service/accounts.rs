@@ -413,9 +413,7 @@ impl Accounts {
         // A registration that took the address between the check and the update (on
         // PostgreSQL) fails the address's unique index: the address is taken all the same.
         let outcome = match outcome {
-            Err(AppError::Internal(m)) if m.starts_with("unexpected conflict") => {
-                return Err(AppError::EmailTaken)
-            }
+            Err(AppError::Conflict(_)) => return Err(AppError::EmailTaken),
             other => other?,
         };
         let (user, old_email, n) = match outcome {

@@ -162,9 +162,7 @@ impl Sessions {
         // A registration that took the address between the re-check and the update (on
         // PostgreSQL) fails the address's unique index: the address is taken all the same.
         let outcome = match outcome {
-            Err(AppError::Internal(m)) if m.starts_with("unexpected conflict") => {
-                return Err(AppError::EmailTaken)
-            }
+            Err(AppError::Conflict(_)) => return Err(AppError::EmailTaken),
             other => other?,
         };
         match outcome {

@@ -124,11 +124,7 @@ impl Sessions {
             match done {
                 // A plain registration (or an admin) took the address in between: once more,
                 // and the account it finds decides.
-                Err(AppError::Internal(m))
-                    if m.starts_with("unexpected conflict") && tries == 0 =>
-                {
-                    tries += 1;
-                }
+                Err(AppError::Conflict(_)) if tries == 0 => tries += 1,
                 other => break other?,
             }
         };
