@@ -131,6 +131,12 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                 return Ok(());
             }
             for m in &mails {
+                // A sent mail's error is that of an earlier try: say so, so that it does not
+                // read as the reason the mail was not delivered.
+                let last_error = match (m.status, m.last_error.as_deref()) {
+                    (MailStatus::Sent, Some(e)) => format!("earlier try: {}", Shown(e)),
+                    (_, e) => or_dash(e).to_string(),
+                };
                 println!(
                     "{}  {}  {:<21}  {:<30}  {:<7}  {}  {}",
                     m.id,
@@ -139,7 +145,7 @@ pub async fn run(settings: Arc<Settings>, args: Args) -> Result<(), CliError> {
                     Shown(&m.to),
                     m.status.as_str(),
                     m.attempts,
-                    or_dash(m.last_error.as_deref()),
+                    last_error,
                 );
             }
         }

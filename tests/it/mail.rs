@@ -249,6 +249,18 @@ fn a_4xx_is_retried_later_with_a_back_off_and_then_delivered() {
     due_now(&server, id);
     wait_until(|| status_of(&server, id) == "sent");
     assert_eq!(column(&server, "attempts", id), "2");
+    // `mail list` shows the 451 as an earlier try's, not as why the mail is stuck.
+    let list = mail_cli(&server, &["list", "--status", "sent"])
+        .ok()
+        .to_string();
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&id.to_string()))
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        line.contains("  sent  ") && line.contains("earlier try: 451"),
+        "{line}"
+    );
     let msgs = relay.messages();
     assert_eq!(msgs.len(), 1);
     assert!(
