@@ -14,6 +14,8 @@ use anyhow::{ensure, Context};
 use authd::config::{Settings, Sources};
 use authd::crypto::jwt::AccessTokens;
 use authd::crypto::refresh::RefreshTokens;
+use authd::domain::mfa::{EnableOutcome, TotpEnrollment};
+use authd::domain::one_time::{NewOneTimeToken, Purpose};
 use authd::domain::time::{duration_ms, now_ms, Millis};
 use authd::domain::{
     AuditEvent, AuthMethod, NewRefreshToken, NewUser, Role, Session, SessionOpening,
@@ -338,6 +340,56 @@ impl Fixture {
         store.close();
         self.users += count;
         Ok(kept)
+    }
+
+    /// Turns TOTP on for `users` (through the `Store` trait, so on either backend: a pending
+    /// enrolment, then its confirmation from the user's seeded session, exactly the rows
+    /// `POST /api/auth/mfa/totp/confirm` writes, without recovery codes). Returns each user's
+    /// secret (160 random bits, stored unsealed: the bench sets no `mfa.secret_key`).
+    pub fn enable_totp(&self, users: &[Seeded]) -> anyhow::Result<Vec<Vec<u8>>> {
+        let store = authd::store::open(
+            &self.settings.database.url,
+            &StoreOptions {
+                pool_size: 1,
+                busy_timeout: Duration::from_secs(5),
+                health: authd::store::health::DbHealth::uncounted(),
+            },
+        )?;
+        let mut secrets = Vec::with_capacity(users.len());
+        for u in users {
+            let now = now_ms();
+            let (_, enrollment_hash) = authd::crypto::one_time::new_token();
+            store.issue_one_time_token(
+                &NewOneTimeToken {
+                    token_hash: enrollment_hash.clone(),
+                    purpose: Purpose::TotpEnrollment,
+                    user_id: Some(u.user_id),
+                    address: None,
+                    payload: None,
+                    created_at: now,
+                    expires_at: now + 60_000,
+                },
+                false,
+            )?;
+            let secret = rand::random::<[u8; 20]>().to_vec();
+            let outcome = store.enable_totp(&TotpEnrollment {
+                user_id: u.user_id,
+                enrollment_hash,
+                secret: secret.clone(),
+                sealed: false,
+                step: 0,
+                recovery_hashes: Vec::new(),
+                session_id: u.session_id,
+                now,
+            })?;
+            ensure!(
+                matches!(outcome, EnableOutcome::Enabled { .. }),
+                "enabling TOTP answered {outcome:?}"
+            );
+            secrets.push(secret);
+        }
+        store.close();
+        Ok(secrets)
     }
 
     /// Copies the (idle, checkpointed) database file to `to`.

@@ -35,6 +35,13 @@ pub trait Plan: Send + 'static {
     fn stop_on_error(&self) -> bool {
         false
     }
+    /// After an expected answer: whether it ended the exchange being measured. A plan whose
+    /// exchange takes several requests (a login with its second factor) answers false until
+    /// the last one; the exchange is then counted once, its latency from its first request to
+    /// its last answer.
+    fn complete(&self) -> bool {
+        true
+    }
 }
 
 /// `GET path`, optionally with a Bearer token; expects 200.
@@ -120,6 +127,127 @@ impl Plan for Refresh {
 
     fn stop_on_error(&self) -> bool {
         true
+    }
+}
+
+/// An account with TOTP on, as the `mfa` scenario seeded it.
+pub struct TotpAccount {
+    pub email: String,
+    /// The shared secret (raw bytes).
+    pub secret: Vec<u8>,
+    /// The last 30-second step whose code this plan spent (a code is good once).
+    last_step: u64,
+}
+
+impl TotpAccount {
+    pub fn new(email: String, secret: Vec<u8>) -> Self {
+        TotpAccount {
+            email,
+            secret,
+            last_step: 0,
+        }
+    }
+}
+
+/// A password+TOTP login (CONTRACT 11.1) measured as one exchange of two requests:
+/// `POST /api/auth/login` (expects 401 `MFA_REQUIRED` with an `mfaToken`), then
+/// `POST /api/auth/mfa/verify` with a code computed here with `totp-rs` (expects 200). The
+/// plan cycles through its own accounts: an account's code is spent once per 30-second step,
+/// so each login takes an account with no login in the current step (or, when all have one,
+/// the next step's code, which the server's default skew of 1 accepts).
+pub struct MfaLogin {
+    accounts: Vec<TotpAccount>,
+    next: usize,
+    password: String,
+    /// The login under way: its account, the step of its code, and its mfaToken once the
+    /// password was answered.
+    current: Option<(usize, u64)>,
+    mfa_token: Option<String>,
+}
+
+impl MfaLogin {
+    pub fn new(accounts: Vec<TotpAccount>, password: &str) -> Self {
+        assert!(!accounts.is_empty(), "an MFA login plan needs accounts");
+        MfaLogin {
+            accounts,
+            next: 0,
+            password: password.to_string(),
+            current: None,
+            mfa_token: None,
+        }
+    }
+
+    /// The next account whose code of step `now` (else `now + 1`) is still unspent, and that
+    /// step; the next account in turn with `now + 1` when every code up to it is spent (the
+    /// server then refuses it: a counted error, never a silent success).
+    fn pick(&mut self, now: u64) -> (usize, u64) {
+        let n = self.accounts.len();
+        let order: Vec<usize> = (0..n).map(|k| (self.next + k) % n).collect();
+        let chosen = [now, now + 1].into_iter().find_map(|step| {
+            order
+                .iter()
+                .find(|&&i| self.accounts[i].last_step < step)
+                .map(|&i| (i, step))
+        });
+        let (i, step) = chosen.unwrap_or((self.next % n, now + 1));
+        self.next = (i + 1) % n;
+        (i, step)
+    }
+}
+
+/// The TOTP code (RFC 6238: SHA-1, 6 digits, 30-second steps) of `secret` for `step`.
+pub fn totp_code(secret: &[u8], step: u64) -> String {
+    totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 0, 30, secret.to_vec())
+        .generate(step * 30)
+}
+
+fn now_step() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 30)
+}
+
+impl Plan for MfaLogin {
+    fn request(&mut self, host: &str) -> Request<Full<Bytes>> {
+        match (&self.mfa_token, self.current) {
+            (Some(token), Some((i, step))) => {
+                let code = totp_code(&self.accounts[i].secret, step);
+                let body = serde_json::json!({ "mfaToken": token, "code": code });
+                post_json("/api/auth/mfa/verify", host, Bytes::from(body.to_string()))
+            }
+            _ => {
+                let (i, step) = self.pick(now_step());
+                self.current = Some((i, step));
+                login_request(host, &self.accounts[i].email, &self.password)
+            }
+        }
+    }
+
+    fn response(&mut self, status: StatusCode, body: &[u8]) -> bool {
+        let Some((i, step)) = self.current else {
+            return false;
+        };
+        if self.mfa_token.is_none() {
+            let token = (status == StatusCode::UNAUTHORIZED)
+                .then(|| serde_json::from_slice::<serde_json::Value>(body).ok())
+                .flatten()
+                .filter(|v| v["error"] == "MFA_REQUIRED")
+                .and_then(|v| v["mfaToken"].as_str().map(String::from));
+            if token.is_none() {
+                self.current = None;
+            }
+            self.mfa_token = token;
+            return self.mfa_token.is_some();
+        }
+        // The code is spent (or refused) either way: never sent again.
+        self.accounts[i].last_step = self.accounts[i].last_step.max(step);
+        self.current = None;
+        self.mfa_token = None;
+        status == StatusCode::OK
+    }
+
+    fn complete(&self) -> bool {
+        self.mfa_token.is_none()
     }
 }
 
@@ -235,9 +363,9 @@ impl Window {
 pub struct Stats {
     pub connections: usize,
     pub duration_s: f64,
-    /// Expected answers completed inside the window.
+    /// Expected answers completed inside the window (for a multi-step plan, whole exchanges).
     pub requests: u64,
-    /// Expected answers in all, warm-up and the end's stragglers included.
+    /// Expected answers (exchanges) in all, warm-up and the end's stragglers included.
     pub answered: u64,
     /// Unexpected answers and transport errors, warm-up included.
     pub errors: u64,
@@ -373,6 +501,8 @@ async fn drive(
     let (mut sender, driver) = connect(addr).await?;
     let host = addr.to_string();
     let mut next = Instant::now() + pace.map_or(Duration::ZERO, |p| p.mul_f64(rand::random()));
+    // When the exchange under way (one request, or several for a multi-step plan) began.
+    let mut begun: Option<Instant> = None;
     let result = async {
         for _ in 0..MAX_REQUESTS_PER_CONNECTION {
             if let Some(period) = pace {
@@ -383,7 +513,7 @@ async fn drive(
             if Instant::now() >= window.end {
                 break;
             }
-            let sent = Instant::now();
+            let sent = *begun.get_or_insert_with(Instant::now);
             let exchange = async {
                 sender.ready().await?;
                 let resp = sender.send_request(plan.request(&host)).await?;
@@ -398,6 +528,10 @@ async fn drive(
             let (status, body) = answer?;
             let done = Instant::now();
             let ok = plan.response(status, &body);
+            if ok && !plan.complete() {
+                continue;
+            }
+            begun = None;
             if !ok {
                 let answer = format!("{status} {}", String::from_utf8_lossy(&body));
                 if plan.stop_on_error() {

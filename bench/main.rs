@@ -71,11 +71,12 @@ pub enum Scenario {
     Scale,
     Memory,
     Enumeration,
+    Mfa,
     Soak,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Login,
         Scenario::Profile,
         Scenario::Refresh,
@@ -83,10 +84,11 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Memory,
         Scenario::Enumeration,
+        Scenario::Mfa,
     ];
 
     /// Every scenario, `soak` (ten minutes) last.
-    pub const EVERY: [Scenario; 8] = [
+    pub const EVERY: [Scenario; 9] = [
         Scenario::Login,
         Scenario::Profile,
         Scenario::Refresh,
@@ -94,6 +96,7 @@ impl Scenario {
         Scenario::Scale,
         Scenario::Memory,
         Scenario::Enumeration,
+        Scenario::Mfa,
         Scenario::Soak,
     ];
 
@@ -106,6 +109,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Memory => "memory",
             Scenario::Enumeration => "enumeration",
+            Scenario::Mfa => "mfa",
             Scenario::Soak => "soak",
         }
     }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::child::{Memory, Server, TempDir};
 use crate::fixture::{server_env, Fixture, Seeded, PASSWORD};
-use crate::load::{self, Get, Login, Mixed, Plan, Refresh, Stats, Window};
+use crate::load::{self, Get, Login, MfaLogin, Mixed, Plan, Refresh, Stats, TotpAccount, Window};
 use crate::report::{Check, Outcome, Unit};
 use crate::Scenario;
 
@@ -144,6 +144,7 @@ impl Bench {
             Scenario::Scale => self.scale(),
             Scenario::Memory => self.memory(),
             Scenario::Enumeration => self.enumeration(),
+            Scenario::Mfa => self.mfa(),
             Scenario::Soak => self.soak(),
         };
         result.with_context(|| format!("scenario {}", scenario.name()))
@@ -812,6 +813,72 @@ impl Bench {
                 reset_check,
             ],
             errors: u64::from(!identical) + u64::from(!reset_identical),
+        })
+    }
+
+    /// A password+TOTP login (CONTRACT 11.1: the password answered 401 `MFA_REQUIRED`, then
+    /// `mfa/verify` with a fresh code) against a password login, on one server, at the same
+    /// bcrypt cost and concurrency: the rate, the latencies and the cost ratio (the time one
+    /// password+TOTP login takes per connection over a password login's).
+    fn mfa(&mut self) -> anyhow::Result<Outcome> {
+        let c = self.config.clone();
+        let n = c.login_connections;
+        // Accounts per connection: a code is good once per 30-second step, so each
+        // connection cycles through accounts of its own, each at most once (twice with the
+        // next step's code) per step. 64 cover ~4 logins/s per connection.
+        let per_connection = if c.smoke { 8 } else { 64 };
+        let hash = self.password_hash()?;
+        let mut fx = self.fixture("mfa")?;
+        let seeded = fx.seed(c.base_users, n + n * per_connection, &hash)?;
+        let (plain, with_totp) = seeded.split_at(n);
+        let secrets = fx.enable_totp(with_totp)?;
+        let mut accounts: Vec<TotpAccount> = with_totp
+            .iter()
+            .zip(secrets)
+            .map(|(u, secret)| TotpAccount::new(u.email.clone(), secret))
+            .collect();
+        let server = fx.start()?;
+        let password = self.load(server.addr, login_plans(plain));
+        let plans = (0..n)
+            .map(|_| {
+                let mine = accounts.split_off(accounts.len() - per_connection);
+                Box::new(MfaLogin::new(mine, PASSWORD)) as Box<dyn Plan>
+            })
+            .collect();
+        let mfa = self.load(server.addr, plans);
+        server.stop();
+        let ratio = password.throughput_rps / mfa.throughput_rps;
+        let detail = format!(
+            "password+TOTP {:.2} logins/s (p50 {:.0} ms, p99 {:.0} ms) vs password {:.2} \
+             logins/s (p50 {:.0} ms, p99 {:.0} ms); cost {}, C={n}, TOTP codes, \
+             {per_connection} accounts per connection",
+            mfa.throughput_rps,
+            mfa.p50_ms,
+            mfa.p99_ms,
+            password.throughput_rps,
+            password.p50_ms,
+            password.p99_ms,
+            c.bcrypt_cost,
+        );
+        Ok(Outcome {
+            json: json!({
+                "throughput_rps": mfa.throughput_rps,
+                "password_throughput_rps": password.throughput_rps,
+                "cost_ratio": ratio,
+                "bcrypt_cost": c.bcrypt_cost,
+                "second_factor": "totp",
+                "accounts_per_connection": per_connection,
+                "run": mfa,
+                "password_run": password,
+            }),
+            checks: vec![Check::below(
+                "password+TOTP login cost / password login",
+                ratio * 100.0,
+                Unit::Percent,
+                125.0,
+                detail,
+            )],
+            errors: mfa.errors + password.errors,
         })
     }
 

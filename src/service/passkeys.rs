@@ -638,10 +638,11 @@ impl Sessions {
     /// the account `user_id`. The ceremony is used up either way. The caller reserves the
     /// login-limit slots before and settles them after (this checks, it does not count).
     ///
-    /// Errors: `NotFound` (not configured); `TokenInvalid`/`TokenExpired` for an unknown,
-    /// used, foreign or expired ceremony; `InvalidCredentials` for a refused assertion
-    /// (replayed, no user verification, wrong origin or RP id, bad signature, another
-    /// account's credential or handle): the caller answers these `MFA_INVALID`.
+    /// Errors: `NotFound` (not configured); `InvalidCredentials` for an unknown, used,
+    /// foreign or expired ceremony and for a refused assertion (replayed, no user
+    /// verification, wrong origin or RP id, bad signature, another account's credential or
+    /// handle): the caller answers these `MFA_INVALID`, a wrong answer like a wrong code
+    /// (CONTRACT 11.1), so a replayed `ceremonyId` is one of the mfaToken's attempts.
     pub async fn verify_second_factor(
         &self,
         user_id: Uuid,
@@ -651,11 +652,21 @@ impl Sessions {
         client: &ClientInfo,
     ) -> AppResult<()> {
         let rp = self.relying_party()?;
-        let (owner, payload) = self
+        let finished = self
             .finish_ceremony::<PasskeyAuthentication>(Purpose::PasskeyAuthentication, ceremony_id)
-            .await?;
+            .await;
+        let refused = |why: &str| {
+            tracing::info!(%user_id, reason = why, ip = client.ip.as_deref().unwrap_or(""), "passkey second factor refused");
+            AppError::InvalidCredentials
+        };
+        let (owner, payload) = match finished {
+            Ok(found) => found,
+            Err(AppError::TokenInvalid) => return Err(refused("unknown_or_used_ceremony")),
+            Err(AppError::TokenExpired) => return Err(refused("expired_ceremony")),
+            Err(e) => return Err(e),
+        };
         if owner != Some(user_id) || payload.mfa.as_deref() != Some(mfa_token_hash) {
-            return Err(AppError::TokenInvalid);
+            return Err(refused("foreign_ceremony"));
         }
         let state = payload.state;
         let checked = self
@@ -665,10 +676,7 @@ impl Sessions {
             .await;
         match checked {
             Ok(_) => Ok(()),
-            Err(Ok((_, why))) => {
-                tracing::info!(%user_id, reason = why, ip = client.ip.as_deref().unwrap_or(""), "passkey second factor refused");
-                Err(AppError::InvalidCredentials)
-            }
+            Err(Ok((_, why))) => Err(refused(why)),
             Err(Err(e)) => Err(e),
         }
     }

@@ -30,6 +30,7 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
         "scale",
         "memory",
         "enumeration",
+        "mfa",
         "soak",
     ] {
         assert!(table.contains(scenario), "no {scenario} row in:\n{table}");
@@ -40,7 +41,7 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
     let number = |v: &Value, what: &str| {
         assert!(v.is_number(), "{what} is not a number: {v}");
     };
-    for load in ["login", "profile", "refresh", "isolation", "scale"] {
+    for load in ["login", "profile", "refresh", "isolation", "scale", "mfa"] {
         number(
             &scenarios[load]["throughput_rps"],
             &format!("{load}.throughput_rps"),
@@ -66,6 +67,10 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
     for run in ["profile_unloaded", "profile_loaded", "login_flood"] {
         answered(&scenarios["isolation"][run], run);
     }
+    // MFA: both logins answered (the TOTP one as whole exchanges: password, then code).
+    answered(&scenarios["mfa"]["run"], "password+TOTP login");
+    answered(&scenarios["mfa"]["password_run"], "password login");
+    number(&scenarios["mfa"]["cost_ratio"], "mfa cost ratio");
     let steps = scenarios["scale"]["steps"].as_array().expect("scale steps");
     assert_eq!(steps.len(), 3);
     for step in steps {

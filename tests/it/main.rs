@@ -43,6 +43,7 @@ mod logs;
 mod mail;
 mod mfa;
 mod mfa_admin;
+mod mfa_upgrade;
 mod migrate_data;
 mod multi_instance;
 mod openapi;

@@ -387,3 +387,83 @@ fn a_passkey_answers_mfa_required_and_wrong_or_replayed_assertions_count() {
     );
     r.assert_error(429, "RATE_LIMITED");
 }
+
+#[test]
+fn a_used_unknown_or_expired_ceremony_at_mfa_verify_is_a_wrong_answer() {
+    // CONTRACT 11.1: a replayed assertion is MFA_INVALID; the ceremonyId is part of the
+    // answer, so a used, unknown, malformed or expired one is a wrong answer too: counted as a
+    // failed login and as one of the mfaToken's `mfa.max_attempts`.
+    let s = webauthn_on(&[
+        ("AUTHD_MFA__MAX_ATTEMPTS", "6"),
+        ("AUTHD_RATE_LIMIT__ENABLED", "true"),
+        ("AUTHD_RATE_LIMIT__MAX_FAILED_LOGINS", "6"),
+        ("AUTHD_RATE_LIMIT__LOCKOUT_THRESHOLD", "100"),
+    ]);
+    let email = unique_email("pk-replay");
+    let data = s.register(&email);
+    let mut key = SoftKey::new();
+    let (handle, r) = register_key(&s, &access(&data), &key);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let options = |mfa: &str| {
+        let r = s.post_json("/api/auth/mfa/webauthn/options", json!({"mfaToken": mfa}));
+        assert_eq!(r.status, 200, "{}", r.text);
+        (
+            text(&r.body["data"], "ceremonyId"),
+            r.body["data"]["publicKey"].clone(),
+        )
+    };
+    let answer = |mfa: &str, ceremony: &str, credential: &Value| {
+        verify(
+            &s,
+            json!({"mfaToken": mfa, "ceremonyId": ceremony, "credential": credential}),
+        )
+    };
+
+    // A first login spends its ceremony; the same ceremonyId at a second login's mfaToken
+    // (used, and begun for another mfaToken) is MFA_INVALID.
+    let first_token = mfa_token(&s, &email);
+    let (used, public_key) = options(&first_token);
+    let good = key.assert(&public_key, &handle, &Twist::default());
+    assert_eq!(answer(&first_token, &used, &good).status, 200);
+    let token = mfa_token(&s, &email);
+    answer(&token, &used, &good).assert_error(401, "MFA_INVALID");
+
+    // A ceremony of this mfaToken refused once, then replayed with an assertion that would
+    // have been good for it: MFA_INVALID.
+    let (ceremony, public_key) = options(&token);
+    let bad = key.assert(
+        &public_key,
+        &handle,
+        &Twist {
+            bad_signature: true,
+            ..Twist::default()
+        },
+    );
+    answer(&token, &ceremony, &bad).assert_error(401, "MFA_INVALID");
+    let would_be_good = key.assert(&public_key, &handle, &Twist::default());
+    answer(&token, &ceremony, &would_be_good).assert_error(401, "MFA_INVALID");
+
+    // An unknown (well-formed) and a malformed ceremonyId: MFA_INVALID.
+    answer(&token, &"A".repeat(43), &would_be_good).assert_error(401, "MFA_INVALID");
+    answer(&token, "x", &would_be_good).assert_error(401, "MFA_INVALID");
+    // An expired ceremony: MFA_INVALID (TOKEN_EXPIRED speaks of the mfaToken alone).
+    let (expired, public_key) = options(&token);
+    s.execute_sql(
+        "UPDATE one_time_tokens SET expires_at = 1 WHERE purpose = 'passkey_authentication'",
+        &[],
+    );
+    let late = key.assert(&public_key, &handle, &Twist::default());
+    answer(&token, &expired, &late).assert_error(401, "MFA_INVALID");
+
+    // Six wrong answers: the mfaToken is dead, even for a fresh ceremony.
+    let failures = s.query_column(
+        "SELECT COUNT(*) FROM audit_events WHERE event = 'mfa_verify' AND reason = 'invalid_code'",
+        &[],
+    );
+    assert_eq!(failures, ["6"]);
+    s.post_json("/api/auth/mfa/webauthn/options", json!({"mfaToken": token}))
+        .assert_error(401, "TOKEN_INVALID");
+    answer(&token, "x", &late).assert_error(401, "TOKEN_INVALID");
+    // Each was a failed login of the client IP: its budget of six is spent.
+    login(&s, &email).assert_error(429, "RATE_LIMITED");
+}

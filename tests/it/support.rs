@@ -160,6 +160,16 @@ impl TestServer {
         Self::launch("127.0.0.1:0", dir, None, extra)
     }
 
+    /// A server on a database prepared beforehand (an older schema with its rows, for upgrade
+    /// tests): `postgres`, or when `None` the SQLite file already in `dir`.
+    pub fn on_prepared(
+        dir: tempfile::TempDir,
+        postgres: Option<PgDatabase>,
+        extra: &[(&str, &str)],
+    ) -> Self {
+        Self::launch("127.0.0.1:0", dir, postgres, extra)
+    }
+
     fn launch(
         bind: &str,
         dir: tempfile::TempDir,
