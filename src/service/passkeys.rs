@@ -432,6 +432,25 @@ impl Sessions {
             let Some(creds) = self.core.db(move |s| s.user_by_email(&email)).await? else {
                 break;
             };
+            // An address that must be verified first (CONTRACT 10.4) holds for a passkey as
+            // for a password: a passkey made before `email.require_verification` was turned
+            // on opens no session for an unverified account.
+            let verify = self.core.settings.email.require_verification;
+            if verify && !creds.user.email_verified && !creds.user.disabled {
+                self.core
+                    .metrics
+                    .logins
+                    .with_label_values(&["email_not_verified"])
+                    .inc();
+                self.audit_passkey(
+                    Event::PasskeyLogin,
+                    Some(user_id),
+                    client,
+                    Some("email_not_verified"),
+                )
+                .await;
+                return Err(AppError::EmailNotVerified);
+            }
             let (new, refresh_token) = self.new_session(
                 user_id,
                 client,

@@ -553,6 +553,61 @@ fn a_disabled_account_is_403_after_a_good_assertion() {
     .assert_error(403, "ACCOUNT_DISABLED");
 }
 
+/// `email.require_verification` holds for a passkey as for a password (CONTRACT 10.4): an
+/// account whose address is unverified (here: made so after it registered its passkey, as
+/// for a passkey made before the requirement was turned on) gets 403 `EMAIL_NOT_VERIFIED`
+/// after a good assertion, and no session; once verified, the same passkey logs in.
+#[test]
+fn an_unverified_account_is_403_after_a_good_assertion_when_verification_is_required() {
+    let mail = tempfile::tempdir().unwrap();
+    let settings = crate::mail::file_settings(mail.path());
+    let mut env = crate::mail::refs(&settings);
+    env.push(("AUTHD_EMAIL__REQUIRE_VERIFICATION", "true"));
+    let s = webauthn_on(&env);
+    let email = unique_email("pk-unverified");
+    let r = s.post_json(
+        "/api/auth/register",
+        json!({"email": email, "password": PASSWORD}),
+    );
+    assert_eq!(r.status, 202, "{}", r.text);
+    let set_verified = |on: bool| {
+        s.execute_sql(
+            &format!(
+                "UPDATE users SET email_verified = (1 = {}) WHERE email = ?1",
+                u8::from(on)
+            ),
+            &[email.as_str()],
+        )
+    };
+    set_verified(true);
+    let data = s.login(&email);
+    let mut key = SoftKey::new();
+    let (handle, r) = register_key(&s, &access(&data), &key);
+    assert_eq!(r.status, 201, "{}", r.text);
+    set_verified(false);
+    let sessions_before = s.query_column("SELECT COUNT(*) FROM sessions", &[]);
+    let (ceremony, options) = login_options(&s);
+    login_verify(
+        &s,
+        &ceremony,
+        &key.assert(&options, &handle, &Twist::default()),
+    )
+    .assert_error(403, "EMAIL_NOT_VERIFIED");
+    assert_eq!(
+        s.query_column("SELECT COUNT(*) FROM sessions", &[]),
+        sessions_before,
+        "no session opened"
+    );
+    set_verified(true);
+    let (ceremony, options) = login_options(&s);
+    let r = login_verify(
+        &s,
+        &ceremony,
+        &key.assert(&options, &handle, &Twist::default()),
+    );
+    assert_eq!(r.status, 200, "{}", r.text);
+}
+
 #[test]
 fn failed_assertions_spend_the_client_ips_failed_login_budget() {
     let s = webauthn_on(&[
