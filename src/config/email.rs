@@ -2,8 +2,11 @@
 //! the per-address throttle (10.2), email verification (10.4) and email change (10.5).
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 
 use super::reader::Reader;
 use super::render::{d, q, secret};
@@ -20,6 +23,7 @@ pub(super) const KEYS: &[&str] = &[
     "smtp_tls",
     "smtp_username",
     "smtp_password",
+    "smtp_ca_file",
     "smtp_timeout",
     "file_dir",
     "max_attempts",
@@ -107,6 +111,12 @@ pub struct EmailSettings {
     /// `email.smtp_password` (`AUTHD_EMAIL__SMTP_PASSWORD`, or `..._FILE`), default empty;
     /// shown as `***`.
     pub smtp_password: Option<Secret>,
+    /// `email.smtp_ca_file` (`AUTHD_EMAIL__SMTP_CA_FILE`), default empty: a PEM file of CA
+    /// certificates trusted for the relay in addition to the public roots (a relay with a
+    /// company CA). Read and parsed at load; refused with `smtp_tls = "none"`.
+    pub smtp_ca_file: PathBuf,
+    /// The certificates (DER) of `smtp_ca_file`; empty without one.
+    pub smtp_ca_certs: Vec<Vec<u8>>,
     /// `email.smtp_timeout` (`AUTHD_EMAIL__SMTP_TIMEOUT`), default `10s`: connect and each
     /// SMTP command.
     pub smtp_timeout: Duration,
@@ -187,6 +197,17 @@ fn origin_host(rest: &str) -> Option<&str> {
     };
     let port_ok = port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
     (!host.is_empty() && port_ok).then_some(host)
+}
+
+/// Whether rustls takes `der` as a trust anchor (the check lettre makes when it builds the
+/// transport), so a certificate it would refuse is a configuration error, not a failed start.
+fn trust_anchor(der: &[u8]) -> Result<(), lettre::transport::smtp::Error> {
+    use lettre::transport::smtp::client::{Certificate, CertificateStore, TlsParameters};
+    TlsParameters::builder("localhost".into())
+        .certificate_store(CertificateStore::None)
+        .add_root_certificate(Certificate::from_der(der.to_vec())?)
+        .build()
+        .map(drop)
 }
 
 /// Checks `addr` or `Name <addr>`: one `@` with text on both sides, no spaces or line breaks in
@@ -272,6 +293,16 @@ impl EmailSettings {
         let smtp_password = Some(r.string("email.smtp_password"))
             .filter(|s| !s.is_empty())
             .map(Secret);
+        let smtp_ca_file = PathBuf::from(r.string("email.smtp_ca_file"));
+        let smtp_ca_certs = Self::ca_certs(r, &smtp_ca_file);
+        let plain_smtp = smtp_tls == SmtpTls::None && transport == MailTransport::Smtp;
+        if plain_smtp && !smtp_ca_file.as_os_str().is_empty() {
+            r.fail::<()>(
+                "email.smtp_ca_file",
+                "has no use with email.smtp_tls = \"none\" (plain text); use starttls or tls, \
+                 or remove it",
+            );
+        }
         let smtp_timeout = r.duration("email.smtp_timeout", false);
         let file_dir = PathBuf::from(r.string("email.file_dir"));
         if transport == MailTransport::File && file_dir.as_os_str().is_empty() {
@@ -304,6 +335,8 @@ impl EmailSettings {
             smtp_tls,
             smtp_username,
             smtp_password,
+            smtp_ca_file,
+            smtp_ca_certs,
             smtp_timeout,
             file_dir,
             max_attempts,
@@ -316,6 +349,39 @@ impl EmailSettings {
             verification_link_path,
             change_confirm_old,
             change_link_path,
+        }
+    }
+
+    /// The certificates of the PEM file `path` (`email.smtp_ca_file`); none when `path` is
+    /// empty. A file that cannot be read, is not PEM or holds no certificate is an error.
+    fn ca_certs(r: &mut Reader, path: &Path) -> Vec<Vec<u8>> {
+        const KEY: &str = "email.smtp_ca_file";
+        if path.as_os_str().is_empty() {
+            return Vec::new();
+        }
+        let shown = path.display();
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(e) => return r.fail(KEY, format!("cannot read {shown}: {e}")),
+        };
+        match CertificateDer::pem_slice_iter(&bytes).collect::<Result<Vec<_>, _>>() {
+            Ok(certs) if certs.is_empty() => r.fail(
+                KEY,
+                format!("{shown} holds no PEM certificate (-----BEGIN CERTIFICATE-----)"),
+            ),
+            Ok(certs) => {
+                let certs: Vec<Vec<u8>> = certs.into_iter().map(|c| c.to_vec()).collect();
+                for (n, der) in certs.iter().enumerate() {
+                    if let Err(e) = trust_anchor(der) {
+                        return r.fail(
+                            KEY,
+                            format!("certificate {} of {shown} is not usable: {e}", n + 1),
+                        );
+                    }
+                }
+                certs
+            }
+            Err(e) => r.fail(KEY, format!("{shown} is not valid PEM ({e})")),
         }
     }
 
@@ -387,10 +453,10 @@ impl EmailSettings {
         format!(
             "[email]\ntransport = {}\nfrom = {}\nreply_to = {}\nlink_base = {}\nsmtp_host = {}\n\
              smtp_port = {}\nsmtp_tls = {}\nsmtp_username = {}\nsmtp_password = {}\n\
-             smtp_timeout = {}\nfile_dir = {}\nmax_attempts = {}\nretry_max_backoff = {}\n\
-             send_cooldown = {}\nmax_mails_per_day = {}\nrequire_verification = {}\n\
-             unverified_ttl = {}\nverification_ttl = {}\nverification_link_path = {}\n\
-             change_confirm_old = {}\nchange_link_path = {}\n",
+             smtp_ca_file = {}\nsmtp_timeout = {}\nfile_dir = {}\nmax_attempts = {}\n\
+             retry_max_backoff = {}\nsend_cooldown = {}\nmax_mails_per_day = {}\n\
+             require_verification = {}\nunverified_ttl = {}\nverification_ttl = {}\n\
+             verification_link_path = {}\nchange_confirm_old = {}\nchange_link_path = {}\n",
             q(self.transport.as_str()),
             q(&self.from),
             q(&self.reply_to),
@@ -400,6 +466,7 @@ impl EmailSettings {
             q(self.smtp_tls.as_str()),
             q(&self.smtp_username),
             secret(&self.smtp_password),
+            q(&self.smtp_ca_file.to_string_lossy()),
             d(self.smtp_timeout),
             q(&self.file_dir.to_string_lossy()),
             self.max_attempts,

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use uuid::Uuid;
 
@@ -109,8 +109,16 @@ fn classify(e: &lettre::transport::smtp::Error) -> Delivery {
 
 /// The SMTP transport of `settings`.
 fn smtp(s: &EmailSettings) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let tls_params =
-        || TlsParameters::new(s.smtp_host.clone()).map_err(|e| format!("email.smtp_tls: {e}"));
+    // The public roots, and the CAs of `email.smtp_ca_file` (checked at load) on top.
+    let tls_params = || {
+        let mut b = TlsParameters::builder(s.smtp_host.clone());
+        for der in &s.smtp_ca_certs {
+            let cert = Certificate::from_der(der.clone())
+                .map_err(|e| format!("email.smtp_ca_file: {e}"))?;
+            b = b.add_root_certificate(cert);
+        }
+        b.build().map_err(|e| format!("email.smtp_tls: {e}"))
+    };
     let tls = match s.smtp_tls {
         SmtpTls::Starttls => Tls::Required(tls_params()?),
         SmtpTls::Tls => Tls::Wrapper(tls_params()?),

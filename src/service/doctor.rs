@@ -459,7 +459,8 @@ pub async fn check_mail(settings: &Settings) -> Check {
             "mail",
             format!(
                 "{why}; mail waits in the outbox until the relay answers: check email.smtp_host, \
-                 email.smtp_port and email.smtp_tls, and that this host may reach the relay \
+                 email.smtp_port and email.smtp_tls (and email.smtp_ca_file for a relay whose \
+                 certificate a private CA signed), and that this host may reach the relay \
                  (`authd mail test --to you@example.com` sends one message)"
             ),
         ),

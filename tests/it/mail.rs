@@ -85,7 +85,7 @@ pub fn status_of(server: &TestServer, id: Uuid) -> String {
 
 /// A user made by the operator (`authd create-user`): verified, so no verification mail of
 /// its own joins the outbox the test watches.
-fn user_id(server: &TestServer, email: &str) -> Uuid {
+pub fn user_id(server: &TestServer, email: &str) -> Uuid {
     crate::admin_cli::users_with_input(
         server,
         &["create-user", "--email", email, "--password-stdin"],
@@ -221,7 +221,8 @@ fn due_now(server: &TestServer, id: Uuid) {
     );
 }
 
-fn column(server: &TestServer, col: &str, id: Uuid) -> String {
+/// Column `col` of mail `id`, as text.
+pub fn column(server: &TestServer, col: &str, id: Uuid) -> String {
     server
         .query_column(
             &format!("SELECT CAST({col} AS TEXT) FROM mail_outbox WHERE CAST(id AS TEXT) = ?1"),

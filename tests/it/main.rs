@@ -61,6 +61,7 @@ mod secrets;
 mod session_race;
 mod slow_clients;
 mod smtp;
+mod smtp_tls;
 mod store_conformance;
 mod terminal;
 mod tokens;
