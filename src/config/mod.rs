@@ -148,6 +148,17 @@ impl Settings {
         let audit = AuditSettings::read(r);
         let mfa = MfaSettings::read(r, &mut warnings);
         let webauthn = WebauthnSettings::read(r);
+        if email.transport == MailTransport::Smtp
+            && !email.smtp_username.is_empty()
+            && email.smtp_password.is_none()
+        {
+            warnings.push(
+                "email.smtp_username is set and email.smtp_password is empty: authd logs in to \
+                 the relay (AUTH) with an empty password; set AUTHD_EMAIL__SMTP_PASSWORD (or \
+                 ..._FILE), or leave smtp_username empty for a relay that needs no login"
+                    .into(),
+            );
+        }
         // authd has no TLS listener: reached directly on a non-loopback address, browsers
         // talk plain HTTP to it and never send the Secure refresh cookie back.
         if cookie.secure && !server.bind.ip().is_loopback() && server.trusted_proxies.is_empty() {

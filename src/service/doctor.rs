@@ -453,6 +453,14 @@ pub async fn redis(settings: &Settings) -> Check {
 /// as configured), sending nothing; a relay that does not answer is a warning (mail waits in
 /// the outbox until it does).
 pub async fn check_mail(settings: &Settings) -> Check {
+    // With a username the probe logs in too: its failure may be the login's.
+    let login = if settings.email.smtp_username.is_empty() {
+        ""
+    } else {
+        ", email.smtp_username and email.smtp_password (a relay offers AUTH only when it \
+         needs a login, and most only after STARTTLS or TLS; leave smtp_username empty for one \
+         that needs none)"
+    };
     match crate::mail::transport::probe(&settings.email).await {
         Ok(found) => Check::ok("mail", found),
         Err(why) => Check::warn(
@@ -460,8 +468,8 @@ pub async fn check_mail(settings: &Settings) -> Check {
             format!(
                 "{why}; mail waits in the outbox until the relay answers: check email.smtp_host, \
                  email.smtp_port and email.smtp_tls (and email.smtp_ca_file for a relay whose \
-                 certificate a private CA signed), and that this host may reach the relay \
-                 (`authd mail test --to you@example.com` sends one message)"
+                 certificate a private CA signed){login}, and that this host may reach the \
+                 relay (`authd mail test --to you@example.com` sends one message)"
             ),
         ),
     }

@@ -330,3 +330,35 @@ fn a_missing_or_unusable_ca_file_is_one_line_naming_the_key() {
         "{out:#?}"
     );
 }
+
+/// A username with no password is a login with an empty password: `check-config` warns, and
+/// when the relay then offers no AUTH, `doctor`'s hint names the login keys (a newcomer's
+/// relay without AUTH got "check smtp_host, smtp_port and smtp_tls", the wrong place).
+#[test]
+fn a_username_without_a_password_is_warned_and_doctor_names_the_login_keys() {
+    let relay = Relay::start();
+    let server = TestServer::start();
+    let mut env: Vec<(&'static str, String)> = smtp_settings(relay.addr);
+    env.push(("AUTHD_EMAIL__SMTP_USERNAME", USER.into()));
+    let text = |env: &[(&'static str, String)], args: &[&str]| {
+        let out = run(authd_on(server.dir.path()).envs(refs(env)).args(args), None);
+        format!("{}{}", out.stdout, out.stderr)
+    };
+    let checked = text(&env, &["check-config"]);
+    assert!(
+        checked.contains("email.smtp_username is set and email.smtp_password is empty"),
+        "{checked}"
+    );
+    let doctor = text(&env, &["doctor"]);
+    let line = doctor
+        .lines()
+        .find(|l| l.contains("mail"))
+        .unwrap_or_else(|| panic!("{doctor}"));
+    assert!(
+        line.contains("email.smtp_username and email.smtp_password"),
+        "{doctor}"
+    );
+    // With the password set, the warning is gone.
+    env.push(("AUTHD_EMAIL__SMTP_PASSWORD", RELAY_PASSWORD.into()));
+    assert!(!text(&env, &["check-config"]).contains("smtp_password is empty"));
+}
