@@ -37,13 +37,13 @@ pub(crate) struct Enrolled {
     pub data: Value,
 }
 
-pub(crate) fn enroll_and_confirm(s: &TestServer, tag: &str) -> Enrolled {
-    let email = unique_email(tag);
-    let data = s.register(&email);
-    let access = text(&data, "accessToken");
+/// Turns TOTP on for the account signed in with `access` (password `PASSWORD`): enrols, then
+/// confirms with the current step's code. Returns the secret, the step spent and the
+/// confirmation's `data` (`recoveryCodes`, `revokedSessions`).
+pub(crate) fn turn_totp_on(s: &TestServer, access: &str) -> (String, u64, Value) {
     let r = send(
         s.post("/api/auth/mfa/totp/enroll")
-            .bearer_auth(&access)
+            .bearer_auth(access)
             .json(&json!({"currentPassword": PASSWORD})),
     );
     assert_eq!(r.status, 200, "{}", r.text);
@@ -51,11 +51,18 @@ pub(crate) fn enroll_and_confirm(s: &TestServer, tag: &str) -> Enrolled {
     let step = now_step();
     let r = send(
         s.post("/api/auth/mfa/totp/confirm")
-            .bearer_auth(&access)
+            .bearer_auth(access)
             .json(&json!({"code": code(&secret, step)})),
     );
     assert_eq!(r.status, 200, "{}", r.text);
-    let recovery = r.body["data"]["recoveryCodes"]
+    (secret, step, r.body["data"].clone())
+}
+
+pub(crate) fn enroll_and_confirm(s: &TestServer, tag: &str) -> Enrolled {
+    let email = unique_email(tag);
+    let data = s.register(&email);
+    let (secret, step, confirmed) = turn_totp_on(s, &text(&data, "accessToken"));
+    let recovery = confirmed["recoveryCodes"]
         .as_array()
         .unwrap()
         .iter()

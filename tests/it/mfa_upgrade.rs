@@ -15,7 +15,7 @@ use authd::domain::time::now_ms;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::mfa::{code, login, mfa_token, now_step, verify, SKEW};
+use crate::mfa::{code, login, mfa_token, turn_totp_on, verify, SKEW};
 use crate::services::{servers_on_postgres, PgDatabase};
 use crate::support::*;
 use crate::tokens::text;
@@ -229,21 +229,8 @@ fn a_v7_database_upgrades_with_its_accounts_sessions_and_tokens() {
 
     // The user turns TOTP on from the session opened before the upgrade: the other session
     // (the login above) is revoked, this one gains `otp`, and the next login asks for a code.
-    let r = send(
-        s.post("/api/auth/mfa/totp/enroll")
-            .bearer_auth(&rotated)
-            .json(&json!({"currentPassword": PASSWORD})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-    let secret = text(&r.body["data"], "secret");
-    let step = now_step();
-    let r = send(
-        s.post("/api/auth/mfa/totp/confirm")
-            .bearer_auth(&rotated)
-            .json(&json!({"code": code(&secret, step)})),
-    );
-    assert_eq!(r.status, 200, "{}", r.text);
-    assert_eq!(r.body["data"]["revokedSessions"], 1, "{}", r.text);
+    let (secret, step, confirmed) = turn_totp_on(&s, &rotated);
+    assert_eq!(confirmed["revokedSessions"], 1, "{confirmed}");
     assert_eq!(
         auth_methods_of(&s, &rotated, user.session),
         json!(["pwd", "otp"])

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use authd::domain::mail::MailKind;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use uuid::Uuid;
 
 use crate::cli::{authd, authd_on, run};
 use crate::mail::{
@@ -41,6 +42,19 @@ fn tls_settings(
     env
 }
 
+/// A password-reset mail queued for a new account of `server`: (mail id, user id).
+fn queue_reset(server: &TestServer, tag: &str) -> (Uuid, Uuid) {
+    let email = unique_email(tag);
+    let user = user_id(server, &email);
+    let id = enqueue(
+        &store_of(server),
+        MailKind::PasswordReset,
+        Some(user),
+        &email,
+    );
+    (id, user)
+}
+
 /// Writes `pki`'s CA certificate to `dir/ca.pem`.
 fn ca_file(pki: &Pki, dir: &Path) -> PathBuf {
     let path = dir.join("ca.pem");
@@ -71,14 +85,7 @@ fn starttls_and_auth_deliver_and_the_relay_sees_tls_before_auth_and_mail() {
     let ca = ca_file(&pki, certs.path());
     let env = tls_settings(relay.addr, "starttls", RELAY_PASSWORD, Some(&ca));
     let server = TestServer::with(&refs(&env));
-    let email = unique_email("starttls");
-    let user = user_id(&server, &email);
-    let id = enqueue(
-        &store_of(&server),
-        MailKind::PasswordReset,
-        Some(user),
-        &email,
-    );
+    let (id, _) = queue_reset(&server, "starttls");
     wait_until(|| status_of(&server, id) == "sent");
 
     let msgs = relay.messages();
@@ -141,14 +148,7 @@ fn starttls_to_a_relay_without_it_sends_nothing_in_clear_and_is_retried() {
     let ca = ca_file(&pki, certs.path());
     let env = tls_settings(relay.addr, "starttls", RELAY_PASSWORD, Some(&ca));
     let server = TestServer::with(&refs(&env));
-    let email = unique_email("nostarttls");
-    let user = user_id(&server, &email);
-    let id = enqueue(
-        &store_of(&server),
-        MailKind::PasswordReset,
-        Some(user),
-        &email,
-    );
+    let (id, _) = queue_reset(&server, "nostarttls");
     wait_until(|| column(&server, "attempts", id) == "1" && status_of(&server, id) == "queued");
 
     let last_error = column(&server, "last_error", id);
@@ -178,14 +178,7 @@ fn a_relay_certificate_no_trusted_ca_vouches_for_is_refused_with_no_plaintext_fa
     // No email.smtp_ca_file: only the public roots, which never signed the test CA.
     let env = tls_settings(relay.addr, "starttls", RELAY_PASSWORD, None);
     let server = TestServer::with(&refs(&env));
-    let email = unique_email("untrusted");
-    let user = user_id(&server, &email);
-    let id = enqueue(
-        &store_of(&server),
-        MailKind::PasswordReset,
-        Some(user),
-        &email,
-    );
+    let (id, _) = queue_reset(&server, "untrusted");
     wait_until(|| column(&server, "attempts", id) == "1" && status_of(&server, id) == "queued");
 
     let last_error = column(&server, "last_error", id);
@@ -217,14 +210,7 @@ fn a_wrong_relay_password_fails_the_mail_at_once_and_is_never_shown() {
     env.push(("AUTHD_LOG__LEVEL", "trace".into()));
     let work = tempfile::tempdir().unwrap();
     let serve = ServeProcess::spawn(work.path(), &refs(&env));
-    let email = unique_email("wrongpass");
-    let user = user_id(&server, &email);
-    let id = enqueue(
-        &store_of(&server),
-        MailKind::PasswordReset,
-        Some(user),
-        &email,
-    );
+    let (id, user) = queue_reset(&server, "wrongpass");
     wait_until(|| status_of(&server, id) == "failed");
 
     // A 535 is a 5xx: failed at the first attempt, audited with the code.
