@@ -483,36 +483,54 @@ fn cleanup_deletes_finished_mails_and_expired_tokens_but_never_a_queued_mail() {
         &format!("UPDATE mail_outbox SET created_at = {old} WHERE CAST(id AS TEXT) = ?1"),
         &[&queued.to_string()],
     );
-    let (_, expired) = authd::crypto::one_time::new_token();
-    let (_, live) = authd::crypto::one_time::new_token();
-    for (hash, expires) in [(&expired, now_ms() - 1000), (&live, now_ms() + 600_000)] {
-        store
-            .issue_one_time_token(
-                &authd::domain::one_time::NewOneTimeToken {
-                    token_hash: hash.clone(),
-                    purpose: authd::domain::one_time::Purpose::Mfa,
-                    user_id: Some(user),
-                    address: None,
-                    payload: None,
-                    created_at: now_ms() - 2000,
-                    expires_at: expires,
-                },
-                false,
-            )
-            .unwrap();
+    // An expired and a live token of each kind that is no mailed link: mfaTokens, pending
+    // TOTP enrolments and both passkey ceremonies (CONTRACT 11: cleanup deletes the expired
+    // ones; nothing else about a factor expires).
+    use authd::domain::one_time::Purpose;
+    let purposes = [
+        Purpose::Mfa,
+        Purpose::TotpEnrollment,
+        Purpose::PasskeyRegistration,
+        Purpose::PasskeyAuthentication,
+    ];
+    let mut tokens = Vec::new();
+    for purpose in purposes {
+        let (_, expired) = authd::crypto::one_time::new_token();
+        let (_, live) = authd::crypto::one_time::new_token();
+        for (hash, expires) in [(&expired, now_ms() - 1000), (&live, now_ms() + 600_000)] {
+            store
+                .issue_one_time_token(
+                    &authd::domain::one_time::NewOneTimeToken {
+                        token_hash: hash.clone(),
+                        purpose,
+                        user_id: Some(user),
+                        address: None,
+                        payload: None,
+                        created_at: now_ms() - 2000,
+                        expires_at: expires,
+                    },
+                    false,
+                )
+                .unwrap();
+        }
+        tokens.push((purpose, expired, live));
     }
     let run = crate::cli::run(
         crate::cli::authd_on(server.dir.path()).arg("cleanup-tokens"),
         None,
     );
     let out = run.ok().to_string();
-    assert!(out.contains("1 one-time token(s), 2 mail(s)"), "{out}");
+    assert!(out.contains("4 one-time token(s), 2 mail(s)"), "{out}");
     assert_eq!(status_of(&server, queued), "queued");
     assert_eq!(status_of(&server, sent), "");
     assert_eq!(status_of(&server, failed), "");
-    let p = authd::domain::one_time::Purpose::Mfa;
-    assert!(store.one_time_token(p, &expired).unwrap().is_none());
-    assert!(store.one_time_token(p, &live).unwrap().is_some());
+    for (p, expired, live) in tokens {
+        assert!(
+            store.one_time_token(p, &expired).unwrap().is_none(),
+            "{p:?}"
+        );
+        assert!(store.one_time_token(p, &live).unwrap().is_some(), "{p:?}");
+    }
 }
 
 #[test]

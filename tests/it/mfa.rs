@@ -238,6 +238,21 @@ fn enrolment_then_login_asks_for_the_second_factor_and_spends_each_code_once() {
         &[],
     );
     assert!(n[0].parse::<u32>().unwrap() >= 3, "{n:?}");
+    // Every answer above at mfa/verify, by method and outcome (the one without an answer is
+    // a 400 before any check and counts nowhere).
+    let metrics = send(s.client.get(s.url("/metrics"))).text;
+    for (method, outcome, n) in [
+        ("totp", "invalid", 3),
+        ("totp", "success", 1),
+        ("totp", "token_invalid", 2),
+        ("recovery_code", "success", 1),
+        ("recovery_code", "invalid", 1),
+    ] {
+        let line = format!(
+            "authd_mfa_verifications_total{{method=\"{method}\",outcome=\"{outcome}\"}} {n}\n"
+        );
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }
 
 #[test]
