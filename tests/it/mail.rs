@@ -309,6 +309,20 @@ fn a_5xx_fails_the_mail_at_once_with_no_retry_and_audits_mail_failed() {
         metrics.contains("authd_mail_deliveries_total{outcome=\"sent\"} 1"),
         "{metrics}"
     );
+    // The outbox gauge, refreshed by the worker's rounds: one sent, one failed, none waiting.
+    let gauge = |status: &str, n: u32| format!("authd_mail_outbox{{status=\"{status}\"}} {n}\n");
+    wait_until(|| {
+        let metrics = server
+            .client
+            .get(server.url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        [("queued", 0), ("sending", 0), ("sent", 1), ("failed", 1)]
+            .iter()
+            .all(|(s, n)| metrics.contains(&gauge(s, *n)))
+    });
 }
 
 #[test]
