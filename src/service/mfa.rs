@@ -251,6 +251,17 @@ impl Sessions {
                 return Err(e);
             }
         };
+        // ... and one of the mfaToken's own `mfa.max_attempts`, also before the check: answers
+        // sent at once on one token get no more checks than that between them.
+        let (hash, max) = (token_hash.clone(), self.core.settings.mfa.max_attempts);
+        if !self
+            .core
+            .db(move |s| s.reserve_mfa_attempt(&hash, max))
+            .await?
+        {
+            attempt.succeeded().await;
+            return Err(AppError::TokenInvalid);
+        }
         let proof = match method {
             "totp" => {
                 let code = input.code.as_deref().unwrap_or_default().trim();

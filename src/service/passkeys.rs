@@ -670,14 +670,19 @@ impl Sessions {
         credential: Value,
         client: &ClientInfo,
     ) -> AppResult<()> {
-        let rp = self.relying_party()?;
-        let finished = self
-            .finish_ceremony::<PasskeyAuthentication>(Purpose::PasskeyAuthentication, ceremony_id)
-            .await;
         let refused = |why: &str| {
             tracing::info!(%user_id, reason = why, ip = client.ip.as_deref().unwrap_or(""), "passkey second factor refused");
             AppError::InvalidCredentials
         };
+        // A passkey answer while WebAuthn is off is a wrong answer like any other (11.1).
+        let rp = match self.relying_party() {
+            Ok(rp) => rp,
+            Err(AppError::NotFound) => return Err(refused("webauthn_not_configured")),
+            Err(e) => return Err(e),
+        };
+        let finished = self
+            .finish_ceremony::<PasskeyAuthentication>(Purpose::PasskeyAuthentication, ceremony_id)
+            .await;
         let (owner, payload) = match finished {
             Ok(found) => found,
             Err(AppError::TokenInvalid) => return Err(refused("unknown_or_used_ceremony")),

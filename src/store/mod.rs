@@ -520,8 +520,13 @@ pub trait Store: Send + Sync + 'static {
         verified_hash: &str,
         audit: OpeningAuditOf,
     ) -> StoreResult<MfaOpening>;
-    /// Counts one wrong answer on the mfaToken; deletes it at `max_attempts`. True when it
-    /// died now.
+    /// Takes one of the mfaToken's `max_attempts` answers before the answer is checked (one
+    /// conditional update: concurrent answers on one token never get more than
+    /// `max_attempts` checks between them). False when the token is unknown, used or has no
+    /// answer left.
+    fn reserve_mfa_attempt(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool>;
+    /// After a wrong answer (its attempt reserved by `reserve_mfa_attempt`): deletes the
+    /// mfaToken once its attempts reach `max_attempts`. True when it died now.
     fn mfa_wrong_answer(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool>;
     /// Confirms a TOTP enrolment in one transaction: uses up its pending one-time token,
     /// stores the secret with `last_step` = the confirming step, replaces the recovery

@@ -232,6 +232,12 @@ fn enrolment_then_login_asks_for_the_second_factor_and_spends_each_code_once() {
     // Unknown token; no answer at all.
     verify(&s, json!({"mfaToken": "nope", "code": "123456"})).assert_error(401, "TOKEN_INVALID");
     verify(&s, json!({"mfaToken": token3})).assert_error(400, "VALIDATION_ERROR");
+    // A passkey answer while WebAuthn is not configured: a wrong answer like any other.
+    verify(
+        &s,
+        json!({"mfaToken": token3, "ceremonyId": "x", "credential": {}}),
+    )
+    .assert_error(401, "MFA_INVALID");
     // A login audited mfa_required.
     let n = s.query_column(
         "SELECT COUNT(*) FROM audit_events WHERE event = 'login' AND reason = 'mfa_required'",
@@ -247,6 +253,7 @@ fn enrolment_then_login_asks_for_the_second_factor_and_spends_each_code_once() {
         ("totp", "token_invalid", 2),
         ("recovery_code", "success", 1),
         ("recovery_code", "invalid", 1),
+        ("webauthn", "invalid", 1),
     ] {
         let line = format!(
             "authd_mfa_verifications_total{{method=\"{method}\",outcome=\"{outcome}\"}} {n}\n"
@@ -361,6 +368,47 @@ fn many_mfa_tokens_guessing_in_parallel_get_no_more_checks_than_the_lockout() {
         json!({"mfaToken": t, "code": code(&e.secret, e.step + 1)}),
     )
     .assert_error(423, "ACCOUNT_LOCKED");
+}
+
+/// Wrong answers sent at once on one mfaToken get exactly `mfa.max_attempts` checks between
+/// them (each takes one of the token's attempts before its check); the others find the token
+/// spent (401 `TOKEN_INVALID`), and so does the right code after them.
+#[test]
+fn parallel_answers_on_one_mfa_token_get_max_attempts_checks() {
+    let s = TestServer::with(&[
+        SKEW,
+        ("AUTHD_RATE_LIMIT__ENABLED", "true"),
+        ("AUTHD_RATE_LIMIT__MAX_FAILED_LOGINS", "100"),
+        ("AUTHD_RATE_LIMIT__LOCKOUT_THRESHOLD", "100"),
+        ("AUTHD_MFA__MAX_ATTEMPTS", "5"),
+    ]);
+    let e = enroll_and_confirm(&s, "mfa-one-token");
+    let token = mfa_token(&s, &e.email);
+    let right = code(&e.secret, e.step + 1);
+    let codes: Vec<String> = (0..16)
+        .map(|i| format!("{:06}", 100_000 + i))
+        .filter(|c| *c != right)
+        .take(15)
+        .collect();
+    let errors: Vec<String> = std::thread::scope(|scope| {
+        let handles: Vec<_> = codes
+            .iter()
+            .map(|c| {
+                let (client, url) = (s.client.clone(), s.url("/api/auth/mfa/verify"));
+                let body = json!({"mfaToken": token, "code": c});
+                scope.spawn(move || {
+                    let r = send(client.post(url).json(&body));
+                    assert_eq!(r.status, 401, "{}", r.text);
+                    text(&r.body, "error")
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let checked = errors.iter().filter(|e| *e == "MFA_INVALID").count();
+    let spent = errors.iter().filter(|e| *e == "TOKEN_INVALID").count();
+    assert_eq!((checked, spent), (5, 10), "{errors:?}");
+    verify(&s, json!({"mfaToken": token, "code": right})).assert_error(401, "TOKEN_INVALID");
 }
 
 #[test]

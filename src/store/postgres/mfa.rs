@@ -134,20 +134,31 @@ pub(super) fn open_session(
     })
 }
 
-/// `Store::mfa_wrong_answer`: one more wrong answer on the mfaToken; at `max_attempts` it
-/// dies. True when it is dead now.
+/// `Store::reserve_mfa_attempt`: one more answer taken on the mfaToken, if it has one left.
+pub(super) fn reserve_attempt(
+    tx: &mut Db<'_, Transaction<'_>>,
+    mfa_token_hash: &str,
+    max_attempts: u32,
+) -> PgResult<bool> {
+    // The UPDATE takes the row lock; a concurrent one waits and re-reads `attempts` (READ
+    // COMMITTED re-checks the WHERE on the new row version), so no answer past the limit is
+    // taken.
+    let max = i32::try_from(max_attempts).unwrap_or(i32::MAX);
+    let n = tx.execute(
+        "UPDATE one_time_tokens SET attempts = attempts + 1
+         WHERE token_hash = $1 AND purpose = $2 AND attempts < $3",
+        &[&mfa_token_hash, &Purpose::Mfa.as_str(), &max],
+    )?;
+    Ok(n == 1)
+}
+
+/// `Store::mfa_wrong_answer`: at `max_attempts` answers taken, the mfaToken dies. True when it
+/// is dead now.
 pub(super) fn wrong_answer(
     tx: &mut Db<'_, Transaction<'_>>,
     mfa_token_hash: &str,
     max_attempts: u32,
 ) -> PgResult<bool> {
-    // One statement per step; the UPDATE takes the row lock, so concurrent wrong answers are
-    // each counted.
-    tx.execute(
-        "UPDATE one_time_tokens SET attempts = attempts + 1
-         WHERE token_hash = $1 AND purpose = $2",
-        &[&mfa_token_hash, &Purpose::Mfa.as_str()],
-    )?;
     let max = i32::try_from(max_attempts).unwrap_or(i32::MAX);
     let n = tx.execute(
         "DELETE FROM one_time_tokens WHERE token_hash = $1 AND purpose = $2 AND attempts >= $3",

@@ -862,6 +862,10 @@ impl Store for PostgresStore {
         })
     }
 
+    fn reserve_mfa_attempt(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool> {
+        self.write(|tx| mfa::reserve_attempt(tx, mfa_token_hash, max_attempts))
+    }
+
     fn mfa_wrong_answer(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool> {
         self.write(|tx| mfa::wrong_answer(tx, mfa_token_hash, max_attempts))
     }

@@ -114,18 +114,28 @@ pub(super) fn open_session(
     })
 }
 
-/// `Store::mfa_wrong_answer`: one more wrong answer on the mfaToken; at `max_attempts` it
-/// dies. True when it is dead now.
+/// `Store::reserve_mfa_attempt`: one more answer taken on the mfaToken, if it has one left.
+pub(super) fn reserve_attempt(
+    tx: &Connection,
+    mfa_token_hash: &str,
+    max_attempts: u32,
+) -> rusqlite::Result<bool> {
+    let n = tx
+        .prepare_cached(
+            "UPDATE one_time_tokens SET attempts = attempts + 1
+             WHERE token_hash = ?1 AND purpose = ?2 AND attempts < ?3",
+        )?
+        .execute(params![mfa_token_hash, Purpose::Mfa.as_str(), max_attempts])?;
+    Ok(n == 1)
+}
+
+/// `Store::mfa_wrong_answer`: at `max_attempts` answers taken, the mfaToken dies. True when it
+/// is dead now.
 pub(super) fn wrong_answer(
     tx: &Connection,
     mfa_token_hash: &str,
     max_attempts: u32,
 ) -> rusqlite::Result<bool> {
-    tx.prepare_cached(
-        "UPDATE one_time_tokens SET attempts = attempts + 1
-         WHERE token_hash = ?1 AND purpose = ?2",
-    )?
-    .execute(params![mfa_token_hash, Purpose::Mfa.as_str()])?;
     let n = tx
         .prepare_cached(
             "DELETE FROM one_time_tokens WHERE token_hash = ?1 AND purpose = ?2 AND attempts >= ?3",

@@ -710,6 +710,11 @@ impl Store for SqliteStore {
         })
     }
 
+    fn reserve_mfa_attempt(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool> {
+        let hash = mfa_token_hash.to_owned();
+        self.write(move |tx| mfa::reserve_attempt(tx, &hash, max_attempts))
+    }
+
     fn mfa_wrong_answer(&self, mfa_token_hash: &str, max_attempts: u32) -> StoreResult<bool> {
         let hash = mfa_token_hash.to_owned();
         self.write(move |tx| mfa::wrong_answer(tx, &hash, max_attempts))
