@@ -169,7 +169,7 @@ fn write_file(dir: &Path, id: Uuid, bytes: &[u8]) -> std::io::Result<PathBuf> {
 
 /// For `authd doctor`: connects to the relay of `settings` and says hello (EHLO, and STARTTLS
 /// or TLS as configured), sending nothing. `Ok` describes the relay; `Err` why it failed.
-pub async fn probe(settings: &EmailSettings) -> Result<String, String> {
+pub async fn probe(settings: &EmailSettings) -> Result<String, ProbeFailure> {
     match settings.transport {
         MailTransport::None => Ok("email.transport is none: no mail is sent".into()),
         MailTransport::File => Ok(format!(
@@ -177,16 +177,35 @@ pub async fn probe(settings: &EmailSettings) -> Result<String, String> {
             settings.file_dir.display()
         )),
         MailTransport::Smtp => {
-            let t = smtp(settings)?;
+            let t = smtp(settings).map_err(|why| ProbeFailure {
+                why,
+                permanent: false,
+            })?;
             let target = format!("{}:{}", settings.smtp_host, settings.smtp_port);
             match t.test_connection().await {
                 Ok(true) => Ok(format!(
                     "relay {target} answered (tls: {})",
                     settings.smtp_tls.as_str()
                 )),
-                Ok(false) => Err(format!("relay {target} did not answer")),
-                Err(e) => Err(format!("relay {target}: {e}")),
+                Ok(false) => Err(ProbeFailure {
+                    why: format!("relay {target} did not answer"),
+                    permanent: false,
+                }),
+                Err(e) => Err(ProbeFailure {
+                    why: format!("relay {target}: {e}"),
+                    permanent: e.is_permanent(),
+                }),
             }
         }
     }
+}
+
+/// Why `probe` found the relay unusable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeFailure {
+    /// One line, naming the relay; never a password.
+    pub why: String,
+    /// The relay answered with a 5xx (e.g. 535, a refused login): every mail would fail at
+    /// once, not wait in the outbox.
+    pub permanent: bool,
 }

@@ -463,13 +463,24 @@ pub async fn check_mail(settings: &Settings) -> Check {
     };
     match crate::mail::transport::probe(&settings.email).await {
         Ok(found) => Check::ok("mail", found),
-        Err(why) => Check::warn(
+        // A 5xx (a refused login, a refused sender): every mail fails at once.
+        Err(f) if f.permanent => Check::fail(
             "mail",
             format!(
-                "{why}; mail waits in the outbox until the relay answers: check email.smtp_host, \
+                "{}; the relay refuses authd, so every mail fails at once (none waits in the \
+                 outbox): check email.smtp_username and email.smtp_password (the relay's login) \
+                 and email.from (a sender the relay accepts)",
+                f.why
+            ),
+        ),
+        Err(f) => Check::warn(
+            "mail",
+            format!(
+                "{}; mail waits in the outbox until the relay answers: check email.smtp_host, \
                  email.smtp_port and email.smtp_tls (and email.smtp_ca_file for a relay whose \
                  certificate a private CA signed){login}, and that this host may reach the \
-                 relay (`authd mail test --to you@example.com` sends one message)"
+                 relay (`authd mail test --to you@example.com` sends one message)",
+                f.why
             ),
         ),
     }

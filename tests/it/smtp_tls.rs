@@ -235,6 +235,24 @@ fn a_wrong_relay_password_fails_the_mail_at_once_and_is_never_shown() {
         shown.push(out.stderr);
     }
     assert!(shown[0].contains("535"), "{}", shown[0]);
+    // doctor: the refused login is a failure (every mail fails at once), naming the login keys.
+    let mut cmd = authd_on(server.dir.path());
+    cmd.envs(env.iter().cloned());
+    let doctor = run(cmd.arg("doctor"), None);
+    let line = doctor
+        .stdout
+        .lines()
+        .find(|l| l.contains("mail") && l.contains("535"))
+        .unwrap_or_else(|| panic!("{doctor:#?}"))
+        .to_string();
+    assert!(
+        line.starts_with("fail")
+            && line.contains("email.smtp_password")
+            && line.contains("at once"),
+        "{line}"
+    );
+    shown.push(doctor.stdout);
+    shown.push(doctor.stderr);
     let (_, log) = serve.terminate();
     assert!(log.contains("mail failed") && log.contains("535"), "{log}");
     shown.push(log);
