@@ -360,7 +360,7 @@ impl EmailSettings {
             return Vec::new();
         }
         let shown = path.display();
-        let bytes = match std::fs::read(path) {
+        let bytes = match super::read_bounded(path) {
             Ok(bytes) => bytes,
             Err(e) => return r.fail(KEY, format!("cannot read {shown}: {e}")),
         };

@@ -415,8 +415,35 @@ pub fn load(sources: &Sources) -> Result<Settings, ConfigError> {
     }
 }
 
+/// The largest file the configuration reads: a config file, a `*_FILE` secret or
+/// `email.smtp_ca_file` (1 MiB). A longer one (say `/dev/zero`) is an error, not a process that
+/// reads until memory runs out.
+pub(crate) const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
+
+/// Reads at most `MAX_CONFIG_FILE_BYTES` of `path`; a longer file is an error.
+pub(crate) fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_CONFIG_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_CONFIG_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {MAX_CONFIG_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `read_bounded`, as UTF-8 text.
+fn read_bounded_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_bounded(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 fn read_file(path: &Path, files: &mut Vec<(String, String)>, errors: &mut Vec<String>) {
-    match std::fs::read_to_string(path) {
+    match read_bounded_text(path) {
         Ok(text) => files.push((path.display().to_string(), text)),
         Err(e) => errors.push(format!("cannot read config file {}: {e}", path.display())),
     }
@@ -448,7 +475,7 @@ fn read_secret_file(
         ));
         return None;
     }
-    match std::fs::read_to_string(path) {
+    match read_bounded_text(Path::new(path)) {
         Ok(text) => {
             let text = text.strip_suffix('\n').unwrap_or(&text);
             let text = text.strip_suffix('\r').unwrap_or(text);

@@ -767,3 +767,46 @@ fn plain_http_on_a_public_address_with_a_secure_cookie_is_warned_about() {
         ("AUTHD_COOKIE__SECURE", "false"),
     ]));
 }
+
+/// Every file the configuration reads (the config file, a `*_FILE` secret, the relay's CA
+/// file) is read up to 1 MiB: a longer one, or `/dev/zero`, is one line and exit 1, not a
+/// process that reads until memory runs out.
+#[test]
+fn a_file_longer_than_a_mebibyte_is_one_line_not_an_endless_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let line_of = |args: &[&str], env: &[(&str, &str)]| {
+        let out = run(authd(dir.path()).envs(env.iter().copied()).args(args), None);
+        assert_eq!(out.status.code(), Some(1), "{out:#?}");
+        out.error_line()
+    };
+    // A config file must be a file: a 2 MiB one of comments.
+    std::fs::write(dir.path().join("big.toml"), "# a comment\n".repeat(200_000)).unwrap();
+    let line = line_of(&["--config", "big.toml", "check-config"], &[]);
+    assert!(
+        line.contains("big.toml") && line.contains("larger than 1048576 bytes"),
+        "{line}"
+    );
+    let line = line_of(
+        &["check-config"],
+        &[("AUTHD_JWT__ACCESS_SECRET_FILE", "/dev/zero")],
+    );
+    assert!(
+        line.contains("AUTHD_JWT__ACCESS_SECRET_FILE") && line.contains("larger than"),
+        "{line}"
+    );
+    let line = line_of(
+        &["check-config"],
+        &[
+            ("AUTHD_EMAIL__TRANSPORT", "smtp"),
+            ("AUTHD_EMAIL__FROM", "noreply@example.com"),
+            ("AUTHD_EMAIL__LINK_BASE", "https://app.example.com"),
+            ("AUTHD_EMAIL__SMTP_HOST", "smtp.example.com"),
+            ("AUTHD_EMAIL__SMTP_CA_FILE", "/dev/zero"),
+        ],
+    );
+    assert!(
+        line.contains("email.smtp_ca_file") && line.contains("larger than"),
+        "{line}"
+    );
+    assert!(!dir.path().join("data").exists());
+}
