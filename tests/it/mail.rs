@@ -294,13 +294,7 @@ fn a_5xx_fails_the_mail_at_once_with_no_retry_and_audits_mail_failed() {
     wait_until(|| status_of(&server, later) == "sent");
     assert_eq!(relay.connections(), 2, "the failed mail was retried");
     assert_eq!(status_of(&server, id), "failed");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = server.metrics();
     assert!(
         metrics.contains("authd_mail_deliveries_total{outcome=\"failed\"} 1"),
         "{metrics}"
@@ -312,13 +306,7 @@ fn a_5xx_fails_the_mail_at_once_with_no_retry_and_audits_mail_failed() {
     // The outbox gauge, refreshed by the worker's rounds: one sent, one failed, none waiting.
     let gauge = |status: &str, n: u32| format!("authd_mail_outbox{{status=\"{status}\"}} {n}\n");
     wait_until(|| {
-        let metrics = server
-            .client
-            .get(server.url("/metrics"))
-            .send()
-            .unwrap()
-            .text()
-            .unwrap();
+        let metrics = server.metrics();
         [("queued", 0), ("sending", 0), ("sent", 1), ("failed", 1)]
             .iter()
             .all(|(s, n)| metrics.contains(&gauge(s, *n)))

@@ -246,7 +246,7 @@ fn enrolment_then_login_asks_for_the_second_factor_and_spends_each_code_once() {
     assert!(n[0].parse::<u32>().unwrap() >= 3, "{n:?}");
     // Every answer above at mfa/verify, by method and outcome (the one without an answer is
     // a 400 before any check and counts nowhere).
-    let metrics = send(s.client.get(s.url("/metrics"))).text;
+    let metrics = s.metrics();
     for (method, outcome, n) in [
         ("totp", "invalid", 3),
         ("totp", "success", 1),

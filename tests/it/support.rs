@@ -295,6 +295,11 @@ impl TestServer {
         }
     }
 
+    /// The server's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        send(self.client.get(self.url("/metrics"))).text
+    }
+
     /// The server's `database.url`.
     pub fn database_url(&self) -> String {
         self.settings.database.url.clone()
