@@ -22,9 +22,12 @@ pub mod users;
 
 use std::sync::Arc;
 
+use uuid::Uuid;
+
 use crate::blocking::blocking;
 use crate::config::Settings;
 use crate::crypto::password::Passwords;
+use crate::domain::{Session, User};
 use crate::error::{AppError, AppResult};
 use crate::metrics::Metrics;
 use crate::store::health::DbHealth;
@@ -69,6 +72,16 @@ impl Core {
             metrics,
             health,
         })
+    }
+
+    /// A session and its user (authenticating an access token): answered on this thread
+    /// when the store can do so without waiting (`Store::session_with_user_now`), otherwise
+    /// on the blocking pool like every other read.
+    pub async fn session_with_user(&self, id: Uuid) -> AppResult<Option<(Session, User)>> {
+        if let Some(found) = self.store.session_with_user_now(id) {
+            return Ok(found);
+        }
+        self.db(move |s| s.session_with_user(id)).await
     }
 
     /// Runs one store operation on the blocking pool. An `Unavailable` answer (503) is logged

@@ -725,7 +725,7 @@ impl Sessions {
         let session_id = Uuid::parse_str(&claims.sid).map_err(|_| AppError::TokenInvalid)?;
         let (session, user) = self
             .core
-            .db(move |s| s.session_with_user(session_id))
+            .session_with_user(session_id)
             .await?
             .ok_or(AppError::TokenInvalid)?;
         if session.user_id != user_id {

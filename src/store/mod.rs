@@ -210,6 +210,16 @@ pub trait Store: Send + Sync + 'static {
     fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     /// A session together with its user, in one lookup (authenticating an access token).
     fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>>;
+    /// `session_with_user` answered on the calling thread, only where the store can do so
+    /// without waiting: no lock to wait for, no network round trip. `None` means "ask
+    /// `session_with_user` on the blocking pool" (this store cannot answer at once, or this
+    /// try met a lock or any error; the pool's read reports it). Called from the async
+    /// runtime's worker threads, it saves the hand-off to the blocking pool and back (two
+    /// context switches) on every authenticated request. The default never answers.
+    fn session_with_user_now(&self, id: Uuid) -> Option<Option<(Session, User)>> {
+        let _ = id;
+        None
+    }
     /// The session a refresh token belongs to, in any state: looked up by the session the
     /// token names and its hash (by hash alone for tokens issued before migration V4).
     fn session_by_token(

@@ -89,6 +89,36 @@ fn locked_database_answers_503_and_recovers_by_itself() {
     assert_eq!(send(s.get("/readyz")).status, 200);
 }
 
+/// An authenticated request does not wait for another process's write: while that process
+/// holds the write lock (longer than `busy_timeout`), profile answers at once from the last
+/// commit, and the revocation it commits is refused by the very next request.
+#[test]
+fn an_authenticated_read_waits_for_no_writer_and_sees_a_revocation_at_once() {
+    let s = TestServer::sqlite_only(&[("AUTHD_DATABASE__BUSY_TIMEOUT", "2s")]);
+    let data = s.register(&unique_email("nowait"));
+    let access = data["accessToken"].as_str().unwrap().to_string();
+    assert_eq!(s.get_auth("/api/auth/profile", &access).status, 200);
+    let writer = rusqlite::Connection::open(s.db_path()).unwrap();
+    writer
+        .execute_batch("BEGIN IMMEDIATE; UPDATE sessions SET revoked_at = 1;")
+        .unwrap();
+    for _ in 0..8 {
+        let t = Instant::now();
+        let r = s.get_auth("/api/auth/profile", &access);
+        let took = t.elapsed();
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert!(
+            took < Duration::from_secs(1),
+            "waited {took:?} for a writer"
+        );
+    }
+    writer.execute_batch("COMMIT").unwrap();
+    for _ in 0..8 {
+        s.get_auth("/api/auth/profile", &access)
+            .assert_error(401, "TOKEN_REVOKED");
+    }
+}
+
 /// Marks files immutable (`chattr +i`), which even root cannot write; on drop makes them
 /// writable again and removes `dir` (its `TempDir` cannot delete immutable files).
 struct Immutable {

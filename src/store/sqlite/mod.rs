@@ -23,12 +23,14 @@ mod sessions;
 mod users;
 mod writer;
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use r2d2::{Pool, PooledConnection};
 use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::{Connection, ErrorCode, Row};
+use thread_local::ThreadLocal;
 use uuid::Uuid;
 
 use super::health::PoolReporter;
@@ -73,6 +75,9 @@ pub struct SqliteStore {
     dir: PathBuf,
     /// The database file.
     path: PathBuf,
+    /// One connection per thread that calls `session_with_user_now` (the async runtime's
+    /// workers), opened on its first call there; `None` where it could not be opened.
+    nowait: ThreadLocal<Option<RefCell<Connection>>>,
 }
 
 /// Prepared statements kept per connection (rusqlite's default, 16, is fewer than the
@@ -145,7 +150,18 @@ impl SqliteStore {
             writer: writer::Writer::new(probe, busy, checkpointer),
             dir,
             path: PathBuf::from(path),
+            nowait: ThreadLocal::new(),
         })
+    }
+
+    /// A connection that never waits for a lock: a busy database is an error at once
+    /// (`busy_timeout` 0), and it only reads (`query_only`).
+    fn open_nowait(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::ZERO)?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        conn.execute_batch("PRAGMA query_only = ON;")?;
+        Ok(conn)
     }
 
     fn conn(&self) -> StoreResult<Conn> {
@@ -390,6 +406,22 @@ impl Store for SqliteStore {
 
     fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>> {
         self.read(|c| sessions::with_user(c, id))
+    }
+
+    /// On the calling thread's own connection. In WAL mode a read waits for no writer and
+    /// no checkpoint; what could make it wait (rebuilding the WAL index after another
+    /// process died in the middle of a write) is `SQLITE_BUSY` at once here, and any error
+    /// hands the read to the pool, whose connection waits up to `busy_timeout` and reports trouble.
+    /// The read itself is two rows found by primary key: page-cache hits, or `pread`s of
+    /// the file the operating system caches.
+    fn session_with_user_now(&self, id: Uuid) -> Option<Option<(Session, User)>> {
+        let conn = self
+            .nowait
+            .get_or(|| Self::open_nowait(&self.path).ok().map(RefCell::new))
+            .as_ref()?;
+        // A thread is in this function at most once at a time (nothing in it calls back).
+        let conn = conn.try_borrow().ok()?;
+        sessions::with_user(&conn, id).ok()
     }
 
     fn session_by_token(
@@ -994,13 +1026,9 @@ mod tests {
             .is_some());
     }
 
-    /// A token of one session never rotates as another session's, whatever its hint says.
-    #[test]
-    fn a_hint_naming_another_session_finds_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("authd.db");
-        let store = open(&path);
-        store.migrate().unwrap();
+    /// One user with one live session and its first refresh token; answers (keys, user id,
+    /// session id, the raw refresh token).
+    fn seed_session(store: &SqliteStore) -> (RefreshTokens, Uuid, Uuid, String) {
         let keys = RefreshTokens::new(vec![9; 32]);
         let (user, session) = (Uuid::new_v4(), Uuid::new_v4());
         let (token, hash) = keys.issue(session);
@@ -1036,6 +1064,17 @@ mod tests {
         store
             .insert_user(&new, &audit()(&RotateOutcome::Unknown), Some(&first), None)
             .unwrap();
+        (keys, user, session, token)
+    }
+
+    /// A token of one session never rotates as another session's, whatever its hint says.
+    #[test]
+    fn a_hint_naming_another_session_finds_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authd.db");
+        let store = open(&path);
+        store.migrate().unwrap();
+        let (keys, _user, session, token) = seed_session(&store);
         let (next, _) = keys.issue(session);
         let wrong = Uuid::new_v4();
         let outcome = rotate_as(&store, wrong, &token, &next, 1_000);
@@ -1045,5 +1084,53 @@ mod tests {
             matches!(outcome, RotateOutcome::Rotated { .. }),
             "{outcome:?}"
         );
+    }
+
+    /// The no-wait read answers on the calling thread's own connection, also while another
+    /// connection holds the write lock (without waiting, and without seeing the uncommitted
+    /// write), sees a commit at once, and hands the read back (`None`) on any error.
+    #[test]
+    fn the_no_wait_read_answers_at_once_and_steps_aside_on_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("authd.db");
+        let store = open(&path);
+        store.migrate().unwrap();
+        let (_keys, user, session, _token) = seed_session(&store);
+        let (found, owner) = store
+            .session_with_user_now(session)
+            .expect("answered without the pool")
+            .expect("the session exists");
+        assert_eq!((found.id, owner.id), (session, user));
+        assert!(found.revoked_at.is_none());
+        assert!(matches!(
+            store.session_with_user_now(Uuid::new_v4()),
+            Some(None)
+        ));
+
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch("BEGIN IMMEDIATE; UPDATE sessions SET revoked_at = 1;")
+            .unwrap();
+        let t = std::time::Instant::now();
+        let (during, _) = store.session_with_user_now(session).unwrap().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert!(during.revoked_at.is_none(), "saw an uncommitted write");
+        writer.execute_batch("COMMIT").unwrap();
+        let (after, _) = store.session_with_user_now(session).unwrap().unwrap();
+        assert_eq!(after.revoked_at, Some(1), "a commit not seen at once");
+
+        // A thread whose connection fails (here: a database without the tables) answers
+        // `None`, and the caller reads on the pool instead.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    store
+                        .nowait
+                        .get_or(|| Some(RefCell::new(Connection::open_in_memory().unwrap())));
+                    assert!(store.session_with_user_now(session).is_none());
+                })
+                .join()
+                .unwrap();
+        });
     }
 }
