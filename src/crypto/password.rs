@@ -28,7 +28,7 @@ pub fn import_max_cost(configured: u32) -> u32 {
 
 /// A semaphore with its gauges and counter (`authd_bcrypt_*{pool}`).
 struct Pool {
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
     in_use: IntGauge,
     waiting: IntGauge,
     operations: IntCounter,
@@ -37,40 +37,47 @@ struct Pool {
 impl Pool {
     fn new(permits: usize, name: &str, metrics: &Metrics) -> Self {
         Pool {
-            permits: Semaphore::new(permits),
+            permits: Arc::new(Semaphore::new(permits)),
             in_use: metrics.bcrypt_in_use.with_label_values(&[name]),
             waiting: metrics.bcrypt_waiting.with_label_values(&[name]),
             operations: metrics.bcrypt_operations.with_label_values(&[name]),
         }
     }
 
-    /// Runs `f` on the blocking pool under one permit. The gauges are kept by guards, so a
-    /// caller that goes away (a client hanging up) while waiting or running leaves them right.
+    /// Runs `f` on the blocking pool under one permit. The permit and the in-use gauge go
+    /// with the work onto its thread: released the moment `f` returns there, and held until
+    /// then even when the caller goes away (a client hanging up mid-login drops this task),
+    /// so that at most `permits` hashes ever run at once; a caller that goes away while
+    /// still waiting for a permit never runs `f`. The gauges are kept by guards, so a caller that
+    /// goes away while waiting leaves them right.
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
         let waiting = GaugeGuard::inc(&self.waiting);
-        let _permit = self
-            .permits
-            .acquire()
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| AppError::Internal("password hasher closed".into()))?;
         drop(waiting);
-        let _in_use = GaugeGuard::inc(&self.in_use);
+        let in_use = GaugeGuard::inc(&self.in_use);
         self.operations.inc();
-        blocking(f).await
+        blocking(move || {
+            let _held = (permit, in_use);
+            f()
+        })
+        .await
     }
 }
 
 /// Increments a gauge now and decrements it when dropped.
-struct GaugeGuard<'a>(&'a IntGauge);
+struct GaugeGuard(IntGauge);
 
-impl<'a> GaugeGuard<'a> {
-    fn inc(gauge: &'a IntGauge) -> Self {
+impl GaugeGuard {
+    fn inc(gauge: &IntGauge) -> Self {
         gauge.inc();
-        GaugeGuard(gauge)
+        GaugeGuard(gauge.clone())
     }
 }
 
-impl Drop for GaugeGuard<'_> {
+impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
@@ -258,6 +265,38 @@ mod tests {
         assert_eq!(p.costly.permits.available_permits(), 1);
         assert_eq!(import_max_cost(10), 14);
         assert_eq!(import_max_cost(16), 16);
+    }
+
+    /// A login whose client goes away while its hash runs keeps the permit until the hash
+    /// is done: otherwise clients that hang up at once would run any number of hashes at
+    /// once, past the one-per-core bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_goes_away_keeps_its_permit_until_its_hash_is_done() {
+        let metrics = Metrics::new();
+        let p = Arc::new(Passwords::new(12, &metrics));
+        let hash = bcrypt::hash(b"Secret-123", 12).unwrap();
+        let all = p.shared.permits.available_permits();
+        let in_use = metrics.bcrypt_in_use.with_label_values(&["shared"]);
+        let task = tokio::spawn({
+            let p = p.clone();
+            async move { p.verify("Secret-123".into(), hash).await }
+        });
+        while in_use.get() == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
+        assert_eq!(p.shared.permits.available_permits(), all - 1);
+        assert_eq!(in_use.get(), 1, "the hash still runs");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while p.shared.permits.available_permits() < all {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the permit never came back"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(in_use.get(), 0);
     }
 
     #[test]

@@ -105,3 +105,47 @@ fn verifications_above_the_configured_cost_never_hold_a_shared_permit() {
     s.login(&victim);
     assert_eq!(ops("costly") - costly_before, GUESSES as i64 + 1);
 }
+
+/// Clients that send a login and hang up while it waits or runs: a hash that started keeps
+/// its permit until it is done, and a login still waiting for a permit when its client goes
+/// away never hashes. Before, a hang-up gave the permit back while the hash went on, so
+/// staggered hang-ups ran a hash each, all at once (14 threads running for 12 hang-ups on a
+/// 2-core machine), past the one-per-core bound.
+#[test]
+fn logins_whose_clients_hang_up_never_run_more_hashes_than_permits() {
+    use std::io::Write;
+    // Cost 12: a hash takes about 200 ms, far longer than a client stays.
+    let s = TestServer::with(&[
+        ("AUTHD_PASSWORD__BCRYPT_COST", "12"),
+        ("AUTHD_RATE_LIMIT__ENABLED", "false"),
+    ]);
+    let email = unique_email("hangup");
+    s.register(&email);
+    let before = pool_metric(&s, "authd_bcrypt_operations_total", "shared");
+    let body = json!({"email": email, "password": "Wrong-guess-1"}).to_string();
+    let request = format!(
+        "POST /api/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    const HANG_UPS: i64 = 12;
+    for _ in 0..HANG_UPS {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.write_all(request.as_bytes()).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        drop(c);
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    let hashed = pool_metric(&s, "authd_bcrypt_operations_total", "shared") - before;
+    // 12 hang-ups 30 ms apart over about 360 ms, two permits, a hash of about 200 ms: the
+    // two first run, most later ones leave while waiting (the old code ran all 12).
+    assert!(
+        hashed <= 8,
+        "{hashed} of {HANG_UPS} abandoned logins hashed: hang-ups gave permits back"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool_metric(&s, "authd_bcrypt_in_use", "shared") != 0 {
+        assert!(Instant::now() < deadline, "a permit was never given back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
