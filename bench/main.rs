@@ -49,6 +49,10 @@ struct Args {
     /// it under `server_env`
     #[arg(long, value_name = "AUTHD_KEY=VALUE", value_parser = parse_server_env)]
     server_env: Vec<(String, String)>,
+    /// Print the Markdown table of these published results (`bench/results/<version>.json`,
+    /// one column each, in this order) for docs/PERFORMANCE.md, and run nothing
+    #[arg(long, value_name = "FILE", num_args = 1.., conflicts_with_all = ["smoke", "scenario", "database"])]
+    table: Vec<PathBuf>,
 }
 
 /// `AUTHD_KEY=VALUE` into its two halves.
@@ -131,6 +135,10 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if !args.table.is_empty() {
+        print!("{}", report::published_table(&args.table)?);
+        return Ok(());
+    }
     let mut config = if args.smoke {
         scenarios::Config::smoke()
     } else {

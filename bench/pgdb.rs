@@ -33,6 +33,16 @@ impl PgDatabase {
         })
     }
 
+    /// `pg_database_size` of this database (bytes on disk: tables, indexes, their free
+    /// space; not the server's WAL). `None` when it cannot be read.
+    pub fn size_bytes(&self) -> Option<u64> {
+        let mut client = connect(&self.url).ok()?;
+        let row = client
+            .query_one("SELECT pg_database_size(current_database())", &[])
+            .ok()?;
+        u64::try_from(row.get::<_, i64>(0)).ok()
+    }
+
     /// The database's URL with `synchronous_commit = off` for its sessions: for seeding only
     /// (the server is not running; a crash would only lose the bench's own rows).
     pub fn seeding_url(&self) -> String {

@@ -33,6 +33,13 @@ impl Unit {
         }
     }
 
+    /// The unit a JSON `unit` names.
+    fn named(name: &str) -> Option<Unit> {
+        [Unit::Percent, Unit::Ms, Unit::PerSec, Unit::Mb, Unit::Count]
+            .into_iter()
+            .find(|u| u.name() == name)
+    }
+
     fn name(self) -> &'static str {
         match self {
             Unit::Percent => "%",
@@ -198,6 +205,7 @@ impl Report {
             scenarios.insert(scenario.name().into(), Value::Object(obj));
         }
         let doc = json!({
+            "version": env!("CARGO_PKG_VERSION"),
             "machine": machine(),
             "build": if cfg!(debug_assertions) { "debug" } else { "release" },
             "config": self.config,
@@ -213,6 +221,97 @@ impl Report {
         let text = serde_json::to_string_pretty(&doc)? + "\n";
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
     }
+}
+
+/// The published results (`bench/results/<version>.json`, written by `--out`) as one Markdown
+/// table for docs/PERFORMANCE.md: a row per check (scenario, check, target), a column per
+/// file in the order given (headed by its version and the date of its run), each cell the
+/// figure and PASS or MISS; a check a file lacks is "-". Then a line per file describing its
+/// machine. Errors: a file that cannot be read or is not such JSON.
+pub fn published_table(files: &[std::path::PathBuf]) -> anyhow::Result<String> {
+    let mut runs = Vec::new();
+    for file in files {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        let doc: Value = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not JSON", file.display()))?;
+        anyhow::ensure!(
+            doc["scenarios"].is_object() && doc["machine"].is_object(),
+            "{} is not an authd-bench result (no scenarios or machine)",
+            file.display()
+        );
+        runs.push(doc);
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let day = |doc: &Value| {
+        text(&doc["machine"]["date"])
+            .chars()
+            .take(10)
+            .collect::<String>()
+    };
+    // Rows in the order the checks first appear.
+    let mut rows: Vec<(String, String, String)> = Vec::new();
+    for doc in &runs {
+        for (scenario, obj) in doc["scenarios"].as_object().into_iter().flatten() {
+            for check in obj["checks"].as_array().into_iter().flatten() {
+                let row = (
+                    scenario.clone(),
+                    text(&check["check"]),
+                    text(&check["target"]),
+                );
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+            }
+        }
+    }
+    let mut out = String::from("| scenario | check | target |");
+    for doc in &runs {
+        let _ = write!(out, " {} ({}) |", text(&doc["version"]), day(doc));
+    }
+    out.push_str("\n|---|---|---|");
+    out.push_str(&"---|".repeat(runs.len()));
+    out.push('\n');
+    for (scenario, name, target) in &rows {
+        let _ = write!(out, "| {scenario} | {name} | {target} |");
+        for doc in &runs {
+            let found = doc["scenarios"][scenario.as_str()]["checks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| text(&c["check"]) == *name);
+            let cell = match found {
+                Some(c) => {
+                    let unit = Unit::named(&text(&c["unit"]));
+                    let figure = c["figure"].as_f64().unwrap_or(f64::NAN);
+                    let verdict = if c["pass"] == true { "PASS" } else { "MISS" };
+                    format!(
+                        "{} {verdict}",
+                        unit.map_or(figure.to_string(), |u| u.show(figure))
+                    )
+                }
+                None => "-".into(),
+            };
+            let _ = write!(out, " {cell} |");
+        }
+        out.push('\n');
+    }
+    out.push('\n');
+    for doc in &runs {
+        let m = &doc["machine"];
+        let _ = writeln!(
+            out,
+            "- {} ({}, {} build): {} cores, {}, {:.0} GiB, Linux {}.",
+            text(&doc["version"]),
+            day(doc),
+            text(&doc["build"]),
+            m["cores"],
+            text(&m["cpu_model"]),
+            m["total_memory_bytes"].as_f64().unwrap_or(0.0) / f64::from(1u32 << 30),
+            text(&m["kernel"]),
+        );
+    }
+    Ok(out)
 }
 
 /// Cores, CPU model, total memory, kernel and date of this run.

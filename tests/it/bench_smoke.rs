@@ -120,4 +120,90 @@ fn bench_smoke_runs_every_scenario_and_writes_json() {
         }
     }
     number(&doc["machine"]["cores"], "machine.cores");
+    assert_eq!(doc["version"], env!("CARGO_PKG_VERSION"));
+
+    // `--table` renders these results as the published table: a column for the file, a
+    // row per check.
+    let table = bench_table(std::slice::from_ref(&out));
+    let checks: usize = scenarios
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["checks"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("| ")).count(),
+        checks + 1,
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("| {} (", env!("CARGO_PKG_VERSION"))),
+        "{table}"
+    );
+    let bad = dir.path().join("not.json");
+    std::fs::write(&bad, "{}").unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_authd-bench"))
+        .arg("--table")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not an authd-bench result"), "{err}");
+}
+
+/// `authd-bench --table FILES`: its standard output.
+fn bench_table(files: &[std::path::PathBuf]) -> String {
+    let run = Command::new(env!("CARGO_BIN_EXE_authd-bench"))
+        .arg("--table")
+        .args(files)
+        .output()
+        .expect("authd-bench runs");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    String::from_utf8(run.stdout).unwrap()
+}
+
+/// docs/PERFORMANCE.md's "Published results" table is what `authd-bench --table` makes of the
+/// committed `bench/results/<version>.json` files (oldest version first): a new result file
+/// without its table, or a table edited by hand, fails here.
+#[test]
+fn the_published_results_table_is_generated_from_the_committed_results() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<(Vec<u64>, std::path::PathBuf)> =
+        std::fs::read_dir(root.join("bench/results"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter_map(|p| {
+                let stem = p.file_stem()?.to_str()?.to_string();
+                let version: Option<Vec<u64>> = stem.split('.').map(|n| n.parse().ok()).collect();
+                (p.extension()? == "json").then_some(())?;
+                Some((version?, p))
+            })
+            .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no bench/results/<version>.json");
+    let files: Vec<_> = files.into_iter().map(|(_, p)| p).collect();
+    let table = bench_table(&files);
+    let doc = std::fs::read_to_string(root.join("docs/PERFORMANCE.md")).unwrap();
+    let begin =
+        "<!-- published results: authd-bench --table bench/results/<version>.json ... -->\n";
+    let end = "<!-- end of published results -->";
+    let from = doc
+        .find(begin)
+        .expect("the published results' start marker")
+        + begin.len();
+    let to = from
+        + doc[from..]
+            .find(end)
+            .expect("the published results' end marker");
+    assert_eq!(
+        doc[from..to].trim(),
+        table.trim(),
+        "docs/PERFORMANCE.md's published results differ from authd-bench --table; paste:\n{table}"
+    );
 }
