@@ -18,12 +18,15 @@ pub async fn run(settings: Arc<Settings>) -> Result<(), CliError> {
     let bound = listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })?;
+    // Before anything says authd is up: a SIGTERM right after the line below (or after
+    // systemd's READY) must find its handler, not the signal's default action.
+    let shutdown = shutdown_signal();
     tracing::info!(addr = %bound, "authd listening on http://{bound}");
     let (stop_metrics, metrics) = serve_metrics(&settings, &state).await?;
     // Readiness for systemd's Type=notify (a no-op without NOTIFY_SOCKET).
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
     app::serve(state, listener, async {
-        shutdown_signal().await;
+        shutdown.await;
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_metrics.send(true);
     })
@@ -67,24 +70,38 @@ async fn serve_metrics(
     Ok((stop, Some(task)))
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// A future that resolves on SIGTERM or SIGINT. The handlers are registered here, when it
+/// is made, not when it is first polled; a handler that cannot be registered never fires.
+#[cfg(unix)]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let terminated = async {
+            match terminate.as_mut() {
+                Some(s) => drop(s.recv().await),
+                None => std::future::pending().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        let interrupted = async {
+            match interrupt.as_mut() {
+                Some(s) => drop(s.recv().await),
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = interrupted => tracing::info!("SIGINT received"),
+            () = terminated => tracing::info!("SIGTERM received"),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = interrupt => tracing::info!("SIGINT received"),
-        _ = terminate => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// A future that resolves on Ctrl-C.
+#[cfg(not(unix))]
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("SIGINT received");
     }
 }

@@ -392,3 +392,30 @@ fn one_shot_commands_work_against_a_running_serve() {
     assert_eq!(server.wait_exit(Duration::from_secs(30)).code(), Some(0));
     integrity_ok(&dir.path().join("data/authd.db"));
 }
+
+/// A SIGTERM sent the moment authd logs its address (as systemd may, right after READY) is
+/// handled: a graceful stop and exit 0, never the signal's default action. The handlers
+/// used to be registered only when the server first polled its shutdown future, after that
+/// line and after READY; a test that stopped a server at once was killed by the signal.
+#[test]
+fn sigterm_right_after_the_listening_line_is_a_graceful_stop() {
+    for _ in 0..10 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut serve = ServeChild::start(dir.path(), &[]);
+        serve.signal("TERM");
+        let status = serve.wait_exit(Duration::from_secs(30));
+        assert!(
+            status.success(),
+            "{status}; stdout: {:?}",
+            serve.stdout_lines()
+        );
+        assert!(
+            serve
+                .stdout_lines()
+                .iter()
+                .any(|l| l.contains("SIGTERM received")),
+            "{:?}",
+            serve.stdout_lines()
+        );
+    }
+}
