@@ -77,6 +77,18 @@ pub struct Metrics {
     /// (`sent`, `retry`: a 4xx or a connection failure, `failed`: a 5xx, attempts used up, the
     /// link expired or the user gone).
     pub mail_deliveries: IntCounterVec,
+    /// `authd_session_reads_total{path}`: how authenticated requests read their session.
+    pub session_reads: SessionReads,
+}
+
+/// `authd_session_reads_total{path}`, one counter per path, resolved once (the read is on
+/// every authenticated request): `worker` (SQLite, on the runtime's worker thread without
+/// waiting), `async` (PostgreSQL, on a connection the runtime drives), `pool` (the blocking
+/// pool: PostgreSQL with fewer than 4 connections, or when the first two could not answer).
+pub struct SessionReads {
+    pub worker: IntCounter,
+    pub r#async: IntCounter,
+    pub pool: IntCounter,
 }
 
 impl Default for Metrics {
@@ -227,6 +239,21 @@ impl Metrics {
             &["outcome"],
         )
         .expect("valid metric");
+        let session_reads_by_path = IntCounterVec::new(
+            Opts::new(
+                "authd_session_reads_total",
+                "Session reads of authenticated requests, by path (worker: on the runtime's \
+                 thread without waiting, SQLite; async: on a connection the runtime drives, \
+                 PostgreSQL; pool: on the blocking pool)",
+            ),
+            &["path"],
+        )
+        .expect("valid metric");
+        let session_reads = SessionReads {
+            worker: session_reads_by_path.with_label_values(&["worker"]),
+            r#async: session_reads_by_path.with_label_values(&["async"]),
+            pool: session_reads_by_path.with_label_values(&["pool"]),
+        };
         for status in ["queued", "sending", "sent", "failed"] {
             mail_outbox.with_label_values(&[status]);
         }
@@ -253,6 +280,7 @@ impl Metrics {
             Box::new(bcrypt_operations.clone()),
             Box::new(mail_outbox.clone()),
             Box::new(mail_deliveries.clone()),
+            Box::new(session_reads_by_path),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -277,6 +305,7 @@ impl Metrics {
             bcrypt_operations,
             mail_outbox,
             mail_deliveries,
+            session_reads,
         }
     }
 

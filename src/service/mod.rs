@@ -75,12 +75,22 @@ impl Core {
     }
 
     /// A session and its user (authenticating an access token): answered on this thread
-    /// when the store can do so without waiting (`Store::session_with_user_now`), otherwise
-    /// on the blocking pool like every other read.
+    /// when the store can do so without waiting (`Store::session_with_user_now`, SQLite), or
+    /// by a read that holds no thread while it waits (`Store::session_with_user_async`,
+    /// PostgreSQL), otherwise on the blocking pool like every other read.
     pub async fn session_with_user(&self, id: Uuid) -> AppResult<Option<(Session, User)>> {
+        let reads = &self.metrics.session_reads;
         if let Some(found) = self.store.session_with_user_now(id) {
+            reads.worker.inc();
             return Ok(found);
         }
+        if let Some(read) = self.store.session_with_user_async(id) {
+            if let Some(found) = read.await {
+                reads.r#async.inc();
+                return Ok(found);
+            }
+        }
+        reads.pool.inc();
         self.db(move |s| s.session_with_user(id)).await
     }
 

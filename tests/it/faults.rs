@@ -102,6 +102,8 @@ fn an_authenticated_read_waits_for_no_writer_and_sees_a_revocation_at_once() {
     writer
         .execute_batch("BEGIN IMMEDIATE; UPDATE sessions SET revoked_at = 1;")
         .unwrap();
+    let on_the_worker = || s.metric(r#"authd_session_reads_total{path="worker"}"#);
+    let before = on_the_worker();
     for _ in 0..8 {
         let t = Instant::now();
         let r = s.get_auth("/api/auth/profile", &access);
@@ -112,6 +114,7 @@ fn an_authenticated_read_waits_for_no_writer_and_sees_a_revocation_at_once() {
             "waited {took:?} for a writer"
         );
     }
+    assert_eq!(on_the_worker() - before, 8.0, "read on the worker thread");
     writer.execute_batch("COMMIT").unwrap();
     for _ in 0..8 {
         s.get_auth("/api/auth/profile", &access)

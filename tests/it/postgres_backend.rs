@@ -296,6 +296,139 @@ fn connections_the_server_closed_are_replaced_without_an_error() {
     }
 }
 
+/// `authd_session_reads_total{path}`.
+fn session_reads(s: &TestServer, path: &str) -> f64 {
+    s.metric(&format!("authd_session_reads_total{{path=\"{path}\"}}"))
+}
+
+/// authd's connections to `db` open now (the admin connection asking is not authd's).
+fn connections_of(admin: &mut postgres::Client, db: &PgDatabase) -> i64 {
+    admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'authd'",
+            &[&db.name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Profile requests until every session read takes the async path (its connections are
+/// opened in the background, so the first reads go through the pool).
+fn until_reads_are_async(s: &TestServer, access: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = session_reads(s, "async");
+        for _ in 0..4 {
+            let r = s.get_auth("/api/auth/profile", access);
+            assert_eq!(r.status, 200, "{}", r.text);
+        }
+        if session_reads(s, "async") - before == 4.0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session reads never went async:\n{}",
+            s.metrics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// On PostgreSQL an authenticated request reads its session on a connection the async
+/// runtime drives (no thread of the blocking pool waits on the round trip): every read takes
+/// that path once its connections are open; a revocation committed elsewhere is seen by the
+/// next read; the server closing those connections costs no request and they are reopened;
+/// and however busy, authd holds no more than `database.pool_size` connections.
+#[test]
+fn session_reads_go_async_see_revocations_at_once_and_stay_within_the_pool_size() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let s = TestServer::with(&[
+        ("AUTHD_DATABASE__URL", &db.url),
+        ("AUTHD_DATABASE__POOL_SIZE", "8"),
+    ]);
+    let email = unique_email("pg-async-read");
+    let data = s.register(&email);
+    let access = data["accessToken"].as_str().unwrap().to_string();
+    until_reads_are_async(&s, &access);
+    let (async_before, pool_before) = (session_reads(&s, "async"), session_reads(&s, "pool"));
+    for _ in 0..40 {
+        assert_eq!(s.get_auth("/api/auth/profile", &access).status, 200);
+    }
+    assert_eq!(session_reads(&s, "async") - async_before, 40.0);
+    assert_eq!(session_reads(&s, "pool") - pool_before, 0.0);
+
+    // Busy: rotations and reads from 16 clients; authd's connections never exceed 8.
+    let mut admin =
+        postgres::Client::connect(&services::postgres_admin_url(), postgres::NoTls).unwrap();
+    let done = AtomicBool::new(false);
+    let most = std::thread::scope(|scope| {
+        let clients: Vec<_> = (0..16)
+            .map(|i| {
+                let (s, email, done) = (&s, &email, &done);
+                scope.spawn(move || {
+                    let data = s.login(email);
+                    let mut refresh = data["refreshToken"].as_str().unwrap().to_string();
+                    let access = data["accessToken"].as_str().unwrap().to_string();
+                    while !done.load(Ordering::SeqCst) {
+                        if i % 4 != 0 {
+                            let r = s.refresh(&refresh);
+                            assert_eq!(r.status, 200, "{}", r.text);
+                            refresh = r.body["data"]["refreshToken"].as_str().unwrap().into();
+                        } else {
+                            let r = s.get_auth("/api/auth/profile", &access);
+                            assert_eq!(r.status, 200, "{}", r.text);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut most = 0;
+        for _ in 0..100 {
+            most = most.max(connections_of(&mut admin, &db));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        done.store(true, Ordering::SeqCst);
+        for c in clients {
+            c.join().unwrap();
+        }
+        most
+    });
+    assert!((3..=8).contains(&most), "{most} connections at most");
+
+    // A revocation committed on another connection: the next read sees it.
+    let async_before = session_reads(&s, "async");
+    postgres::Client::connect(&db.url, postgres::NoTls)
+        .unwrap()
+        .execute(
+            "UPDATE sessions SET revoked_at = 1 WHERE revoked_at IS NULL",
+            &[],
+        )
+        .unwrap();
+    s.get_auth("/api/auth/profile", &access)
+        .assert_error(401, "TOKEN_REVOKED");
+    assert_eq!(session_reads(&s, "async") - async_before, 1.0);
+
+    // The server closes every connection: no request fails, the async reads come back.
+    let access = s.login(&email)["accessToken"].as_str().unwrap().to_string();
+    let terminated = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = $1 AND application_name = 'authd'",
+            &[&db.name],
+        )
+        .unwrap()
+        .len();
+    assert!(terminated >= 3, "{terminated}");
+    for _ in 0..10 {
+        let r = s.get_auth("/api/auth/profile", &access);
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    until_reads_are_async(&s, &access);
+}
+
 /// Two instances on one database: a refresh token from one rotates at the other, and the same
 /// token presented to both at once succeeds once (the rest are reuse: 401 TOKEN_REVOKED, and
 /// the session is revoked).

@@ -300,6 +300,15 @@ impl TestServer {
         send(self.client.get(self.url("/metrics"))).text
     }
 
+    /// The value of one series in `/metrics`, named as exposed (`name{label="value"}`, or
+    /// `name` alone when unlabelled); panics if there is none.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics:\n{text}"))
+    }
+
     /// The server's `database.url`.
     pub fn database_url(&self) -> String {
         self.settings.database.url.clone()

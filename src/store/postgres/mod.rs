@@ -22,26 +22,29 @@ mod one_time;
 mod outbox;
 mod passkeys;
 mod passwords;
+mod quick_read;
 mod revocation_feed;
 mod self_service;
 mod sessions;
 mod users;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use postgres::config::SslMode;
 use postgres::error::SqlState;
 use postgres::types::{FromSql, Type};
 use postgres::{Client, Config, NoTls, Row, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
+use tokio_postgres::config::SslMode;
 
 use db::{Db, Manager, PgConn};
+use quick_read::QuickReads;
 use uuid::Uuid;
 
 use super::health::PoolReporter;
 use super::{
-    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, Store, StoreError,
+    AuditOf, ChainReport, ImportOutcome, NewSession, OpeningAuditOf, QuickRead, Store, StoreError,
     StoreOptions, StoreResult,
 };
 use crate::domain::admins::{ChangeOutcome, LastAdmin};
@@ -89,11 +92,14 @@ const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 const KEEPALIVES_IDLE: Duration = Duration::from_secs(30);
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// PostgreSQL behind an r2d2 pool of `database.pool_size` connections, each set up the same
-/// way (see `Setup`). Migrations run on a connection of their own (see `migrations.rs`).
+/// PostgreSQL behind `database.pool_size` connections, each set up the same way (see
+/// `session_settings`): an r2d2 pool, and a share of them (`quick_read`) for the session read
+/// of authenticated requests. Migrations run on a connection of their own (see
+/// `migrations.rs`).
 pub struct PostgresStore {
     /// Always `Some` until dropped (see `Drop`).
     pool: Option<Pool<Manager>>,
+    quick_reads: Arc<QuickReads>,
     config: Config,
 }
 
@@ -109,23 +115,29 @@ impl Drop for PostgresStore {
     }
 }
 
-/// Connection setup in one place: every pooled connection waits at most `database.busy_timeout`
-/// for a row lock (then 503 instead of queueing forever behind a stuck transaction), runs no
-/// statement longer than `STATEMENT_TIMEOUT`, and is cut if it idles inside a transaction.
+/// Connection setup in one place: every connection waits at most `database.busy_timeout`
+/// (`lock_timeout`) for a lock (then 503 instead of queueing forever behind a stuck
+/// transaction), runs no statement longer than `STATEMENT_TIMEOUT`, and is cut if it idles
+/// inside a transaction.
+fn session_settings(lock_timeout: Duration) -> String {
+    format!(
+        "SET lock_timeout = {}; SET statement_timeout = {};
+         SET idle_in_transaction_session_timeout = {};",
+        lock_timeout.as_millis().max(1),
+        STATEMENT_TIMEOUT.as_millis(),
+        STATEMENT_TIMEOUT.as_millis() * 2,
+    )
+}
+
+/// Runs `session_settings` on every new pooled connection.
 #[derive(Debug)]
 struct Setup {
-    lock_timeout: Duration,
+    settings: String,
 }
 
 impl r2d2::CustomizeConnection<PgConn, postgres::Error> for Setup {
     fn on_acquire(&self, conn: &mut PgConn) -> PgResult<()> {
-        conn.client.batch_execute(&format!(
-            "SET lock_timeout = {}; SET statement_timeout = {};
-             SET idle_in_transaction_session_timeout = {};",
-            self.lock_timeout.as_millis().max(1),
-            STATEMENT_TIMEOUT.as_millis(),
-            STATEMENT_TIMEOUT.as_millis() * 2,
-        ))
+        conn.client.batch_execute(&self.settings)
     }
 }
 
@@ -135,8 +147,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
     parse_url(url).map(|_| ()).map_err(|e| e.to_string())
 }
 
-fn parse_url(url: &str) -> StoreResult<Config> {
-    let config: Config = url.parse().map_err(|e: postgres::Error| {
+fn parse_url(url: &str) -> StoreResult<tokio_postgres::Config> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e: postgres::Error| {
         StoreError::Other(format!("not a valid PostgreSQL URL: {}", cause(&e)))
     })?;
     if config.get_ssl_mode() == SslMode::Require {
@@ -177,24 +189,32 @@ impl PostgresStore {
         if config.get_keepalives_interval().is_none() {
             config.keepalives_interval(KEEPALIVE_INTERVAL);
         }
+        let readers = quick_read::count_for(options.pool_size);
+        let settings = session_settings(options.busy_timeout);
+        let quick_reads = QuickReads::new(
+            config.clone(),
+            settings.clone(),
+            options.health.clone(),
+            readers,
+        );
+        let config = Config::from(config);
         let manager = Manager(PostgresConnectionManager::new(config.clone(), NoTls));
         let pool = Pool::builder()
-            .max_size(options.pool_size)
+            .max_size(options.pool_size - readers)
             .min_idle(Some(0))
             // A connection the server closed (restart, admin shutdown, network cut) while it
             // sat idle is found at check-out and replaced, so a database that comes back
             // serves at once; see `db` for which connections are checked.
             .test_on_check_out(true)
             .connection_timeout(options.busy_timeout.max(Duration::from_secs(1)))
-            .connection_customizer(Box::new(Setup {
-                lock_timeout: options.busy_timeout,
-            }))
+            .connection_customizer(Box::new(Setup { settings }))
             // One warning per outage instead of r2d2's line per failed attempt.
             .error_handler(Box::new(PoolReporter(options.health.clone())))
             .event_handler(Box::new(PoolReporter(options.health.clone())))
             .build_unchecked(manager);
         Ok(PostgresStore {
             pool: Some(pool),
+            quick_reads,
             config,
         })
     }
@@ -673,6 +693,10 @@ impl Store for PostgresStore {
 
     fn session_with_user(&self, id: Uuid) -> StoreResult<Option<(Session, User)>> {
         self.read(|c| sessions::with_user(c, id))
+    }
+
+    fn session_with_user_async(&self, id: Uuid) -> Option<QuickRead<Option<(Session, User)>>> {
+        self.quick_reads.session_with_user(id)
     }
 
     fn session_by_token(

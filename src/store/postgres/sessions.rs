@@ -238,20 +238,27 @@ pub(super) fn by_id(c: &mut Db<'_, impl GenericClient>, id: Uuid) -> PgResult<Op
     .transpose()
 }
 
+/// A session and its user by the session's id (`$1`), one row or none: read through the pool
+/// (`with_user`) and by the quick reads (`super::quick_read`); `with_user_row` parses it.
+pub(super) const WITH_USER: &str =
+    "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
+            s.user_agent, s.ip, s.device_info, s.auth_methods,
+            u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at, u.email_verified
+     FROM sessions s JOIN users u ON u.id = s.user_id
+     WHERE s.id = $1";
+
+/// Parses a row of `WITH_USER`.
+pub(super) fn with_user_row(r: &Row) -> PgResult<(Session, User)> {
+    Ok((session_row(r)?, user_at(r, 10)?))
+}
+
 pub(super) fn with_user(
     c: &mut Db<'_, impl GenericClient>,
     id: Uuid,
 ) -> PgResult<Option<(Session, User)>> {
-    c.query_opt(
-        "SELECT s.id, s.user_id, s.created_at, s.last_used_at, s.expires_at, s.revoked_at,
-                s.user_agent, s.ip, s.device_info, s.auth_methods,
-                u.id, u.email, u.name, u.role, u.disabled, u.created_at, u.last_login_at, u.email_verified
-         FROM sessions s JOIN users u ON u.id = s.user_id
-         WHERE s.id = $1",
-        &[&id],
-    )?
-    .map(|r| Ok((session_row(&r)?, user_at(&r, 10)?)))
-    .transpose()
+    c.query_opt(WITH_USER, &[&id])?
+        .map(|r| with_user_row(&r))
+        .transpose()
 }
 
 pub(super) fn by_token(
