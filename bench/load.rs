@@ -95,11 +95,21 @@ impl Plan for Login {
 /// next request's. Expects 200; any other answer ends the chain (and the connection).
 pub struct Refresh {
     token: String,
+    /// The access token of the last rotation's answer, until taken (`take_access_token`).
+    access_token: Option<String>,
 }
 
 impl Refresh {
     pub fn new(token: String) -> Self {
-        Refresh { token }
+        Refresh {
+            token,
+            access_token: None,
+        }
+    }
+
+    /// The access token the last rotation answered with, once.
+    pub fn take_access_token(&mut self) -> Option<String> {
+        self.access_token.take()
     }
 }
 
@@ -113,12 +123,14 @@ impl Plan for Refresh {
         if status != StatusCode::OK {
             return false;
         }
-        let next = serde_json::from_slice::<serde_json::Value>(body)
-            .ok()
-            .and_then(|v| v["data"]["refreshToken"].as_str().map(String::from));
-        match next {
+        let Ok(answer) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return false;
+        };
+        let data = &answer["data"];
+        match data["refreshToken"].as_str() {
             Some(token) => {
-                self.token = token;
+                self.token = token.to_string();
+                self.access_token = data["accessToken"].as_str().map(String::from);
                 true
             }
             None => false,
@@ -260,7 +272,8 @@ pub type MixCounts = std::sync::Arc<[std::sync::atomic::AtomicU64; 3]>;
 
 /// One session's mixed load (`MIX`, from a starting point of its own): its profile with its
 /// access token, a rotation of its refresh chain, a login of its user. Any unexpected answer
-/// of the chain ends the connection (the chain is lost).
+/// of the chain ends the connection (the chain is lost). Each rotation's new access token
+/// replaces the profile's, as a client does: a soak runs past the access-token lifetime.
 pub struct Mixed {
     profile: Get,
     refresh: Refresh,
@@ -312,7 +325,13 @@ impl Plan for Mixed {
         self.step += 1;
         let (ok, i) = match self.last {
             b'P' => (self.profile.response(status, body), 0),
-            b'R' => (self.refresh.response(status, body), 1),
+            b'R' => {
+                let ok = self.refresh.response(status, body);
+                if let Some(access_token) = self.refresh.take_access_token() {
+                    self.profile.bearer = Some(access_token);
+                }
+                (ok, 1)
+            }
             _ => (self.login.response(status, body), 2),
         };
         if ok {
@@ -618,7 +637,27 @@ pub fn reset_request(host: &str, email: &str) -> Request<Full<Bytes>> {
 
 #[cfg(test)]
 mod tests {
-    use super::percentile;
+    use super::{percentile, Mixed, Plan, StatusCode, MIX};
+
+    /// The profile requests after a rotation carry the rotation's access token (a soak
+    /// outlives the first one's 15 minutes).
+    #[test]
+    fn a_mixed_load_profiles_with_the_access_token_of_its_last_rotation() {
+        let rotation = MIX.iter().position(|&k| k == b'R').unwrap();
+        let counts = Default::default();
+        let mut plan = Mixed::new(rotation, "first".into(), "r1".into(), "a@b.c", "pw", counts);
+        let bearer = |plan: &mut Mixed| {
+            let req = plan.request("h");
+            req.headers()["authorization"].to_str().unwrap().to_string()
+        };
+        assert_eq!(plan.request("h").uri().path(), "/api/auth/refresh");
+        let answer = br#"{"data":{"accessToken":"second","refreshToken":"r2"}}"#;
+        assert!(plan.response(StatusCode::OK, answer));
+        assert_eq!(plan.request("h").uri().path(), "/api/auth/profile");
+        assert_eq!(bearer(&mut plan), "Bearer second");
+        assert!(plan.response(StatusCode::OK, b"{}"));
+        assert_eq!(bearer(&mut plan), "Bearer second");
+    }
 
     #[test]
     fn nearest_rank_percentiles() {

@@ -78,22 +78,19 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let mut terminate = signal(SignalKind::terminate()).ok();
     let mut interrupt = signal(SignalKind::interrupt()).ok();
     async move {
-        let terminated = async {
-            match terminate.as_mut() {
-                Some(s) => drop(s.recv().await),
-                None => std::future::pending().await,
-            }
-        };
-        let interrupted = async {
-            match interrupt.as_mut() {
-                Some(s) => drop(s.recv().await),
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            () = interrupted => tracing::info!("SIGINT received"),
-            () = terminated => tracing::info!("SIGTERM received"),
+            () = received(interrupt.as_mut()) => tracing::info!("SIGINT received"),
+            () = received(terminate.as_mut()) => tracing::info!("SIGTERM received"),
         }
+    }
+}
+
+/// Resolves when `signal` arrives; never, if its handler could not be registered.
+#[cfg(unix)]
+async fn received(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(s) => drop(s.recv().await),
+        None => std::future::pending().await,
     }
 }
 

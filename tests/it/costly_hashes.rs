@@ -14,14 +14,7 @@ const GUESSES: usize = 8;
 
 /// The value of `name{pool="<pool>"}` in the `/metrics` text.
 fn pool_metric(s: &TestServer, name: &str, pool: &str) -> i64 {
-    let text = send(s.get("/metrics")).text;
-    let series = format!("{name}{{pool=\"{pool}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .unwrap_or_else(|| panic!("{series} in /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
+    s.metric(&format!("{name}{{pool=\"{pool}\"}}")) as i64
 }
 
 fn stored_hash(s: &TestServer, email: &str) -> String {
