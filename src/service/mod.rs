@@ -85,9 +85,9 @@ impl Core {
             return Ok(found);
         }
         if let Some(read) = self.store.session_with_user_async(id) {
-            if let Some(found) = read.await {
+            if let Some(answer) = read.await {
                 reads.r#async.inc();
-                return Ok(found);
+                return self.reported(answer);
             }
         }
         reads.pool.inc();
@@ -102,7 +102,13 @@ impl Core {
         F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
     {
         let store = self.store.clone();
-        let result = blocking(move || f(&*store)).await?.map_err(AppError::from);
+        self.reported(blocking(move || f(&*store)).await?)
+    }
+
+    /// A store answer as the services see it; `Unavailable` is logged here, once per episode
+    /// (`DbHealth::unavailable`).
+    fn reported<T>(&self, answer: StoreResult<T>) -> AppResult<T> {
+        let result = answer.map_err(AppError::from);
         if let Err(AppError::Unavailable(cause)) = &result {
             self.health.unavailable(cause);
         }

@@ -222,10 +222,11 @@ pub trait Store: Send + Sync + 'static {
     }
     /// `session_with_user` as a future that holds no thread while it waits, where the store
     /// has such a read (PostgreSQL: a query on a connection driven by the async runtime
-    /// itself, see `postgres::quick_read`). `None`, or a future answering `None`, means "ask
-    /// `session_with_user` on the blocking pool" (no such read here, none ready now, or this
-    /// one failed; the pool's read reports the trouble). Called only from the async runtime.
-    /// The default has none.
+    /// itself, see `postgres::quick_read`). The future's `Some` is the answer (an error
+    /// included: the database refused or did not answer in time); `None`, or a future
+    /// answering `None`, means "ask `session_with_user` on the blocking pool" (no such read
+    /// here, none ready now, or its connection failed; the pool's read reports the trouble).
+    /// Called only from the async runtime. The default has none.
     fn session_with_user_async(&self, id: Uuid) -> Option<QuickRead<Option<(Session, User)>>> {
         let _ = id;
         None
@@ -607,9 +608,10 @@ pub trait Store: Send + Sync + 'static {
 pub type DynStore = Arc<dyn Store>;
 
 /// A read answered on the async runtime without holding a thread (see
-/// `Store::session_with_user_async`): `Some(value)`, or `None` when the caller should ask
-/// the blocking pool instead.
-pub type QuickRead<T> = std::pin::Pin<Box<dyn std::future::Future<Output = Option<T>> + Send>>;
+/// `Store::session_with_user_async`): `Some` with the store's answer, or `None` when the
+/// caller should ask the blocking pool instead.
+pub type QuickRead<T> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<StoreResult<T>>> + Send>>;
 
 /// Connection options that do not come from the URL.
 #[derive(Debug, Clone)]

@@ -429,6 +429,63 @@ fn session_reads_go_async_see_revocations_at_once_and_stay_within_the_pool_size(
     until_reads_are_async(&s, &access);
 }
 
+/// A migration holding the sessions table (`LOCK ... ACCESS EXCLUSIVE`) longer than
+/// `database.busy_timeout`: an authenticated request is 503 after one `busy_timeout` (the
+/// server's lock timeout answers the async read; the pool is not asked to wait a second
+/// time), the wait is no connection error, authd stays within `pool_size` connections, and
+/// once the lock is gone every read answers, on the async path again.
+#[test]
+fn a_locked_sessions_table_is_503_after_one_busy_timeout_and_no_connection_error() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let s = TestServer::with(&[
+        ("AUTHD_DATABASE__URL", &db.url),
+        ("AUTHD_DATABASE__POOL_SIZE", "4"),
+        ("AUTHD_DATABASE__BUSY_TIMEOUT", "1s"),
+    ]);
+    let email = unique_email("pg-locked");
+    let access = s.register(&email)["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_reads_are_async(&s, &access);
+    let errors = || s.metric("authd_database_connection_errors_total");
+    let errors_before = errors();
+    let mut admin =
+        postgres::Client::connect(&services::postgres_admin_url(), postgres::NoTls).unwrap();
+
+    let mut migration = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut lock = migration.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    let mut most = 0;
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let r = s.get_auth("/api/auth/profile", &access);
+        let took = started.elapsed();
+        assert_unavailable(&r);
+        assert!(
+            took < Duration::from_millis(1900),
+            "503 after {took:?}: one busy_timeout (1 s), not two"
+        );
+        most = most.max(connections_of(&mut admin, &db));
+    }
+    lock.rollback().unwrap();
+
+    for _ in 0..5 {
+        let r = s.get_auth("/api/auth/profile", &access);
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    until_reads_are_async(&s, &access);
+    assert_eq!(
+        errors() - errors_before,
+        0.0,
+        "a lock wait is no connection error"
+    );
+    assert!(most <= 4, "{most} connections with pool_size 4");
+}
+
 /// Two instances on one database: a refresh token from one rotates at the other, and the same
 /// token presented to both at once succeeds once (the rest are reuse: 401 TOKEN_REVOKED, and
 /// the session is revoked).

@@ -195,6 +195,7 @@ impl PostgresStore {
             config.clone(),
             settings.clone(),
             options.health.clone(),
+            options.busy_timeout,
             readers,
         );
         let config = Config::from(config);
@@ -318,13 +319,18 @@ fn run_on<T>(conn: &mut PgConn, mut op: impl FnMut(&mut PgConn) -> PgResult<T>) 
 /// one that vanished (26000). True when it did: the operation can run once more, preparing
 /// afresh (0A000 and 26000 then succeed; a real schema mismatch fails again).
 fn forget_statements_after(e: &postgres::Error, conn: &mut PgConn) -> bool {
-    let stale = e
-        .code()
-        .is_some_and(|code| matches!(&code.code()[..2], "0A" | "26" | "42"));
+    let stale = is_stale_statement(e);
     if stale {
         conn.statements.clear();
     }
     stale
+}
+
+/// An error a prepared statement can cause once it went stale (0A, 26, 42; see
+/// `forget_statements_after`).
+fn is_stale_statement(e: &postgres::Error) -> bool {
+    e.code()
+        .is_some_and(|code| matches!(&code.code()[..2], "0A" | "26" | "42"))
 }
 
 /// A few milliseconds, growing and jittered, so that retried transactions do not collide

@@ -8,17 +8,24 @@
 //! request with its row. Queries from concurrent requests are pipelined on one connection.
 //!
 //! - **Connections.** `QUICK_READ_SHARE` of `database.pool_size` (8 -> 2; below 4, none: the
-//!   pool alone), taken from the pool's connections, so authd never holds more than
-//!   `pool_size`. Each is set up as a pooled one (`super::SESSION_SETTINGS`) and prepares the
-//!   one statement it runs.
-//! - **Never a wait on a connection.** A request whose connection is not open yet (at start,
-//!   after an error) reads through the pool, and a task on the runtime opens that connection
-//!   meanwhile; after a failed attempt, none is made for `RETRY_AFTER`.
-//! - **Any error steps aside.** A failed query or a row that does not parse drops that
-//!   connection (a stale statement after a migration is prepared afresh by its successor) and
-//!   the request reads through the pool, which reports the trouble (`DbHealth`, 503) as for
-//!   every other read. A committed revocation is seen at once: each query runs on its own,
-//!   outside any transaction, at READ COMMITTED.
+//!   pool alone), taken from the pool's connections. A slot holds at most one connection at
+//!   a time, from the start of its opening to the end of its connection's task (a connection
+//!   dropped after an error stays counted until every query sent on it is answered and it has
+//!   closed), so authd never holds more than `pool_size`. Each is set up as a pooled one
+//!   (`super::session_settings`) and prepares the one statement it runs.
+//! - **Never a wait on a connection.** A request whose slot has no open connection (at
+//!   start, while one is opened or closes, after an error) reads through the pool, and a task
+//!   on the runtime opens one meanwhile; after a failed attempt, none is made for
+//!   `RETRY_AFTER`. Only a failure to connect counts as a connection error (`DbHealth`); one
+//!   in setting the session up (a lock held on the table, say) is only logged at debug.
+//! - **Answers and errors.** A row, or none, is the answer. So is an error from the server on
+//!   a live connection (a lock or statement timeout: 503 as through the pool, after one
+//!   `busy_timeout`, not two). No answer within `patience` (`database.busy_timeout`, at least
+//!   a second, plus a second: a database that froze) is 503 and drops the connection. A closed connection,
+//!   a statement gone stale after a migration (SQLSTATE classes 0A, 26, 42) or a row that does
+//!   not parse drops the connection and reads through the pool, which retries, prepares
+//!   afresh and reports as for every other read. A committed revocation is seen at once:
+//!   each query runs on its own, outside any transaction, at READ COMMITTED.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -30,7 +37,7 @@ use uuid::Uuid;
 use super::sessions::{with_user_row, WITH_USER};
 use crate::domain::{Session, User};
 use crate::store::health::DbHealth;
-use crate::store::QuickRead;
+use crate::store::{QuickRead, StoreError};
 
 /// One quick-read connection for every this many connections of `database.pool_size`.
 pub(super) const QUICK_READ_SHARE: u32 = 4;
@@ -44,15 +51,17 @@ pub(super) struct QuickReads {
     config: tokio_postgres::Config,
     settings: String,
     health: Arc<DbHealth>,
+    patience: Duration,
     slots: Vec<Slot>,
     next: AtomicUsize,
 }
 
-/// One connection: open (`reader`), being opened (`opening`), or closed.
+/// One connection's place: `occupied` from the start of an opening until that connection's
+/// task ends (or the attempt to connect failed); `reader` while it takes queries.
 #[derive(Default)]
 struct Slot {
     reader: Mutex<Option<Arc<Reader>>>,
-    opening: AtomicBool,
+    occupied: AtomicBool,
     failed_at: Mutex<Option<Instant>>,
 }
 
@@ -62,26 +71,37 @@ struct Reader {
     with_user: Statement,
 }
 
+/// Why an opening failed: connecting (a connection error), or setting up a connection that
+/// was made (logged only).
+enum OpenError {
+    Connect(tokio_postgres::Error),
+    Setup(tokio_postgres::Error),
+}
+
 impl QuickReads {
     /// `count` connections (none opened yet) with `config`; `settings` is the SQL each runs
-    /// once open.
+    /// once open (its `lock_timeout` is `busy_timeout`); a read unanswered after
+    /// `busy_timeout` (at least a second) plus a second gives up: the server's own lock
+    /// timeout answers first.
     pub(super) fn new(
         config: tokio_postgres::Config,
         settings: String,
         health: Arc<DbHealth>,
+        busy_timeout: Duration,
         count: u32,
     ) -> Arc<Self> {
         Arc::new(QuickReads {
             config,
             settings,
             health,
+            patience: busy_timeout.max(Duration::from_secs(1)) + Duration::from_secs(1),
             slots: (0..count).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
         })
     }
 
     /// `Store::session_with_user_async`: the next connection in turn reads, or `None` if it
-    /// is not open (it is opened in the background) or there is no runtime to drive it.
+    /// is not open (one is opened in the background) or there is no runtime to drive it.
     pub(super) fn session_with_user(
         self: &Arc<Self>,
         id: Uuid,
@@ -97,23 +117,39 @@ impl QuickReads {
         };
         let this = self.clone();
         Some(Box::pin(async move {
-            let answer = match reader.client.query_opt(&reader.with_user, &[&id]).await {
-                Ok(row) => row.map(|r| with_user_row(&r)).transpose(),
-                Err(e) => Err(e),
-            };
-            match answer {
-                Ok(found) => Some(found),
-                Err(e) => {
-                    tracing::debug!(error = %super::cause(&e), "quick read failed; reading through the pool");
-                    this.close(index, &reader);
-                    None
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+            let query = reader.client.query_opt(&reader.with_user, &params);
+            let (answer, keep) = match tokio::time::timeout(this.patience, query).await {
+                Ok(Ok(row)) => match row.map(|r| with_user_row(&r)).transpose() {
+                    Ok(found) => (Some(Ok(found)), true),
+                    Err(e) => (this.aside(&e), false),
+                },
+                Ok(Err(e)) if reader.client.is_closed() || super::is_stale_statement(&e) => {
+                    (this.aside(&e), false)
                 }
+                Ok(Err(e)) => (Some(Err(super::map_err(e))), true),
+                Err(_) => {
+                    let waited = format!("no answer from the database in {:?}", this.patience);
+                    tracing::debug!(%waited, "quick read: dropping its connection");
+                    (Some(Err(StoreError::Unavailable(waited))), false)
+                }
+            };
+            if !keep {
+                this.close(index, &reader);
             }
+            answer
         }))
     }
 
-    /// Drops slot `index`'s connection if it is still `reader` (another request may have
-    /// replaced it already); the next request through it opens a new one.
+    /// A read that should go through the pool instead (see the module documentation).
+    fn aside<T>(&self, e: &tokio_postgres::Error) -> Option<T> {
+        tracing::debug!(error = %super::cause(e), "quick read failed; reading through the pool");
+        None
+    }
+
+    /// Takes slot `index`'s connection out of service if it is still `reader` (another
+    /// request may have replaced it already). The slot stays occupied until the connection
+    /// has closed (see `open`); the next request through it then opens a new one.
     fn close(&self, index: usize, reader: &Arc<Reader>) {
         let mut current = lock(&self.slots[index].reader);
         if current.as_ref().is_some_and(|r| Arc::ptr_eq(r, reader)) {
@@ -121,45 +157,59 @@ impl QuickReads {
         }
     }
 
-    /// Opens slot `index`'s connection on the runtime, unless it is being opened or the last
-    /// attempt failed less than `RETRY_AFTER` ago.
+    /// Opens slot `index`'s connection on the runtime, unless the slot holds one (open,
+    /// opening or closing) or the last attempt failed less than `RETRY_AFTER` ago.
     fn open_in_background(self: &Arc<Self>, index: usize, runtime: &tokio::runtime::Handle) {
         let slot = &self.slots[index];
         if lock(&slot.failed_at).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
             return;
         }
-        if slot.opening.swap(true, Ordering::AcqRel) {
+        if slot.occupied.swap(true, Ordering::AcqRel) {
             return;
         }
         let this = self.clone();
         runtime.spawn(async move {
             let slot = &this.slots[index];
-            match this.open().await {
+            match this.open(index).await {
                 Ok(reader) => {
                     *lock(&slot.failed_at) = None;
                     *lock(&slot.reader) = Some(Arc::new(reader));
                     this.health.connected();
                 }
-                Err(e) => {
+                Err(OpenError::Connect(e)) => {
                     *lock(&slot.failed_at) = Some(Instant::now());
+                    slot.occupied.store(false, Ordering::Release);
                     this.health.connection_failed(&super::cause(&e));
                 }
+                Err(OpenError::Setup(e)) => {
+                    // The connection made is dropped with its client; its task frees the slot.
+                    *lock(&slot.failed_at) = Some(Instant::now());
+                    tracing::debug!(error = %super::cause(&e), "quick read: setting up a connection failed");
+                }
             }
-            slot.opening.store(false, Ordering::Release);
         });
     }
 
-    /// Connects, drives the connection on the runtime until it closes, sets the session up
-    /// and prepares `WITH_USER`.
-    async fn open(&self) -> Result<Reader, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
+    /// Connects for slot `index`, drives the connection on the runtime until it closes (then
+    /// frees the slot), sets the session up and prepares `WITH_USER`.
+    async fn open(self: &Arc<Self>, index: usize) -> Result<Reader, OpenError> {
+        let (client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(OpenError::Connect)?;
+        let this = self.clone();
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %super::cause(&e), "quick-read connection closed");
             }
+            this.slots[index].occupied.store(false, Ordering::Release);
         });
-        client.batch_execute(&self.settings).await?;
-        let with_user = client.prepare(WITH_USER).await?;
+        client
+            .batch_execute(&self.settings)
+            .await
+            .map_err(OpenError::Setup)?;
+        let with_user = client.prepare(WITH_USER).await.map_err(OpenError::Setup)?;
         Ok(Reader { client, with_user })
     }
 }
