@@ -486,6 +486,60 @@ fn a_locked_sessions_table_is_503_after_one_busy_timeout_and_no_connection_error
     assert!(most <= 4, "{most} connections with pool_size 4");
 }
 
+/// The server ending a reading connection while a read waits on it (`pg_terminate_backend`
+/// during a lock wait: PostgreSQL answers the pending query with a FATAL error, 57P01, before
+/// the connection closes) sends that read to the pool, which answers: no 503.
+#[test]
+fn a_read_pending_on_a_connection_the_server_ends_is_answered_through_the_pool() {
+    let Some(db) = PgDatabase::create() else {
+        return;
+    };
+    let s = TestServer::with(&[
+        ("AUTHD_DATABASE__URL", &db.url),
+        ("AUTHD_DATABASE__POOL_SIZE", "4"),
+    ]);
+    let access = s.register(&unique_email("pg-fatal"))["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_reads_are_async(&s, &access);
+    let mut admin =
+        postgres::Client::connect(&services::postgres_admin_url(), postgres::NoTls).unwrap();
+    let mut migration = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    let mut lock = migration.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    std::thread::scope(|scope| {
+        let read = scope.spawn(|| s.get_auth("/api/auth/profile", &access));
+        let deadline = std::time::Instant::now() + Duration::from_secs(4);
+        let waiting = loop {
+            let pids: Vec<i32> = admin
+                .query(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = $1
+                     AND application_name = 'authd' AND wait_event_type = 'Lock'",
+                    &[&db.name],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if let [pid] = pids[..] {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "no read waiting");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        admin
+            .execute("SELECT pg_terminate_backend($1)", &[&waiting])
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        lock.rollback().unwrap();
+        let r = read.join().unwrap();
+        assert_eq!(r.status, 200, "{}", r.text);
+    });
+    until_reads_are_async(&s, &access);
+}
+
 /// Two instances on one database: a refresh token from one rotates at the other, and the same
 /// token presented to both at once succeeds once (the rest are reuse: 401 TOKEN_REVOKED, and
 /// the session is revoked).

@@ -1870,3 +1870,67 @@ fn concurrent_revocations_reach_the_feed_once_each_in_cursor_order(store: &dyn S
         vec![live]
     );
 }
+
+/// PostgreSQL's async session read (`Store::session_with_user_async`) answers what the pool's
+/// read answers (a session with its user; nothing for an unknown id), and dropping the store
+/// closes its connections, the async ones included (their tasks hold the store only weakly).
+#[test]
+fn postgres_async_reads_answer_as_the_pool_and_close_with_the_store() {
+    let Some(b) = Backend::open("postgres") else {
+        return;
+    };
+    let user = new_user(&*b.store, "async-read@example.com");
+    let (session, _) = new_session(&*b.store, user, 1_000, FAR);
+    let name = b._postgres.as_ref().unwrap().name.clone();
+    let mut admin =
+        ::postgres::Client::connect(&crate::services::postgres_admin_url(), ::postgres::NoTls)
+            .unwrap();
+    let mut connections = move || -> i64 {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = $1 AND application_name = 'authd'",
+                &[&name],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let Backend {
+        store, _postgres, ..
+    } = b;
+    let (found, of) = runtime.block_on(read_async(&store, session)).unwrap();
+    assert_eq!(
+        Some((found.clone(), of.clone())),
+        store.session_with_user(session).unwrap()
+    );
+    assert_eq!((found.id, of.id), (session, user));
+    assert_eq!(runtime.block_on(read_async(&store, Uuid::new_v4())), None);
+    assert!(connections() >= 1);
+    // The runtime still runs the connections' tasks: only the store goes.
+    drop(store);
+    for _ in 0..200 {
+        if connections() == 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!(
+        "{} connections left after the store was dropped",
+        connections()
+    );
+}
+
+/// `session_with_user_async` once its connection is open (the first calls only open it).
+async fn read_async(store: &DynStore, id: Uuid) -> Option<(Session, User)> {
+    for _ in 0..200 {
+        if let Some(read) = store.session_with_user_async(id) {
+            return read.await.expect("an answer, not the pool").unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the async read never opened");
+}

@@ -19,16 +19,19 @@
 //!   `RETRY_AFTER`. Only a failure to connect counts as a connection error (`DbHealth`); one
 //!   in setting the session up (a lock held on the table, say) is only logged at debug.
 //! - **Answers and errors.** A row, or none, is the answer. So is an error from the server on
-//!   a live connection (a lock or statement timeout: 503 as through the pool, after one
-//!   `busy_timeout`, not two). No answer within `patience` (`database.busy_timeout`, at least
-//!   a second, plus a second: a database that froze) is 503 and drops the connection. A closed connection,
-//!   a statement gone stale after a migration (SQLSTATE classes 0A, 26, 42) or a row that does
-//!   not parse drops the connection and reads through the pool, which retries, prepares
-//!   afresh and reports as for every other read. A committed revocation is seen at once:
-//!   each query runs on its own, outside any transaction, at READ COMMITTED.
+//!   a live connection (a lock timeout: 503 as through the pool, after one `busy_timeout`,
+//!   not two). No answer within `patience` (`database.busy_timeout`, at least a second, plus
+//!   a second: a database that froze or is far behind) is 503 and drops the connection (the
+//!   query is not cancelled; the slot is free once the server has answered it or the
+//!   connection died). A connection that is closed or closing (a FATAL error such as 57P01
+//!   from `pg_terminate_backend`, class 08), a statement gone stale after a migration
+//!   (SQLSTATE classes 0A, 26, 42) or a row that does not parse drops the connection and
+//!   reads through the pool, which retries, prepares afresh and reports as for every other
+//!   read. A committed revocation is seen at once: each query runs on its own, outside any
+//!   transaction, at READ COMMITTED.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::{Client, NoTls, Statement};
@@ -94,7 +97,9 @@ impl QuickReads {
             config,
             settings,
             health,
-            patience: busy_timeout.max(Duration::from_secs(1)) + Duration::from_secs(1),
+            patience: busy_timeout
+                .max(Duration::from_secs(1))
+                .saturating_add(Duration::from_secs(1)),
             slots: (0..count).map(|_| Slot::default()).collect(),
             next: AtomicUsize::new(0),
         })
@@ -124,7 +129,11 @@ impl QuickReads {
                     Ok(found) => (Some(Ok(found)), true),
                     Err(e) => (this.aside(&e), false),
                 },
-                Ok(Err(e)) if reader.client.is_closed() || super::is_stale_statement(&e) => {
+                Ok(Err(e))
+                    if reader.client.is_closed()
+                        || ends_connection(&e)
+                        || super::is_stale_statement(&e) =>
+                {
                     (this.aside(&e), false)
                 }
                 Ok(Err(e)) => (Some(Err(super::map_err(e))), true),
@@ -167,51 +176,82 @@ impl QuickReads {
         if slot.occupied.swap(true, Ordering::AcqRel) {
             return;
         }
+        let held = Occupied {
+            reads: Arc::downgrade(self),
+            index,
+        };
         let this = self.clone();
         runtime.spawn(async move {
-            let slot = &this.slots[index];
-            match this.open(index).await {
+            match this.open(held).await {
                 Ok(reader) => {
-                    *lock(&slot.failed_at) = None;
-                    *lock(&slot.reader) = Some(Arc::new(reader));
+                    *lock(&this.slots[index].reader) = Some(Arc::new(reader));
                     this.health.connected();
                 }
-                Err(OpenError::Connect(e)) => {
-                    *lock(&slot.failed_at) = Some(Instant::now());
-                    slot.occupied.store(false, Ordering::Release);
-                    this.health.connection_failed(&super::cause(&e));
-                }
+                Err(OpenError::Connect(e)) => this.health.connection_failed(&super::cause(&e)),
                 Err(OpenError::Setup(e)) => {
-                    // The connection made is dropped with its client; its task frees the slot.
-                    *lock(&slot.failed_at) = Some(Instant::now());
                     tracing::debug!(error = %super::cause(&e), "quick read: setting up a connection failed");
                 }
             }
         });
     }
 
-    /// Connects for slot `index`, drives the connection on the runtime until it closes (then
-    /// frees the slot), sets the session up and prepares `WITH_USER`.
-    async fn open(self: &Arc<Self>, index: usize) -> Result<Reader, OpenError> {
+    /// Connects for the slot `held` occupies, drives the connection on the runtime until it
+    /// closes (the slot is free when that task ends, or here if connecting fails), sets the
+    /// session up and prepares `WITH_USER`. A failure marks the slot's `failed_at` while the
+    /// slot is still occupied, so no other attempt starts without waiting `RETRY_AFTER`.
+    async fn open(&self, held: Occupied) -> Result<Reader, OpenError> {
+        let failed_at = &self.slots[held.index].failed_at;
+        let failed = |e| {
+            *lock(failed_at) = Some(Instant::now());
+            e
+        };
         let (client, connection) = self
             .config
             .connect(NoTls)
             .await
-            .map_err(OpenError::Connect)?;
-        let this = self.clone();
+            .map_err(|e| failed(OpenError::Connect(e)))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %super::cause(&e), "quick-read connection closed");
             }
-            this.slots[index].occupied.store(false, Ordering::Release);
+            drop(held);
         });
-        client
-            .batch_execute(&self.settings)
-            .await
-            .map_err(OpenError::Setup)?;
-        let with_user = client.prepare(WITH_USER).await.map_err(OpenError::Setup)?;
+        let setup = async {
+            client.batch_execute(&self.settings).await?;
+            client.prepare(WITH_USER).await
+        };
+        let with_user = setup.await.map_err(|e| failed(OpenError::Setup(e)))?;
+        *lock(failed_at) = None;
         Ok(Reader { client, with_user })
     }
+}
+
+/// A slot's claim on its one connection, from the start of an opening to the end of that
+/// connection's task (or of a failed attempt to connect): frees the slot when dropped, however
+/// the task ends. Holds the reads weakly, so a connection's task does not keep its own store
+/// (and so itself) alive.
+struct Occupied {
+    reads: Weak<QuickReads>,
+    index: usize,
+}
+
+impl Drop for Occupied {
+    fn drop(&mut self) {
+        if let Some(reads) = self.reads.upgrade() {
+            reads.slots[self.index]
+                .occupied
+                .store(false, Ordering::Release);
+        }
+    }
+}
+
+/// An error after which the connection is gone or going: its server process ends (FATAL or
+/// PANIC, e.g. 57P01 from `pg_terminate_backend` or a shutdown, sent to the oldest pending
+/// query before the connection closes) or a connection exception (class 08).
+fn ends_connection(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| matches!(db.severity(), "FATAL" | "PANIC"))
+        || e.code().is_some_and(|code| code.code().starts_with("08"))
 }
 
 /// The quick-read connections for a pool of `pool_size`: one per `QUICK_READ_SHARE`.
