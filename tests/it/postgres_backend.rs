@@ -429,6 +429,32 @@ fn session_reads_go_async_see_revocations_at_once_and_stay_within_the_pool_size(
     until_reads_are_async(&s, &access);
 }
 
+/// A server on `db` with `database.pool_size = 4` (one async-read connection) and `extra`,
+/// and the access token of a user it registered, once its reads take the async path.
+fn one_async_connection(db: &PgDatabase, extra: &[(&str, &str)]) -> (TestServer, String) {
+    let mut settings = vec![
+        ("AUTHD_DATABASE__URL", db.url.as_str()),
+        ("AUTHD_DATABASE__POOL_SIZE", "4"),
+    ];
+    settings.extend_from_slice(extra);
+    let s = TestServer::with(&settings);
+    let access = s.register(&unique_email("pg-one-async"))["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    until_reads_are_async(&s, &access);
+    (s, access)
+}
+
+/// What a migration does to the sessions table: holds it (`ACCESS EXCLUSIVE`) until the
+/// transaction ends.
+fn lock_sessions(client: &mut postgres::Client) -> postgres::Transaction<'_> {
+    let mut lock = client.transaction().unwrap();
+    lock.batch_execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    lock
+}
+
 /// A migration holding the sessions table (`LOCK ... ACCESS EXCLUSIVE`) longer than
 /// `database.busy_timeout`: an authenticated request is 503 after one `busy_timeout` (the
 /// server's lock timeout answers the async read; the pool is not asked to wait a second
@@ -439,26 +465,13 @@ fn a_locked_sessions_table_is_503_after_one_busy_timeout_and_no_connection_error
     let Some(db) = PgDatabase::create() else {
         return;
     };
-    let s = TestServer::with(&[
-        ("AUTHD_DATABASE__URL", &db.url),
-        ("AUTHD_DATABASE__POOL_SIZE", "4"),
-        ("AUTHD_DATABASE__BUSY_TIMEOUT", "1s"),
-    ]);
-    let email = unique_email("pg-locked");
-    let access = s.register(&email)["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    until_reads_are_async(&s, &access);
+    let (s, access) = one_async_connection(&db, &[("AUTHD_DATABASE__BUSY_TIMEOUT", "1s")]);
     let errors = || s.metric("authd_database_connection_errors_total");
     let errors_before = errors();
     let mut admin =
         postgres::Client::connect(&services::postgres_admin_url(), postgres::NoTls).unwrap();
-
     let mut migration = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
-    let mut lock = migration.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
+    let lock = lock_sessions(&mut migration);
     let mut most = 0;
     for _ in 0..3 {
         let started = std::time::Instant::now();
@@ -494,21 +507,11 @@ fn a_read_pending_on_a_connection_the_server_ends_is_answered_through_the_pool()
     let Some(db) = PgDatabase::create() else {
         return;
     };
-    let s = TestServer::with(&[
-        ("AUTHD_DATABASE__URL", &db.url),
-        ("AUTHD_DATABASE__POOL_SIZE", "4"),
-    ]);
-    let access = s.register(&unique_email("pg-fatal"))["accessToken"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    until_reads_are_async(&s, &access);
+    let (s, access) = one_async_connection(&db, &[]);
     let mut admin =
         postgres::Client::connect(&services::postgres_admin_url(), postgres::NoTls).unwrap();
     let mut migration = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
-    let mut lock = migration.transaction().unwrap();
-    lock.batch_execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
-        .unwrap();
+    let lock = lock_sessions(&mut migration);
     std::thread::scope(|scope| {
         let read = scope.spawn(|| s.get_auth("/api/auth/profile", &access));
         let deadline = std::time::Instant::now() + Duration::from_secs(4);
