@@ -31,9 +31,10 @@
 //!   transaction, at READ COMMITTED.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use tokio_postgres::{Client, NoTls, Statement};
 use uuid::Uuid;
 
@@ -116,7 +117,7 @@ impl QuickReads {
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let index = self.next.fetch_add(1, Ordering::Relaxed) % self.slots.len();
-        let Some(reader) = lock(&self.slots[index].reader).clone() else {
+        let Some(reader) = self.slots[index].reader.lock().clone() else {
             self.open_in_background(index, &runtime);
             return None;
         };
@@ -160,7 +161,7 @@ impl QuickReads {
     /// request may have replaced it already). The slot stays occupied until the connection
     /// has closed (see `open`); the next request through it then opens a new one.
     fn close(&self, index: usize, reader: &Arc<Reader>) {
-        let mut current = lock(&self.slots[index].reader);
+        let mut current = self.slots[index].reader.lock();
         if current.as_ref().is_some_and(|r| Arc::ptr_eq(r, reader)) {
             *current = None;
         }
@@ -170,7 +171,11 @@ impl QuickReads {
     /// opening or closing) or the last attempt failed less than `RETRY_AFTER` ago.
     fn open_in_background(self: &Arc<Self>, index: usize, runtime: &tokio::runtime::Handle) {
         let slot = &self.slots[index];
-        if lock(&slot.failed_at).is_some_and(|at| at.elapsed() < RETRY_AFTER) {
+        if slot
+            .failed_at
+            .lock()
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER)
+        {
             return;
         }
         if slot.occupied.swap(true, Ordering::AcqRel) {
@@ -184,7 +189,7 @@ impl QuickReads {
         runtime.spawn(async move {
             match this.open(held).await {
                 Ok(reader) => {
-                    *lock(&this.slots[index].reader) = Some(Arc::new(reader));
+                    *this.slots[index].reader.lock() = Some(Arc::new(reader));
                     this.health.connected();
                 }
                 Err(OpenError::Connect(e)) => this.health.connection_failed(&super::cause(&e)),
@@ -202,7 +207,7 @@ impl QuickReads {
     async fn open(&self, held: Occupied) -> Result<Reader, OpenError> {
         let failed_at = &self.slots[held.index].failed_at;
         let failed = |e| {
-            *lock(failed_at) = Some(Instant::now());
+            *failed_at.lock() = Some(Instant::now());
             e
         };
         let (client, connection) = self
@@ -221,7 +226,7 @@ impl QuickReads {
             client.prepare(WITH_USER).await
         };
         let with_user = setup.await.map_err(|e| failed(OpenError::Setup(e)))?;
-        *lock(failed_at) = None;
+        *failed_at.lock() = None;
         Ok(Reader { client, with_user })
     }
 }
@@ -257,10 +262,6 @@ fn ends_connection(e: &tokio_postgres::Error) -> bool {
 /// The quick-read connections for a pool of `pool_size`: one per `QUICK_READ_SHARE`.
 pub(super) fn count_for(pool_size: u32) -> u32 {
     pool_size / QUICK_READ_SHARE
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]
